@@ -1,0 +1,66 @@
+//! Payload encoding and framing. The only module that knows the byte format: swapping the
+//! encoding means changing this file alone.
+//!
+//! Frames are a 4-byte big-endian length followed by the payload, handled by
+//! [`tokio_util::codec::LengthDelimitedCodec`]. Payloads are messages encoded with serde and
+//! bincode's standard configuration, with a decode limit so that a hostile length prefix inside a
+//! payload cannot make the decoder allocate without bound.
+
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Serialize};
+use tokio_util::codec::LengthDelimitedCodec;
+
+/// Default largest frame accepted or sent: 64 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
+
+/// Largest frame size that can be configured: 1 GiB.
+pub const MAX_FRAME_CAP: usize = 1 << 30;
+
+type Config = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_FRAME_CAP>,
+>;
+
+const CONFIG: Config = bincode::config::standard().with_limit::<MAX_FRAME_CAP>();
+
+/// Why a payload could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The bytes are not a valid message.
+    #[error("malformed message: {0}")]
+    Decode(String),
+    /// The payload decoded, but bytes were left over after the message.
+    #[error("malformed message: {0} trailing bytes after the message")]
+    Trailing(usize),
+    /// The value could not be encoded.
+    #[error("cannot encode message: {0}")]
+    Encode(String),
+}
+
+/// Builds the length-delimited framing codec with the given maximum frame size, clamped to
+/// [`MAX_FRAME_CAP`]. A peer announcing a longer frame gets an I/O error of kind `InvalidData`.
+pub fn framing(max_frame: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .big_endian()
+        .max_frame_length(max_frame.min(MAX_FRAME_CAP))
+        .new_codec()
+}
+
+/// Encodes a message (or any serde value) into a payload.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CodecError> {
+    bincode::serde::encode_to_vec(value, CONFIG)
+        .map(Bytes::from)
+        .map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Decodes a payload into a message (or any serde value). Never panics, whatever the bytes.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
+    let (value, read) = bincode::serde::decode_from_slice(payload, CONFIG)
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    if read != payload.len() {
+        return Err(CodecError::Trailing(payload.len() - read));
+    }
+    Ok(value)
+}

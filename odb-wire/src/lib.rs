@@ -1,0 +1,13 @@
+//! The ODB wire protocol: identifiers, the messages a client and a server exchange, and how they
+//! are framed and encoded. This crate does no I/O; values stored in the database are opaque bytes
+//! to it.
+
+#![warn(missing_docs)]
+
+pub mod codec;
+mod ids;
+mod message;
+
+pub use codec::{decode, encode, framing, CodecError, DEFAULT_MAX_FRAME, MAX_FRAME_CAP};
+pub use ids::{FieldId, IdBlock, IndexId, Key, ObjectId, RequestId, Tid, TypeId};
+pub use message::*;

@@ -1,0 +1,322 @@
+//! The messages exchanged between a client and the server.
+//!
+//! A connection starts with [`ClientMessage::Hello`], answered by [`ServerMessage::Welcome`]
+//! or [`ServerMessage::Rejected`] (after which the server closes the connection). Every other
+//! request carries a [`RequestId`] chosen by the client and is answered by exactly one final
+//! message with the same id. Pushed commits ([`ServerMessage::Commit`]) arrive in tid order and
+//! always before any answer that mentions a later tid.
+
+use crate::ids::{FieldId, IdBlock, IndexId, Key, ObjectId, RequestId, Tid, TypeId};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// The protocol version spoken by this crate. A server rejects a `Hello` with another version.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A message sent by a client.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub enum ClientMessage {
+    /// First message of every connection; nothing else is accepted before it.
+    Hello {
+        /// Must equal [`PROTOCOL_VERSION`].
+        protocol_version: u32,
+        /// The service token; compared by the server in constant time.
+        token: String,
+        /// A free-form name for logs (program name, host).
+        client_name: String,
+    },
+    /// Declares a schema; answered by [`ServerMessage::SchemaDefined`] with its ids.
+    DefineSchema {
+        /// Correlation id.
+        request_id: RequestId,
+        /// The schema as the client knows it.
+        schema: SchemaDef,
+    },
+    /// Asks for another block of object ids; answered by [`ServerMessage::Ids`].
+    RequestIds {
+        /// Correlation id.
+        request_id: RequestId,
+        /// How many ids the client wants at least.
+        count: u64,
+    },
+    /// Subscribes to data; answered by zero or more [`ServerMessage::SubscriptionData`] chunks
+    /// and then [`ServerMessage::SubscriptionComplete`].
+    Subscribe {
+        /// Correlation id.
+        request_id: RequestId,
+        /// Everything to subscribe to, as one consistent snapshot.
+        targets: Vec<SubscriptionTarget>,
+    },
+    /// Commits a transaction; answered by [`ServerMessage::CommitResult`].
+    Commit {
+        /// Correlation id.
+        request_id: RequestId,
+        /// The transaction.
+        commit: CommitRequest,
+    },
+    /// A round trip: answered by [`ServerMessage::Flushed`] once every commit the server made
+    /// before it has been sent to this connection.
+    Flush {
+        /// Correlation id.
+        request_id: RequestId,
+    },
+    /// Liveness signal; the server never answers it.
+    Heartbeat,
+}
+
+/// A message sent by the server.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// The token was accepted.
+    Welcome {
+        /// The protocol version the server speaks.
+        protocol_version: u32,
+        /// The id of this connection (its `Connection` object in the `core` schema).
+        connection: ObjectId,
+        /// A first block of object ids for this client.
+        ids: IdBlock,
+        /// The server's current tid.
+        tid: Tid,
+        /// How often the server expects a heartbeat, in milliseconds.
+        heartbeat_interval_ms: u64,
+    },
+    /// The hello was refused; the server closes the connection after sending this.
+    Rejected {
+        /// Why, in words fit for the user.
+        reason: RejectReason,
+    },
+    /// Answer to [`ClientMessage::DefineSchema`].
+    SchemaDefined {
+        /// Correlation id.
+        request_id: RequestId,
+        /// Ids of every type, field and index of the schema, in the order they were declared.
+        schema: SchemaIds,
+    },
+    /// Answer to [`ClientMessage::RequestIds`].
+    Ids {
+        /// Correlation id.
+        request_id: RequestId,
+        /// The granted block.
+        block: IdBlock,
+    },
+    /// One chunk of a subscription's initial data. Not visible until the completion arrives.
+    SubscriptionData {
+        /// Correlation id.
+        request_id: RequestId,
+        /// Complete current data of each object in the chunk.
+        objects: Vec<ObjectData>,
+    },
+    /// The subscription's initial data is complete and consistent as of `tid`.
+    SubscriptionComplete {
+        /// Correlation id.
+        request_id: RequestId,
+        /// The snapshot's tid.
+        tid: Tid,
+    },
+    /// A commit, filtered to what this connection can see.
+    Commit(CommitData),
+    /// Answer to [`ClientMessage::Commit`]. If committed, the commit itself was pushed before.
+    CommitResult {
+        /// Correlation id.
+        request_id: RequestId,
+        /// What happened.
+        outcome: CommitOutcome,
+    },
+    /// Answer to [`ClientMessage::Flush`].
+    Flushed {
+        /// Correlation id.
+        request_id: RequestId,
+        /// The server's tid when the flush was processed.
+        tid: Tid,
+    },
+    /// A request was refused (bad arguments, limits). The connection stays open.
+    RequestFailed {
+        /// Correlation id.
+        request_id: RequestId,
+        /// Why.
+        reason: String,
+    },
+    /// The server is about to close the connection, and says why.
+    Closing {
+        /// Why.
+        reason: String,
+    },
+    /// Liveness signal.
+    Heartbeat,
+}
+
+/// Why a hello was refused.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum RejectReason {
+    /// The token did not match.
+    Unauthorized,
+    /// The client speaks another protocol version.
+    ProtocolVersion {
+        /// The version the server speaks.
+        server: u32,
+    },
+    /// The first message was not a hello, or the server refuses for another reason.
+    Other(String),
+}
+
+/// A schema as declared by a client: names only. Identity is by name.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct SchemaDef {
+    /// The schema's name, e.g. `hello_world`.
+    pub name: String,
+    /// Its object types.
+    pub types: Vec<TypeDef>,
+}
+
+/// One object type of a [`SchemaDef`].
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct TypeDef {
+    /// The type's name, e.g. `Message`.
+    pub name: String,
+    /// Field names, in declaration order.
+    pub fields: Vec<String>,
+    /// Indices, in declaration order.
+    pub indices: Vec<IndexDef>,
+}
+
+/// One index of a [`TypeDef`]: its value is the concatenated encoding of its fields.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct IndexDef {
+    /// The index's name.
+    pub name: String,
+    /// The names of the fields it covers, in order.
+    pub fields: Vec<String>,
+}
+
+/// The ids the server assigned to a schema, in the order of the request's [`SchemaDef`].
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct SchemaIds {
+    /// The schema's name.
+    pub name: String,
+    /// One entry per requested type, in request order.
+    pub types: Vec<TypeIds>,
+}
+
+/// The ids of one type.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct TypeIds {
+    /// The type.
+    pub type_id: TypeId,
+    /// The implicit existence field: present on every live object of the type.
+    pub exists_field: FieldId,
+    /// The implicit index of all live objects of the type; every member has the empty value.
+    pub all_index: IndexId,
+    /// Field ids, in the order of the request's field names.
+    pub fields: Vec<FieldId>,
+    /// Index ids, in the order of the request's indices.
+    pub indices: Vec<IndexId>,
+}
+
+/// What a subscription covers.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum SubscriptionTarget {
+    /// Every object of a type.
+    Type(TypeId),
+    /// Every object whose index has this value now or later; objects stay visible after they
+    /// leave the value.
+    Index {
+        /// The index.
+        index: IndexId,
+        /// The encoded index value.
+        value: Bytes,
+    },
+    /// One object.
+    Object(ObjectId),
+}
+
+/// The complete current state of one object.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ObjectData {
+    /// The object.
+    pub id: ObjectId,
+    /// Every field that has a value (including the existence field).
+    pub fields: Vec<(FieldId, Bytes)>,
+    /// Every index the object is a member of, with its value.
+    pub indices: Vec<(IndexId, Bytes)>,
+}
+
+/// A write to one field: `None` removes the field.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct FieldWrite {
+    /// The object.
+    pub object: ObjectId,
+    /// The field.
+    pub field: FieldId,
+    /// The new encoded value, or `None` to remove it.
+    pub value: Option<Bytes>,
+}
+
+/// A change of one object's value in one index: `None` removes it from the index.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct IndexWrite {
+    /// The object.
+    pub object: ObjectId,
+    /// The index.
+    pub index: IndexId,
+    /// The new encoded index value, or `None` when the object leaves the index.
+    pub value: Option<Bytes>,
+}
+
+/// A transaction as sent by a client.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct CommitRequest {
+    /// The tid of the snapshot the transaction read.
+    pub base_tid: Tid,
+    /// Field writes (creates write the existence field).
+    pub writes: Vec<FieldWrite>,
+    /// New index values of the objects written.
+    pub index_writes: Vec<IndexWrite>,
+    /// Objects deleted: every field and index membership is removed by the server.
+    pub deletes: Vec<ObjectId>,
+    /// Fields read (including existence reads).
+    pub reads: Vec<(ObjectId, FieldId)>,
+    /// Index values looked up.
+    pub index_reads: Vec<(IndexId, Bytes)>,
+}
+
+/// A commit as pushed to a subscriber: only the parts it can see.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct CommitData {
+    /// The commit's tid.
+    pub tid: Tid,
+    /// Field writes; objects that became visible with this commit come with all their fields.
+    pub writes: Vec<FieldWrite>,
+    /// Index changes.
+    pub index_writes: Vec<IndexWrite>,
+    /// Deleted objects.
+    pub deletes: Vec<ObjectId>,
+}
+
+/// The result of a commit.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum CommitOutcome {
+    /// Applied at this tid.
+    Committed {
+        /// The commit's tid.
+        tid: Tid,
+    },
+    /// Something the transaction read was changed after its base tid. Nothing was applied.
+    Conflict {
+        /// The first conflicting key found.
+        key: Key,
+        /// The tid that last wrote it.
+        written_at: Tid,
+    },
+    /// The base tid is older than the server's conflict history. Nothing was applied.
+    TooOld {
+        /// The transaction's base tid.
+        base_tid: Tid,
+        /// The oldest base tid the server can still validate.
+        horizon: Tid,
+    },
+    /// The request was invalid (unknown ids, limits). Nothing was applied.
+    Invalid {
+        /// Why.
+        reason: String,
+    },
+}

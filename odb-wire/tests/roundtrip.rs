@@ -1,0 +1,250 @@
+//! Property tests: every message survives encode/decode, and no byte string panics the decoder.
+
+use bytes::Bytes;
+use odb_wire::*;
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+fn bytes() -> impl Strategy<Value = Bytes> {
+    vec(any::<u8>(), 0..24).prop_map(Bytes::from)
+}
+fn oid() -> impl Strategy<Value = ObjectId> {
+    any::<u64>().prop_map(ObjectId)
+}
+fn fid() -> impl Strategy<Value = FieldId> {
+    any::<u32>().prop_map(FieldId)
+}
+fn iid() -> impl Strategy<Value = IndexId> {
+    any::<u32>().prop_map(IndexId)
+}
+fn rid() -> impl Strategy<Value = RequestId> {
+    any::<u64>().prop_map(RequestId)
+}
+fn tid() -> impl Strategy<Value = Tid> {
+    any::<u64>().prop_map(Tid)
+}
+fn block() -> impl Strategy<Value = IdBlock> {
+    (any::<u64>(), any::<u64>()).prop_map(|(start, len)| IdBlock { start, len })
+}
+fn key() -> impl Strategy<Value = Key> {
+    prop_oneof![
+        (oid(), fid()).prop_map(|(o, f)| Key::Field(o, f)),
+        (iid(), bytes()).prop_map(|(i, v)| Key::Index(i, v)),
+    ]
+}
+fn field_write() -> impl Strategy<Value = FieldWrite> {
+    (oid(), fid(), proptest::option::of(bytes())).prop_map(|(object, field, value)| FieldWrite {
+        object,
+        field,
+        value,
+    })
+}
+fn index_write() -> impl Strategy<Value = IndexWrite> {
+    (oid(), iid(), proptest::option::of(bytes())).prop_map(|(object, index, value)| IndexWrite {
+        object,
+        index,
+        value,
+    })
+}
+fn schema_def() -> impl Strategy<Value = SchemaDef> {
+    let index = (".*", vec(".*", 0..3)).prop_map(|(name, fields)| IndexDef { name, fields });
+    let ty =
+        (".*", vec(".*", 0..4), vec(index, 0..3)).prop_map(|(name, fields, indices)| TypeDef {
+            name,
+            fields,
+            indices,
+        });
+    (".*", vec(ty, 0..3)).prop_map(|(name, types)| SchemaDef { name, types })
+}
+fn schema_ids() -> impl Strategy<Value = SchemaIds> {
+    let ty = (
+        any::<u32>(),
+        fid(),
+        iid(),
+        vec(fid(), 0..4),
+        vec(iid(), 0..3),
+    )
+        .prop_map(|(t, exists_field, all_index, fields, indices)| TypeIds {
+            type_id: TypeId(t),
+            exists_field,
+            all_index,
+            fields,
+            indices,
+        });
+    (".*", vec(ty, 0..3)).prop_map(|(name, types)| SchemaIds { name, types })
+}
+fn target() -> impl Strategy<Value = SubscriptionTarget> {
+    prop_oneof![
+        any::<u32>().prop_map(|t| SubscriptionTarget::Type(TypeId(t))),
+        (iid(), bytes()).prop_map(|(index, value)| SubscriptionTarget::Index { index, value }),
+        oid().prop_map(SubscriptionTarget::Object),
+    ]
+}
+fn object_data() -> impl Strategy<Value = ObjectData> {
+    (
+        oid(),
+        vec((fid(), bytes()), 0..4),
+        vec((iid(), bytes()), 0..3),
+    )
+        .prop_map(|(id, fields, indices)| ObjectData {
+            id,
+            fields,
+            indices,
+        })
+}
+fn commit_request() -> impl Strategy<Value = CommitRequest> {
+    (
+        tid(),
+        vec(field_write(), 0..4),
+        vec(index_write(), 0..4),
+        vec(oid(), 0..3),
+        vec((oid(), fid()), 0..4),
+        vec((iid(), bytes()), 0..3),
+    )
+        .prop_map(
+            |(base_tid, writes, index_writes, deletes, reads, index_reads)| CommitRequest {
+                base_tid,
+                writes,
+                index_writes,
+                deletes,
+                reads,
+                index_reads,
+            },
+        )
+}
+fn commit_data() -> impl Strategy<Value = CommitData> {
+    (
+        tid(),
+        vec(field_write(), 0..4),
+        vec(index_write(), 0..4),
+        vec(oid(), 0..3),
+    )
+        .prop_map(|(tid, writes, index_writes, deletes)| CommitData {
+            tid,
+            writes,
+            index_writes,
+            deletes,
+        })
+}
+
+fn client_message() -> impl Strategy<Value = ClientMessage> {
+    prop_oneof![
+        (any::<u32>(), ".*", ".*").prop_map(|(protocol_version, token, client_name)| {
+            ClientMessage::Hello {
+                protocol_version,
+                token,
+                client_name,
+            }
+        }),
+        (rid(), schema_def())
+            .prop_map(|(request_id, schema)| ClientMessage::DefineSchema { request_id, schema }),
+        (rid(), any::<u64>())
+            .prop_map(|(request_id, count)| ClientMessage::RequestIds { request_id, count }),
+        (rid(), vec(target(), 0..4)).prop_map(|(request_id, targets)| ClientMessage::Subscribe {
+            request_id,
+            targets
+        }),
+        (rid(), commit_request())
+            .prop_map(|(request_id, commit)| ClientMessage::Commit { request_id, commit }),
+        rid().prop_map(|request_id| ClientMessage::Flush { request_id }),
+        Just(ClientMessage::Heartbeat),
+    ]
+}
+
+fn outcome() -> impl Strategy<Value = CommitOutcome> {
+    prop_oneof![
+        tid().prop_map(|tid| CommitOutcome::Committed { tid }),
+        (key(), tid()).prop_map(|(key, written_at)| CommitOutcome::Conflict { key, written_at }),
+        (tid(), tid()).prop_map(|(base_tid, horizon)| CommitOutcome::TooOld { base_tid, horizon }),
+        ".*".prop_map(|reason| CommitOutcome::Invalid { reason }),
+    ]
+}
+
+fn server_message() -> impl Strategy<Value = ServerMessage> {
+    let reject = prop_oneof![
+        Just(RejectReason::Unauthorized),
+        any::<u32>().prop_map(|server| RejectReason::ProtocolVersion { server }),
+        ".*".prop_map(RejectReason::Other),
+    ];
+    prop_oneof![
+        (any::<u32>(), oid(), block(), tid(), any::<u64>()).prop_map(
+            |(protocol_version, connection, ids, tid, heartbeat_interval_ms)| {
+                ServerMessage::Welcome {
+                    protocol_version,
+                    connection,
+                    ids,
+                    tid,
+                    heartbeat_interval_ms,
+                }
+            }
+        ),
+        reject.prop_map(|reason| ServerMessage::Rejected { reason }),
+        (rid(), schema_ids())
+            .prop_map(|(request_id, schema)| ServerMessage::SchemaDefined { request_id, schema }),
+        (rid(), block()).prop_map(|(request_id, block)| ServerMessage::Ids { request_id, block }),
+        (rid(), vec(object_data(), 0..3)).prop_map(|(request_id, objects)| {
+            ServerMessage::SubscriptionData {
+                request_id,
+                objects,
+            }
+        }),
+        (rid(), tid())
+            .prop_map(|(request_id, tid)| ServerMessage::SubscriptionComplete { request_id, tid }),
+        commit_data().prop_map(ServerMessage::Commit),
+        (rid(), outcome()).prop_map(|(request_id, outcome)| ServerMessage::CommitResult {
+            request_id,
+            outcome
+        }),
+        (rid(), tid()).prop_map(|(request_id, tid)| ServerMessage::Flushed { request_id, tid }),
+        (rid(), ".*")
+            .prop_map(|(request_id, reason)| ServerMessage::RequestFailed { request_id, reason }),
+        ".*".prop_map(|reason| ServerMessage::Closing { reason }),
+        Just(ServerMessage::Heartbeat),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn every_client_message_round_trips(msg in client_message()) {
+        let bytes = encode(&msg).unwrap();
+        prop_assert_eq!(decode::<ClientMessage>(&bytes).unwrap(), msg);
+    }
+
+    #[test]
+    fn every_server_message_round_trips(msg in server_message()) {
+        let bytes = encode(&msg).unwrap();
+        prop_assert_eq!(decode::<ServerMessage>(&bytes).unwrap(), msg);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder(data in vec(any::<u8>(), 0..512)) {
+        let _ = decode::<ClientMessage>(&data);
+        let _ = decode::<ServerMessage>(&data);
+    }
+
+    #[test]
+    fn truncated_messages_are_errors(msg in client_message(), cut in any::<prop::sample::Index>()) {
+        let bytes = encode(&msg).unwrap();
+        let cut = cut.index(bytes.len());
+        prop_assert!(decode::<ClientMessage>(&bytes[..cut]).is_err());
+    }
+}
+
+#[test]
+fn a_huge_length_prefix_inside_a_payload_is_an_error_not_an_allocation() {
+    // Variant index of `Commit`, a request id, then a base tid and a vec length of 2^62.
+    let mut payload = vec![4u8, 1, 0];
+    payload.push(0xFF);
+    payload.extend_from_slice(&(1u64 << 62).to_le_bytes());
+    assert!(decode::<ClientMessage>(&payload).is_err());
+}
+
+#[test]
+fn trailing_bytes_are_rejected() {
+    let mut bytes = encode(&ClientMessage::Heartbeat).unwrap().to_vec();
+    bytes.push(0);
+    assert!(matches!(
+        decode::<ClientMessage>(&bytes),
+        Err(CodecError::Trailing(1))
+    ));
+}
