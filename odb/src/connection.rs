@@ -1,0 +1,291 @@
+//! The connection task pair: a reader that applies pushed commits to the replica and resolves
+//! request futures, and a writer that sends requests and heartbeats. Requests are matched to
+//! answers by request id; because the server's stream is FIFO, an answer is always processed
+//! after every commit pushed before it.
+
+use crate::local::Shared;
+use crate::{Error, Result};
+use futures::{SinkExt, StreamExt};
+use odb_wire::{
+    ClientMessage, CommitOutcome, IdBlock, ObjectData, ObjectId, RejectReason, RequestId,
+    SchemaIds, ServerMessage, Tid, PROTOCOL_VERSION,
+};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+
+/// A final answer to one request.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Schema(SchemaIds),
+    Ids(IdBlock),
+    Subscribed(Tid),
+    Commit(CommitOutcome),
+    Flushed(Tid),
+    Failed(String),
+}
+
+/// What the welcome told us.
+pub(crate) struct Welcome {
+    pub connection: ObjectId,
+    pub ids: IdBlock,
+    pub tid: Tid,
+    pub heartbeat_interval: Duration,
+}
+
+/// The request side of a connection, shared by the client handle and the tasks.
+pub(crate) struct Conn {
+    out: mpsc::UnboundedSender<ClientMessage>,
+    pending: Mutex<HashMap<RequestId, oneshot::Sender<Reply>>>,
+    next_request: AtomicU64,
+    closed: Mutex<Option<String>>,
+}
+
+impl Conn {
+    fn closed_error(&self) -> Error {
+        Error::Disconnected(
+            self.closed
+                .lock()
+                .clone()
+                .unwrap_or_else(|| "the connection closed".to_string()),
+        )
+    }
+
+    /// Why the connection closed, if it did.
+    pub fn closed_reason(&self) -> Option<String> {
+        self.closed.lock().clone()
+    }
+
+    /// Sends a request and waits for its final answer.
+    pub async fn request(&self, make: impl FnOnce(RequestId) -> ClientMessage) -> Result<Reply> {
+        let id = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = self.pending.lock();
+            if self.closed.lock().is_some() {
+                return Err(self.closed_error());
+            }
+            pending.insert(id, tx);
+        }
+        if self.out.send(make(id)).is_err() {
+            self.pending.lock().remove(&id);
+            return Err(self.closed_error());
+        }
+        match rx.await {
+            Ok(Reply::Failed(reason)) => Err(Error::Server(reason)),
+            Ok(reply) => Ok(reply),
+            Err(_) => Err(self.closed_error()),
+        }
+    }
+
+    fn resolve(&self, id: RequestId, reply: Reply) {
+        if let Some(tx) = self.pending.lock().remove(&id) {
+            let _ = tx.send(reply);
+        }
+    }
+
+    fn close(&self, reason: String) {
+        let mut pending = self.pending.lock();
+        let mut closed = self.closed.lock();
+        if closed.is_none() {
+            tracing::debug!(%reason, "connection closed");
+            *closed = Some(reason);
+        }
+        pending.clear();
+    }
+}
+
+/// Performs the hello exchange on a fresh stream and starts the connection tasks.
+pub(crate) async fn open<S>(
+    stream: S,
+    token: &str,
+    client_name: &str,
+    max_frame: usize,
+    cancel: CancellationToken,
+) -> Result<(Arc<Conn>, Welcome, Arc<Shared>)>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read, write) = tokio::io::split(stream);
+    let mut reader = FramedRead::new(read, odb_wire::framing(max_frame));
+    let mut writer = FramedWrite::new(write, odb_wire::framing(max_frame));
+    let hello = ClientMessage::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        token: token.to_string(),
+        client_name: client_name.to_string(),
+    };
+    writer.send(encode(&hello)?).await?;
+    let first = match reader.next().await {
+        Some(frame) => frame?,
+        None => {
+            return Err(Error::Disconnected(
+                "the server closed the connection during the hello".into(),
+            ))
+        }
+    };
+    let welcome = match decode(&first)? {
+        ServerMessage::Welcome {
+            connection,
+            ids,
+            tid,
+            heartbeat_interval_ms,
+            ..
+        } => Welcome {
+            connection,
+            ids,
+            tid,
+            heartbeat_interval: Duration::from_millis(heartbeat_interval_ms.max(10)),
+        },
+        ServerMessage::Rejected {
+            reason: RejectReason::Unauthorized,
+        } => return Err(Error::Unauthorized),
+        ServerMessage::Rejected {
+            reason: RejectReason::ProtocolVersion { server },
+        } => {
+            return Err(Error::Protocol(format!(
+                "the server speaks protocol version {server}, this client {PROTOCOL_VERSION}; upgrade the older side"
+            )))
+        }
+        ServerMessage::Rejected {
+            reason: RejectReason::Other(reason),
+        } => return Err(Error::Server(reason)),
+        other => {
+            return Err(Error::Protocol(format!(
+                "expected Welcome, got {other:?}"
+            )))
+        }
+    };
+    let shared = Arc::new(Shared::new(welcome.tid));
+    shared.ids.lock().add(welcome.ids);
+    let (out, out_rx) = mpsc::unbounded_channel();
+    let conn = Arc::new(Conn {
+        out,
+        pending: Mutex::new(HashMap::new()),
+        next_request: AtomicU64::new(1),
+        closed: Mutex::new(None),
+    });
+    tokio::spawn(write_loop(
+        writer,
+        out_rx,
+        welcome.heartbeat_interval,
+        cancel.clone(),
+        conn.clone(),
+    ));
+    tokio::spawn(read_loop(reader, shared.clone(), conn.clone(), cancel));
+    Ok((conn, welcome, shared))
+}
+
+fn encode(msg: &ClientMessage) -> Result<bytes::Bytes> {
+    odb_wire::encode(msg).map_err(|e| Error::Encode(e.to_string()))
+}
+
+fn decode(frame: &[u8]) -> Result<ServerMessage> {
+    odb_wire::decode(frame).map_err(|e| Error::Protocol(e.to_string()))
+}
+
+async fn write_loop<W: AsyncWrite + Send + Unpin>(
+    mut writer: FramedWrite<W, tokio_util::codec::LengthDelimitedCodec>,
+    mut rx: mpsc::UnboundedReceiver<ClientMessage>,
+    heartbeat: Duration,
+    cancel: CancellationToken,
+    conn: Arc<Conn>,
+) {
+    let mut ticker = tokio::time::interval(heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result: Result<()> = async {
+        loop {
+            let msg = tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = ticker.tick() => ClientMessage::Heartbeat,
+                msg = rx.recv() => match msg {
+                    Some(msg) => msg,
+                    None => return Ok(()),
+                },
+            };
+            writer.feed(encode(&msg)?).await?;
+            // Coalesce: write out everything already queued before flushing.
+            while let Ok(msg) = rx.try_recv() {
+                writer.feed(encode(&msg)?).await?;
+            }
+            SinkExt::<bytes::Bytes>::flush(&mut writer).await?;
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        conn.close(format!("sending failed: {e}"));
+    }
+    cancel.cancel();
+}
+
+async fn read_loop<R: AsyncRead + Send + Unpin>(
+    mut reader: FramedRead<R, tokio_util::codec::LengthDelimitedCodec>,
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    cancel: CancellationToken,
+) {
+    let mut subscriptions: HashMap<RequestId, Vec<ObjectData>> = HashMap::new();
+    let mut closing: Option<String> = None;
+    let reason = loop {
+        let frame = tokio::select! {
+            _ = cancel.cancelled() => break "the client was closed".to_string(),
+            frame = reader.next() => frame,
+        };
+        let frame = match frame {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => break format!("reading from the server failed: {e}"),
+            None => {
+                break closing
+                    .take()
+                    .map(|r| format!("the server closed the connection: {r}"))
+                    .unwrap_or_else(|| "the server closed the connection".to_string())
+            }
+        };
+        let msg = match decode(&frame) {
+            Ok(msg) => msg,
+            Err(e) => break format!("the server sent an undecodable message: {e}"),
+        };
+        match msg {
+            ServerMessage::Commit(data) => shared.apply_commit(&data),
+            ServerMessage::SubscriptionData {
+                request_id,
+                objects,
+            } => subscriptions.entry(request_id).or_default().extend(objects),
+            ServerMessage::SubscriptionComplete { request_id, tid } => {
+                let objects = subscriptions.remove(&request_id).unwrap_or_default();
+                shared.apply_snapshot(objects, &[], tid);
+                conn.resolve(request_id, Reply::Subscribed(tid));
+            }
+            ServerMessage::CommitResult {
+                request_id,
+                outcome,
+            } => conn.resolve(request_id, Reply::Commit(outcome)),
+            ServerMessage::Flushed { request_id, tid } => {
+                shared.advance(tid);
+                conn.resolve(request_id, Reply::Flushed(tid));
+            }
+            ServerMessage::SchemaDefined { request_id, schema } => {
+                conn.resolve(request_id, Reply::Schema(schema))
+            }
+            ServerMessage::Ids { request_id, block } => conn.resolve(request_id, Reply::Ids(block)),
+            ServerMessage::RequestFailed { request_id, reason } => {
+                subscriptions.remove(&request_id);
+                conn.resolve(request_id, Reply::Failed(reason))
+            }
+            ServerMessage::Closing { reason } => closing = Some(reason),
+            ServerMessage::Heartbeat => {}
+            other @ (ServerMessage::Welcome { .. } | ServerMessage::Rejected { .. }) => {
+                break format!("unexpected message from the server: {other:?}")
+            }
+        }
+    };
+    conn.close(reason);
+    // Wake everything waiting on the replica so it sees the closed connection.
+    shared.tid_tx.send_modify(|_| {});
+    cancel.cancel();
+}

@@ -1,0 +1,142 @@
+//! An embedded ODB server running inside this process (feature `server`).
+//!
+//! ```no_run
+//! # async fn demo() -> odb::Result<()> {
+//! let server = odb::server::Server::in_memory().start().await?;
+//! let db = server.client().await?;   // an in-process connection, no sockets
+//! # Ok(()) }
+//! ```
+//!
+//! The embedded server is the same server as the `odb-server` binary: clients connected in
+//! process speak the same protocol as remote ones, and [`ServerBuilder::listen`] also accepts
+//! TCP clients.
+
+use crate::{Client, Error, Result};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use odb_server::ServerConfig;
+
+/// Entry point for starting an embedded server.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// A server keeping its data in memory (nothing survives the process).
+    pub fn in_memory() -> ServerBuilder {
+        ServerBuilder {
+            config: ServerConfig::new(random_token()),
+            listen: None,
+        }
+    }
+}
+
+/// Configures an embedded server before starting it.
+#[derive(Debug)]
+pub struct ServerBuilder {
+    config: ServerConfig,
+    listen: Option<SocketAddr>,
+}
+
+impl ServerBuilder {
+    /// The service token TCP clients must present (default: a random one; in-process clients
+    /// made with [`RunningServer::client`] always use the right token).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.config.token = token.into();
+        self
+    }
+
+    /// Also accept TCP clients on this address (port 0 picks a free port; see
+    /// [`RunningServer::local_addr`]).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(addr);
+        self
+    }
+
+    /// How often heartbeats are exchanged.
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.config.heartbeat_interval = interval;
+        self
+    }
+
+    /// Replaces the whole server configuration (the token included).
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Starts the server's tasks on the current tokio runtime.
+    ///
+    /// Fails with [`Error::Io`] when the listen address cannot be bound.
+    pub async fn start(self) -> Result<RunningServer> {
+        let token = self.config.token.clone();
+        let server = odb_server::Server::start(self.config, self.listen)
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+        Ok(RunningServer { server, token })
+    }
+}
+
+/// A running embedded server. Dropping it stops the server.
+pub struct RunningServer {
+    server: odb_server::Server,
+    token: String,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("local_addr", &self.server.local_addr())
+            .finish()
+    }
+}
+
+impl RunningServer {
+    /// Connects a new client over an in-process pipe.
+    pub async fn client(&self) -> Result<Client> {
+        let stream = self
+            .server
+            .connect_in_process()
+            .map_err(|e| Error::Disconnected(e.to_string()))?;
+        Client::builder("odb://in-process")
+            .token(self.token.clone())
+            .connect_stream(stream)
+            .await
+    }
+
+    /// The TCP address the server listens on, if it was started with [`ServerBuilder::listen`].
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.server.local_addr()
+    }
+
+    /// `odb://addr` for TCP clients, if the server listens on TCP.
+    pub fn url(&self) -> Option<String> {
+        self.local_addr().map(|a| format!("odb://{a}"))
+    }
+
+    /// The service token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The underlying server, for its statistics.
+    pub fn inner(&self) -> &odb_server::Server {
+        &self.server
+    }
+
+    /// Stops the server and waits for its tasks to end.
+    pub async fn shutdown(self) {
+        self.server.shutdown().await
+    }
+}
+
+fn random_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut token = String::new();
+    for i in 0..2u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(i);
+        token.push_str(&format!("{:016x}", h.finish()));
+    }
+    token
+}

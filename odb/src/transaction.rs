@@ -1,0 +1,342 @@
+//! Transactions: a snapshot plus recorded reads and buffered writes, turned into one commit.
+
+use crate::local::Shared;
+use crate::registry::TypeInfo;
+use crate::schema::Schema;
+use crate::view::{Read, Snapshot};
+use crate::{Error, Result, TypeDef};
+use bytes::{Bytes, BytesMut};
+use odb_wire::{CommitRequest, FieldId, FieldWrite, IndexId, IndexWrite, ObjectId, Tid};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Something a transaction attempt could not do synchronously; the client provides it and runs
+/// the closure again.
+#[derive(Debug)]
+pub(crate) enum Need {
+    /// The schema must be defined on the server first.
+    Schema(&'static Schema),
+    /// More object ids are needed.
+    Ids(u64),
+}
+
+/// What the transaction did to one object.
+struct Pending {
+    info: Arc<TypeInfo>,
+    created: bool,
+    deleted: bool,
+    /// Written fields, by position in the type's declaration.
+    fields: BTreeMap<usize, Bytes>,
+}
+
+/// A read-write transaction, given to the closure of [`crate::Client::transaction`].
+///
+/// Reads come from a snapshot of the local replica and are recorded; writes are buffered and
+/// sent as one commit when the closure returns `Ok`. The commit fails (and the client runs the
+/// closure again) only if something this transaction read was changed since its snapshot.
+pub struct Transaction<'a> {
+    snap: Snapshot<'a>,
+    reads: RefCell<BTreeSet<(ObjectId, FieldId)>>,
+    index_reads: RefCell<BTreeSet<(IndexId, Bytes)>>,
+    objects: BTreeMap<ObjectId, Pending>,
+    need: Option<Need>,
+    created: u64,
+}
+
+impl<'a> Transaction<'a> {
+    pub(crate) fn new(shared: &'a Shared) -> Transaction<'a> {
+        Transaction {
+            snap: Snapshot::open(shared),
+            reads: RefCell::default(),
+            index_reads: RefCell::default(),
+            objects: BTreeMap::new(),
+            need: None,
+            created: 0,
+        }
+    }
+
+    pub(crate) fn take_need(&mut self) -> Option<Need> {
+        self.need.take()
+    }
+
+    /// Records a read of a field without reading it, so that the commit fails if someone else
+    /// changes it. Use it to make a transaction depend on data it did not otherwise read.
+    pub fn mark_field_read(&self, ty: &'static TypeDef, id: ObjectId, field: &str) -> Result<()> {
+        let info = self.snap.type_info(ty)?;
+        let pos = ty
+            .fields
+            .iter()
+            .position(|f| f.name == field)
+            .ok_or_else(|| Error::Invalid(format!("{} has no field {field}", ty.name)))?;
+        self.record_read(id, info.fields[pos]);
+        Ok(())
+    }
+
+    fn record_read(&self, id: ObjectId, field: FieldId) {
+        self.reads.borrow_mut().insert((id, field));
+    }
+
+    fn info_for_write(&mut self, ty: &'static TypeDef, id: ObjectId) -> Result<Arc<TypeInfo>> {
+        if let Some(p) = self.objects.get(&id) {
+            if p.deleted {
+                return Err(Error::Invalid(format!(
+                    "{} object {id} was deleted earlier in this transaction and cannot be written",
+                    ty.qualified_name()
+                )));
+            }
+            return Ok(p.info.clone());
+        }
+        let info = self.snap.type_info(ty)?;
+        // Any write to an object depends on its existence, so a concurrent delete conflicts.
+        self.record_read(id, info.exists_field);
+        if !self.snap.exists(&info, id) {
+            return Err(Snapshot::does_not_exist(ty, id));
+        }
+        Ok(info)
+    }
+
+    pub(crate) fn create_raw(
+        &mut self,
+        schema: &'static Schema,
+        ty: &'static TypeDef,
+        fields: Vec<Bytes>,
+    ) -> Result<ObjectId> {
+        let Some(info) = self.snap.shared.type_info(ty) else {
+            self.need = Some(Need::Schema(schema));
+            return Err(Error::Invalid(format!(
+                "schema {} is not defined yet; the transaction runs again once it is",
+                schema.name()
+            )));
+        };
+        let Some(id) = self.snap.shared.ids.lock().take() else {
+            self.need = Some(Need::Ids(self.created.max(1) * 2));
+            return Err(Error::Invalid(
+                "out of object ids; the transaction runs again once more are granted".into(),
+            ));
+        };
+        self.created += 1;
+        self.objects.insert(
+            id,
+            Pending {
+                info,
+                created: true,
+                deleted: false,
+                fields: fields.into_iter().enumerate().collect(),
+            },
+        );
+        Ok(id)
+    }
+
+    pub(crate) fn write_field_raw(
+        &mut self,
+        ty: &'static TypeDef,
+        id: ObjectId,
+        field: usize,
+        value: Bytes,
+    ) -> Result<()> {
+        let info = self.info_for_write(ty, id)?;
+        if field >= info.fields.len() {
+            return Err(Error::Invalid(format!("no field #{field} in {}", ty.name)));
+        }
+        let pending = self.objects.get(&id);
+        let created = pending.is_some_and(|p| p.created);
+        if !created {
+            // Writing an indexed field depends on every field of every index covering it, so
+            // that the index value the server stores is computed from current data.
+            for index in info.indices_covering(field) {
+                for &f in info.def.indices[index].fields {
+                    if !pending.is_some_and(|p| p.fields.contains_key(&f)) {
+                        self.record_read(id, info.fields[f]);
+                    }
+                }
+            }
+        }
+        self.objects
+            .entry(id)
+            .or_insert_with(|| Pending {
+                info,
+                created: false,
+                deleted: false,
+                fields: BTreeMap::new(),
+            })
+            .fields
+            .insert(field, value);
+        Ok(())
+    }
+
+    pub(crate) fn delete_raw(&mut self, ty: &'static TypeDef, id: ObjectId) -> Result<()> {
+        let info = self.info_for_write(ty, id)?;
+        let pending = self.objects.get(&id);
+        if !pending.is_some_and(|p| p.created) {
+            for index in info.def.indices {
+                for &f in index.fields {
+                    if !pending.is_some_and(|p| p.fields.contains_key(&f)) {
+                        self.record_read(id, info.fields[f]);
+                    }
+                }
+            }
+        }
+        let p = self.objects.entry(id).or_insert_with(|| Pending {
+            info,
+            created: false,
+            deleted: false,
+            fields: BTreeMap::new(),
+        });
+        p.deleted = true;
+        p.fields.clear();
+        Ok(())
+    }
+
+    /// The current value of a field as this transaction sees it, without recording a read.
+    fn current_field(&self, id: ObjectId, p: &Pending, field: usize) -> Option<Bytes> {
+        if let Some(v) = p.fields.get(&field) {
+            return Some(v.clone());
+        }
+        if p.created {
+            return None;
+        }
+        self.snap.field(&p.info, id, field).ok().flatten()
+    }
+
+    /// The value of index `index` of a pending object (`None`: not in the index).
+    fn pending_index_value(&self, id: ObjectId, p: &Pending, index: Option<usize>) -> Option<Bytes> {
+        if p.deleted {
+            return None;
+        }
+        let Some(index) = index else {
+            return Some(Bytes::new());
+        };
+        let def = p.info.def.indices.get(index)?;
+        let mut value = BytesMut::new();
+        for &f in def.fields {
+            value.extend_from_slice(&self.current_field(id, p, f)?);
+        }
+        Some(value.freeze())
+    }
+
+    /// Builds the commit request; `None` when the transaction wrote nothing.
+    pub(crate) fn into_request(self) -> Option<CommitRequest> {
+        let mut req = CommitRequest {
+            base_tid: self.snap.tid,
+            ..CommitRequest::default()
+        };
+        for (&id, p) in &self.objects {
+            let info = &p.info;
+            match (p.created, p.deleted) {
+                (true, true) => continue,
+                (false, true) => {
+                    req.deletes.push(id);
+                    continue;
+                }
+                (true, false) => {
+                    req.writes.push(FieldWrite {
+                        object: id,
+                        field: info.exists_field,
+                        value: Some(Bytes::new()),
+                    });
+                    req.index_writes.push(IndexWrite {
+                        object: id,
+                        index: info.all_index,
+                        value: Some(Bytes::new()),
+                    });
+                }
+                (false, false) => {}
+            }
+            for (&f, v) in &p.fields {
+                req.writes.push(FieldWrite {
+                    object: id,
+                    field: info.fields[f],
+                    value: Some(v.clone()),
+                });
+            }
+            for (i, def) in info.def.indices.iter().enumerate() {
+                if p.created || def.fields.iter().any(|f| p.fields.contains_key(f)) {
+                    req.index_writes.push(IndexWrite {
+                        object: id,
+                        index: info.indices[i],
+                        value: self.pending_index_value(id, p, Some(i)),
+                    });
+                }
+            }
+        }
+        if req.writes.is_empty() && req.deletes.is_empty() {
+            return None;
+        }
+        req.reads = self.reads.take().into_iter().collect();
+        req.index_reads = self.index_reads.take().into_iter().collect();
+        Some(req)
+    }
+}
+
+impl Read for Transaction<'_> {
+    fn tid(&self) -> Tid {
+        self.snap.tid
+    }
+
+    fn read_field_raw(
+        &self,
+        ty: &'static TypeDef,
+        id: ObjectId,
+        field: usize,
+    ) -> Result<Option<Bytes>> {
+        if let Some(p) = self.objects.get(&id) {
+            if p.deleted {
+                return Err(Snapshot::does_not_exist(ty, id));
+            }
+            if let Some(v) = p.fields.get(&field) {
+                return Ok(Some(v.clone()));
+            }
+            if p.created {
+                return Ok(None);
+            }
+        }
+        let info = self.snap.type_info(ty)?;
+        let field_id = *info
+            .fields
+            .get(field)
+            .ok_or_else(|| Error::Invalid(format!("no field #{field} in {}", ty.name)))?;
+        self.record_read(id, field_id);
+        let value = self.snap.field(&info, id, field);
+        if !matches!(value, Ok(Some(_))) {
+            self.record_read(id, info.exists_field);
+        }
+        value
+    }
+
+    fn exists_raw(&self, ty: &'static TypeDef, id: ObjectId) -> Result<bool> {
+        if let Some(p) = self.objects.get(&id) {
+            return Ok(!p.deleted);
+        }
+        let info = self.snap.type_info(ty)?;
+        self.record_read(id, info.exists_field);
+        Ok(self.snap.exists(&info, id))
+    }
+
+    fn lookup_raw(
+        &self,
+        ty: &'static TypeDef,
+        index: Option<usize>,
+        value: &[u8],
+    ) -> Result<Vec<ObjectId>> {
+        let info = self.snap.type_info(ty)?;
+        let index_id = info
+            .index_id(index)
+            .ok_or_else(|| Error::Invalid(format!("no index #{index:?} in {}", ty.name)))?;
+        self.index_reads
+            .borrow_mut()
+            .insert((index_id, Bytes::copy_from_slice(value)));
+        let mut ids: BTreeSet<ObjectId> = self.snap.lookup(&info, index, value)?.into_iter().collect();
+        for (&id, p) in &self.objects {
+            if p.info.type_id != info.type_id {
+                continue;
+            }
+            if self.pending_index_value(id, p, index).as_deref() == Some(value) {
+                ids.insert(id);
+            } else {
+                ids.remove(&id);
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+}

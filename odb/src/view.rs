@@ -1,0 +1,141 @@
+//! Read-only snapshots of the local replica, and the [`Read`] trait shared with transactions.
+
+use crate::local::Shared;
+use crate::registry::TypeInfo;
+use crate::{Error, Result, TypeDef};
+use bytes::Bytes;
+use odb_wire::{ObjectId, Tid};
+use std::sync::Arc;
+
+/// Reading objects: implemented by [`View`] and [`crate::Transaction`].
+///
+/// The generated accessors (`msg.message(&v)`, `Message::lookup_all(&v)`, …) take any
+/// `&impl Read`; the raw methods below are what they call and are not meant for direct use.
+pub trait Read {
+    /// The tid of the snapshot this reads from.
+    fn tid(&self) -> Tid;
+
+    /// Raw bytes of field `field` of object `id` (`None`: no stored value).
+    #[doc(hidden)]
+    fn read_field_raw(
+        &self,
+        ty: &'static TypeDef,
+        id: ObjectId,
+        field: usize,
+    ) -> Result<Option<Bytes>>;
+
+    /// Whether object `id` exists and is visible.
+    #[doc(hidden)]
+    fn exists_raw(&self, ty: &'static TypeDef, id: ObjectId) -> Result<bool>;
+
+    /// Ids of the visible objects whose index has this encoded value, ascending
+    /// (`index == None`: all objects of the type).
+    #[doc(hidden)]
+    fn lookup_raw(
+        &self,
+        ty: &'static TypeDef,
+        index: Option<usize>,
+        value: &[u8],
+    ) -> Result<Vec<ObjectId>>;
+}
+
+/// A registered snapshot of the replica at one tid: reads see exactly the state after that
+/// commit, however many commits arrive meanwhile. Released on drop.
+pub(crate) struct Snapshot<'a> {
+    pub shared: &'a Shared,
+    pub tid: Tid,
+}
+
+impl<'a> Snapshot<'a> {
+    pub fn open(shared: &'a Shared) -> Snapshot<'a> {
+        let tid = shared.local.write().replica.open_snapshot();
+        Snapshot { shared, tid }
+    }
+
+    pub fn type_info(&self, ty: &'static TypeDef) -> Result<Arc<TypeInfo>> {
+        self.shared.readable_type(ty)
+    }
+
+    pub fn does_not_exist(ty: &'static TypeDef, id: ObjectId) -> Error {
+        Error::ObjectDoesNotExist {
+            type_name: ty.qualified_name(),
+            object: id.0,
+        }
+    }
+
+    pub fn exists(&self, info: &TypeInfo, id: ObjectId) -> bool {
+        self.shared
+            .local
+            .read()
+            .replica
+            .field(id, info.exists_field, self.tid)
+            .is_some()
+    }
+
+    /// A field's value; `ObjectDoesNotExist` when the object is not alive at this snapshot.
+    pub fn field(&self, info: &TypeInfo, id: ObjectId, field: usize) -> Result<Option<Bytes>> {
+        let field_id = *info
+            .fields
+            .get(field)
+            .ok_or_else(|| Error::Invalid(format!("no field #{field} in {}", info.def.name)))?;
+        let local = self.shared.local.read();
+        if local
+            .replica
+            .field(id, info.exists_field, self.tid)
+            .is_none()
+        {
+            return Err(Self::does_not_exist(info.def, id));
+        }
+        Ok(local.replica.field(id, field_id, self.tid).cloned())
+    }
+
+    pub fn lookup(&self, info: &TypeInfo, index: Option<usize>, value: &[u8]) -> Result<Vec<ObjectId>> {
+        let index_id = info
+            .index_id(index)
+            .ok_or_else(|| Error::Invalid(format!("no index #{index:?} in {}", info.def.name)))?;
+        Ok(self.shared.local.read().replica.lookup(index_id, value, self.tid))
+    }
+}
+
+impl Drop for Snapshot<'_> {
+    fn drop(&mut self) {
+        self.shared.local.write().replica.close_snapshot(self.tid);
+    }
+}
+
+/// A read-only snapshot of the client's replica, given to the closure of
+/// [`crate::Client::view`]. Reads are local and never fail with a conflict.
+pub struct View<'a> {
+    pub(crate) snap: Snapshot<'a>,
+}
+
+impl Read for View<'_> {
+    fn tid(&self) -> Tid {
+        self.snap.tid
+    }
+
+    fn read_field_raw(
+        &self,
+        ty: &'static TypeDef,
+        id: ObjectId,
+        field: usize,
+    ) -> Result<Option<Bytes>> {
+        let info = self.snap.type_info(ty)?;
+        self.snap.field(&info, id, field)
+    }
+
+    fn exists_raw(&self, ty: &'static TypeDef, id: ObjectId) -> Result<bool> {
+        let info = self.snap.type_info(ty)?;
+        Ok(self.snap.exists(&info, id))
+    }
+
+    fn lookup_raw(
+        &self,
+        ty: &'static TypeDef,
+        index: Option<usize>,
+        value: &[u8],
+    ) -> Result<Vec<ObjectId>> {
+        let info = self.snap.type_info(ty)?;
+        self.snap.lookup(&info, index, value)
+    }
+}

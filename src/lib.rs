@@ -1,0 +1,91 @@
+//! The quick example's schema and its producer and consumer loops, shared by the `producer`,
+//! `consumer` and `quickstart` examples.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The quick example's schema: messages with a timestamp.
+#[odb::schema]
+pub mod hello_world {
+    /// One message, as written by the producer.
+    #[derive(odb::Object, Debug, Clone, PartialEq)]
+    pub struct Message {
+        /// Seconds since the Unix epoch when it was created.
+        pub timestamp: f64,
+        /// `message_N`.
+        pub message: String,
+    }
+}
+
+use hello_world::Message;
+
+/// The URL and token the examples connect with: `ODB_URL` (default `odb://127.0.0.1:8000`) and
+/// `ODB_TOKEN` (default `TOKEN`).
+pub fn url_and_token_from_env() -> (String, String) {
+    let url = std::env::var("ODB_URL").unwrap_or_else(|_| "odb://127.0.0.1:8000".to_string());
+    let token = std::env::var("ODB_TOKEN").unwrap_or_else(|_| "TOKEN".to_string());
+    (url, token)
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// Creates `message_0`, `message_1`, … one per transaction, every `interval`; stops after
+/// `count` messages when given.
+pub async fn produce(db: &odb::Client, count: Option<u64>, interval: Duration) -> odb::Result<()> {
+    let mut ticker = tokio::time::interval(interval);
+    let mut n = 0u64;
+    while count.is_none_or(|c| n < c) {
+        ticker.tick().await;
+        let text = format!("message_{n}");
+        db.transaction(|tx| {
+            Message::create(
+                tx,
+                Message {
+                    timestamp: now(),
+                    message: text.clone(),
+                },
+            )
+        })
+        .await?;
+        n += 1;
+    }
+    Ok(())
+}
+
+/// Subscribes to messages and calls `print` with each one as `("message_N", timestamp)`, in
+/// creation order; returns after `count` messages when given.
+pub async fn consume(
+    db: &odb::Client,
+    count: Option<usize>,
+    mut print: impl FnMut(&str),
+) -> odb::Result<()> {
+    db.subscribe(hello_world::schema()).await?;
+    let mut seen = 0usize;
+    while count.is_none_or(|c| seen < c) {
+        let target = seen + 1;
+        db.wait_for(
+            |v| Ok(Message::lookup_all(v)?.len() >= target),
+            Duration::from_secs(24 * 3600),
+        )
+        .await?;
+        let fresh = db.view(|v| {
+            Message::lookup_all(v)?
+                .into_iter()
+                .skip(seen)
+                .map(|m| m.get(v))
+                .collect::<odb::Result<Vec<_>>>()
+        })?;
+        for m in fresh {
+            if count.is_some_and(|c| seen >= c) {
+                break;
+            }
+            print(&format!("{:?}", (&m.message, m.timestamp)));
+            seen += 1;
+        }
+    }
+    Ok(())
+}
