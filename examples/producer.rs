@@ -20,7 +20,14 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let (url, token) = odb_examples::url_and_token_from_env();
     let db = odb::Client::builder(&url).token(token).connect().await?;

@@ -9,7 +9,14 @@ use std::time::Duration;
 const MESSAGES: u64 = 10;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let server = odb::server::Server::in_memory().start().await?;
     let producer = server.client().await?;
     let consumer = server.client().await?;
