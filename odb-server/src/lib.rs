@@ -1,1 +1,170 @@
+//! The ODB server: a schema registry, an in-memory store with per-key conflict stamps, a single
+//! commit sequencer, per-connection subscriptions, and the connection handling that speaks the
+//! [`odb_wire`] protocol over TCP or in process.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), odb_server::ServerError> {
+//! use odb_server::{Server, ServerConfig};
+//!
+//! let server = Server::start(ServerConfig::new("token"), Some("127.0.0.1:0".parse().unwrap())).await?;
+//! println!("listening on {:?}", server.local_addr());
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
+#![warn(missing_docs)]
+
+mod config;
+mod connection;
+mod error;
+mod listener;
+mod outbound;
+mod registry;
+mod sequencer;
+mod store;
+mod subscriptions;
+
+pub use config::ServerConfig;
+pub use error::ServerError;
+
+use connection::ConnContext;
+use odb_wire::Tid;
+use sequencer::{Sequencer, Status};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::io::DuplexStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// Requests that may wait for the sequencer before connection tasks are slowed down.
+const SEQUENCER_QUEUE: usize = 4096;
+
+/// Buffer size of each direction of an in-process connection.
+const IN_PROCESS_BUFFER: usize = 256 << 10;
+
+/// A running server. Dropping it, or calling [`Server::shutdown`], stops every task it started
+/// and closes every connection.
+pub struct Server {
+    ctx: ConnContext,
+    status: Arc<Status>,
+    runtime: tokio::runtime::Handle,
+    local_addr: Option<SocketAddr>,
+}
+
+impl Server {
+    /// Starts a server with an empty in-memory database. With `listen`, it also accepts TCP
+    /// connections there (port 0 picks a free port; see [`Server::local_addr`]).
+    ///
+    /// Must be called within a tokio runtime. Fails if the address cannot be bound or a setting
+    /// is unusable (zero heartbeat interval, zero id block size).
+    pub async fn start(
+        config: ServerConfig,
+        listen: Option<SocketAddr>,
+    ) -> Result<Server, ServerError> {
+        if config.heartbeat_interval.is_zero() {
+            return Err(ServerError::Config(
+                "heartbeat_interval must be greater than zero".into(),
+            ));
+        }
+        if config.id_block_size == 0 {
+            return Err(ServerError::Config(
+                "id_block_size must be at least 1".into(),
+            ));
+        }
+        if config.max_frame == 0 {
+            return Err(ServerError::Config(
+                "max_frame must be at least 1 byte".into(),
+            ));
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            ServerError::Config("Server::start must run inside a tokio runtime".into())
+        })?;
+        let listener = match listen {
+            Some(addr) => Some(listener::bind(addr).await?),
+            None => None,
+        };
+        let local_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
+
+        let config = Arc::new(config);
+        let status = Arc::new(Status::default());
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let (requests, inbox) = mpsc::channel(SEQUENCER_QUEUE);
+        let sequencer = Sequencer::new(config.clone(), status.clone());
+        tracker.spawn(sequencer.run(inbox, stop.clone()));
+
+        let ctx = ConnContext {
+            config,
+            sequencer: requests,
+            stop,
+            tracker,
+        };
+        if let Some(listener) = listener {
+            let span = tracing::info_span!("listener", addr = ?local_addr);
+            ctx.tracker
+                .spawn(listener::accept_loop(listener, ctx.clone()).instrument(span));
+        }
+        Ok(Server {
+            ctx,
+            status,
+            runtime,
+            local_addr,
+        })
+    }
+
+    /// The address the server listens on, if it was started with one.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// Opens a connection inside this process. The returned stream is the client end and speaks
+    /// exactly the protocol of a TCP connection, starting with `Hello`.
+    ///
+    /// Fails with [`ServerError::Stopped`] once the server is shutting down.
+    pub fn connect_in_process(&self) -> Result<DuplexStream, ServerError> {
+        if self.ctx.stop.is_cancelled() {
+            return Err(ServerError::Stopped);
+        }
+        let (client, server) = tokio::io::duplex(IN_PROCESS_BUFFER);
+        let task = connection::serve(self.ctx.clone(), server, "in-process".into());
+        self.ctx.tracker.spawn_on(task, &self.runtime);
+        Ok(client)
+    }
+
+    /// The tid of the last commit (`Tid(0)` before the first).
+    pub fn current_tid(&self) -> Tid {
+        Tid(self.status.tid.load(Ordering::Acquire))
+    }
+
+    /// How many authenticated connections are live.
+    pub fn connection_count(&self) -> usize {
+        self.status.connections.load(Ordering::Acquire)
+    }
+
+    /// Stops the server and waits until every task it started has finished.
+    pub async fn shutdown(self) {
+        self.ctx.stop.cancel();
+        self.ctx.tracker.close();
+        self.ctx.tracker.wait().await;
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("tid", &self.current_tid())
+            .field("connections", &self.connection_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.ctx.stop.cancel();
+    }
+}

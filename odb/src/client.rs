@@ -67,17 +67,18 @@ impl ClientBuilder {
     /// Fails with [`Error::Unauthorized`] for a wrong token, [`Error::Io`] when nothing
     /// listens at the address, [`Error::Invalid`] for a malformed URL.
     pub async fn connect(self) -> Result<Client> {
-        let (scheme, addr) = self
-            .url
-            .split_once("://")
-            .ok_or_else(|| Error::Invalid(format!("malformed URL {:?}: expected odb://host:port", self.url)))?;
+        let (scheme, addr) = self.url.split_once("://").ok_or_else(|| {
+            Error::Invalid(format!(
+                "malformed URL {:?}: expected odb://host:port",
+                self.url
+            ))
+        })?;
         match scheme {
             "odb" => {}
-            "odbs" => {
-                return Err(Error::Tls(
-                    "odbs:// (TLS) is not supported by this build yet; use odb:// on a trusted network".into(),
-                ))
-            }
+            "odbs" => return Err(Error::Tls(
+                "odbs:// (TLS) is not supported by this build yet; use odb:// on a trusted network"
+                    .into(),
+            )),
             other => {
                 return Err(Error::Invalid(format!(
                     "unknown URL scheme {other:?} in {:?}: expected odb://host:port",
@@ -110,7 +111,13 @@ impl ClientBuilder {
         let timeout = self.connect_timeout;
         let (conn, welcome, shared) = tokio::time::timeout(
             timeout,
-            connection::open(stream, &self.token, &self.name, self.max_frame, cancel.clone()),
+            connection::open(
+                stream,
+                &self.token,
+                &self.name,
+                self.max_frame,
+                cancel.clone(),
+            ),
         )
         .await
         .map_err(|_| Error::Timeout(timeout, "the server's welcome".into()))??;
@@ -328,8 +335,11 @@ impl Client {
     /// Subscribes to every object of type `T`. Returns once the data is visible locally.
     pub async fn subscribe_type<T: Object>(&self) -> Result<Tid> {
         let info = self.type_info::<T>().await?;
-        self.subscribe_targets(vec![SubscriptionTarget::Type(info.type_id)], vec![info.type_id])
-            .await
+        self.subscribe_targets(
+            vec![SubscriptionTarget::Type(info.type_id)],
+            vec![info.type_id],
+        )
+        .await
     }
 
     /// Subscribes to the objects whose index has a value (made by the generated
@@ -344,7 +354,8 @@ impl Client {
             index,
             value: value.value,
         };
-        self.subscribe_targets(vec![target], vec![info.type_id]).await
+        self.subscribe_targets(vec![target], vec![info.type_id])
+            .await
     }
 
     /// Subscribes to one object.

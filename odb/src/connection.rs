@@ -20,6 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
+/// How many heartbeat intervals of silence from the server close the connection.
+const MISSED_HEARTBEATS: u32 = 4;
+
 /// A final answer to one request.
 #[derive(Debug)]
 pub(crate) enum Reply {
@@ -177,7 +180,13 @@ where
         cancel.clone(),
         conn.clone(),
     ));
-    tokio::spawn(read_loop(reader, shared.clone(), conn.clone(), cancel));
+    tokio::spawn(read_loop(
+        reader,
+        shared.clone(),
+        conn.clone(),
+        cancel,
+        welcome.heartbeat_interval * MISSED_HEARTBEATS,
+    ));
     Ok((conn, welcome, shared))
 }
 
@@ -228,13 +237,19 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
     shared: Arc<Shared>,
     conn: Arc<Conn>,
     cancel: CancellationToken,
+    silence_limit: Duration,
 ) {
     let mut subscriptions: HashMap<RequestId, Vec<ObjectData>> = HashMap::new();
     let mut closing: Option<String> = None;
     let reason = loop {
         let frame = tokio::select! {
             _ = cancel.cancelled() => break "the client was closed".to_string(),
-            frame = reader.next() => frame,
+            frame = tokio::time::timeout(silence_limit, reader.next()) => match frame {
+                Ok(frame) => frame,
+                Err(_) => break format!(
+                    "the server sent nothing for {silence_limit:?} (not even a heartbeat)"
+                ),
+            },
         };
         let frame = match frame {
             Some(Ok(frame)) => frame,

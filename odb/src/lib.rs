@@ -1,28 +1,70 @@
-//! ODB client SDK.
+//! ODB: a distributed, in-memory, transactional object database with a typed Rust SDK.
+//!
+//! Declare data as Rust structs in an [`macro@schema`] module, connect a [`Client`] to a server,
+//! subscribe to what you need, and read and write in [`Client::view`] and
+//! [`Client::transaction`] closures. Reads are served from a local replica the server keeps
+//! current; commits are optimistic and fail only when something they read was changed
+//! concurrently, in which case the closure runs again.
+//!
+//! ```ignore
+//! #[odb::schema]
+//! pub mod hello_world {
+//!     #[derive(odb::Object, Debug, Clone)]
+//!     pub struct Message {
+//!         #[index]
+//!         pub channel: String,
+//!         pub message: String,
+//!     }
+//! }
+//! use hello_world::Message;
+//!
+//! let db = odb::Client::builder("odb://127.0.0.1:8000").token("TOKEN").connect().await?;
+//! db.subscribe(hello_world::schema()).await?;
+//! let msg = db.transaction(|tx| {
+//!     Message::create(tx, Message { channel: "general".into(), message: "hi".into() })
+//! }).await?;
+//! let text = db.view(|v| msg.message(v))?;
+//! ```
+//!
+//! The user guide (the `book/` directory of the repository) explains the conflict rules,
+//! subscriptions and the protocol.
 #![warn(missing_docs)]
 
-mod error;
-mod object;
-mod schema;
-mod view;
-mod local;
-mod registry;
-mod replica;
-mod ids;
 mod client;
 mod connection;
+mod error;
+mod ids;
+mod local;
+mod object;
+mod registry;
+mod replica;
+mod schema;
 #[cfg(feature = "server")]
 pub mod server;
 mod transaction;
+mod view;
 
 pub use client::{Client, ClientBuilder, DEFAULT_MAX_RETRIES};
 pub use error::{Error, Result};
 pub use object::{encode_value, Handle, Object, Ref};
+pub use odb_wire::{Key, ObjectId, Tid};
 pub use schema::{FieldDef, IndexDef, IndexValue, Schema, TypeDef};
-pub use odb_wire::{ObjectId, Tid};
-pub use view::{Read, View};
 pub use transaction::Transaction;
-pub use odb_derive::{schema, Object};
+pub use view::{Read, View};
+
+/// Declares a schema: put it on an inline module holding `#[derive(odb::Object)]` structs.
+///
+/// The schema's name is the module's name, or `#[odb::schema(name = "...")]`. The module gains
+/// `pub fn schema() -> &'static odb::Schema`, to pass to [`Client::subscribe`].
+pub use odb_derive::schema;
+
+/// Makes a struct an ODB object type (inside an [`macro@schema`] module).
+///
+/// Field attributes: `#[index]` (a single-field index named like the field), `#[odb(default)]`
+/// (a missing stored value reads as `Default::default()`). Struct attribute:
+/// `#[odb(index(NAME = (field_a, field_b)))]` (a composite index). Generates the handle type
+/// `odb::Ref<T>`, `T::create`, lookups, and field accessors; see the user guide's schema chapter.
+pub use odb_derive::Object;
 
 #[doc(hidden)]
 pub mod __private {

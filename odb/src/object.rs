@@ -29,9 +29,7 @@ pub trait Object: Sized + Send + Sync + 'static {
 
 /// A reference to a stored object of type `Self::Object`. Compares, orders and hashes by id;
 /// making one from an id touches nothing.
-pub trait Handle:
-    Copy + Eq + Ord + Hash + Debug + Send + Sync + 'static
-{
+pub trait Handle: Copy + Eq + Ord + Hash + Debug + Send + Sync + 'static {
     /// The object type it refers to.
     type Object: Object<Handle = Self>;
 
@@ -96,7 +94,8 @@ pub mod ops {
     /// Creates an object in a transaction.
     pub fn create<T: Object>(tx: &mut Transaction<'_>, value: T) -> Result<T::Handle> {
         let fields = value.__encode_fields()?;
-        tx.create_raw(T::schema(), T::type_def(), fields).map(T::Handle::from_id)
+        tx.create_raw(T::schema(), T::type_def(), fields)
+            .map(T::Handle::from_id)
     }
 
     /// Reads one field.

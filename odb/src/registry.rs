@@ -91,7 +91,10 @@ impl Registry {
             odb_wire::Key::Field(object, field) => {
                 for info in self.by_def.values() {
                     if info.exists_field == *field {
-                        return format!("the existence of {} object {object}", info.def.qualified_name());
+                        return format!(
+                            "the existence of {} object {object}",
+                            info.def.qualified_name()
+                        );
                     }
                     if let Some(pos) = info.fields.iter().position(|f| f == field) {
                         return format!(

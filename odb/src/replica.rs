@@ -32,11 +32,7 @@ impl Chain {
             Some(last) if last.0 == tid => last.1 = value,
             _ => self.0.push((tid, value)),
         }
-        let keep_from = self
-            .0
-            .iter()
-            .rposition(|(t, _)| *t <= horizon)
-            .unwrap_or(0);
+        let keep_from = self.0.iter().rposition(|(t, _)| *t <= horizon).unwrap_or(0);
         if keep_from == 0 {
             return Vec::new();
         }
@@ -315,8 +311,14 @@ mod tests {
             index_writes: vec![index(1, 7, Some(b"y"))],
             deletes: vec![],
         });
-        assert_eq!(r.field(ObjectId(1), FieldId(1), snap).unwrap().as_ref(), b"a");
-        assert_eq!(r.field(ObjectId(1), FieldId(1), Tid(2)).unwrap().as_ref(), b"b");
+        assert_eq!(
+            r.field(ObjectId(1), FieldId(1), snap).unwrap().as_ref(),
+            b"a"
+        );
+        assert_eq!(
+            r.field(ObjectId(1), FieldId(1), Tid(2)).unwrap().as_ref(),
+            b"b"
+        );
         assert_eq!(r.lookup(IndexId(7), b"x", snap), vec![ObjectId(1)]);
         assert!(r.lookup(IndexId(7), b"x", Tid(2)).is_empty());
         r.close_snapshot(snap);
@@ -326,7 +328,9 @@ mod tests {
             index_writes: vec![index(1, 7, Some(b"z"))],
             deletes: vec![],
         });
-        assert!(!r.candidates.contains_key(&(IndexId(7), Bytes::from_static(b"x"))));
+        assert!(!r
+            .candidates
+            .contains_key(&(IndexId(7), Bytes::from_static(b"x"))));
     }
 
     #[test]

@@ -200,7 +200,12 @@ impl<'a> Transaction<'a> {
     }
 
     /// The value of index `index` of a pending object (`None`: not in the index).
-    fn pending_index_value(&self, id: ObjectId, p: &Pending, index: Option<usize>) -> Option<Bytes> {
+    fn pending_index_value(
+        &self,
+        id: ObjectId,
+        p: &Pending,
+        index: Option<usize>,
+    ) -> Option<Bytes> {
         if p.deleted {
             return None;
         }
@@ -326,7 +331,8 @@ impl Read for Transaction<'_> {
         self.index_reads
             .borrow_mut()
             .insert((index_id, Bytes::copy_from_slice(value)));
-        let mut ids: BTreeSet<ObjectId> = self.snap.lookup(&info, index, value)?.into_iter().collect();
+        let mut ids: BTreeSet<ObjectId> =
+            self.snap.lookup(&info, index, value)?.into_iter().collect();
         for (&id, p) in &self.objects {
             if p.info.type_id != info.type_id {
                 continue;

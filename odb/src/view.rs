@@ -89,11 +89,21 @@ impl<'a> Snapshot<'a> {
         Ok(local.replica.field(id, field_id, self.tid).cloned())
     }
 
-    pub fn lookup(&self, info: &TypeInfo, index: Option<usize>, value: &[u8]) -> Result<Vec<ObjectId>> {
+    pub fn lookup(
+        &self,
+        info: &TypeInfo,
+        index: Option<usize>,
+        value: &[u8],
+    ) -> Result<Vec<ObjectId>> {
         let index_id = info
             .index_id(index)
             .ok_or_else(|| Error::Invalid(format!("no index #{index:?} in {}", info.def.name)))?;
-        Ok(self.shared.local.read().replica.lookup(index_id, value, self.tid))
+        Ok(self
+            .shared
+            .local
+            .read()
+            .replica
+            .lookup(index_id, value, self.tid))
     }
 }
 

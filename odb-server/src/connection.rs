@@ -1,0 +1,342 @@
+//! One client connection: authentication, then a reader (this task) that forwards requests to
+//! the sequencer and a writer task that drains the outbound queue onto the socket. TCP and
+//! in-process connections share this code.
+
+use crate::config::ServerConfig;
+use crate::outbound::{self, Outbound, OutboundReceiver};
+use crate::sequencer::Request;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use odb_wire::{ClientMessage, ObjectId, RejectReason, ServerMessage, PROTOCOL_VERSION};
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{timeout, Instant};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// What every connection task needs from the server.
+#[derive(Clone)]
+pub(crate) struct ConnContext {
+    /// Settings.
+    pub config: Arc<ServerConfig>,
+    /// The sequencer's request channel.
+    pub sequencer: mpsc::Sender<Request>,
+    /// Cancelled when the server stops.
+    pub stop: CancellationToken,
+    /// Owns every task the server spawns.
+    pub tracker: TaskTracker,
+}
+
+type Reader<S> = FramedRead<tokio::io::ReadHalf<S>, LengthDelimitedCodec>;
+type Writer<S> = FramedWrite<tokio::io::WriteHalf<S>, LengthDelimitedCodec>;
+
+/// How the reader ended.
+enum End {
+    /// The client closed the connection.
+    ByClient,
+    /// The connection broke.
+    Broken(String),
+    /// The client misbehaved or went silent: tell it why, then close.
+    Protocol(String),
+    /// The server or the sequencer closed the connection.
+    Closed,
+}
+
+/// Serves one connection until it ends or the server stops.
+pub(crate) async fn serve<S>(ctx: ConnContext, stream: S, peer: String)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let span = tracing::info_span!("connection", %peer, id = tracing::field::Empty);
+    run(ctx, stream).instrument(span).await
+}
+
+async fn run<S>(ctx: ConnContext, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read, write) = tokio::io::split(stream);
+    let mut reader = FramedRead::new(read, odb_wire::framing(ctx.config.max_frame));
+    let mut writer = FramedWrite::new(write, odb_wire::framing(ctx.config.max_frame));
+
+    let client_name = match authenticate(&ctx, &mut reader).await {
+        Ok(name) => name,
+        Err(None) => return,
+        Err(Some(reason)) => {
+            tracing::warn!(?reason, "hello rejected");
+            let rejected = ServerMessage::Rejected { reason };
+            let _ = timeout(
+                ctx.config.hello_timeout,
+                send_and_close(&mut writer, &rejected),
+            )
+            .await;
+            return;
+        }
+    };
+
+    let closed = ctx.stop.child_token();
+    let (outbound, queue) = outbound::channel(ctx.config.outbound_limit_bytes, closed.clone());
+    let (reply, conn) = oneshot::channel();
+    let register = Request::Register {
+        outbound: outbound.clone(),
+        reply,
+    };
+    if ctx.sequencer.send(register).await.is_err() {
+        return;
+    }
+    let Ok(conn) = conn.await else { return };
+    tracing::Span::current().record("id", conn.0);
+    tracing::info!(client = %client_name, "client authenticated");
+
+    let heartbeat = ctx.config.heartbeat_interval;
+    let writer_task = ctx
+        .tracker
+        .spawn(write_loop(writer, queue, heartbeat, closed.clone()).in_current_span());
+
+    let end = read_loop(&ctx, &mut reader, conn, &outbound, &closed).await;
+    let _ = ctx.sequencer.send(Request::Disconnect { conn }).await;
+    match &end {
+        End::ByClient => tracing::info!("connection closed by the client"),
+        End::Broken(reason) => tracing::info!("connection lost: {reason}"),
+        End::Protocol(reason) => {
+            tracing::warn!("closing connection: {reason}");
+            if let Ok(frame) = odb_wire::encode(&ServerMessage::Closing {
+                reason: reason.clone(),
+            }) {
+                outbound.send(frame);
+            }
+        }
+        End::Closed => match outbound.reason() {
+            Some(reason) => tracing::warn!("connection closed: {reason}"),
+            None => tracing::debug!("connection closed: the server is stopping"),
+        },
+    }
+    // Once every sender is gone the writer drains what is queued and stops; a client that does
+    // not read gets a bounded grace period.
+    drop(outbound);
+    let grace = heartbeat.max(Duration::from_secs(1));
+    let mut writer_task = writer_task;
+    if timeout(grace, &mut writer_task).await.is_err() {
+        closed.cancel();
+        let _ = writer_task.await;
+    }
+}
+
+/// Waits for the hello and checks it. `Err(None)`: the client left without a word;
+/// `Err(Some(reason))`: refuse with this reason.
+async fn authenticate<S: AsyncRead>(
+    ctx: &ConnContext,
+    reader: &mut Reader<S>,
+) -> Result<String, Option<RejectReason>> {
+    let first = tokio::select! {
+        _ = ctx.stop.cancelled() => return Err(None),
+        first = timeout(ctx.config.hello_timeout, reader.next()) => first,
+    };
+    let frame = match first {
+        Err(_) => {
+            return Err(Some(RejectReason::Other(format!(
+                "no Hello within {:?}",
+                ctx.config.hello_timeout
+            ))))
+        }
+        Ok(None) => {
+            tracing::debug!("connection closed before its hello");
+            return Err(None);
+        }
+        Ok(Some(Err(e))) if e.kind() == io::ErrorKind::InvalidData => {
+            return Err(Some(RejectReason::Other(format!(
+                "unreadable first frame: {e}"
+            ))))
+        }
+        Ok(Some(Err(e))) => {
+            tracing::debug!("connection lost before its hello: {e}");
+            return Err(None);
+        }
+        Ok(Some(Ok(frame))) => frame,
+    };
+    match odb_wire::decode::<ClientMessage>(&frame) {
+        Ok(hello) => check_hello(&ctx.config, hello).map_err(Some),
+        Err(e) => Err(Some(RejectReason::Other(format!(
+            "first message unreadable: {e}"
+        )))),
+    }
+}
+
+/// Accepts a hello with the right protocol version and token; returns the client's name.
+fn check_hello(config: &ServerConfig, message: ClientMessage) -> Result<String, RejectReason> {
+    let ClientMessage::Hello {
+        protocol_version,
+        token,
+        client_name,
+    } = message
+    else {
+        return Err(RejectReason::Other(format!(
+            "the first message must be Hello, not {}",
+            message_name(&message)
+        )));
+    };
+    if protocol_version != PROTOCOL_VERSION {
+        return Err(RejectReason::ProtocolVersion {
+            server: PROTOCOL_VERSION,
+        });
+    }
+    if !bool::from(token.as_bytes().ct_eq(config.token.as_bytes())) {
+        return Err(RejectReason::Unauthorized);
+    }
+    Ok(client_name)
+}
+
+fn message_name(message: &ClientMessage) -> &'static str {
+    match message {
+        ClientMessage::Hello { .. } => "Hello",
+        ClientMessage::DefineSchema { .. } => "DefineSchema",
+        ClientMessage::RequestIds { .. } => "RequestIds",
+        ClientMessage::Subscribe { .. } => "Subscribe",
+        ClientMessage::Commit { .. } => "Commit",
+        ClientMessage::Flush { .. } => "Flush",
+        ClientMessage::Heartbeat => "Heartbeat",
+    }
+}
+
+/// Sends one message straight to the socket, then closes it.
+async fn send_and_close<S: AsyncWrite>(writer: &mut Writer<S>, message: &ServerMessage) {
+    let Ok(frame) = odb_wire::encode(message) else {
+        return;
+    };
+    if writer.send(frame).await.is_ok() {
+        let _ = SinkExt::<Bytes>::close(writer).await;
+    }
+}
+
+/// Forwards requests to the sequencer until the connection ends.
+async fn read_loop<S: AsyncRead>(
+    ctx: &ConnContext,
+    reader: &mut Reader<S>,
+    conn: ObjectId,
+    outbound: &Outbound,
+    closed: &CancellationToken,
+) -> End {
+    let idle = ctx.config.idle_timeout();
+    loop {
+        let next = tokio::select! {
+            _ = closed.cancelled() => return End::Closed,
+            next = timeout(idle, reader.next()) => next,
+        };
+        let frame = match next {
+            Err(_) => {
+                return End::Protocol(format!(
+                    "no frame received for {idle:?} (missed heartbeats)"
+                ))
+            }
+            Ok(None) => return End::ByClient,
+            Ok(Some(Err(e))) if e.kind() == io::ErrorKind::InvalidData => {
+                return End::Protocol(format!("unreadable frame: {e}"))
+            }
+            Ok(Some(Err(e))) => return End::Broken(e.to_string()),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let message = match odb_wire::decode::<ClientMessage>(&frame) {
+            Ok(ClientMessage::Heartbeat) => continue,
+            Ok(ClientMessage::Hello { .. }) => {
+                return End::Protocol("a second Hello on an authenticated connection".into())
+            }
+            Ok(message) => message,
+            Err(e) => return End::Protocol(format!("{e}")),
+        };
+        let request = Request::Message { conn, message };
+        let forwarded = tokio::select! {
+            _ = closed.cancelled() => return End::Closed,
+            sent = ctx.sequencer.send(request) => sent.is_ok(),
+        };
+        if !forwarded || outbound.is_closed() {
+            return End::Closed;
+        }
+    }
+}
+
+/// Writes queued frames to the socket, coalescing whatever is queued into one flush, and sends
+/// a heartbeat every `heartbeat`. Stops when the queue is closed and drained, on a write error
+/// (closing the connection), or at once when `closed` is cancelled.
+async fn write_loop<S: AsyncWrite>(
+    mut writer: Writer<S>,
+    mut queue: OutboundReceiver,
+    heartbeat: Duration,
+    closed: CancellationToken,
+) {
+    let Ok(heartbeat_frame) = odb_wire::encode(&ServerMessage::Heartbeat) else {
+        queue.close("cannot encode a heartbeat".into());
+        return;
+    };
+    let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let work = async {
+        loop {
+            tokio::select! {
+                frame = queue.recv() => {
+                    let Some(frame) = frame else {
+                        return SinkExt::<Bytes>::close(&mut writer).await;
+                    };
+                    writer.feed(frame).await?;
+                    while let Some(frame) = queue.try_recv() {
+                        writer.feed(frame).await?;
+                    }
+                    SinkExt::<Bytes>::flush(&mut writer).await?;
+                }
+                _ = ticker.tick() => writer.send(heartbeat_frame.clone()).await?,
+            }
+        }
+    };
+    let result: io::Result<()> = tokio::select! {
+        _ = closed.cancelled() => Ok(()),
+        result = work => result,
+    };
+    if let Err(e) = result {
+        queue.close(format!("write failed: {e}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(version: u32, token: &str) -> ClientMessage {
+        ClientMessage::Hello {
+            protocol_version: version,
+            token: token.into(),
+            client_name: "test".into(),
+        }
+    }
+
+    #[test]
+    fn hello_checks() {
+        let config = ServerConfig::new("secret");
+        assert_eq!(
+            check_hello(&config, hello(PROTOCOL_VERSION, "secret")),
+            Ok("test".into())
+        );
+        assert_eq!(
+            check_hello(&config, hello(PROTOCOL_VERSION, "secreT")),
+            Err(RejectReason::Unauthorized)
+        );
+        assert_eq!(
+            check_hello(&config, hello(PROTOCOL_VERSION, "")),
+            Err(RejectReason::Unauthorized)
+        );
+        assert_eq!(
+            check_hello(&config, hello(PROTOCOL_VERSION + 1, "secret")),
+            Err(RejectReason::ProtocolVersion {
+                server: PROTOCOL_VERSION
+            })
+        );
+        assert!(matches!(
+            check_hello(&config, ClientMessage::Heartbeat),
+            Err(RejectReason::Other(_))
+        ));
+    }
+}

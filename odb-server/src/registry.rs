@@ -1,0 +1,248 @@
+//! The schema registry: assigns type, field and index ids by name and remembers which type each
+//! field and index belongs to.
+//!
+//! Identity is by name (schema, type, field or index name), so two clients declaring the same
+//! schema share ids, and a client declaring an extra field simply adds it. Ids are never reused.
+
+use odb_wire::{FieldId, IndexId, SchemaDef, SchemaIds, TypeId, TypeIds};
+use std::collections::HashMap;
+
+/// What the registry knows about one type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TypeInfo {
+    /// The implicit field present on every live object of the type.
+    pub exists_field: FieldId,
+    /// The implicit index of all live objects of the type (every member has the empty value).
+    pub all_index: IndexId,
+}
+
+#[derive(Default)]
+struct TypeEntry {
+    id: TypeId,
+    fields: HashMap<String, FieldId>,
+    indices: HashMap<String, (IndexId, Vec<String>)>,
+}
+
+/// All schemas defined so far.
+#[derive(Default)]
+pub(crate) struct Registry {
+    /// schema name -> type name -> type entry.
+    schemas: HashMap<String, HashMap<String, TypeEntry>>,
+    types: HashMap<TypeId, TypeInfo>,
+    field_type: HashMap<FieldId, TypeId>,
+    index_type: HashMap<IndexId, TypeId>,
+    next_type: u32,
+    next_field: u32,
+    next_index: u32,
+}
+
+impl Registry {
+    /// Merges a schema into the registry and returns its ids in request order.
+    ///
+    /// Fails, changing nothing, when an index is re-declared with another field list or covers a
+    /// field its type does not have.
+    pub fn define(&mut self, def: &SchemaDef) -> Result<SchemaIds, String> {
+        self.check(def)?;
+        let mut ids = SchemaIds {
+            name: def.name.clone(),
+            types: Vec::with_capacity(def.types.len()),
+        };
+        for ty in &def.types {
+            let exists = self
+                .schemas
+                .get(&def.name)
+                .is_some_and(|s| s.contains_key(&ty.name));
+            if !exists {
+                let id = TypeId(bump(&mut self.next_type));
+                let info = TypeInfo {
+                    exists_field: FieldId(bump(&mut self.next_field)),
+                    all_index: IndexId(bump(&mut self.next_index)),
+                };
+                self.types.insert(id, info);
+                self.field_type.insert(info.exists_field, id);
+                self.index_type.insert(info.all_index, id);
+                self.schemas.entry(def.name.clone()).or_default().insert(
+                    ty.name.clone(),
+                    TypeEntry {
+                        id,
+                        ..TypeEntry::default()
+                    },
+                );
+            }
+            let Some(entry) = self
+                .schemas
+                .get_mut(&def.name)
+                .and_then(|s| s.get_mut(&ty.name))
+            else {
+                return Err(format!(
+                    "type {}.{} vanished while being defined",
+                    def.name, ty.name
+                ));
+            };
+            let type_id = entry.id;
+            let mut fields = Vec::with_capacity(ty.fields.len());
+            for name in &ty.fields {
+                let id = *entry.fields.entry(name.clone()).or_insert_with(|| {
+                    let id = FieldId(bump(&mut self.next_field));
+                    self.field_type.insert(id, type_id);
+                    id
+                });
+                fields.push(id);
+            }
+            let mut indices = Vec::with_capacity(ty.indices.len());
+            for index in &ty.indices {
+                let (id, _) = entry.indices.entry(index.name.clone()).or_insert_with(|| {
+                    let id = IndexId(bump(&mut self.next_index));
+                    self.index_type.insert(id, type_id);
+                    (id, index.fields.clone())
+                });
+                indices.push(*id);
+            }
+            let info = self.types[&type_id];
+            ids.types.push(TypeIds {
+                type_id,
+                exists_field: info.exists_field,
+                all_index: info.all_index,
+                fields,
+                indices,
+            });
+        }
+        Ok(ids)
+    }
+
+    /// The checks of [`Registry::define`], done before anything is changed.
+    fn check(&self, def: &SchemaDef) -> Result<(), String> {
+        // (type name, index name) -> fields, for indices declared twice in one request.
+        let mut declared: HashMap<(&str, &str), &[String]> = HashMap::new();
+        for ty in &def.types {
+            let known = self.schemas.get(&def.name).and_then(|s| s.get(&ty.name));
+            for index in &ty.indices {
+                let previous = known
+                    .and_then(|t| t.indices.get(&index.name))
+                    .map(|(_, fields)| fields.as_slice())
+                    .or_else(|| {
+                        declared
+                            .get(&(ty.name.as_str(), index.name.as_str()))
+                            .copied()
+                    });
+                if let Some(previous) = previous {
+                    if previous != index.fields.as_slice() {
+                        return Err(format!(
+                            "index {}.{}.{} is already defined on fields {:?}, not {:?}; \
+                             give the new index another name",
+                            def.name, ty.name, index.name, previous, index.fields
+                        ));
+                    }
+                }
+                declared.insert((ty.name.as_str(), index.name.as_str()), &index.fields);
+                for field in &index.fields {
+                    let has_field = ty.fields.contains(field)
+                        || known.is_some_and(|t| t.fields.contains_key(field));
+                    if !has_field {
+                        return Err(format!(
+                            "index {}.{}.{} covers field {field:?}, which type {} does not have",
+                            def.name, ty.name, index.name, ty.name
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The type's implicit ids, if the type is known.
+    pub fn type_info(&self, ty: TypeId) -> Option<TypeInfo> {
+        self.types.get(&ty).copied()
+    }
+
+    /// The type a field belongs to, if the field is known.
+    pub fn field_type(&self, field: FieldId) -> Option<TypeId> {
+        self.field_type.get(&field).copied()
+    }
+
+    /// The type an index belongs to, if the index is known.
+    pub fn index_type(&self, index: IndexId) -> Option<TypeId> {
+        self.index_type.get(&index).copied()
+    }
+
+    /// The type whose existence field this is, if it is one.
+    pub fn exists_field_type(&self, field: FieldId) -> Option<TypeId> {
+        let ty = self.field_type(field)?;
+        (self.types.get(&ty)?.exists_field == field).then_some(ty)
+    }
+}
+
+/// Returns the next id of a counter; ids start at 1 so that 0 is never a valid id.
+fn bump(counter: &mut u32) -> u32 {
+    *counter += 1;
+    *counter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use odb_wire::{IndexDef, TypeDef};
+
+    fn schema(fields: &[&str], indices: &[(&str, &[&str])]) -> SchemaDef {
+        SchemaDef {
+            name: "s".into(),
+            types: vec![TypeDef {
+                name: "T".into(),
+                fields: fields.iter().map(|f| f.to_string()).collect(),
+                indices: indices
+                    .iter()
+                    .map(|(n, fs)| IndexDef {
+                        name: n.to_string(),
+                        fields: fs.iter().map(|f| f.to_string()).collect(),
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    #[test]
+    fn merges_by_name_and_adds_new_fields() {
+        let mut reg = Registry::default();
+        let a = reg
+            .define(&schema(&["x", "y"], &[("by_x", &["x"])]))
+            .unwrap();
+        let b = reg
+            .define(&schema(&["y", "z"], &[("by_x", &["x"])]))
+            .unwrap();
+        let (ta, tb) = (&a.types[0], &b.types[0]);
+        assert_eq!(ta.type_id, tb.type_id);
+        assert_eq!(ta.exists_field, tb.exists_field);
+        assert_eq!(ta.all_index, tb.all_index);
+        assert_eq!(ta.fields[1], tb.fields[0], "field y keeps its id");
+        assert!(!ta.fields.contains(&tb.fields[1]), "field z is new");
+        assert_eq!(ta.indices, tb.indices);
+        assert_eq!(reg.field_type(tb.fields[1]), Some(tb.type_id));
+        assert_eq!(reg.index_type(ta.indices[0]), Some(ta.type_id));
+        assert_eq!(reg.exists_field_type(ta.exists_field), Some(ta.type_id));
+        assert_eq!(reg.exists_field_type(ta.fields[0]), None);
+    }
+
+    #[test]
+    fn index_redeclared_with_other_fields_fails_and_changes_nothing() {
+        let mut reg = Registry::default();
+        reg.define(&schema(&["x", "y"], &[("i", &["x"])])).unwrap();
+        let err = reg
+            .define(&schema(&["x", "y", "new"], &[("i", &["y"])]))
+            .unwrap_err();
+        assert!(err.contains("already defined"), "{err}");
+        let again = reg.define(&schema(&["x", "y"], &[])).unwrap();
+        assert_eq!(
+            reg.field_type(FieldId(again.types[0].fields[1].0 + 1)),
+            None
+        );
+    }
+
+    #[test]
+    fn index_over_unknown_field_fails() {
+        let mut reg = Registry::default();
+        let err = reg
+            .define(&schema(&["x"], &[("i", &["nope"])]))
+            .unwrap_err();
+        assert!(err.contains("nope"), "{err}");
+    }
+}

@@ -1,0 +1,395 @@
+//! The sequencer: the one task that owns the schema registry, the store and every connection's
+//! subscriptions. Connection tasks send it requests over a channel; it takes whatever is queued
+//! and processes the batch in order, answering on each connection's FIFO outbound queue, so a
+//! pushed commit always precedes any answer that mentions a later tid.
+
+use crate::config::ServerConfig;
+use crate::outbound::Outbound;
+use crate::registry::Registry;
+use crate::store::{Applied, Store};
+use crate::subscriptions::{commit_data, Selection, Visibility};
+use bytes::Bytes;
+use odb_wire::{
+    ClientMessage, CommitOutcome, CommitRequest, IdBlock, ObjectData, ObjectId, RequestId,
+    ServerMessage, SubscriptionTarget, PROTOCOL_VERSION,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Most objects in one `SubscriptionData` chunk.
+const CHUNK_OBJECTS: usize = 1000;
+
+/// Most object ids granted by one request, so that one client cannot exhaust the id space.
+const MAX_ID_REQUEST: u64 = 1 << 32;
+
+/// Most requests taken from the channel at once.
+const BATCH: usize = 256;
+
+/// What a connection task asks of the sequencer.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// An authenticated connection: allocate its id and first id block, queue its `Welcome`,
+    /// and answer with its id.
+    Register {
+        /// Its outbound queue.
+        outbound: Outbound,
+        /// Receives the connection id.
+        reply: oneshot::Sender<ObjectId>,
+    },
+    /// A message from a registered connection.
+    Message {
+        /// The connection.
+        conn: ObjectId,
+        /// What it sent.
+        message: ClientMessage,
+    },
+    /// The connection is gone.
+    Disconnect {
+        /// The connection.
+        conn: ObjectId,
+    },
+}
+
+/// Figures the sequencer publishes for the [`Server`](crate::Server) handle.
+#[derive(Debug, Default)]
+pub(crate) struct Status {
+    /// The current tid.
+    pub tid: AtomicU64,
+    /// Live authenticated connections.
+    pub connections: AtomicUsize,
+}
+
+struct Conn {
+    outbound: Outbound,
+    visibility: Visibility,
+}
+
+/// The sequencer's state. All methods are synchronous: the async part is [`Sequencer::run`].
+pub(crate) struct Sequencer {
+    config: Arc<ServerConfig>,
+    registry: Registry,
+    store: Store,
+    conns: BTreeMap<ObjectId, Conn>,
+    /// The next object id to hand out; ids start at 1 and are never reused.
+    next_id: u64,
+    status: Arc<Status>,
+}
+
+impl Sequencer {
+    /// An empty database.
+    pub fn new(config: Arc<ServerConfig>, status: Arc<Status>) -> Self {
+        Sequencer {
+            config,
+            registry: Registry::default(),
+            store: Store::default(),
+            conns: BTreeMap::new(),
+            next_id: 1,
+            status,
+        }
+    }
+
+    /// Processes requests until the channel closes or `stop` is cancelled.
+    pub async fn run(mut self, mut requests: mpsc::Receiver<Request>, stop: CancellationToken) {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                n = requests.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for request in batch.drain(..) {
+                        self.handle(request);
+                    }
+                }
+            }
+        }
+        tracing::debug!("sequencer stopped");
+    }
+
+    /// Processes one request.
+    pub fn handle(&mut self, request: Request) {
+        match request {
+            Request::Register { outbound, reply } => self.register(outbound, reply),
+            Request::Message { conn, message } => self.message(conn, message),
+            Request::Disconnect { conn } => self.drop_conn(conn),
+        }
+    }
+
+    fn register(&mut self, outbound: Outbound, reply: oneshot::Sender<ObjectId>) {
+        let (Some(conn), Some(ids)) = (self.allocate(1), self.allocate(self.config.id_block_size))
+        else {
+            outbound.close("the server has run out of object ids".into());
+            return;
+        };
+        let conn = ObjectId(conn.start);
+        let welcome = ServerMessage::Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            connection: conn,
+            ids,
+            tid: self.store.tid(),
+            heartbeat_interval_ms: duration_ms(self.config.heartbeat_interval),
+        };
+        self.conns.insert(
+            conn,
+            Conn {
+                outbound,
+                visibility: Visibility::default(),
+            },
+        );
+        self.publish();
+        if reply.send(conn).is_err() {
+            self.drop_conn(conn);
+            return;
+        }
+        self.send(conn, &welcome);
+    }
+
+    fn message(&mut self, conn: ObjectId, message: ClientMessage) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        match message {
+            ClientMessage::DefineSchema { request_id, schema } => {
+                let answer = match self.registry.define(&schema) {
+                    Ok(schema) => ServerMessage::SchemaDefined { request_id, schema },
+                    Err(reason) => ServerMessage::RequestFailed { request_id, reason },
+                };
+                self.send(conn, &answer);
+            }
+            ClientMessage::RequestIds { request_id, count } => {
+                let granted = if count > MAX_ID_REQUEST {
+                    None
+                } else {
+                    self.allocate(count.max(self.config.id_block_size))
+                };
+                let answer = match granted {
+                    Some(block) => ServerMessage::Ids { request_id, block },
+                    None => ServerMessage::RequestFailed {
+                        request_id,
+                        reason: format!(
+                            "cannot grant {count} object ids; ask for at most {MAX_ID_REQUEST} at once"
+                        ),
+                    },
+                };
+                self.send(conn, &answer);
+            }
+            ClientMessage::Subscribe {
+                request_id,
+                targets,
+            } => self.subscribe(conn, request_id, &targets),
+            ClientMessage::Commit { request_id, commit } => self.commit(conn, request_id, &commit),
+            ClientMessage::Flush { request_id } => {
+                let tid = self.store.tid();
+                self.send(conn, &ServerMessage::Flushed { request_id, tid });
+            }
+            // Liveness is the connection task's business; a second hello is refused there.
+            ClientMessage::Heartbeat | ClientMessage::Hello { .. } => {}
+        }
+    }
+
+    /// Grants `len` fresh object ids, or `None` if the id space is exhausted.
+    fn allocate(&mut self, len: u64) -> Option<IdBlock> {
+        let start = self.next_id;
+        self.next_id = start.checked_add(len)?;
+        Some(IdBlock { start, len })
+    }
+
+    fn commit(&mut self, conn: ObjectId, request_id: RequestId, commit: &CommitRequest) {
+        let outcome = match self.store.commit(&self.registry, commit) {
+            Ok(applied) => {
+                self.publish();
+                self.fan_out(conn, &applied);
+                CommitOutcome::Committed { tid: applied.tid }
+            }
+            Err(outcome) => outcome,
+        };
+        self.send(
+            conn,
+            &ServerMessage::CommitResult {
+                request_id,
+                outcome,
+            },
+        );
+    }
+
+    /// Pushes an applied commit to every connection that sees part of it, encoding each distinct
+    /// filtered result once.
+    fn fan_out(&mut self, committer: ObjectId, applied: &Applied) {
+        let mut encoded: HashMap<Selection, Option<Bytes>> = HashMap::new();
+        let mut failed = Vec::new();
+        for (&id, conn) in &mut self.conns {
+            let selection = conn
+                .visibility
+                .select(applied, &self.store, id == committer);
+            if selection.is_empty() {
+                continue;
+            }
+            let store = &self.store;
+            let frame = encoded.entry(selection).or_insert_with_key(|selection| {
+                let message = ServerMessage::Commit(commit_data(selection, applied, store));
+                encode_or_log(&message)
+            });
+            let sent = match frame {
+                Some(frame) => conn.outbound.send(frame.clone()),
+                None => {
+                    conn.outbound.close("a commit could not be encoded".into());
+                    false
+                }
+            };
+            if !sent {
+                failed.push(id);
+            }
+        }
+        for id in failed {
+            self.drop_conn(id);
+        }
+    }
+
+    fn subscribe(&mut self, conn: ObjectId, request_id: RequestId, targets: &[SubscriptionTarget]) {
+        let mut covered = BTreeSet::new();
+        let mut additions = Vec::with_capacity(targets.len());
+        for target in targets {
+            match target {
+                SubscriptionTarget::Type(ty) => {
+                    let Some(info) = self.registry.type_info(*ty) else {
+                        return self.fail(conn, request_id, format!("unknown type id {ty}"));
+                    };
+                    covered.extend(self.store.members(info.all_index, &Bytes::new()));
+                    additions.push((Some((info.all_index, Bytes::new())), None));
+                }
+                SubscriptionTarget::Index { index, value } => {
+                    if self.registry.index_type(*index).is_none() {
+                        return self.fail(conn, request_id, format!("unknown index id {index}"));
+                    }
+                    covered.extend(self.store.members(*index, value));
+                    additions.push((Some((*index, value.clone())), None));
+                }
+                SubscriptionTarget::Object(id) => {
+                    if self.store.record(*id).is_some() {
+                        covered.insert(*id);
+                    }
+                    additions.push((None, Some(*id)));
+                }
+            }
+        }
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        for (index, object) in additions {
+            if let Some((index, value)) = index {
+                state.visibility.add_index(index, value);
+            }
+            if let Some(object) = object {
+                state.visibility.add_object(object);
+            }
+        }
+        let byte_budget = self.config.max_frame / 2;
+        let mut chunk: Vec<ObjectData> = Vec::new();
+        let mut chunk_bytes = 0;
+        for id in covered {
+            let Some(data) = self.store.object_data(id) else {
+                continue;
+            };
+            let size = object_size(&data);
+            if !chunk.is_empty()
+                && (chunk.len() >= CHUNK_OBJECTS || chunk_bytes + size > byte_budget)
+            {
+                let objects = std::mem::take(&mut chunk);
+                if !self.send(
+                    conn,
+                    &ServerMessage::SubscriptionData {
+                        request_id,
+                        objects,
+                    },
+                ) {
+                    return;
+                }
+                chunk_bytes = 0;
+            }
+            chunk_bytes += size;
+            chunk.push(data);
+        }
+        if !chunk.is_empty()
+            && !self.send(
+                conn,
+                &ServerMessage::SubscriptionData {
+                    request_id,
+                    objects: chunk,
+                },
+            )
+        {
+            return;
+        }
+        let tid = self.store.tid();
+        self.send(
+            conn,
+            &ServerMessage::SubscriptionComplete { request_id, tid },
+        );
+    }
+
+    fn fail(&mut self, conn: ObjectId, request_id: RequestId, reason: String) {
+        self.send(conn, &ServerMessage::RequestFailed { request_id, reason });
+    }
+
+    /// Queues a message for a connection. Returns `false`, and forgets the connection, if it is
+    /// closing.
+    fn send(&mut self, conn: ObjectId, message: &ServerMessage) -> bool {
+        let Some(state) = self.conns.get(&conn) else {
+            return false;
+        };
+        let sent = match encode_or_log(message) {
+            Some(frame) => state.outbound.send(frame),
+            None => {
+                state
+                    .outbound
+                    .close("a message could not be encoded".into());
+                false
+            }
+        };
+        if !sent {
+            self.drop_conn(conn);
+        }
+        sent
+    }
+
+    fn drop_conn(&mut self, conn: ObjectId) {
+        if self.conns.remove(&conn).is_some() {
+            self.publish();
+        }
+    }
+
+    fn publish(&self) {
+        self.status.tid.store(self.store.tid().0, Ordering::Release);
+        self.status
+            .connections
+            .store(self.conns.len(), Ordering::Release);
+    }
+}
+
+fn encode_or_log(message: &ServerMessage) -> Option<Bytes> {
+    match odb_wire::encode(message) {
+        Ok(frame) => Some(frame),
+        Err(e) => {
+            tracing::error!("cannot encode a server message: {e}");
+            None
+        }
+    }
+}
+
+/// Roughly how many bytes an object takes on the wire.
+fn object_size(data: &ObjectData) -> usize {
+    let fields: usize = data.fields.iter().map(|(_, v)| v.len() + 8).sum();
+    let indices: usize = data.indices.iter().map(|(_, v)| v.len() + 8).sum();
+    16 + fields + indices
+}
+
+fn duration_ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

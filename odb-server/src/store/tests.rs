@@ -1,0 +1,327 @@
+//! Unit tests of the store.
+
+use super::*;
+use odb_wire::{FieldWrite, IndexDef, IndexWrite, SchemaDef, TypeDef, TypeIds};
+
+struct Fixture {
+    registry: Registry,
+    store: Store,
+    /// Type T: fields a, b; index by_a on a.
+    t: TypeIds,
+    /// Type U: field c.
+    u: TypeIds,
+}
+
+fn fixture() -> Fixture {
+    let mut registry = Registry::default();
+    let ids = registry
+        .define(&SchemaDef {
+            name: "s".into(),
+            types: vec![
+                TypeDef {
+                    name: "T".into(),
+                    fields: vec!["a".into(), "b".into()],
+                    indices: vec![IndexDef {
+                        name: "by_a".into(),
+                        fields: vec!["a".into()],
+                    }],
+                },
+                TypeDef {
+                    name: "U".into(),
+                    fields: vec!["c".into()],
+                    indices: vec![],
+                },
+            ],
+        })
+        .unwrap();
+    Fixture {
+        registry,
+        store: Store::default(),
+        t: ids.types[0].clone(),
+        u: ids.types[1].clone(),
+    }
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn write(o: u64, field: FieldId, value: Option<&str>) -> FieldWrite {
+    FieldWrite {
+        object: ObjectId(o),
+        field,
+        value: value.map(b),
+    }
+}
+
+fn index(o: u64, index: IndexId, value: Option<&str>) -> IndexWrite {
+    IndexWrite {
+        object: ObjectId(o),
+        index,
+        value: value.map(b),
+    }
+}
+
+impl Fixture {
+    /// A commit creating a T with field a = `a`, indexed by it.
+    fn create_t(&self, o: u64, a: &str) -> CommitRequest {
+        CommitRequest {
+            base_tid: self.store.tid(),
+            writes: vec![
+                write(o, self.t.exists_field, Some("")),
+                write(o, self.t.fields[0], Some(a)),
+            ],
+            index_writes: vec![index(o, self.t.indices[0], Some(a))],
+            ..CommitRequest::default()
+        }
+    }
+
+    fn commit(&mut self, req: &CommitRequest) -> Result<Applied, CommitOutcome> {
+        self.store.commit(&self.registry, req)
+    }
+
+    fn invalid(&mut self, req: &CommitRequest, needle: &str) {
+        let tid = self.store.tid();
+        match self.commit(req) {
+            Err(CommitOutcome::Invalid { reason }) => {
+                assert!(
+                    reason.contains(needle),
+                    "{reason:?} should mention {needle:?}"
+                )
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+        assert_eq!(self.store.tid(), tid, "a rejected commit consumes no tid");
+    }
+}
+
+#[test]
+fn create_sets_fields_and_indices_at_tid_1() {
+    let mut f = fixture();
+    let applied = f.commit(&f.create_t(1, "x")).unwrap();
+    assert_eq!(applied.tid, Tid(1));
+    assert!(applied.objects[&ObjectId(1)].created);
+    let record = f.store.record(ObjectId(1)).unwrap();
+    assert_eq!(record.ty, f.t.type_id);
+    assert_eq!(record.fields.len(), 2);
+    let members = |f: &Fixture, i, v: &str| f.store.members(i, &b(v)).collect::<Vec<_>>();
+    assert_eq!(members(&f, f.t.all_index, ""), vec![ObjectId(1)]);
+    assert_eq!(members(&f, f.t.indices[0], "x"), vec![ObjectId(1)]);
+    assert_eq!(
+        f.store.last_write(&Key::Index(f.t.all_index, Bytes::new())),
+        Tid(1)
+    );
+}
+
+#[test]
+fn invalid_commits_change_nothing() {
+    let mut f = fixture();
+    f.commit(&f.create_t(1, "x")).unwrap();
+    let before = f.store.object_data(ObjectId(1));
+    let (t, u) = (f.t.clone(), f.u.clone());
+
+    let mut req = f.create_t(2, "y");
+    req.base_tid = Tid(5);
+    f.invalid(&req, "newer");
+
+    let base = CommitRequest {
+        base_tid: Tid(1),
+        ..CommitRequest::default()
+    };
+    let with = |change: &dyn Fn(&mut CommitRequest)| {
+        let mut req = base.clone();
+        change(&mut req);
+        req
+    };
+    f.invalid(
+        &with(&|r| r.writes.push(write(1, FieldId(999), Some("v")))),
+        "unknown field",
+    );
+    f.invalid(
+        &with(&|r| r.index_writes.push(index(1, IndexId(999), Some("v")))),
+        "unknown index",
+    );
+    f.invalid(
+        &with(&|r| r.reads.push((ObjectId(1), FieldId(999)))),
+        "unknown field",
+    );
+    f.invalid(
+        &with(&|r| r.index_reads.push((IndexId(999), b("v")))),
+        "unknown index",
+    );
+    f.invalid(
+        &with(&|r| r.writes.push(write(7, t.fields[0], Some("v")))),
+        "does not exist",
+    );
+    f.invalid(
+        &with(&|r| r.index_writes.push(index(7, t.indices[0], Some("v")))),
+        "does not exist",
+    );
+    f.invalid(
+        &with(&|r| r.writes.push(write(1, u.fields[0], Some("v")))),
+        "belongs to type",
+    );
+    f.invalid(
+        &with(&|r| r.writes.push(write(1, t.exists_field, None))),
+        "delete the object",
+    );
+    f.invalid(
+        &with(&|r| r.index_writes.push(index(1, t.all_index, Some("v")))),
+        "maintained by the server",
+    );
+    // A valid write followed by an invalid delete: the write is not applied either.
+    f.invalid(
+        &with(&|r| {
+            r.writes.push(write(1, t.fields[1], Some("b")));
+            r.deletes.push(ObjectId(8));
+        }),
+        "does not exist",
+    );
+    // An object created as a U cannot take T's fields.
+    f.invalid(
+        &with(&|r| {
+            r.writes.push(write(9, u.exists_field, Some("")));
+            r.writes.push(write(9, t.fields[0], Some("v")));
+        }),
+        "belongs to type",
+    );
+    assert_eq!(f.store.object_data(ObjectId(1)), before);
+    assert_eq!(f.store.tid(), Tid(1));
+}
+
+#[test]
+fn field_read_conflicts_after_a_later_write() {
+    let mut f = fixture();
+    f.commit(&f.create_t(1, "x")).unwrap();
+    let a = f.t.fields[0];
+    let read_a = |base| CommitRequest {
+        base_tid: Tid(base),
+        writes: vec![write(1, f.t.fields[1], Some("b"))],
+        reads: vec![(ObjectId(1), a)],
+        ..CommitRequest::default()
+    };
+    let (stale, fresh) = (read_a(0), read_a(1));
+    match f.commit(&stale) {
+        Err(CommitOutcome::Conflict { key, written_at }) => {
+            assert_eq!(key, Key::Field(ObjectId(1), a));
+            assert_eq!(written_at, Tid(1));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        f.store.tid(),
+        Tid(1),
+        "a conflicting commit consumes no tid"
+    );
+    assert_eq!(f.commit(&fresh).unwrap().tid, Tid(2));
+}
+
+#[test]
+fn existence_read_conflicts_after_delete() {
+    let mut f = fixture();
+    f.commit(&f.create_t(1, "x")).unwrap();
+    let delete = CommitRequest {
+        base_tid: Tid(1),
+        deletes: vec![ObjectId(1)],
+        ..Default::default()
+    };
+    f.commit(&delete).unwrap();
+    assert!(f.store.record(ObjectId(1)).is_none());
+    assert_eq!(f.store.members(f.t.all_index, &Bytes::new()).count(), 0);
+    let exists = Key::Field(ObjectId(1), f.t.exists_field);
+    assert_eq!(f.store.last_write(&exists), Tid(2));
+    // A transaction that checked the object's existence at tid 1 conflicts with the delete.
+    let read = CommitRequest {
+        base_tid: Tid(1),
+        writes: vec![write(2, f.u.exists_field, Some(""))],
+        reads: vec![(ObjectId(1), f.t.exists_field)],
+        ..Default::default()
+    };
+    assert!(matches!(
+        f.commit(&read),
+        Err(CommitOutcome::Conflict { key, written_at: Tid(2) }) if key == exists
+    ));
+    // Deleting twice is invalid.
+    let again = CommitRequest {
+        base_tid: Tid(2),
+        deletes: vec![ObjectId(1)],
+        ..Default::default()
+    };
+    f.invalid(&again, "does not exist");
+}
+
+#[test]
+fn index_reads_conflict_on_objects_entering_or_leaving_the_value() {
+    let mut f = fixture();
+    f.commit(&f.create_t(1, "x")).unwrap();
+    let by_a = f.t.indices[0];
+    let lookup = |v: &str| CommitRequest {
+        base_tid: Tid(1),
+        writes: vec![write(1, f.t.fields[1], Some("b"))],
+        index_reads: vec![(by_a, b(v))],
+        ..Default::default()
+    };
+    let (lookup_x, lookup_y, lookup_z) = (lookup("x"), lookup("y"), lookup("z"));
+    // Move the object from x to y.
+    let moved = CommitRequest {
+        base_tid: Tid(1),
+        writes: vec![write(1, f.t.fields[0], Some("y"))],
+        index_writes: vec![index(1, by_a, Some("y"))],
+        ..Default::default()
+    };
+    let applied = f.commit(&moved).unwrap();
+    assert_eq!(applied.objects[&ObjectId(1)].old_indices.len(), 2);
+    for (req, v) in [(&lookup_x, "x"), (&lookup_y, "y")] {
+        match f.commit(req) {
+            Err(CommitOutcome::Conflict { key, written_at }) => {
+                assert_eq!(key, Key::Index(by_a, b(v)));
+                assert_eq!(written_at, Tid(2));
+            }
+            other => panic!("expected a conflict on {v}, got {other:?}"),
+        }
+    }
+    assert!(
+        f.commit(&lookup_z).is_ok(),
+        "an untouched value does not conflict"
+    );
+    // Setting the value an object already has stamps nothing.
+    let same = CommitRequest {
+        base_tid: Tid(3),
+        index_writes: vec![index(1, by_a, Some("y"))],
+        ..Default::default()
+    };
+    f.commit(&same).unwrap();
+    assert_eq!(f.store.last_write(&Key::Index(by_a, b("y"))), Tid(2));
+    // Leaving the index stamps the old value.
+    let leave = CommitRequest {
+        base_tid: Tid(4),
+        index_writes: vec![index(1, by_a, None)],
+        ..Default::default()
+    };
+    f.commit(&leave).unwrap();
+    assert_eq!(f.store.last_write(&Key::Index(by_a, b("y"))), Tid(5));
+    assert_eq!(f.store.members(by_a, &b("y")).count(), 0);
+}
+
+#[test]
+fn type_lookup_conflicts_on_creation() {
+    let mut f = fixture();
+    let all = Key::Index(f.t.all_index, Bytes::new());
+    let mut req = f.create_t(1, "x");
+    f.commit(&req).unwrap();
+    req = f.create_t(2, "x");
+    req.base_tid = Tid(0);
+    req.index_reads = vec![(f.t.all_index, Bytes::new())];
+    assert!(matches!(f.commit(&req), Err(CommitOutcome::Conflict { key, .. }) if key == all));
+}
+
+#[test]
+fn create_and_delete_in_one_commit_leaves_nothing() {
+    let mut f = fixture();
+    let mut req = f.create_t(1, "x");
+    req.deletes.push(ObjectId(1));
+    f.commit(&req).unwrap();
+    assert!(f.store.record(ObjectId(1)).is_none());
+    assert_eq!(f.store.members(f.t.indices[0], &b("x")).count(), 0);
+    assert_eq!(f.store.members(f.t.all_index, &Bytes::new()).count(), 0);
+}

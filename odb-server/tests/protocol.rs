@@ -1,0 +1,526 @@
+//! The server's protocol spoken with raw frames, over TCP and in process.
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use odb_server::{Server, ServerConfig};
+use odb_wire::{
+    ClientMessage, CommitOutcome, CommitRequest, FieldWrite, IndexDef, IndexWrite, Key, ObjectId,
+    RejectReason, RequestId, SchemaDef, ServerMessage, SubscriptionTarget, Tid, TypeDef, TypeIds,
+    PROTOCOL_VERSION,
+};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::timeout;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+const TOKEN: &str = "test-token";
+/// Upper bound for anything the server should do promptly.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// A client speaking raw frames.
+struct Raw {
+    read: FramedRead<BoxRead, LengthDelimitedCodec>,
+    write: FramedWrite<BoxWrite, LengthDelimitedCodec>,
+}
+
+impl Raw {
+    fn new<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S) -> Raw {
+        let (r, w) = tokio::io::split(stream);
+        Raw {
+            read: FramedRead::new(Box::new(r), odb_wire::framing(odb_wire::DEFAULT_MAX_FRAME)),
+            write: FramedWrite::new(Box::new(w), odb_wire::framing(odb_wire::DEFAULT_MAX_FRAME)),
+        }
+    }
+
+    async fn tcp(server: &Server) -> Raw {
+        let addr = server.local_addr().expect("listening");
+        Raw::new(tokio::net::TcpStream::connect(addr).await.expect("connect"))
+    }
+
+    fn in_process(server: &Server) -> Raw {
+        Raw::new(server.connect_in_process().expect("in-process connection"))
+    }
+
+    async fn send_frame(&mut self, frame: Bytes) {
+        self.write.send(frame).await.expect("send");
+    }
+
+    async fn send(&mut self, message: ClientMessage) {
+        self.send_frame(odb_wire::encode(&message).unwrap()).await;
+    }
+
+    /// The next message other than a heartbeat; `None` at end of stream.
+    async fn recv(&mut self) -> Option<ServerMessage> {
+        loop {
+            let frame = timeout(PATIENCE, self.read.next())
+                .await
+                .expect("server answers in time")?;
+            let Ok(frame) = frame else { return None };
+            match odb_wire::decode(&frame).expect("server messages decode") {
+                ServerMessage::Heartbeat => continue,
+                message => return Some(message),
+            }
+        }
+    }
+
+    async fn expect(&mut self) -> ServerMessage {
+        self.recv().await.expect("a message, not end of stream")
+    }
+
+    async fn hello(&mut self, token: &str) -> Option<ServerMessage> {
+        self.send(ClientMessage::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            token: token.into(),
+            client_name: "protocol-test".into(),
+        })
+        .await;
+        self.recv().await
+    }
+
+    /// Authenticates and defines the test schema; returns type T (field a, index by_a).
+    async fn login(&mut self) -> TypeIds {
+        assert!(matches!(
+            self.hello(TOKEN).await,
+            Some(ServerMessage::Welcome { .. })
+        ));
+        self.send(ClientMessage::DefineSchema {
+            request_id: RequestId(1),
+            schema: SchemaDef {
+                name: "test".into(),
+                types: vec![TypeDef {
+                    name: "T".into(),
+                    fields: vec!["a".into()],
+                    indices: vec![IndexDef {
+                        name: "by_a".into(),
+                        fields: vec!["a".into()],
+                    }],
+                }],
+            },
+        })
+        .await;
+        match self.expect().await {
+            ServerMessage::SchemaDefined {
+                request_id: RequestId(1),
+                schema,
+            } => schema.types[0].clone(),
+            other => panic!("expected SchemaDefined, got {other:?}"),
+        }
+    }
+
+    async fn flush(&mut self, request_id: u64) -> Tid {
+        self.send(ClientMessage::Flush {
+            request_id: RequestId(request_id),
+        })
+        .await;
+        match self.expect().await {
+            ServerMessage::Flushed { request_id: r, tid } if r == RequestId(request_id) => tid,
+            other => panic!("expected Flushed, got {other:?}"),
+        }
+    }
+
+    async fn commit(&mut self, request_id: u64, commit: CommitRequest) {
+        self.send(ClientMessage::Commit {
+            request_id: RequestId(request_id),
+            commit,
+        })
+        .await;
+    }
+
+    async fn commit_result(&mut self) -> CommitOutcome {
+        match self.expect().await {
+            ServerMessage::CommitResult { outcome, .. } => outcome,
+            other => panic!("expected CommitResult, got {other:?}"),
+        }
+    }
+
+    /// Asserts the server closes the stream, possibly after saying why.
+    async fn expect_closed(&mut self) {
+        match self.recv().await {
+            None => {}
+            Some(ServerMessage::Closing { .. }) => {
+                assert_eq!(self.recv().await, None, "nothing after Closing")
+            }
+            Some(other) => panic!("expected the connection to close, got {other:?}"),
+        }
+    }
+}
+
+async fn start(config: ServerConfig) -> Server {
+    Server::start(config, Some("127.0.0.1:0".parse().unwrap()))
+        .await
+        .expect("server starts")
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn create(t: &TypeIds, o: u64, a: &str, base: Tid) -> CommitRequest {
+    CommitRequest {
+        base_tid: base,
+        writes: vec![
+            FieldWrite {
+                object: ObjectId(o),
+                field: t.exists_field,
+                value: Some(Bytes::new()),
+            },
+            FieldWrite {
+                object: ObjectId(o),
+                field: t.fields[0],
+                value: Some(b(a)),
+            },
+        ],
+        index_writes: vec![IndexWrite {
+            object: ObjectId(o),
+            index: t.indices[0],
+            value: Some(b(a)),
+        }],
+        ..CommitRequest::default()
+    }
+}
+
+/// Waits, without sleeping as synchronisation, until a condition on the server holds.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let wait = async {
+        while !condition() {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    timeout(PATIENCE, wait)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+}
+
+#[tokio::test]
+async fn wrong_token_is_rejected_while_others_keep_working() {
+    let server = start(ServerConfig::new(TOKEN)).await;
+    let mut good = Raw::tcp(&server).await;
+    good.login().await;
+
+    let mut bad = Raw::tcp(&server).await;
+    assert_eq!(
+        bad.hello("not-the-token").await,
+        Some(ServerMessage::Rejected {
+            reason: RejectReason::Unauthorized
+        })
+    );
+    assert_eq!(bad.recv().await, None, "the server closes after Rejected");
+
+    let mut old = Raw::in_process(&server);
+    send_hello_version(&mut old, PROTOCOL_VERSION + 1).await;
+    assert_eq!(
+        old.recv().await,
+        Some(ServerMessage::Rejected {
+            reason: RejectReason::ProtocolVersion {
+                server: PROTOCOL_VERSION
+            }
+        })
+    );
+
+    let mut rude = Raw::tcp(&server).await;
+    rude.send(ClientMessage::Flush {
+        request_id: RequestId(1),
+    })
+    .await;
+    assert!(matches!(
+        rude.recv().await,
+        Some(ServerMessage::Rejected {
+            reason: RejectReason::Other(_)
+        })
+    ));
+
+    assert_eq!(good.flush(2).await, Tid(0));
+    assert_eq!(
+        server.connection_count(),
+        1,
+        "rejected connections were never registered"
+    );
+    server.shutdown().await;
+}
+
+async fn send_hello_version(raw: &mut Raw, version: u32) {
+    raw.send(ClientMessage::Hello {
+        protocol_version: version,
+        token: TOKEN.into(),
+        client_name: "old".into(),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_garbage_frame_closes_only_that_connection() {
+    let server = start(ServerConfig::new(TOKEN)).await;
+    let mut good = Raw::in_process(&server);
+    good.login().await;
+    let mut garbage = Raw::tcp(&server).await;
+    garbage.login().await;
+    let mut second_hello = Raw::tcp(&server).await;
+    second_hello.login().await;
+    eventually("three connections are registered", || {
+        server.connection_count() == 3
+    })
+    .await;
+
+    garbage.send_frame(Bytes::from_static(&[0xff; 16])).await;
+    garbage.expect_closed().await;
+    assert!(second_hello
+        .hello(TOKEN)
+        .await
+        .is_some_and(|m| matches!(m, ServerMessage::Closing { .. })));
+    second_hello.expect_closed().await;
+
+    eventually("both connections are dropped", || {
+        server.connection_count() == 1
+    })
+    .await;
+    assert_eq!(good.flush(7).await, Tid(0));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_oversized_frame_closes_the_connection() {
+    let config = ServerConfig {
+        max_frame: 1024,
+        ..ServerConfig::new(TOKEN)
+    };
+    let server = start(config).await;
+    let mut big = Raw::tcp(&server).await;
+    big.login().await;
+    // Announce a frame far over the limit; the server must not wait for its body.
+    let header = 1_000_000u32.to_be_bytes();
+    big.write.get_mut().write_all(&header).await.unwrap();
+    big.write.get_mut().flush().await.unwrap();
+    big.expect_closed().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_subscriber_gets_pushes_and_the_committer_its_push_before_its_result() {
+    let server = start(ServerConfig::new(TOKEN)).await;
+    let mut writer = Raw::tcp(&server).await;
+    let t = writer.login().await;
+    let mut reader = Raw::in_process(&server);
+    assert_eq!(reader.login().await, t, "the same schema gets the same ids");
+
+    reader
+        .send(ClientMessage::Subscribe {
+            request_id: RequestId(2),
+            targets: vec![SubscriptionTarget::Type(t.type_id)],
+        })
+        .await;
+    assert_eq!(
+        reader.expect().await,
+        ServerMessage::SubscriptionComplete {
+            request_id: RequestId(2),
+            tid: Tid(0)
+        }
+    );
+
+    writer.commit(3, create(&t, 1_000, "x", Tid(0))).await;
+    match writer.expect().await {
+        ServerMessage::Commit(data) => {
+            assert_eq!(data.tid, Tid(1));
+            assert_eq!(data.writes.len(), 2);
+        }
+        other => panic!("the push must precede the result, got {other:?}"),
+    }
+    assert_eq!(
+        writer.commit_result().await,
+        CommitOutcome::Committed { tid: Tid(1) }
+    );
+    match reader.expect().await {
+        ServerMessage::Commit(data) => {
+            assert_eq!(data.tid, Tid(1));
+            assert!(data
+                .writes
+                .iter()
+                .any(|w| w.object == ObjectId(1_000) && w.value == Some(b("x"))));
+            assert!(data.index_writes.iter().any(|w| w.index == t.all_index));
+        }
+        other => panic!("expected the pushed commit, got {other:?}"),
+    }
+
+    // The subscriber writes; the creator sees it, and the subscriber gets its push first too.
+    let update = CommitRequest {
+        base_tid: Tid(1),
+        writes: vec![FieldWrite {
+            object: ObjectId(1_000),
+            field: t.fields[0],
+            value: Some(b("y")),
+        }],
+        reads: vec![(ObjectId(1_000), t.exists_field)],
+        ..CommitRequest::default()
+    };
+    reader.commit(4, update).await;
+    assert!(matches!(reader.expect().await, ServerMessage::Commit(data) if data.tid == Tid(2)));
+    assert_eq!(
+        reader.commit_result().await,
+        CommitOutcome::Committed { tid: Tid(2) }
+    );
+    assert!(matches!(writer.expect().await, ServerMessage::Commit(data) if data.tid == Tid(2)));
+    assert_eq!(server.current_tid(), Tid(2));
+
+    // A late subscriber gets the current data, then the completion at the current tid.
+    let mut late = Raw::tcp(&server).await;
+    late.login().await;
+    late.send(ClientMessage::Subscribe {
+        request_id: RequestId(5),
+        targets: vec![
+            SubscriptionTarget::Index {
+                index: t.indices[0],
+                value: b("x"),
+            },
+            SubscriptionTarget::Object(ObjectId(1_000)),
+        ],
+    })
+    .await;
+    match late.expect().await {
+        ServerMessage::SubscriptionData { objects, .. } => {
+            assert_eq!(objects.len(), 1);
+            assert!(objects[0].fields.contains(&(t.fields[0], b("y"))));
+        }
+        other => panic!("expected subscription data, got {other:?}"),
+    }
+    assert_eq!(
+        late.expect().await,
+        ServerMessage::SubscriptionComplete {
+            request_id: RequestId(5),
+            tid: Tid(2)
+        }
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_writers_of_a_read_field_conflict() {
+    let server = start(ServerConfig::new(TOKEN)).await;
+    let mut one = Raw::tcp(&server).await;
+    let t = one.login().await;
+    let mut two = Raw::in_process(&server);
+    two.login().await;
+    one.commit(1, create(&t, 500, "0", Tid(0))).await;
+    one.expect().await;
+    assert_eq!(
+        one.commit_result().await,
+        CommitOutcome::Committed { tid: Tid(1) }
+    );
+
+    let increment = |value: &str| CommitRequest {
+        base_tid: Tid(1),
+        writes: vec![FieldWrite {
+            object: ObjectId(500),
+            field: t.fields[0],
+            value: Some(b(value)),
+        }],
+        reads: vec![(ObjectId(500), t.fields[0])],
+        ..CommitRequest::default()
+    };
+    one.commit(2, increment("1")).await;
+    one.expect().await;
+    assert_eq!(
+        one.commit_result().await,
+        CommitOutcome::Committed { tid: Tid(2) }
+    );
+    two.commit(2, increment("1")).await;
+    assert_eq!(
+        two.commit_result().await,
+        CommitOutcome::Conflict {
+            key: Key::Field(ObjectId(500), t.fields[0]),
+            written_at: Tid(2)
+        }
+    );
+    assert_eq!(two.flush(3).await, Tid(2), "the conflict consumed no tid");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed() {
+    let config = ServerConfig {
+        heartbeat_interval: Duration::from_millis(20),
+        missed_heartbeats: 3,
+        hello_timeout: Duration::from_millis(100),
+        ..ServerConfig::new(TOKEN)
+    };
+    let server = start(config).await;
+    let mut mute = Raw::tcp(&server).await;
+    assert!(matches!(
+        mute.recv().await,
+        Some(ServerMessage::Rejected {
+            reason: RejectReason::Other(_)
+        })
+    ));
+    assert_eq!(mute.recv().await, None);
+
+    let mut quiet = Raw::in_process(&server);
+    quiet.login().await;
+    // Heartbeats arrive, but this client never sends one: it is closed.
+    let closing = loop {
+        let frame = timeout(PATIENCE, quiet.read.next()).await.unwrap();
+        let Some(Ok(frame)) = frame else {
+            panic!("closed without saying why")
+        };
+        match odb_wire::decode::<ServerMessage>(&frame).unwrap() {
+            ServerMessage::Heartbeat => continue,
+            other => break other,
+        }
+    };
+    assert!(matches!(closing, ServerMessage::Closing { reason } if reason.contains("heartbeat")));
+    eventually("the silent connection is dropped", || {
+        server.connection_count() == 0
+    })
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn ids_and_shutdown() {
+    let server = start(ServerConfig {
+        id_block_size: 10,
+        ..ServerConfig::new(TOKEN)
+    })
+    .await;
+    let mut client = Raw::tcp(&server).await;
+    let Some(ServerMessage::Welcome {
+        connection,
+        ids,
+        tid,
+        heartbeat_interval_ms,
+        ..
+    }) = client.hello(TOKEN).await
+    else {
+        panic!("expected Welcome")
+    };
+    assert_eq!(
+        (connection, ids.start, ids.len, tid, heartbeat_interval_ms),
+        (ObjectId(1), 2, 10, Tid(0), 5000)
+    );
+    client
+        .send(ClientMessage::RequestIds {
+            request_id: RequestId(1),
+            count: 50,
+        })
+        .await;
+    assert!(
+        matches!(client.expect().await, ServerMessage::Ids { block, .. } if block.start == 12 && block.len == 50)
+    );
+
+    let in_process = Raw::in_process(&server);
+    server.shutdown().await;
+    client.expect_closed().await;
+    drop(in_process);
+}
+
+#[tokio::test]
+async fn binding_a_used_port_fails_with_a_clear_error() {
+    let first = start(ServerConfig::new(TOKEN)).await;
+    let addr = first.local_addr().unwrap();
+    let err = Server::start(ServerConfig::new(TOKEN), Some(addr))
+        .await
+        .expect_err("port is taken");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    first.shutdown().await;
+}
