@@ -352,7 +352,7 @@ impl Client {
         })?;
         let target = SubscriptionTarget::Index {
             index,
-            value: value.value,
+            value: value.value.map_err(Error::Encode)?,
         };
         self.subscribe_targets(vec![target], vec![info.type_id])
             .await

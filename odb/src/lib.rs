@@ -46,7 +46,7 @@ mod view;
 
 pub use client::{Client, ClientBuilder, DEFAULT_MAX_RETRIES};
 pub use error::{Error, Result};
-pub use object::{encode_value, Handle, Object, Ref};
+pub use object::{encode_value, Handle, IndexArg, Object, Ref};
 pub use odb_wire::{Key, ObjectId, Tid};
 pub use schema::{FieldDef, IndexDef, IndexValue, Schema, TypeDef};
 pub use transaction::Transaction;

@@ -43,6 +43,32 @@ pub trait Handle: Copy + Eq + Ord + Hash + Debug + Send + Sync + 'static {
 /// The handle type of object type `T`: `odb::Ref<Message>` is what `Message::create` returns.
 pub type Ref<T> = <T as Object>::Handle;
 
+/// A value accepted where an index value of type `V` is expected: `V` itself, and `&str` or
+/// `&String` for a `String` index, so that `Message::lookup_all_by_channel(v, "general")` and
+/// `Visit::lookup_all_by_day(v, 3)` both read naturally.
+pub trait IndexArg<V> {
+    /// Converts into the index's value type.
+    fn into_index_value(self) -> V;
+}
+
+impl<T> IndexArg<T> for T {
+    fn into_index_value(self) -> T {
+        self
+    }
+}
+
+impl IndexArg<String> for &str {
+    fn into_index_value(self) -> String {
+        self.to_string()
+    }
+}
+
+impl IndexArg<String> for &String {
+    fn into_index_value(self) -> String {
+        self.clone()
+    }
+}
+
 /// Encodes a field or index value. Deterministic: equal values give equal bytes, and a tuple
 /// encodes as the concatenation of its elements, which is how composite index values are formed.
 pub fn encode_value<T: serde::Serialize + ?Sized>(value: &T) -> Result<Bytes> {
@@ -199,9 +225,14 @@ pub mod ops {
         }
     }
 
-    /// The value to subscribe to with `subscribe_index`.
-    pub fn index_value<T: Object>(index: usize, value: Bytes) -> crate::IndexValue {
-        crate::IndexValue::__new(T::schema(), T::type_def(), index, value)
+    /// The value to subscribe to with `subscribe_index`; an encoding error surfaces there.
+    pub fn index_value<T: Object>(index: usize, value: Result<Bytes>) -> crate::IndexValue {
+        crate::IndexValue::__new(
+            T::schema(),
+            T::type_def(),
+            index,
+            value.map_err(|e| e.to_string()),
+        )
     }
 
     fn index_name(ty: &TypeDef, index: Option<usize>) -> String {

@@ -75,7 +75,7 @@ pub struct IndexValue {
     pub(crate) schema: &'static Schema,
     pub(crate) ty: &'static TypeDef,
     pub(crate) index: usize,
-    pub(crate) value: Bytes,
+    pub(crate) value: Result<Bytes, String>,
 }
 
 impl IndexValue {
@@ -85,7 +85,7 @@ impl IndexValue {
         schema: &'static Schema,
         ty: &'static TypeDef,
         index: usize,
-        value: Bytes,
+        value: Result<Bytes, String>,
     ) -> IndexValue {
         IndexValue {
             schema,

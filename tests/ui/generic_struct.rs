@@ -1,0 +1,9 @@
+#[odb::schema]
+mod boxes {
+    #[derive(odb::Object)]
+    pub struct Boxed<T> {
+        pub value: T,
+    }
+}
+
+fn main() {}

@@ -1,0 +1,11 @@
+#[odb::schema]
+mod stats {
+    #[derive(odb::Object)]
+    #[odb(index(by_user_day = (user, date)))]
+    pub struct Visit {
+        pub user: String,
+        pub day: u32,
+    }
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[derive(odb::Object)]
+pub struct Message {
+    pub text: String,
+}
+
+fn main() {}

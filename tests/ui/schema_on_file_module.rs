@@ -1,0 +1,4 @@
+#[odb::schema]
+mod chat;
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[odb::schema]
+pub struct Message {
+    pub text: String,
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[odb::schema]
+mod shapes {
+    #[derive(odb::Object)]
+    pub struct Marker;
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+#[odb::schema]
+mod chat {
+    #[derive(odb::Object)]
+    #[odb(indx(by_channel = (channel)))]
+    pub struct Message {
+        pub channel: String,
+    }
+}
+
+fn main() {}
