@@ -100,8 +100,10 @@ impl Store {
         registry: &Registry,
         req: &CommitRequest,
     ) -> Result<Applied, CommitOutcome> {
-        let created = self.validate(registry, req)?;
+        // Conflicts first: a write to an object deleted after the snapshot is a conflict on its
+        // existence (which the client read), not a malformed request.
         self.check_conflicts(req)?;
+        let created = self.validate(registry, req)?;
         Ok(self.apply(registry, req, created))
     }
 
@@ -205,6 +207,12 @@ impl Store {
 
     /// Fails if anything the transaction read was written after its base tid.
     fn check_conflicts(&self, req: &CommitRequest) -> Result<(), CommitOutcome> {
+        if req.base_tid > self.tid {
+            return Err(invalid(format!(
+                "base tid {} is newer than the server's current tid {}",
+                req.base_tid, self.tid
+            )));
+        }
         let horizon = self.horizon();
         if req.base_tid < horizon {
             return Err(CommitOutcome::TooOld {

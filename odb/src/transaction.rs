@@ -80,10 +80,7 @@ impl<'a> Transaction<'a> {
     fn info_for_write(&mut self, ty: &'static TypeDef, id: ObjectId) -> Result<Arc<TypeInfo>> {
         if let Some(p) = self.objects.get(&id) {
             if p.deleted {
-                return Err(Error::Invalid(format!(
-                    "{} object {id} was deleted earlier in this transaction and cannot be written",
-                    ty.qualified_name()
-                )));
+                return Err(Snapshot::does_not_exist(ty, id));
             }
             return Ok(p.info.clone());
         }
