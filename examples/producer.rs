@@ -21,16 +21,12 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
-    if let Err(e) = run().await {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    odb_examples::exit_on_error(run()).await
 }
 
 async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    let (url, token) = odb_examples::url_and_token_from_env();
-    let db = odb::Client::builder(&url).token(token).connect().await?;
+    let db = odb_examples::connect_from_env().await?;
     odb_examples::produce(&db, args.count, Duration::from_millis(args.interval_ms)).await?;
     Ok(())
 }

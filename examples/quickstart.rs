@@ -10,10 +10,7 @@ const MESSAGES: u64 = 10;
 
 #[tokio::main]
 async fn main() {
-    if let Err(e) = run().await {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    odb_examples::exit_on_error(run()).await
 }
 
 async fn run() -> anyhow::Result<()> {

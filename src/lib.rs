@@ -18,12 +18,19 @@ pub mod hello_world {
 
 use hello_world::Message;
 
-/// The URL and token the examples connect with: `ODB_URL` (default `odb://127.0.0.1:8000`) and
-/// `ODB_TOKEN` (default `TOKEN`).
-pub fn url_and_token_from_env() -> (String, String) {
+/// Connects to `ODB_URL` (default `odb://127.0.0.1:8000`) with `ODB_TOKEN` (default `TOKEN`).
+pub async fn connect_from_env() -> odb::Result<odb::Client> {
     let url = std::env::var("ODB_URL").unwrap_or_else(|_| "odb://127.0.0.1:8000".to_string());
     let token = std::env::var("ODB_TOKEN").unwrap_or_else(|_| "TOKEN".to_string());
-    (url, token)
+    odb::Client::builder(url).token(token).connect().await
+}
+
+/// Runs an example's body; on error prints it on one line and exits with status 1.
+pub async fn exit_on_error(body: impl std::future::Future<Output = anyhow::Result<()>>) {
+    if let Err(e) = body.await {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }
 
 fn now() -> f64 {
