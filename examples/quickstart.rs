@@ -19,7 +19,10 @@ async fn run() -> anyhow::Result<()> {
     let consumer = server.client().await?;
 
     let consuming = tokio::spawn(async move {
-        odb_examples::consume(&consumer, Some(MESSAGES as usize), |line| println!("{line}")).await
+        odb_examples::consume(&consumer, Some(MESSAGES as usize), |line| {
+            println!("{line}")
+        })
+        .await
     });
     odb_examples::produce(&producer, Some(MESSAGES), Duration::from_millis(100)).await?;
     consuming.await??;
