@@ -85,6 +85,7 @@ where
     let (reply, conn) = oneshot::channel();
     let register = Request::Register {
         outbound: outbound.clone(),
+        client_name: client_name.clone(),
         reply,
     };
     if ctx.sequencer.send(register).await.is_err() {
@@ -230,9 +231,13 @@ async fn read_loop<S: AsyncRead>(
         };
         let frame = match next {
             Err(_) => {
+                if heartbeat_checks_suspended(ctx, conn, closed).await {
+                    tracing::debug!("silent for {idle:?}, but heartbeat checks are suspended");
+                    continue;
+                }
                 return End::Protocol(format!(
                     "no frame received for {idle:?} (missed heartbeats)"
-                ))
+                ));
             }
             Ok(None) => return End::ByClient,
             Ok(Some(Err(e))) if e.kind() == io::ErrorKind::InvalidData => {
@@ -257,6 +262,27 @@ async fn read_loop<S: AsyncRead>(
         if !forwarded || outbound.is_closed() {
             return End::Closed;
         }
+    }
+}
+
+/// Asks the sequencer whether the connection's `core.Connection` object currently suspends
+/// heartbeat checks. Anything but a clear yes (including the sequencer being gone) is a no.
+async fn heartbeat_checks_suspended(
+    ctx: &ConnContext,
+    conn: ObjectId,
+    closed: &CancellationToken,
+) -> bool {
+    let (reply, answer) = oneshot::channel();
+    let ask = async {
+        ctx.sequencer
+            .send(Request::Silent { conn, reply })
+            .await
+            .is_ok()
+            && answer.await.unwrap_or(false)
+    };
+    tokio::select! {
+        _ = closed.cancelled() => false,
+        suspended = ask => suspended,
     }
 }
 

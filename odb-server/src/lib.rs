@@ -19,6 +19,7 @@ mod config;
 mod connection;
 mod error;
 mod listener;
+mod liveness;
 mod outbound;
 mod registry;
 mod sequencer;
@@ -94,7 +95,8 @@ impl Server {
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (requests, inbox) = mpsc::channel(SEQUENCER_QUEUE);
-        let sequencer = Sequencer::new(config.clone(), status.clone());
+        let sequencer =
+            Sequencer::new(config.clone(), status.clone()).map_err(ServerError::Config)?;
         tracker.spawn(sequencer.run(inbox, stop.clone()));
 
         let ctx = ConnContext {

@@ -2,8 +2,13 @@
 //! subscriptions. Connection tasks send it requests over a channel; it takes whatever is queued
 //! and processes the batch in order, answering on each connection's FIFO outbound queue, so a
 //! pushed commit always precedes any answer that mentions a later tid.
+//!
+//! The sequencer also maintains the `core.Connection` object of every live connection (see
+//! [`crate::liveness`]): created by a commit right after the connection's `Welcome`, deleted by
+//! a commit once the connection has ended, whatever the reason.
 
 use crate::config::ServerConfig;
+use crate::liveness::ConnectionType;
 use crate::outbound::Outbound;
 use crate::registry::Registry;
 use crate::store::{Applied, Store};
@@ -36,6 +41,8 @@ pub(crate) enum Request {
     Register {
         /// Its outbound queue.
         outbound: Outbound,
+        /// The name the client gave in its `Hello`.
+        client_name: String,
         /// Receives the connection id.
         reply: oneshot::Sender<ObjectId>,
     },
@@ -50,6 +57,15 @@ pub(crate) enum Request {
     Disconnect {
         /// The connection.
         conn: ObjectId,
+    },
+    /// The connection has been silent for its whole idle timeout: may it stay open anyway?
+    /// Answered `true` when its `core.Connection` object currently has
+    /// `suspend_heartbeat_checks` set.
+    Silent {
+        /// The connection.
+        conn: ObjectId,
+        /// Receives the answer.
+        reply: oneshot::Sender<bool>,
     },
 }
 
@@ -73,6 +89,10 @@ pub(crate) struct Sequencer {
     registry: Registry,
     store: Store,
     conns: BTreeMap<ObjectId, Conn>,
+    /// Ids of `core.Connection` objects.
+    connection_type: ConnectionType,
+    /// Connections that have ended and whose `core.Connection` object is still to be deleted.
+    ended: Vec<ObjectId>,
     /// The next object id to hand out; ids start at 1 and are never reused.
     next_id: u64,
     status: Arc<Status>,
@@ -80,15 +100,42 @@ pub(crate) struct Sequencer {
 
 impl Sequencer {
     /// An empty database.
-    pub fn new(config: Arc<ServerConfig>, status: Arc<Status>) -> Self {
-        Sequencer {
+    pub fn new(config: Arc<ServerConfig>, status: Arc<Status>) -> Result<Self, String> {
+        Self::from_parts(config, status, Registry::default(), Store::default(), 1)
+    }
+
+    /// A database with existing contents, as a durable backend would load them: defines the
+    /// `core` schema (merging by name with what the registry has) and deletes, in one commit,
+    /// every `core.Connection` object left over from connections of a previous run.
+    pub fn from_parts(
+        config: Arc<ServerConfig>,
+        status: Arc<Status>,
+        mut registry: Registry,
+        store: Store,
+        next_id: u64,
+    ) -> Result<Self, String> {
+        let connection_type = ConnectionType::define(&mut registry)
+            .map_err(|e| format!("cannot define the core schema: {e}"))?;
+        let mut seq = Sequencer {
             config,
-            registry: Registry::default(),
-            store: Store::default(),
+            registry,
+            store,
             conns: BTreeMap::new(),
-            next_id: 1,
+            connection_type,
+            ended: Vec::new(),
+            next_id: next_id.max(1),
             status,
+        };
+        seq.ended = seq.connection_type.all(&seq.store);
+        if !seq.ended.is_empty() {
+            tracing::info!(
+                count = seq.ended.len(),
+                "deleting connection objects left from a previous run"
+            );
         }
+        seq.delete_ended_connections();
+        seq.publish();
+        Ok(seq)
     }
 
     /// Processes requests until the channel closes or `stop` is cancelled.
@@ -110,16 +157,33 @@ impl Sequencer {
         tracing::debug!("sequencer stopped");
     }
 
-    /// Processes one request.
+    /// Processes one request, then deletes the objects of the connections that ended meanwhile.
     pub fn handle(&mut self, request: Request) {
         match request {
-            Request::Register { outbound, reply } => self.register(outbound, reply),
+            Request::Register {
+                outbound,
+                client_name,
+                reply,
+            } => self.register(outbound, &client_name, reply),
             Request::Message { conn, message } => self.message(conn, message),
             Request::Disconnect { conn } => self.drop_conn(conn),
+            Request::Silent { conn, reply } => {
+                let suspended = self.conns.contains_key(&conn)
+                    && self
+                        .connection_type
+                        .heartbeat_checks_suspended(&self.store, conn);
+                let _ = reply.send(suspended);
+            }
         }
+        self.delete_ended_connections();
     }
 
-    fn register(&mut self, outbound: Outbound, reply: oneshot::Sender<ObjectId>) {
+    fn register(
+        &mut self,
+        outbound: Outbound,
+        client_name: &str,
+        reply: oneshot::Sender<ObjectId>,
+    ) {
         let (Some(conn), Some(ids)) = (self.allocate(1), self.allocate(self.config.id_block_size))
         else {
             outbound.close("the server has run out of object ids".into());
@@ -145,7 +209,69 @@ impl Sequencer {
             self.drop_conn(conn);
             return;
         }
-        self.send(conn, &welcome);
+        if self.send(conn, &welcome) {
+            self.create_connection_object(conn, client_name);
+        }
+    }
+
+    /// Commits the `core.Connection` object of a just-welcomed connection. The connection sees
+    /// its own object (it is in its explicit set) without subscribing.
+    fn create_connection_object(&mut self, conn: ObjectId, client_name: &str) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        state.visibility.add_object(conn);
+        let request = match self
+            .connection_type
+            .create(self.store.tid(), conn, client_name)
+        {
+            Ok(request) => request,
+            Err(reason) => {
+                tracing::error!(
+                    conn = conn.0,
+                    "cannot create the connection object: {reason}"
+                );
+                return;
+            }
+        };
+        match self.store.commit(&self.registry, &request) {
+            Ok(applied) => {
+                self.publish();
+                self.fan_out(None, &applied);
+            }
+            Err(outcome) => {
+                tracing::error!(
+                    conn = conn.0,
+                    ?outcome,
+                    "cannot create the connection object"
+                )
+            }
+        }
+    }
+
+    /// Deletes, by one commit per round, the `core.Connection` objects of every connection that
+    /// has ended. Fanning a deletion out may end more connections, hence the loop.
+    fn delete_ended_connections(&mut self) {
+        while !self.ended.is_empty() {
+            let ended = std::mem::take(&mut self.ended);
+            let doomed: Vec<ObjectId> = ended
+                .into_iter()
+                .filter(|&id| self.connection_type.is_connection(&self.store, id))
+                .collect();
+            if doomed.is_empty() {
+                continue;
+            }
+            let request = self.connection_type.delete(self.store.tid(), doomed);
+            match self.store.commit(&self.registry, &request) {
+                Ok(applied) => {
+                    self.publish();
+                    self.fan_out(None, &applied);
+                }
+                Err(outcome) => {
+                    tracing::error!(?outcome, "cannot delete connection objects")
+                }
+            }
+        }
     }
 
     fn message(&mut self, conn: ObjectId, message: ClientMessage) {
@@ -186,7 +312,8 @@ impl Sequencer {
                 let tid = self.store.tid();
                 self.send(conn, &ServerMessage::Flushed { request_id, tid });
             }
-            // Liveness is the connection task's business; a second hello is refused there.
+            // Liveness is the connection task's business (it asks with `Request::Silent`); a
+            // second hello is refused there.
             ClientMessage::Heartbeat | ClientMessage::Hello { .. } => {}
         }
     }
@@ -202,7 +329,7 @@ impl Sequencer {
         let outcome = match self.store.commit(&self.registry, commit) {
             Ok(applied) => {
                 self.publish();
-                self.fan_out(conn, &applied);
+                self.fan_out(Some(conn), &applied);
                 CommitOutcome::Committed { tid: applied.tid }
             }
             Err(outcome) => outcome,
@@ -218,13 +345,14 @@ impl Sequencer {
 
     /// Pushes an applied commit to every connection that sees part of it, encoding each distinct
     /// filtered result once.
-    fn fan_out(&mut self, committer: ObjectId, applied: &Applied) {
+    /// `committer` is the connection that made the commit, `None` for the server's own commits.
+    fn fan_out(&mut self, committer: Option<ObjectId>, applied: &Applied) {
         let mut encoded: HashMap<Selection, Option<Bytes>> = HashMap::new();
         let mut failed = Vec::new();
         for (&id, conn) in &mut self.conns {
             let selection = conn
                 .visibility
-                .select(applied, &self.store, id == committer);
+                .select(applied, &self.store, committer == Some(id));
             if selection.is_empty() {
                 continue;
             }
@@ -356,8 +484,10 @@ impl Sequencer {
         sent
     }
 
+    /// Forgets a connection; its `core.Connection` object is deleted at the end of the request.
     fn drop_conn(&mut self, conn: ObjectId) {
         if self.conns.remove(&conn).is_some() {
+            self.ended.push(conn);
             self.publish();
         }
     }

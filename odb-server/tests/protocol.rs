@@ -70,6 +70,8 @@ impl Raw {
         self.recv().await.expect("a message, not end of stream")
     }
 
+    /// Sends a hello and returns the answer. After a `Welcome`, also takes the registration
+    /// commit that brings the connection's own `core.Connection` object.
     async fn hello(&mut self, token: &str) -> Option<ServerMessage> {
         self.send(ClientMessage::Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -77,7 +79,24 @@ impl Raw {
             client_name: "protocol-test".into(),
         })
         .await;
-        self.recv().await
+        let answer = self.recv().await;
+        if let Some(ServerMessage::Welcome {
+            connection, tid, ..
+        }) = &answer
+        {
+            match self.expect().await {
+                ServerMessage::Commit(data) => {
+                    assert_eq!(data.tid, tid.next(), "registered at the next tid");
+                    assert!(data.writes.iter().all(|w| w.object == *connection));
+                    assert!(data
+                        .writes
+                        .iter()
+                        .any(|w| w.value == Some(encoded("protocol-test"))));
+                }
+                other => panic!("expected the own connection object, got {other:?}"),
+            }
+        }
+        answer
     }
 
     /// Authenticates and defines the test schema; returns type T (field a, index by_a).
@@ -152,6 +171,11 @@ async fn start(config: ServerConfig) -> Server {
     Server::start(config, Some("127.0.0.1:0".parse().unwrap()))
         .await
         .expect("server starts")
+}
+
+/// A value encoded as clients encode field values.
+fn encoded(s: &str) -> Bytes {
+    odb_wire::encode(s).unwrap()
 }
 
 fn b(s: &str) -> Bytes {
@@ -233,7 +257,11 @@ async fn wrong_token_is_rejected_while_others_keep_working() {
         })
     ));
 
-    assert_eq!(good.flush(2).await, Tid(0));
+    assert_eq!(
+        good.flush(2).await,
+        Tid(1),
+        "only the registration of the good connection committed"
+    );
     assert_eq!(
         server.connection_count(),
         1,
@@ -277,7 +305,11 @@ async fn a_garbage_frame_closes_only_that_connection() {
         server.connection_count() == 1
     })
     .await;
-    assert_eq!(good.flush(7).await, Tid(0));
+    assert_eq!(
+        good.flush(7).await,
+        Tid(5),
+        "three registrations and two connection deletions"
+    );
     server.shutdown().await;
 }
 
@@ -305,6 +337,7 @@ async fn a_subscriber_gets_pushes_and_the_committer_its_push_before_its_result()
     let t = writer.login().await;
     let mut reader = Raw::in_process(&server);
     assert_eq!(reader.login().await, t, "the same schema gets the same ids");
+    // Tids 1 and 2 registered the two connections.
 
     reader
         .send(ClientMessage::Subscribe {
@@ -316,25 +349,25 @@ async fn a_subscriber_gets_pushes_and_the_committer_its_push_before_its_result()
         reader.expect().await,
         ServerMessage::SubscriptionComplete {
             request_id: RequestId(2),
-            tid: Tid(0)
+            tid: Tid(2)
         }
     );
 
-    writer.commit(3, create(&t, 1_000, "x", Tid(0))).await;
+    writer.commit(3, create(&t, 1_000, "x", Tid(2))).await;
     match writer.expect().await {
         ServerMessage::Commit(data) => {
-            assert_eq!(data.tid, Tid(1));
+            assert_eq!(data.tid, Tid(3));
             assert_eq!(data.writes.len(), 2);
         }
         other => panic!("the push must precede the result, got {other:?}"),
     }
     assert_eq!(
         writer.commit_result().await,
-        CommitOutcome::Committed { tid: Tid(1) }
+        CommitOutcome::Committed { tid: Tid(3) }
     );
     match reader.expect().await {
         ServerMessage::Commit(data) => {
-            assert_eq!(data.tid, Tid(1));
+            assert_eq!(data.tid, Tid(3));
             assert!(data
                 .writes
                 .iter()
@@ -346,7 +379,7 @@ async fn a_subscriber_gets_pushes_and_the_committer_its_push_before_its_result()
 
     // The subscriber writes; the creator sees it, and the subscriber gets its push first too.
     let update = CommitRequest {
-        base_tid: Tid(1),
+        base_tid: Tid(3),
         writes: vec![FieldWrite {
             object: ObjectId(1_000),
             field: t.fields[0],
@@ -356,15 +389,16 @@ async fn a_subscriber_gets_pushes_and_the_committer_its_push_before_its_result()
         ..CommitRequest::default()
     };
     reader.commit(4, update).await;
-    assert!(matches!(reader.expect().await, ServerMessage::Commit(data) if data.tid == Tid(2)));
+    assert!(matches!(reader.expect().await, ServerMessage::Commit(data) if data.tid == Tid(4)));
     assert_eq!(
         reader.commit_result().await,
-        CommitOutcome::Committed { tid: Tid(2) }
+        CommitOutcome::Committed { tid: Tid(4) }
     );
-    assert!(matches!(writer.expect().await, ServerMessage::Commit(data) if data.tid == Tid(2)));
-    assert_eq!(server.current_tid(), Tid(2));
+    assert!(matches!(writer.expect().await, ServerMessage::Commit(data) if data.tid == Tid(4)));
+    assert_eq!(server.current_tid(), Tid(4));
 
-    // A late subscriber gets the current data, then the completion at the current tid.
+    // A late subscriber gets the current data, then the completion at the current tid (its own
+    // registration).
     let mut late = Raw::tcp(&server).await;
     late.login().await;
     late.send(ClientMessage::Subscribe {
@@ -389,7 +423,7 @@ async fn a_subscriber_gets_pushes_and_the_committer_its_push_before_its_result()
         late.expect().await,
         ServerMessage::SubscriptionComplete {
             request_id: RequestId(5),
-            tid: Tid(2)
+            tid: Tid(5)
         }
     );
     server.shutdown().await;
@@ -402,15 +436,16 @@ async fn concurrent_writers_of_a_read_field_conflict() {
     let t = one.login().await;
     let mut two = Raw::in_process(&server);
     two.login().await;
+    // Tids 1 and 2 registered the two connections.
     one.commit(1, create(&t, 500, "0", Tid(0))).await;
     one.expect().await;
     assert_eq!(
         one.commit_result().await,
-        CommitOutcome::Committed { tid: Tid(1) }
+        CommitOutcome::Committed { tid: Tid(3) }
     );
 
     let increment = |value: &str| CommitRequest {
-        base_tid: Tid(1),
+        base_tid: Tid(3),
         writes: vec![FieldWrite {
             object: ObjectId(500),
             field: t.fields[0],
@@ -423,17 +458,17 @@ async fn concurrent_writers_of_a_read_field_conflict() {
     one.expect().await;
     assert_eq!(
         one.commit_result().await,
-        CommitOutcome::Committed { tid: Tid(2) }
+        CommitOutcome::Committed { tid: Tid(4) }
     );
     two.commit(2, increment("1")).await;
     assert_eq!(
         two.commit_result().await,
         CommitOutcome::Conflict {
             key: Key::Field(ObjectId(500), t.fields[0]),
-            written_at: Tid(2)
+            written_at: Tid(4)
         }
     );
-    assert_eq!(two.flush(3).await, Tid(2), "the conflict consumed no tid");
+    assert_eq!(two.flush(3).await, Tid(4), "the conflict consumed no tid");
     server.shutdown().await;
 }
 

@@ -16,13 +16,15 @@ pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
 /// Largest frame size that can be configured: 1 GiB.
 pub const MAX_FRAME_CAP: usize = 1 << 30;
 
-type Config = bincode::config::Configuration<
+type Config<const LIMIT: usize> = bincode::config::Configuration<
     bincode::config::LittleEndian,
     bincode::config::Varint,
-    bincode::config::Limit<MAX_FRAME_CAP>,
+    bincode::config::Limit<LIMIT>,
 >;
 
-const CONFIG: Config = bincode::config::standard().with_limit::<MAX_FRAME_CAP>();
+const fn config<const LIMIT: usize>() -> Config<LIMIT> {
+    bincode::config::standard().with_limit::<LIMIT>()
+}
 
 /// Why a payload could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -50,15 +52,26 @@ pub fn framing(max_frame: usize) -> LengthDelimitedCodec {
 
 /// Encodes a message (or any serde value) into a payload.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CodecError> {
-    bincode::serde::encode_to_vec(value, CONFIG)
+    bincode::serde::encode_to_vec(value, config::<MAX_FRAME_CAP>())
         .map(Bytes::from)
         .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
 /// Decodes a payload into a message (or any serde value). Never panics, whatever the bytes.
+///
+/// The decoder pre-allocates a container from the length written before it, so the total it
+/// may claim is bounded in proportion to the payload's size: a small frame announcing a huge
+/// string or byte array is refused before anything is allocated.
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
-    let (value, read) = bincode::serde::decode_from_slice(payload, CONFIG)
-        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    let decoded = match payload.len() {
+        0..=0xFFFF => bincode::serde::decode_from_slice(payload, config::<{ 1 << 20 }>()),
+        0x1_0000..=0xF_FFFF => bincode::serde::decode_from_slice(payload, config::<{ 16 << 20 }>()),
+        0x10_0000..=0xFF_FFFF => {
+            bincode::serde::decode_from_slice(payload, config::<{ 256 << 20 }>())
+        }
+        _ => bincode::serde::decode_from_slice(payload, config::<MAX_FRAME_CAP>()),
+    };
+    let (value, read) = decoded.map_err(|e| CodecError::Decode(e.to_string()))?;
     if read != payload.len() {
         return Err(CodecError::Trailing(payload.len() - read));
     }

@@ -248,3 +248,15 @@ fn trailing_bytes_are_rejected() {
         Err(CodecError::Trailing(1))
     ));
 }
+
+#[test]
+fn a_small_frame_cannot_claim_a_large_allocation() {
+    // A Hello whose token announces 1 GiB: refused by the decode limit, not allocated.
+    let mut payload = vec![0u8, 1];
+    payload.push(0xFC);
+    payload.extend_from_slice(&(1u32 << 30).to_le_bytes());
+    assert!(matches!(
+        decode::<ClientMessage>(&payload),
+        Err(CodecError::Decode(reason)) if reason.contains("Limit")
+    ));
+}

@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 /// Default number of times [`Client::transaction`] re-runs a closure after a conflict.
 pub const DEFAULT_MAX_RETRIES: u32 = 100;
 
+/// How many times one transaction may stop to have a schema defined or ids granted.
+const MAX_NEEDS: u32 = 16;
+
 /// Builds a [`Client`]: `Client::builder("odb://127.0.0.1:8000").token("TOKEN").connect()`.
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
@@ -121,7 +124,7 @@ impl ClientBuilder {
         )
         .await
         .map_err(|_| Error::Timeout(timeout, "the server's welcome".into()))??;
-        Ok(Client {
+        let client = Client {
             inner: Arc::new(Inner {
                 shared,
                 conn,
@@ -129,7 +132,22 @@ impl ClientBuilder {
                 connection: welcome.connection,
                 max_retries: self.max_retries,
             }),
-        })
+        };
+        // The server pushed this connection's own `core.Connection` object right after the
+        // welcome; define the core schema so that it can be read without subscribing.
+        let core = crate::core::schema();
+        tokio::time::timeout(timeout, client.define_schema(core))
+            .await
+            .map_err(|_| Error::Timeout(timeout, "the definition of the core schema".into()))??;
+        let info = client.known_type(<crate::core::Connection as Object>::type_def())?;
+        client
+            .inner
+            .shared
+            .local
+            .write()
+            .readable
+            .insert(info.type_id);
+        Ok(client)
     }
 }
 
@@ -181,6 +199,12 @@ impl Client {
     /// The id the server gave this connection.
     pub fn connection_id(&self) -> ObjectId {
         self.inner.connection
+    }
+
+    /// The handle of this connection's own [`core::Connection`](crate::core::Connection)
+    /// object, readable without subscribing. Its id is [`Client::connection_id`].
+    pub fn connection(&self) -> crate::Ref<crate::core::Connection> {
+        Handle::from_id(self.inner.connection)
     }
 
     /// The tid of the newest commit this client's replica has applied.
@@ -241,6 +265,7 @@ impl Client {
         F: FnMut(&mut Transaction<'_>) -> Result<T>,
     {
         let mut conflicts = 0u32;
+        let mut needs = 0u32;
         loop {
             self.ensure_ids(1).await?;
             let (out, request, need) = {
@@ -253,6 +278,12 @@ impl Client {
                 }
             };
             if let Some(need) = need {
+                needs += 1;
+                if needs > MAX_NEEDS {
+                    return Err(Error::Invalid(format!(
+                        "the transaction still needed {need:?} after {MAX_NEEDS} attempts to provide it"
+                    )));
+                }
                 match need {
                     Need::Schema(schema) => self.define_schema(schema).await?,
                     Need::Ids(count) => self.ensure_ids(count).await?,
@@ -285,11 +316,17 @@ impl Client {
             .await?;
         match reply {
             Reply::Commit(CommitOutcome::Committed { tid }) => Ok(tid),
-            Reply::Commit(CommitOutcome::Conflict { key, written_at }) => Err(Error::Conflict {
-                key: self.describe_key(&key),
-                written_at,
-                raw: key,
-            }),
+            Reply::Commit(CommitOutcome::Conflict { key, written_at }) => {
+                // Everything this connection can see up to `written_at` has arrived (the stream
+                // is FIFO), so the next snapshot may start there even if that commit itself was
+                // invisible here; otherwise a retry would reuse the same stale base tid.
+                self.inner.shared.advance(written_at);
+                Err(Error::Conflict {
+                    key: self.describe_key(&key),
+                    written_at,
+                    raw: key,
+                })
+            }
             Reply::Commit(CommitOutcome::TooOld { base_tid, horizon }) => {
                 Err(Error::TooOld { base_tid, horizon })
             }
@@ -406,7 +443,7 @@ impl Client {
 
     /// Declares a schema on the server (done automatically on first use).
     pub async fn define_schema(&self, schema: &'static Schema) -> Result<()> {
-        if self.inner.shared.registry.read().has_schema(schema.name()) {
+        if self.inner.shared.registry.read().has_types(schema.types()) {
             return Ok(());
         }
         let def = SchemaDef {
@@ -458,11 +495,7 @@ impl Client {
             .zip(&ids.types)
             .map(|(def, ids)| TypeInfo::new(def, ids))
             .collect();
-        self.inner
-            .shared
-            .registry
-            .write()
-            .insert_schema(schema.name(), infos);
+        self.inner.shared.registry.write().insert_schema(infos);
         Ok(())
     }
 

@@ -44,7 +44,9 @@ pub(crate) struct Welcome {
 
 /// The request side of a connection, shared by the client handle and the tasks.
 pub(crate) struct Conn {
-    out: mpsc::UnboundedSender<ClientMessage>,
+    /// Encoded frames for the writer task, each known to fit in `max_frame`.
+    out: mpsc::UnboundedSender<bytes::Bytes>,
+    max_frame: usize,
     pending: Mutex<HashMap<RequestId, oneshot::Sender<Reply>>>,
     next_request: AtomicU64,
     closed: Mutex<Option<String>>,
@@ -66,8 +68,20 @@ impl Conn {
     }
 
     /// Sends a request and waits for its final answer.
+    /// A request too large for one frame fails alone with [`Error::LimitExceeded`]; the
+    /// connection stays usable.
     pub async fn request(&self, make: impl FnOnce(RequestId) -> ClientMessage) -> Result<Reply> {
         let id = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
+        let frame = encode(&make(id))?;
+        if frame.len() > self.max_frame {
+            return Err(Error::LimitExceeded {
+                what: format!(
+                    "a request of {} bytes exceeds the maximum frame size of {} bytes; split the transaction or raise the frame limit on both sides",
+                    frame.len(),
+                    self.max_frame
+                ),
+            });
+        }
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = self.pending.lock();
@@ -76,7 +90,7 @@ impl Conn {
             }
             pending.insert(id, tx);
         }
-        if self.out.send(make(id)).is_err() {
+        if self.out.send(frame).is_err() {
             self.pending.lock().remove(&id);
             return Err(self.closed_error());
         }
@@ -169,6 +183,7 @@ where
     let (out, out_rx) = mpsc::unbounded_channel();
     let conn = Arc::new(Conn {
         out,
+        max_frame,
         pending: Mutex::new(HashMap::new()),
         next_request: AtomicU64::new(1),
         closed: Mutex::new(None),
@@ -200,7 +215,7 @@ fn decode(frame: &[u8]) -> Result<ServerMessage> {
 
 async fn write_loop<W: AsyncWrite + Send + Unpin>(
     mut writer: FramedWrite<W, tokio_util::codec::LengthDelimitedCodec>,
-    mut rx: mpsc::UnboundedReceiver<ClientMessage>,
+    mut rx: mpsc::UnboundedReceiver<bytes::Bytes>,
     heartbeat: Duration,
     cancel: CancellationToken,
     conn: Arc<Conn>,
@@ -209,18 +224,18 @@ async fn write_loop<W: AsyncWrite + Send + Unpin>(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result: Result<()> = async {
         loop {
-            let msg = tokio::select! {
+            let frame = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                _ = ticker.tick() => ClientMessage::Heartbeat,
-                msg = rx.recv() => match msg {
-                    Some(msg) => msg,
+                _ = ticker.tick() => encode(&ClientMessage::Heartbeat)?,
+                frame = rx.recv() => match frame {
+                    Some(frame) => frame,
                     None => return Ok(()),
                 },
             };
-            writer.feed(encode(&msg)?).await?;
+            writer.feed(frame).await?;
             // Coalesce: write out everything already queued before flushing.
-            while let Ok(msg) = rx.try_recv() {
-                writer.feed(encode(&msg)?).await?;
+            while let Ok(frame) = rx.try_recv() {
+                writer.feed(frame).await?;
             }
             SinkExt::<bytes::Bytes>::flush(&mut writer).await?;
         }

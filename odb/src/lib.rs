@@ -30,8 +30,12 @@
 //! subscriptions and the protocol.
 #![warn(missing_docs)]
 
+// The derive macros generate `::odb::` paths; this lets them work inside this crate too.
+extern crate self as odb;
+
 mod client;
 mod connection;
+pub mod core;
 mod error;
 mod ids;
 mod local;

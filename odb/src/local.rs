@@ -32,7 +32,7 @@ impl Shared {
         Shared {
             local: RwLock::new(Local {
                 replica: Replica::new(tid),
-                readable: HashSet::new(),
+                ..Local::default()
             }),
             registry: RwLock::new(Registry::default()),
             ids: parking_lot::Mutex::new(crate::ids::IdPool::default()),

@@ -53,7 +53,6 @@ impl TypeInfo {
 pub(crate) struct Registry {
     by_def: HashMap<usize, Arc<TypeInfo>>,
     by_exists_field: HashMap<FieldId, Arc<TypeInfo>>,
-    schemas: HashMap<&'static str, ()>,
 }
 
 fn key(def: &'static TypeDef) -> usize {
@@ -65,17 +64,19 @@ impl Registry {
         self.by_def.get(&key(def))
     }
 
-    pub fn has_schema(&self, name: &str) -> bool {
-        self.schemas.contains_key(name)
+    /// Whether every one of these types has its ids here. Types are known by the address of
+    /// their static description, so two modules declaring the same schema name (or one schema
+    /// crate linked at two versions) are each defined.
+    pub fn has_types(&self, types: &[&'static TypeDef]) -> bool {
+        types.iter().all(|t| self.by_def.contains_key(&key(t)))
     }
 
-    pub fn insert_schema(&mut self, name: &'static str, types: Vec<TypeInfo>) {
+    pub fn insert_schema(&mut self, types: Vec<TypeInfo>) {
         for info in types {
             let info = Arc::new(info);
             self.by_exists_field.insert(info.exists_field, info.clone());
             self.by_def.insert(key(info.def), info);
         }
-        self.schemas.insert(name, ());
     }
 
     /// The type whose existence field is `field`, if this client knows it.

@@ -73,12 +73,20 @@ impl<'a> Transaction<'a> {
         Ok(())
     }
 
+    /// What this transaction did to object `id`, checking that it is of type `ty`.
+    fn pending(&self, ty: &'static TypeDef, id: ObjectId) -> Result<Option<&Pending>> {
+        match self.objects.get(&id) {
+            Some(p) if !std::ptr::eq(p.info.def, ty) => Err(Snapshot::does_not_exist(ty, id)),
+            other => Ok(other),
+        }
+    }
+
     fn record_read(&self, id: ObjectId, field: FieldId) {
         self.reads.borrow_mut().insert((id, field));
     }
 
     fn info_for_write(&mut self, ty: &'static TypeDef, id: ObjectId) -> Result<Arc<TypeInfo>> {
-        if let Some(p) = self.objects.get(&id) {
+        if let Some(p) = self.pending(ty, id)? {
             if p.deleted {
                 return Err(Snapshot::does_not_exist(ty, id));
             }
@@ -282,7 +290,7 @@ impl Read for Transaction<'_> {
         id: ObjectId,
         field: usize,
     ) -> Result<Option<Bytes>> {
-        if let Some(p) = self.objects.get(&id) {
+        if let Some(p) = self.pending(ty, id)? {
             if p.deleted {
                 return Err(Snapshot::does_not_exist(ty, id));
             }
@@ -307,7 +315,7 @@ impl Read for Transaction<'_> {
     }
 
     fn exists_raw(&self, ty: &'static TypeDef, id: ObjectId) -> Result<bool> {
-        if let Some(p) = self.objects.get(&id) {
+        if let Some(p) = self.pending(ty, id)? {
             return Ok(!p.deleted);
         }
         let info = self.snap.type_info(ty)?;

@@ -98,12 +98,8 @@ impl<'a> Snapshot<'a> {
         let index_id = info
             .index_id(index)
             .ok_or_else(|| Error::Invalid(format!("no index #{index:?} in {}", info.def.name)))?;
-        Ok(self
-            .shared
-            .local
-            .read()
-            .replica
-            .lookup(index_id, value, self.tid))
+        let local = self.shared.local.read();
+        Ok(local.replica.lookup(index_id, value, self.tid))
     }
 }
 

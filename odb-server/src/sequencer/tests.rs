@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::outbound::{self, OutboundReceiver};
-use odb_wire::{CommitData, FieldWrite, IndexDef, IndexWrite, SchemaDef, Tid, TypeDef, TypeIds};
+use odb_wire::{
+    CommitData, FieldWrite, IndexDef, IndexWrite, Key, SchemaDef, Tid, TypeDef, TypeIds,
+};
 
 struct Harness {
     seq: Sequencer,
@@ -22,7 +24,7 @@ fn b(s: &str) -> Bytes {
 
 fn harness(config: ServerConfig) -> (Harness, Client) {
     let status = Arc::new(Status::default());
-    let mut seq = Sequencer::new(Arc::new(config), status.clone());
+    let mut seq = Sequencer::new(Arc::new(config), status.clone()).unwrap();
     let mut first = connect(&mut seq, usize::MAX);
     seq.handle(Request::Message {
         conn: first.id,
@@ -52,11 +54,21 @@ fn connect(seq: &mut Sequencer, limit: usize) -> Client {
     let closed = CancellationToken::new();
     let (outbound, queue) = outbound::channel(limit, closed.clone());
     let (reply, mut id) = oneshot::channel();
-    seq.handle(Request::Register { outbound, reply });
+    seq.handle(Request::Register {
+        outbound,
+        client_name: "test".into(),
+        reply,
+    });
     let id = id.try_recv().expect("registered");
     let mut client = Client { id, queue, closed };
     assert!(
         matches!(client.next(), Some(ServerMessage::Welcome { connection, .. }) if connection == id)
+    );
+    let own = client.commit_push();
+    assert_eq!(own.tid, seq.store.tid());
+    assert!(
+        own.writes.iter().all(|w| w.object == id) && !own.writes.is_empty(),
+        "the registration commit brings the connection's own Connection object: {own:?}"
     );
     client
 }
@@ -170,12 +182,18 @@ fn ids_start_at_one_and_are_never_reused() {
         ..ServerConfig::new("t")
     };
     let status = Arc::new(Status::default());
-    let mut seq = Sequencer::new(Arc::new(config), status.clone());
+    let mut seq = Sequencer::new(Arc::new(config), status.clone()).unwrap();
     let closed = CancellationToken::new();
     let (outbound, mut queue) = outbound::channel(usize::MAX, closed);
     let (reply, _id) = oneshot::channel();
-    seq.handle(Request::Register { outbound, reply });
+    seq.handle(Request::Register {
+        outbound,
+        client_name: "test".into(),
+        reply,
+    });
     let welcome: ServerMessage = odb_wire::decode(&queue.try_recv().unwrap()).unwrap();
+    let own: ServerMessage = odb_wire::decode(&queue.try_recv().unwrap()).unwrap();
+    assert!(matches!(own, ServerMessage::Commit(_)), "{own:?}");
     let ServerMessage::Welcome {
         connection,
         ids,
@@ -218,25 +236,31 @@ fn ids_start_at_one_and_are_never_reused() {
 fn committer_gets_its_creation_pushed_before_the_result_and_others_nothing() {
     let (mut h, mut a) = harness(ServerConfig::new("t"));
     let mut other = connect(&mut h.seq, usize::MAX);
+    let base = h.seq.store.tid();
     h.commit(&a, h.create(100, "x"));
     let push = a.commit_push();
-    assert_eq!(push.tid, Tid(1));
+    assert_eq!(push.tid, base.next());
     assert_eq!(push.writes.len(), 2);
     assert_eq!(
         push.index_writes.len(),
         2,
         "the by_a index and the all index"
     );
-    assert_eq!(a.result(), CommitOutcome::Committed { tid: Tid(1) });
+    assert_eq!(a.result(), CommitOutcome::Committed { tid: base.next() });
     assert!(
         other.next().is_none(),
         "an unsubscribed connection sees nothing"
     );
-    assert_eq!(h.status.tid.load(Ordering::Acquire), 1);
+    assert_eq!(h.status.tid.load(Ordering::Acquire), base.next().0);
 
     // The creator keeps seeing its object.
     h.commit(&other, h.set_a(100, "y"));
-    assert_eq!(other.result(), CommitOutcome::Committed { tid: Tid(2) });
+    assert_eq!(
+        other.result(),
+        CommitOutcome::Committed {
+            tid: base.next().next()
+        }
+    );
     let push = a.commit_push();
     assert_eq!(
         push.writes,
@@ -271,9 +295,10 @@ fn type_subscription_sends_data_then_completion_then_later_commits() {
         }
         other => panic!("expected data, got {other:?}"),
     }
+    let now = h.seq.store.tid();
     assert!(matches!(
         b_.next(),
-        Some(ServerMessage::SubscriptionComplete { tid: Tid(1), .. })
+        Some(ServerMessage::SubscriptionComplete { tid, .. }) if tid == now
     ));
     h.commit(&a, h.create(101, "z"));
     assert_eq!(
@@ -306,9 +331,10 @@ fn index_subscription_grows_keeps_leavers_and_forgets_deleted() {
             value: b("x"),
         }],
     );
+    let now = h.seq.store.tid();
     assert!(matches!(
         s.next(),
-        Some(ServerMessage::SubscriptionComplete { tid: Tid(0), .. })
+        Some(ServerMessage::SubscriptionComplete { tid, .. }) if tid == now
     ));
     {
         let req = h.create(100, "y");
@@ -349,7 +375,7 @@ fn index_subscription_grows_keeps_leavers_and_forgets_deleted() {
         "an object that left stays visible"
     );
     let delete = CommitRequest {
-        base_tid: Tid(4),
+        base_tid: h.seq.store.tid(),
         deletes: vec![ObjectId(100)],
         ..Default::default()
     };
@@ -424,7 +450,7 @@ fn unknown_subscription_targets_fail_and_flush_answers_the_tid() {
         a.next(),
         Some(ServerMessage::Flushed {
             request_id: RequestId(3),
-            tid: Tid(1)
+            tid: h.seq.store.tid()
         })
     );
 }
@@ -432,12 +458,13 @@ fn unknown_subscription_targets_fail_and_flush_answers_the_tid() {
 #[test]
 fn a_rejected_commit_pushes_nothing() {
     let (mut h, mut a) = harness(ServerConfig::new("t"));
+    let before = h.seq.store.tid();
     let mut bad = h.create(100, "x");
     bad.deletes.push(ObjectId(5));
     h.commit(&a, bad);
     assert!(matches!(a.result(), CommitOutcome::Invalid { .. }));
     assert!(a.next().is_none());
-    assert_eq!(h.seq.store.tid(), Tid(0));
+    assert_eq!(h.seq.store.tid(), before);
 }
 
 #[test]
@@ -453,4 +480,213 @@ fn a_connection_over_its_queue_limit_is_dropped() {
     }
     assert!(slow.closed.is_cancelled());
     assert_eq!(h.status.connections.load(Ordering::Acquire), 1);
+}
+
+fn silent(seq: &mut Sequencer, conn: ObjectId) -> bool {
+    let (reply, mut answer) = oneshot::channel();
+    seq.handle(Request::Silent { conn, reply });
+    answer.try_recv().expect("answered at once")
+}
+
+fn field(seq: &Sequencer, o: ObjectId, f: odb_wire::FieldId) -> Option<Bytes> {
+    let record = seq.store.record(o)?;
+    record
+        .fields
+        .iter()
+        .find(|(id, _)| *id == f)
+        .map(|(_, v)| v.clone())
+}
+
+#[test]
+fn connection_objects_are_created_at_registration_and_deleted_when_the_connection_ends() {
+    let (mut h, mut watcher) = harness(ServerConfig::new("t"));
+    let core = h.seq.connection_type.ids().clone();
+    h.subscribe(&watcher, vec![SubscriptionTarget::Type(core.type_id)]);
+    match watcher.next() {
+        Some(ServerMessage::SubscriptionData { objects, .. }) => {
+            assert_eq!(objects.len(), 1, "the watcher's own connection object");
+            assert_eq!(objects[0].id, watcher.id);
+        }
+        other => panic!("expected data, got {other:?}"),
+    }
+    assert!(matches!(
+        watcher.next(),
+        Some(ServerMessage::SubscriptionComplete { .. })
+    ));
+
+    let before = h.seq.store.tid();
+    let other = connect(&mut h.seq, usize::MAX);
+    assert_eq!(
+        h.seq.store.tid(),
+        before.next(),
+        "one commit per registration"
+    );
+    let push = watcher.commit_push();
+    assert_eq!(push.tid, before.next());
+    assert!(push.writes.iter().all(|w| w.object == other.id));
+    assert!(push.writes.contains(&FieldWrite {
+        object: other.id,
+        field: core.fields[0],
+        value: Some(odb_wire::encode("test").unwrap()),
+    }));
+    assert!(push.writes.contains(&FieldWrite {
+        object: other.id,
+        field: core.fields[1],
+        value: Some(odb_wire::encode(&false).unwrap()),
+    }));
+    assert_eq!(
+        h.seq
+            .store
+            .last_write(&Key::Field(other.id, core.fields[0])),
+        before.next(),
+        "the registration stamps its keys like any commit"
+    );
+
+    h.seq.handle(Request::Disconnect { conn: other.id });
+    assert_eq!(watcher.commit_push().deletes, vec![other.id]);
+    assert!(h.seq.store.record(other.id).is_none());
+    assert_eq!(h.status.tid.load(Ordering::Acquire), h.seq.store.tid().0);
+    h.seq.handle(Request::Disconnect { conn: other.id });
+    assert!(
+        watcher.next().is_none(),
+        "a second disconnect commits nothing"
+    );
+}
+
+#[test]
+fn a_connection_dropped_by_the_server_loses_its_object_too() {
+    let (mut h, mut a) = harness(ServerConfig::new("t"));
+    let slow = connect(&mut h.seq, 300);
+    h.subscribe(&slow, vec![SubscriptionTarget::Type(h.t.type_id)]);
+    for o in 0..20 {
+        h.commit(&a, h.create(100 + o, "a value of some length"));
+        a.commit_push();
+        a.result();
+    }
+    assert!(slow.closed.is_cancelled());
+    assert!(h.seq.store.record(slow.id).is_none());
+    assert!(h.seq.store.record(a.id).is_some());
+}
+
+#[test]
+fn suspending_heartbeat_checks_reads_the_current_flag() {
+    let (mut h, mut a) = harness(ServerConfig::new("t"));
+    let suspend = h.seq.connection_type.suspend_field();
+    assert!(!silent(&mut h.seq, a.id), "checks are on by default");
+    for (value, expected) in [(true, true), (false, false), (true, true)] {
+        let req = CommitRequest {
+            base_tid: h.seq.store.tid(),
+            writes: vec![FieldWrite {
+                object: a.id,
+                field: suspend,
+                value: Some(odb_wire::encode(&value).unwrap()),
+            }],
+            ..CommitRequest::default()
+        };
+        h.commit(&a, req);
+        a.commit_push();
+        assert!(matches!(a.result(), CommitOutcome::Committed { .. }));
+        assert_eq!(
+            field(&h.seq, a.id, suspend),
+            Some(odb_wire::encode(&value).unwrap())
+        );
+        assert_eq!(silent(&mut h.seq, a.id), expected);
+    }
+    // Another connection's flag does not count, nor does an unknown connection.
+    let b_ = connect(&mut h.seq, usize::MAX);
+    assert!(!silent(&mut h.seq, b_.id));
+    assert!(!silent(&mut h.seq, ObjectId(999_999)));
+    // A flag that does not decode as a bool is not a yes.
+    let req = CommitRequest {
+        base_tid: h.seq.store.tid(),
+        writes: vec![FieldWrite {
+            object: a.id,
+            field: suspend,
+            value: Some(Bytes::new()),
+        }],
+        ..CommitRequest::default()
+    };
+    h.commit(&a, req);
+    a.commit_push();
+    a.result();
+    assert!(!silent(&mut h.seq, a.id));
+    // Once the connection has ended its object is gone and the answer is no.
+    h.seq.handle(Request::Disconnect { conn: a.id });
+    assert!(!silent(&mut h.seq, a.id));
+}
+
+#[test]
+fn stale_connection_objects_are_deleted_at_start() {
+    // A registry and a store as a durable backend would load them after a crash: two
+    // connection objects of the previous run, and one ordinary object.
+    let mut registry = Registry::default();
+    let core = crate::liveness::ConnectionType::define(&mut registry).unwrap();
+    let user = registry
+        .define(&SchemaDef {
+            name: "s".into(),
+            types: vec![TypeDef {
+                name: "T".into(),
+                fields: vec!["a".into()],
+                indices: vec![],
+            }],
+        })
+        .unwrap()
+        .types[0]
+        .clone();
+    let mut store = Store::default();
+    for id in [3, 7] {
+        let req = core.create(store.tid(), ObjectId(id), "old").unwrap();
+        store.commit(&registry, &req).unwrap();
+    }
+    let keep = CommitRequest {
+        base_tid: store.tid(),
+        writes: vec![FieldWrite {
+            object: ObjectId(10),
+            field: user.exists_field,
+            value: Some(Bytes::new()),
+        }],
+        ..CommitRequest::default()
+    };
+    store.commit(&registry, &keep).unwrap();
+    assert_eq!(core.all(&store), vec![ObjectId(3), ObjectId(7)]);
+    let loaded_tid = store.tid();
+
+    let status = Arc::new(Status::default());
+    let mut seq = Sequencer::from_parts(
+        Arc::new(ServerConfig::new("t")),
+        status.clone(),
+        registry,
+        store,
+        100,
+    )
+    .unwrap();
+    assert!(seq.connection_type.all(&seq.store).is_empty());
+    assert_eq!(
+        seq.store.tid(),
+        loaded_tid.next(),
+        "one commit deletes them all"
+    );
+    assert!(
+        seq.store.record(ObjectId(10)).is_some(),
+        "other objects stay"
+    );
+    assert_eq!(status.tid.load(Ordering::Acquire), loaded_tid.next().0);
+    assert_eq!(
+        seq.connection_type.ids().type_id,
+        core.ids().type_id,
+        "the core schema keeps its ids"
+    );
+
+    // New connections get new ids and objects as usual.
+    let c = connect(&mut seq, usize::MAX);
+    assert!(c.id.0 >= 100);
+    assert_eq!(seq.connection_type.all(&seq.store), vec![c.id]);
+
+    // A fresh server has nothing to sweep and commits nothing at start.
+    let fresh = Sequencer::new(
+        Arc::new(ServerConfig::new("t")),
+        Arc::new(Status::default()),
+    )
+    .unwrap();
+    assert_eq!(fresh.store.tid(), Tid(0));
 }

@@ -1,0 +1,304 @@
+//! The benchmark suite: an embedded server with TCP clients, compared with a loopback
+//! round trip and, where it makes sense, with Redis.
+//!
+//! ```text
+//! cargo run --release --example bench -- [--workload NAME] [--clients N] [--seconds S] [--json]
+//! ```
+//! Workloads: pingpong, commit-latency, counter, contended, aggregate, fanout, bulk, reads,
+//! memory (default: all). The Redis baselines start a private `redis-server`; without one the
+//! baseline is reported as unavailable and the workload still runs.
+
+mod commits;
+mod data;
+mod memory;
+mod pingpong;
+mod redis_base;
+mod report;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use odb::server::{RunningServer, Server};
+use report::{Measure, Row};
+use std::time::Duration;
+
+/// The benchmark's objects.
+#[odb::schema]
+pub mod bench_schema {
+    /// A counter incremented by read-modify-write commits.
+    #[derive(odb::Object, Debug, Clone)]
+    pub struct Counter {
+        /// Unique per counter.
+        #[index]
+        pub name: String,
+        /// The count.
+        pub value: u64,
+    }
+
+    /// A small object created by the aggregate workload.
+    #[derive(odb::Object, Debug, Clone)]
+    pub struct Event {
+        /// Which client created it.
+        pub client: u32,
+        /// The client's sequence number.
+        pub seq: u64,
+    }
+
+    /// The fan-out workload's timestamp.
+    #[derive(odb::Object, Debug, Clone)]
+    pub struct Clock {
+        /// Nanoseconds since the workload's start when written.
+        pub nanos: u64,
+    }
+
+    /// Three fields and one index: the bulk, reads and memory workloads' objects.
+    #[derive(odb::Object, Debug, Clone)]
+    pub struct Item {
+        /// Unique per item.
+        #[index]
+        pub key: String,
+        /// A number.
+        pub a: u64,
+        /// Another number.
+        pub b: u64,
+    }
+}
+
+const WORKLOADS: [&str; 9] = [
+    "pingpong",
+    "commit-latency",
+    "counter",
+    "contended",
+    "aggregate",
+    "fanout",
+    "bulk",
+    "reads",
+    "memory",
+];
+
+#[derive(Parser)]
+#[command(about = "Measures ODB against a loopback round trip and Redis")]
+struct Args {
+    /// Run only this workload (repeatable): pingpong, commit-latency, counter, contended,
+    /// aggregate, fanout, bulk, reads, memory.
+    #[arg(long)]
+    workload: Vec<String>,
+    /// Clients of the counter and contended workloads.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Time budget of each timed workload, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Objects of the bulk and reads workloads (default 100,000) and of memory (default
+    /// 1,000,000, or 100,000 when --seconds is below 3).
+    #[arg(long)]
+    objects: Option<usize>,
+    /// Print one JSON object per workload and line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Internal: run as the memory workload's writer process against this server URL.
+    #[arg(long, hide = true)]
+    memory_writer: Option<String>,
+    /// Internal: run as the memory workload's measuring process (server plus writer).
+    #[arg(long, hide = true)]
+    memory_probe: bool,
+}
+
+/// What the workloads share: settings, the current server, the baselines.
+pub struct Ctx {
+    pub budget: Duration,
+    pub seconds: f64,
+    pub clients: usize,
+    pub objects: Option<usize>,
+    server: Option<RunningServer>,
+    pingpong: Option<Result<Measure, String>>,
+    redis: Option<Result<redis_base::RedisGuard, String>>,
+}
+
+impl Ctx {
+    /// Replaces the server with a new, empty one listening on a free loopback port.
+    pub async fn fresh_server(&mut self) -> Result<()> {
+        if let Some(old) = self.server.take() {
+            old.shutdown().await;
+        }
+        let server = Server::in_memory()
+            .listen(([127, 0, 0, 1], 0).into())
+            .start()
+            .await
+            .context("starting the embedded server")?;
+        self.server = Some(server);
+        Ok(())
+    }
+
+    fn server(&self) -> Result<&RunningServer> {
+        self.server.as_ref().context("no server is running")
+    }
+
+    pub fn url(&self) -> Result<String> {
+        self.server()?
+            .url()
+            .context("the server does not listen on TCP")
+    }
+
+    pub fn token(&self) -> Result<String> {
+        Ok(self.server()?.token().to_string())
+    }
+
+    /// A new TCP client of the current server.
+    pub async fn connect(&self, name: &str, max_retries: u32) -> Result<odb::Client> {
+        odb::Client::builder(self.url()?)
+            .token(self.token()?)
+            .name(name)
+            .max_retries(max_retries)
+            .connect()
+            .await
+            .with_context(|| format!("connecting {name}"))
+    }
+
+    /// The loopback round trip, measured once per run.
+    pub async fn pingpong(&mut self) -> Result<Measure, String> {
+        if self.pingpong.is_none() {
+            let measured = pingpong::run(self.budget).await;
+            self.pingpong = Some(measured.map_err(|e| format!("{e:#}")));
+        }
+        self.pingpong
+            .clone()
+            .unwrap_or_else(|| Err("not run".into()))
+    }
+
+    /// Redis increments on a private `redis-server`, started on first use.
+    pub async fn redis_increments(
+        &mut self,
+        clients: usize,
+        shared: bool,
+    ) -> Result<redis_base::Increments, String> {
+        if self.redis.is_none() {
+            let started = redis_base::RedisGuard::start().await;
+            self.redis = Some(started.map_err(|e| format!("{e:#}")));
+        }
+        let url = match &self.redis {
+            Some(Ok(guard)) => guard.url.clone(),
+            Some(Err(e)) => return Err(e.clone()),
+            None => return Err("redis-server was not started".into()),
+        };
+        redis_base::increments(&url, clients, shared, self.budget)
+            .await
+            .map_err(|e| format!("{e:#}"))
+    }
+}
+
+async fn run_workload(ctx: &mut Ctx, name: &str) -> Result<Row> {
+    match name {
+        "pingpong" => {
+            let m = ctx.pingpong().await.map_err(anyhow::Error::msg)?;
+            Ok(Row::new("pingpong", m).extra("frame_payload_bytes", pingpong::FRAME_PAYLOAD))
+        }
+        "commit-latency" => {
+            ctx.fresh_server().await?;
+            commits::commit_latency(ctx).await
+        }
+        "counter" => {
+            ctx.fresh_server().await?;
+            commits::counter(ctx).await
+        }
+        "contended" => {
+            ctx.fresh_server().await?;
+            commits::contended(ctx).await
+        }
+        "aggregate" => {
+            ctx.fresh_server().await?;
+            commits::aggregate(ctx).await
+        }
+        "fanout" => data::fanout(ctx).await,
+        "bulk" => data::bulk(ctx).await,
+        "reads" => data::reads(ctx).await,
+        "memory" => memory::memory(ctx).await,
+        other => anyhow::bail!("unknown workload {other:?}"),
+    }
+}
+
+fn static_name(name: &str) -> &'static str {
+    WORKLOADS
+        .iter()
+        .find(|w| **w == name)
+        .copied()
+        .unwrap_or("unknown")
+}
+
+async fn run(args: Args) -> Result<bool> {
+    if let Some(url) = &args.memory_writer {
+        memory::writer(url, args.objects.unwrap_or(100_000)).await?;
+        return Ok(true);
+    }
+    if args.memory_probe {
+        memory::probe(args.objects.unwrap_or(100_000)).await?;
+        return Ok(true);
+    }
+    for w in &args.workload {
+        anyhow::ensure!(
+            WORKLOADS.contains(&w.as_str()),
+            "unknown workload {w:?}; expected one of {}",
+            WORKLOADS.join(", ")
+        );
+    }
+    anyhow::ensure!(args.clients > 0, "--clients must be at least 1");
+    anyhow::ensure!(
+        args.seconds.is_finite() && args.seconds > 0.0,
+        "--seconds must be positive"
+    );
+    let selected: Vec<&str> = if args.workload.is_empty() {
+        WORKLOADS.to_vec()
+    } else {
+        args.workload.iter().map(|w| static_name(w)).collect()
+    };
+    let mut ctx = Ctx {
+        budget: Duration::from_secs_f64(args.seconds),
+        seconds: args.seconds,
+        clients: args.clients,
+        objects: args.objects,
+        server: None,
+        pingpong: None,
+        redis: None,
+    };
+    if !args.json {
+        report::print_header();
+    }
+    let mut all_ok = true;
+    for name in selected {
+        let row = match run_workload(&mut ctx, name).await {
+            Ok(row) => row,
+            Err(e) => {
+                all_ok = false;
+                Row::failed(static_name(name), &e)
+            }
+        };
+        if args.json {
+            println!("{}", row.json(args.clients, args.seconds));
+        } else {
+            report::print_row(&row);
+        }
+        if let Some(e) = &row.baseline_error {
+            eprintln!("{}: baseline unavailable: {e}", row.workload);
+        }
+        if let Some(e) = &row.error {
+            eprintln!("{}: failed: {e}", row.workload);
+        }
+    }
+    if let Some(server) = ctx.server.take() {
+        server.shutdown().await;
+    }
+    // Dropping the context stops redis-server.
+    drop(ctx);
+    Ok(all_ok)
+}
+
+#[tokio::main]
+async fn main() {
+    match run(Args::parse()).await {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The Redis baseline: a private `redis-server` process and optimistic increments with
+//! WATCH / GET / MULTI / SET / EXEC.
+
+use crate::report::{Measure, Samples};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Barrier;
+
+/// A `redis-server` started by the benchmark; killed and its directory removed on drop.
+pub struct RedisGuard {
+    child: Child,
+    dir: PathBuf,
+    pub url: String,
+}
+
+impl RedisGuard {
+    /// Starts `redis-server` on a free loopback port without persistence, in a fresh temporary
+    /// directory, and waits until it answers PING.
+    pub async fn start() -> Result<RedisGuard> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("finding a free port for redis-server")?
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("odb-bench-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let spawned = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    bail!("redis-server is not installed (not found on PATH)");
+                }
+                return Err(e).context("starting redis-server");
+            }
+        };
+        let guard = RedisGuard {
+            child,
+            dir,
+            url: format!("redis://127.0.0.1:{port}/"),
+        };
+        guard.wait_ready().await?;
+        Ok(guard)
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let client = redis::Client::open(self.url.as_str())?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let attempt = async {
+                let mut con = client.get_multiplexed_async_connection().await?;
+                redis::cmd("PING").query_async::<String>(&mut con).await
+            };
+            match attempt.await {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e).context("redis-server did not answer within 10 s")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+}
+
+impl Drop for RedisGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What a Redis increment run did.
+pub struct Increments {
+    pub measure: Measure,
+    pub committed: u64,
+    pub aborted: u64,
+}
+
+/// `clients` tasks increment counters for `budget`, each with its own connection: on its own key
+/// (`shared == false`) or all on one key. Each increment takes two round trips: WATCH k and
+/// GET k sent together, then MULTI, SET k v+1, EXEC sent together. An EXEC answered with nil
+/// (the key changed since WATCH) is counted as aborted and the increment starts over.
+pub async fn increments(
+    url: &str,
+    clients: usize,
+    shared: bool,
+    budget: Duration,
+) -> Result<Increments> {
+    let client = redis::Client::open(url)?;
+    let barrier = Arc::new(Barrier::new(clients + 1));
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        // A connection of its own per task, never shared: WATCH state belongs to the
+        // connection, and this task is its only user, one command after the other.
+        let mut con = client
+            .get_multiplexed_async_connection()
+            .await
+            .context("connecting to redis-server")?;
+        let key = if shared {
+            "bench:shared".to_string()
+        } else {
+            format!("bench:counter:{i}")
+        };
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(0u64)
+            .query_async::<()>(&mut con)
+            .await?;
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let started = Instant::now();
+            let (mut committed, mut aborted) = (0u64, 0u64);
+            let mut samples = Samples::with_capacity(1 << 14);
+            while started.elapsed() < budget {
+                let t = Instant::now();
+                loop {
+                    let (value,): (Option<u64>,) = redis::pipe()
+                        .cmd("WATCH")
+                        .arg(&key)
+                        .ignore()
+                        .get(&key)
+                        .query_async(&mut con)
+                        .await?;
+                    let done: Option<(String,)> = redis::pipe()
+                        .atomic()
+                        .set(&key, value.unwrap_or(0) + 1)
+                        .query_async(&mut con)
+                        .await?;
+                    if done.is_some() {
+                        break;
+                    }
+                    aborted += 1;
+                }
+                committed += 1;
+                samples.push(t.elapsed());
+            }
+            anyhow::Ok((committed, aborted, samples, started.elapsed()))
+        }));
+    }
+    barrier.wait().await;
+    let (mut committed, mut aborted) = (0, 0);
+    let mut samples = Samples::default();
+    let mut elapsed = Duration::ZERO;
+    for task in tasks {
+        let (c, a, s, e) = task.await.context("a redis client task panicked")??;
+        committed += c;
+        aborted += a;
+        samples.extend(s);
+        elapsed = elapsed.max(e);
+    }
+    if shared {
+        let mut con = client.get_multiplexed_async_connection().await?;
+        let total: u64 = redis::cmd("GET")
+            .arg("bench:shared")
+            .query_async(&mut con)
+            .await?;
+        anyhow::ensure!(
+            total == committed,
+            "redis shared counter is {total} after {committed} increments"
+        );
+    }
+    Ok(Increments {
+        measure: Measure::new(committed, elapsed, &mut samples),
+        committed,
+        aborted,
+    })
+}

@@ -1,0 +1,194 @@
+//! Results of one workload: latency statistics, the table row and the JSON line.
+
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+
+/// Latency samples in nanoseconds.
+#[derive(Debug, Default, Clone)]
+pub struct Samples(Vec<u64>);
+
+impl Samples {
+    pub fn with_capacity(n: usize) -> Self {
+        Samples(Vec::with_capacity(n))
+    }
+
+    pub fn push(&mut self, d: Duration) {
+        self.0.push(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    pub fn push_nanos(&mut self, nanos: u64) {
+        self.0.push(nanos);
+    }
+
+    pub fn extend(&mut self, other: Samples) {
+        self.0.extend(other.0);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The `q` quantile (0..=1) in microseconds, or `None` without samples.
+    pub fn quantile_us(&mut self, q: f64) -> Option<f64> {
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.sort_unstable();
+        let pos = ((self.0.len() as f64) * q) as usize;
+        let nanos = self.0[pos.min(self.0.len() - 1)];
+        Some(round1(nanos as f64 / 1000.0))
+    }
+}
+
+/// A timed measurement: how many operations in how long, and their latencies.
+#[derive(Debug, Clone, Default)]
+pub struct Measure {
+    pub ops_per_sec: Option<f64>,
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+}
+
+impl Measure {
+    pub fn new(ops: u64, elapsed: Duration, samples: &mut Samples) -> Self {
+        Measure {
+            ops_per_sec: rate(ops, elapsed),
+            p50_us: samples.quantile_us(0.50),
+            p99_us: samples.quantile_us(0.99),
+        }
+    }
+}
+
+/// Operations per second, rounded to one decimal.
+pub fn rate(ops: u64, elapsed: Duration) -> Option<f64> {
+    let secs = elapsed.as_secs_f64();
+    (secs > 0.0).then(|| round1(ops as f64 / secs))
+}
+
+pub fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// One workload's result.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub workload: &'static str,
+    pub ours: Measure,
+    /// Name of what we compare with (`redis`, `pingpong`), if anything.
+    pub baseline: Option<&'static str>,
+    pub base: Option<Measure>,
+    /// Why the baseline is missing.
+    pub baseline_error: Option<String>,
+    /// Workload-specific figures, shown in the notes column and added to the JSON.
+    pub extra: Map<String, Value>,
+    /// Set when the workload itself failed.
+    pub error: Option<String>,
+}
+
+impl Row {
+    pub fn new(workload: &'static str, ours: Measure) -> Self {
+        Row {
+            workload,
+            ours,
+            baseline: None,
+            base: None,
+            baseline_error: None,
+            extra: Map::new(),
+            error: None,
+        }
+    }
+
+    pub fn failed(workload: &'static str, error: &anyhow::Error) -> Self {
+        let mut row = Row::new(workload, Measure::default());
+        row.error = Some(format!("{error:#}"));
+        row
+    }
+
+    /// Sets the baseline from its result, keeping the error text when it could not run.
+    pub fn with_baseline(mut self, name: &'static str, base: Result<Measure, String>) -> Self {
+        self.baseline = Some(name);
+        match base {
+            Ok(m) => self.base = Some(m),
+            Err(e) => self.baseline_error = Some(e),
+        }
+        self
+    }
+
+    pub fn extra(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.to_string(), value.into());
+        self
+    }
+
+    fn ratio(&self) -> Option<f64> {
+        let ours = self.ours.ops_per_sec?;
+        let base = self.base.as_ref()?.ops_per_sec?;
+        (base > 0.0).then(|| (ours / base * 1000.0).round() / 1000.0)
+    }
+
+    pub fn json(&self, clients: usize, seconds: f64) -> Value {
+        let base = self.base.clone().unwrap_or_default();
+        let mut obj = json!({
+            "workload": self.workload,
+            "clients": clients,
+            "seconds": seconds,
+            "ops_per_sec": self.ours.ops_per_sec,
+            "p50_us": self.ours.p50_us,
+            "p99_us": self.ours.p99_us,
+            "baseline": self.baseline,
+            "baseline_ops_per_sec": base.ops_per_sec,
+            "baseline_p50_us": base.p50_us,
+            "baseline_p99_us": base.p99_us,
+            "ratio": self.ratio(),
+            "baseline_error": self.baseline_error,
+            "error": self.error,
+        });
+        if let Some(map) = obj.as_object_mut() {
+            for (k, v) in &self.extra {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        obj
+    }
+}
+
+fn cell(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".to_string(), |v| format!("{v}"))
+}
+
+pub fn print_header() {
+    println!(
+        "{:<15} {:>12} {:>9} {:>9}  {:<9} {:>12} {:>9} {:>9} {:>7}  notes",
+        "workload",
+        "ops/s",
+        "p50 us",
+        "p99 us",
+        "baseline",
+        "base ops/s",
+        "base p50",
+        "base p99",
+        "ratio"
+    );
+}
+
+pub fn print_row(row: &Row) {
+    let base = row.base.clone().unwrap_or_default();
+    let mut notes: Vec<String> = row.extra.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if let Some(e) = &row.baseline_error {
+        notes.push(format!("baseline unavailable: {e}"));
+    }
+    if let Some(e) = &row.error {
+        notes.push(format!("FAILED: {e}"));
+    }
+    println!(
+        "{:<15} {:>12} {:>9} {:>9}  {:<9} {:>12} {:>9} {:>9} {:>7}  {}",
+        row.workload,
+        cell(row.ours.ops_per_sec),
+        cell(row.ours.p50_us),
+        cell(row.ours.p99_us),
+        row.baseline.unwrap_or("-"),
+        cell(base.ops_per_sec),
+        cell(base.p50_us),
+        cell(base.p99_us),
+        cell(row.ratio()),
+        notes.join(" ")
+    );
+}
