@@ -19,6 +19,16 @@ use tokio_util::sync::CancellationToken;
 /// Default number of times [`Client::transaction`] re-runs a closure after a conflict.
 pub const DEFAULT_MAX_RETRIES: u32 = 100;
 
+/// Counts describing a client's local replica (see [`Client::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// The tid of the newest commit applied.
+    pub tid: Tid,
+    /// Objects held in the replica, including deleted ones an open view still needs.
+    pub replica_objects: usize,
+}
+
 /// How many times one transaction may stop to have a schema defined or ids granted.
 const MAX_NEEDS: u32 = 16;
 
@@ -210,6 +220,15 @@ impl Client {
     /// The tid of the newest commit this client's replica has applied.
     pub fn current_tid(&self) -> Tid {
         self.inner.shared.local.read().replica.tid()
+    }
+
+    /// Counts describing the local replica, for monitoring memory use.
+    pub fn stats(&self) -> ClientStats {
+        let local = self.inner.shared.local.read();
+        ClientStats {
+            tid: local.replica.tid(),
+            replica_objects: local.replica.object_count(),
+        }
     }
 
     /// Why the connection closed, or `None` while it is open.

@@ -48,7 +48,7 @@ pub mod server;
 mod transaction;
 mod view;
 
-pub use client::{Client, ClientBuilder, DEFAULT_MAX_RETRIES};
+pub use client::{Client, ClientBuilder, ClientStats, DEFAULT_MAX_RETRIES};
 pub use error::{Error, Result};
 pub use object::{encode_value, Handle, IndexArg, Object, Ref};
 pub use odb_wire::{Key, ObjectId, Tid};

@@ -1,9 +1,14 @@
 //! The client's local multi-version replica of the data it can see.
 //!
-//! Every field and every index membership of every visible object keeps a short chain of
-//! versions `(tid, value)`, so that a view opened at tid `t` reads exactly the state after
-//! commit `t` while newer commits are being applied. Versions no open snapshot can read any
-//! more are dropped as new ones arrive.
+//! Every change the replica applies (a pushed commit, or a subscription's initial data) gets the
+//! next local [`Version`]. Every field and every index membership of every visible object keeps
+//! a short chain of `(version, value)`, so a snapshot opened at version `v` reads exactly the
+//! state after change `v` while newer changes are applied. Local versions rather than server
+//! tids number the changes because a subscription completing at the replica's current tid
+//! still changes what is visible, and open snapshots must not see that.
+//!
+//! Versions no open snapshot can read any more are pruned: at once when no snapshot is open,
+//! otherwise as soon as the oldest snapshot that needed them closes.
 //!
 //! Index lookups go through a candidate set per (index, value): every object that had that
 //! value at some retained version. A lookup checks each candidate's version at the snapshot.
@@ -12,45 +17,53 @@ use bytes::Bytes;
 use odb_wire::{CommitData, FieldId, IndexId, ObjectData, ObjectId, Tid};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// One key's versions, oldest first. A `None` value means "absent from that tid on".
+/// A local change number: strictly increasing with every change applied to the replica.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Default)]
+pub(crate) struct Version(u64);
+
+/// Where a snapshot reads: the local version, and the server tid it corresponds to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct SnapshotAt {
+    pub version: Version,
+    pub tid: Tid,
+}
+
+/// One key's versions, oldest first. A `None` value means "absent from that version on".
 #[derive(Debug, Default, Clone)]
-struct Chain(Vec<(Tid, Option<Bytes>)>);
+struct Chain(Vec<(Version, Option<Bytes>)>);
 
 impl Chain {
-    fn at(&self, tid: Tid) -> Option<&Bytes> {
+    fn at(&self, at: Version) -> Option<&Bytes> {
         self.0
             .iter()
             .rev()
-            .find(|(t, _)| *t <= tid)
-            .and_then(|(_, v)| v.as_ref())
+            .find(|(v, _)| *v <= at)
+            .and_then(|(_, value)| value.as_ref())
     }
 
-    /// Appends a version and drops versions older than the newest one visible at `horizon`.
-    /// Returns the values that were dropped and no longer appear in the chain.
-    fn push(&mut self, tid: Tid, value: Option<Bytes>, horizon: Tid) -> Vec<Bytes> {
+    /// Appends a version (the replica's versions only grow).
+    fn push(&mut self, version: Version, value: Option<Bytes>) {
         match self.0.last_mut() {
-            Some(last) if last.0 == tid => last.1 = value,
-            _ => self.0.push((tid, value)),
+            Some(last) if last.0 == version => last.1 = value,
+            _ => self.0.push((version, value)),
         }
-        let keep_from = self.0.iter().rposition(|(t, _)| *t <= horizon).unwrap_or(0);
-        if keep_from == 0 {
-            return Vec::new();
-        }
-        let dropped: Vec<(Tid, Option<Bytes>)> = self.0.drain(..keep_from).collect();
-        dropped
-            .into_iter()
-            .filter_map(|(_, v)| v)
-            .filter(|v| !self.0.iter().any(|(_, kept)| kept.as_ref() == Some(v)))
-            .collect()
     }
 
-    /// True when the chain holds nothing a snapshot at or after `horizon` could see.
-    fn is_dead(&self, horizon: Tid) -> bool {
-        match self.0.as_slice() {
-            [] => true,
-            [(t, None)] => *t <= horizon,
-            _ => false,
+    /// Drops versions older than the newest one visible at `horizon`, and a final absence
+    /// nobody can see past. Returns the dropped values that no longer appear in the chain.
+    fn prune(&mut self, horizon: Version) -> Vec<Bytes> {
+        let keep_from = self.0.iter().rposition(|(v, _)| *v <= horizon).unwrap_or(0);
+        let mut dropped: Vec<Bytes> = self.0.drain(..keep_from).filter_map(|(_, v)| v).collect();
+        if matches!(self.0.as_slice(), [(v, None)] if *v <= horizon) {
+            self.0.clear();
         }
+        dropped.retain(|d| !self.0.iter().any(|(_, kept)| kept.as_ref() == Some(d)));
+        dropped
+    }
+
+    /// True when more versions than the current one are retained (pruning is pending).
+    fn has_history(&self) -> bool {
+        self.0.len() > 1 || matches!(self.0.as_slice(), [(_, None)])
     }
 }
 
@@ -60,38 +73,28 @@ struct ObjectVersions {
     indices: Vec<(IndexId, Chain)>,
 }
 
-impl ObjectVersions {
-    fn field_mut(&mut self, field: FieldId) -> &mut Chain {
-        let pos = match self.fields.iter().position(|(f, _)| *f == field) {
-            Some(pos) => pos,
-            None => {
-                self.fields.push((field, Chain::default()));
-                self.fields.len() - 1
-            }
-        };
-        &mut self.fields[pos].1
-    }
-
-    fn index_mut(&mut self, index: IndexId) -> &mut Chain {
-        let pos = match self.indices.iter().position(|(i, _)| *i == index) {
-            Some(pos) => pos,
-            None => {
-                self.indices.push((index, Chain::default()));
-                self.indices.len() - 1
-            }
-        };
-        &mut self.indices[pos].1
-    }
+fn chain_mut<K: PartialEq + Copy>(chains: &mut Vec<(K, Chain)>, key: K) -> &mut Chain {
+    let pos = match chains.iter().position(|(k, _)| *k == key) {
+        Some(pos) => pos,
+        None => {
+            chains.push((key, Chain::default()));
+            chains.len() - 1
+        }
+    };
+    &mut chains[pos].1
 }
 
 /// The replica. Not thread-safe by itself: the client keeps it behind a lock.
 #[derive(Debug, Default)]
 pub(crate) struct Replica {
     tid: Tid,
+    version: Version,
     objects: HashMap<ObjectId, ObjectVersions>,
     candidates: HashMap<(IndexId, Bytes), BTreeSet<ObjectId>>,
-    /// Snapshot tids of open views and transactions, with how many are open at each.
-    open: BTreeMap<Tid, usize>,
+    /// Snapshot versions of open views and transactions, with how many are open at each.
+    open: BTreeMap<Version, usize>,
+    /// Objects with retained history, by the version after which it can be pruned.
+    history: BTreeMap<Version, Vec<ObjectId>>,
 }
 
 impl Replica {
@@ -107,52 +110,55 @@ impl Replica {
         self.tid
     }
 
-    /// Registers a snapshot at the current tid; its versions are retained until released.
-    pub fn open_snapshot(&mut self) -> Tid {
-        *self.open.entry(self.tid).or_default() += 1;
-        self.tid
+    /// Registers a snapshot of the current state; its versions are retained until released.
+    pub fn open_snapshot(&mut self) -> SnapshotAt {
+        *self.open.entry(self.version).or_default() += 1;
+        SnapshotAt {
+            version: self.version,
+            tid: self.tid,
+        }
     }
 
     /// Releases a snapshot taken with [`Replica::open_snapshot`].
-    pub fn close_snapshot(&mut self, tid: Tid) {
-        if let Some(count) = self.open.get_mut(&tid) {
+    pub fn close_snapshot(&mut self, at: SnapshotAt) {
+        if let Some(count) = self.open.get_mut(&at.version) {
             *count -= 1;
             if *count == 0 {
-                self.open.remove(&tid);
+                self.open.remove(&at.version);
+                self.collect();
             }
         }
     }
 
-    /// The oldest tid any open snapshot reads at (or the current tid).
-    fn horizon(&self) -> Tid {
+    /// The oldest version any open snapshot reads at (or the current version).
+    fn horizon(&self) -> Version {
         self.open
             .keys()
             .next()
             .copied()
-            .unwrap_or(self.tid)
-            .min(self.tid)
+            .unwrap_or(self.version)
+            .min(self.version)
     }
 
     /// Number of objects held, live or not yet collected.
-    #[cfg(test)]
     pub fn object_count(&self) -> usize {
         self.objects.len()
     }
 
-    pub fn field(&self, id: ObjectId, field: FieldId, at: Tid) -> Option<&Bytes> {
+    pub fn field(&self, id: ObjectId, field: FieldId, at: SnapshotAt) -> Option<&Bytes> {
         let obj = self.objects.get(&id)?;
         let (_, chain) = obj.fields.iter().find(|(f, _)| *f == field)?;
-        chain.at(at)
+        chain.at(at.version)
     }
 
-    pub fn index_value(&self, id: ObjectId, index: IndexId, at: Tid) -> Option<&Bytes> {
+    fn index_value(&self, id: ObjectId, index: IndexId, at: Version) -> Option<&Bytes> {
         let obj = self.objects.get(&id)?;
         let (_, chain) = obj.indices.iter().find(|(i, _)| *i == index)?;
         chain.at(at)
     }
 
     /// Ids of the objects whose `index` has exactly `value` at `at`, ascending.
-    pub fn lookup(&self, index: IndexId, value: &[u8], at: Tid) -> Vec<ObjectId> {
+    pub fn lookup(&self, index: IndexId, value: &[u8], at: SnapshotAt) -> Vec<ObjectId> {
         let key = (index, Bytes::copy_from_slice(value));
         let Some(candidates) = self.candidates.get(&key) else {
             return Vec::new();
@@ -160,44 +166,53 @@ impl Replica {
         candidates
             .iter()
             .copied()
-            .filter(|id| self.index_value(*id, index, at).map(|v| v.as_ref()) == Some(value))
+            .filter(|id| {
+                self.index_value(*id, index, at.version).map(|v| v.as_ref()) == Some(value)
+            })
             .collect()
     }
 
-    /// Applies a pushed commit.
+    /// Applies a pushed commit as one new version.
     pub fn apply_commit(&mut self, commit: &CommitData) {
-        let tid = commit.tid;
-        self.tid = self.tid.max(tid);
-        let horizon = self.horizon();
+        self.tid = self.tid.max(commit.tid);
+        let version = self.next_version();
+        let mut touched = Vec::new();
         for w in &commit.writes {
             let obj = self.objects.entry(w.object).or_default();
-            obj.field_mut(w.field).push(tid, w.value.clone(), horizon);
+            chain_mut(&mut obj.fields, w.field).push(version, w.value.clone());
+            touched.push(w.object);
         }
         for w in &commit.index_writes {
-            self.set_index(w.object, w.index, w.value.clone(), tid, horizon);
+            self.set_index(w.object, w.index, w.value.clone(), version);
+            touched.push(w.object);
         }
-        for id in &commit.deletes {
-            self.delete(*id, tid, horizon);
+        for &id in &commit.deletes {
+            if let Some(obj) = self.objects.get_mut(&id) {
+                let fields = obj.fields.iter_mut().map(|(_, c)| c);
+                for chain in fields.chain(obj.indices.iter_mut().map(|(_, c)| c)) {
+                    chain.push(version, None);
+                }
+                touched.push(id);
+            }
         }
+        self.settle(touched, version);
     }
 
-    /// Applies a subscription's initial data: each object's complete state at `tid`.
+    /// Applies a subscription's initial data, each object's complete state at `tid`, as one
+    /// new version.
     pub fn apply_snapshot(&mut self, objects: Vec<ObjectData>, tid: Tid) {
         self.tid = self.tid.max(tid);
-        let horizon = self.horizon();
+        let version = self.next_version();
+        let mut touched = Vec::with_capacity(objects.len());
         for data in objects {
             let obj = self.objects.entry(data.id).or_default();
-            let stale: Vec<FieldId> = obj
-                .fields
-                .iter()
-                .map(|(f, _)| *f)
-                .filter(|f| !data.fields.iter().any(|(g, _)| g == f))
-                .collect();
-            for f in stale {
-                obj.field_mut(f).push(tid, None, horizon);
+            for (f, chain) in obj.fields.iter_mut() {
+                if !data.fields.iter().any(|(g, _)| g == f) {
+                    chain.push(version, None);
+                }
             }
             for (f, v) in data.fields {
-                obj.field_mut(f).push(tid, Some(v), horizon);
+                chain_mut(&mut obj.fields, f).push(version, Some(v));
             }
             let stale: Vec<IndexId> = obj
                 .indices
@@ -206,27 +221,28 @@ impl Replica {
                 .filter(|i| !data.indices.iter().any(|(j, _)| j == i))
                 .collect();
             for i in stale {
-                self.set_index(data.id, i, None, tid, horizon);
+                self.set_index(data.id, i, None, version);
             }
             for (i, v) in data.indices {
-                self.set_index(data.id, i, Some(v), tid, horizon);
+                self.set_index(data.id, i, Some(v), version);
             }
+            touched.push(data.id);
         }
+        self.settle(touched, version);
     }
 
-    /// Moves the replica's tid forward without data (a flush or an empty subscription).
+    /// Moves the replica's tid forward without data (a flush, or a conflict reported at a tid
+    /// this client did not see).
     pub fn advance(&mut self, tid: Tid) {
         self.tid = self.tid.max(tid);
     }
 
-    fn set_index(
-        &mut self,
-        id: ObjectId,
-        index: IndexId,
-        value: Option<Bytes>,
-        tid: Tid,
-        horizon: Tid,
-    ) {
+    fn next_version(&mut self) -> Version {
+        self.version = Version(self.version.0 + 1);
+        self.version
+    }
+
+    fn set_index(&mut self, id: ObjectId, index: IndexId, value: Option<Bytes>, version: Version) {
         if let Some(v) = &value {
             self.candidates
                 .entry((index, v.clone()))
@@ -234,43 +250,69 @@ impl Replica {
                 .insert(id);
         }
         let obj = self.objects.entry(id).or_default();
-        let dropped = obj.index_mut(index).push(tid, value, horizon);
-        for v in dropped {
-            self.forget_candidate(index, v, id);
+        chain_mut(&mut obj.indices, index).push(version, value);
+    }
+
+    /// Prunes what the new version made obsolete, and remembers what must wait for open
+    /// snapshots.
+    fn settle(&mut self, mut touched: Vec<ObjectId>, version: Version) {
+        touched.sort_unstable();
+        touched.dedup();
+        let horizon = self.horizon();
+        let mut waiting = Vec::new();
+        for id in touched {
+            if self.prune_object(id, horizon) {
+                waiting.push(id);
+            }
+        }
+        if !waiting.is_empty() {
+            self.history.entry(version).or_default().extend(waiting);
         }
     }
 
-    fn forget_candidate(&mut self, index: IndexId, value: Bytes, id: ObjectId) {
-        let key = (index, value);
-        if let Some(set) = self.candidates.get_mut(&key) {
-            set.remove(&id);
-            if set.is_empty() {
-                self.candidates.remove(&key);
+    /// Prunes objects whose history no open snapshot needs any more.
+    fn collect(&mut self) {
+        let horizon = self.horizon();
+        while let Some(entry) = self.history.first_entry() {
+            if *entry.key() > horizon {
+                break;
+            }
+            for id in entry.remove() {
+                self.prune_object(id, horizon);
             }
         }
     }
 
-    fn delete(&mut self, id: ObjectId, tid: Tid, horizon: Tid) {
+    /// Prunes one object's chains; drops the object when nothing of it remains. Returns
+    /// whether history is still retained for an open snapshot.
+    fn prune_object(&mut self, id: ObjectId, horizon: Version) -> bool {
         let Some(obj) = self.objects.get_mut(&id) else {
-            return;
+            return false;
         };
-        let mut dropped = Vec::new();
-        for (_, chain) in obj.fields.iter_mut() {
-            chain.push(tid, None, horizon);
-        }
-        for (index, chain) in obj.indices.iter_mut() {
-            for v in chain.push(tid, None, horizon) {
-                dropped.push((*index, v));
-            }
-        }
-        let dead = obj.fields.iter().all(|(_, c)| c.is_dead(horizon))
-            && obj.indices.iter().all(|(_, c)| c.is_dead(horizon));
-        for (index, v) in dropped {
-            self.forget_candidate(index, v, id);
-        }
-        if dead {
+        let mut forgotten = Vec::new();
+        obj.fields.retain_mut(|(_, chain)| {
+            chain.prune(horizon);
+            !chain.0.is_empty()
+        });
+        obj.indices.retain_mut(|(index, chain)| {
+            forgotten.extend(chain.prune(horizon).into_iter().map(|v| (*index, v)));
+            !chain.0.is_empty()
+        });
+        let waiting = obj.fields.iter().any(|(_, c)| c.has_history())
+            || obj.indices.iter().any(|(_, c)| c.has_history());
+        if obj.fields.is_empty() && obj.indices.is_empty() {
             self.objects.remove(&id);
         }
+        for (index, value) in forgotten {
+            let key = (index, value);
+            if let Some(set) = self.candidates.get_mut(&key) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.candidates.remove(&key);
+                }
+            }
+        }
+        waiting
     }
 }
 
@@ -295,59 +337,119 @@ mod tests {
         }
     }
 
+    fn commit(tid: u64, writes: Vec<FieldWrite>, indices: Vec<IndexWrite>) -> CommitData {
+        CommitData {
+            tid: Tid(tid),
+            writes,
+            index_writes: indices,
+            deletes: vec![],
+        }
+    }
+
+    fn delete(tid: u64, o: u64) -> CommitData {
+        CommitData {
+            tid: Tid(tid),
+            deletes: vec![ObjectId(o)],
+            ..CommitData::default()
+        }
+    }
+
     #[test]
     fn an_open_snapshot_keeps_reading_its_versions() {
         let mut r = Replica::new(Tid(0));
-        r.apply_commit(&CommitData {
-            tid: Tid(1),
-            writes: vec![write(1, 1, Some(b"a"))],
-            index_writes: vec![index(1, 7, Some(b"x"))],
-            deletes: vec![],
-        });
+        r.apply_commit(&commit(
+            1,
+            vec![write(1, 1, Some(b"a"))],
+            vec![index(1, 7, Some(b"x"))],
+        ));
         let snap = r.open_snapshot();
-        r.apply_commit(&CommitData {
-            tid: Tid(2),
-            writes: vec![write(1, 1, Some(b"b"))],
-            index_writes: vec![index(1, 7, Some(b"y"))],
-            deletes: vec![],
-        });
+        r.apply_commit(&commit(
+            2,
+            vec![write(1, 1, Some(b"b"))],
+            vec![index(1, 7, Some(b"y"))],
+        ));
+        let now = r.open_snapshot();
         assert_eq!(
             r.field(ObjectId(1), FieldId(1), snap).unwrap().as_ref(),
             b"a"
         );
         assert_eq!(
-            r.field(ObjectId(1), FieldId(1), Tid(2)).unwrap().as_ref(),
+            r.field(ObjectId(1), FieldId(1), now).unwrap().as_ref(),
             b"b"
         );
         assert_eq!(r.lookup(IndexId(7), b"x", snap), vec![ObjectId(1)]);
-        assert!(r.lookup(IndexId(7), b"x", Tid(2)).is_empty());
+        assert!(r.lookup(IndexId(7), b"x", now).is_empty());
+        r.close_snapshot(now);
         r.close_snapshot(snap);
-        r.apply_commit(&CommitData {
-            tid: Tid(3),
-            writes: vec![write(1, 1, Some(b"c"))],
-            index_writes: vec![index(1, 7, Some(b"z"))],
-            deletes: vec![],
-        });
+        // Closing the last snapshot that needed the old value forgets it.
         assert!(!r
             .candidates
             .contains_key(&(IndexId(7), Bytes::from_static(b"x"))));
+        assert!(r.history.is_empty());
+    }
+
+    #[test]
+    fn a_subscription_completing_at_the_same_tid_is_invisible_to_open_snapshots() {
+        let mut r = Replica::new(Tid(5));
+        let snap = r.open_snapshot();
+        let data = ObjectData {
+            id: ObjectId(9),
+            fields: vec![(FieldId(1), Bytes::from_static(b"z"))],
+            indices: vec![(IndexId(7), Bytes::new())],
+        };
+        r.apply_snapshot(vec![data], Tid(5));
+        assert!(r.field(ObjectId(9), FieldId(1), snap).is_none());
+        assert!(r.lookup(IndexId(7), b"", snap).is_empty());
+        let now = r.open_snapshot();
+        assert_eq!(now.tid, Tid(5));
+        assert_eq!(r.lookup(IndexId(7), b"", now), vec![ObjectId(9)]);
     }
 
     #[test]
     fn deleted_objects_are_dropped_when_no_snapshot_needs_them() {
         let mut r = Replica::new(Tid(0));
-        r.apply_commit(&CommitData {
-            tid: Tid(1),
-            writes: vec![write(1, 1, Some(b"a"))],
-            index_writes: vec![index(1, 7, Some(b""))],
-            deletes: vec![],
-        });
-        r.apply_commit(&CommitData {
-            tid: Tid(2),
-            deletes: vec![ObjectId(1)],
-            ..CommitData::default()
-        });
+        r.apply_commit(&commit(
+            1,
+            vec![write(1, 1, Some(b"a"))],
+            vec![index(1, 7, Some(b""))],
+        ));
+        r.apply_commit(&delete(2, 1));
         assert_eq!(r.object_count(), 0);
         assert!(r.candidates.is_empty());
+    }
+
+    #[test]
+    fn deletes_seen_while_a_snapshot_was_open_are_collected_when_it_closes() {
+        let mut r = Replica::new(Tid(0));
+        let mut tid = 0;
+        for o in 1..=100u64 {
+            tid += 1;
+            r.apply_commit(&commit(
+                tid,
+                vec![write(o, 1, Some(b"a"))],
+                vec![index(o, 7, Some(b""))],
+            ));
+        }
+        let snap = r.open_snapshot();
+        for o in 1..=100u64 {
+            tid += 1;
+            r.apply_commit(&delete(tid, o));
+        }
+        assert_eq!(r.lookup(IndexId(7), b"", snap).len(), 100);
+        assert_eq!(r.object_count(), 100);
+        r.close_snapshot(snap);
+        assert_eq!(r.object_count(), 0);
+        assert!(r.candidates.is_empty());
+        assert!(r.history.is_empty());
+    }
+
+    #[test]
+    fn overwritten_values_keep_one_version_without_snapshots() {
+        let mut r = Replica::new(Tid(0));
+        for t in 1..=50u64 {
+            r.apply_commit(&commit(t, vec![write(1, 1, Some(b"v"))], vec![]));
+        }
+        assert_eq!(r.objects[&ObjectId(1)].fields[0].1 .0.len(), 1);
+        assert!(r.history.is_empty());
     }
 }

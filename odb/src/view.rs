@@ -2,6 +2,7 @@
 
 use crate::local::Shared;
 use crate::registry::TypeInfo;
+use crate::replica::SnapshotAt;
 use crate::{Error, Result, TypeDef};
 use bytes::Bytes;
 use odb_wire::{ObjectId, Tid};
@@ -43,13 +44,18 @@ pub trait Read {
 /// commit, however many commits arrive meanwhile. Released on drop.
 pub(crate) struct Snapshot<'a> {
     pub shared: &'a Shared,
+    pub at: SnapshotAt,
     pub tid: Tid,
 }
 
 impl<'a> Snapshot<'a> {
     pub fn open(shared: &'a Shared) -> Snapshot<'a> {
-        let tid = shared.local.write().replica.open_snapshot();
-        Snapshot { shared, tid }
+        let at = shared.local.write().replica.open_snapshot();
+        Snapshot {
+            shared,
+            at,
+            tid: at.tid,
+        }
     }
 
     pub fn type_info(&self, ty: &'static TypeDef) -> Result<Arc<TypeInfo>> {
@@ -68,7 +74,7 @@ impl<'a> Snapshot<'a> {
             .local
             .read()
             .replica
-            .field(id, info.exists_field, self.tid)
+            .field(id, info.exists_field, self.at)
             .is_some()
     }
 
@@ -81,12 +87,12 @@ impl<'a> Snapshot<'a> {
         let local = self.shared.local.read();
         if local
             .replica
-            .field(id, info.exists_field, self.tid)
+            .field(id, info.exists_field, self.at)
             .is_none()
         {
             return Err(Self::does_not_exist(info.def, id));
         }
-        Ok(local.replica.field(id, field_id, self.tid).cloned())
+        Ok(local.replica.field(id, field_id, self.at).cloned())
     }
 
     pub fn lookup(
@@ -99,13 +105,13 @@ impl<'a> Snapshot<'a> {
             .index_id(index)
             .ok_or_else(|| Error::Invalid(format!("no index #{index:?} in {}", info.def.name)))?;
         let local = self.shared.local.read();
-        Ok(local.replica.lookup(index_id, value, self.tid))
+        Ok(local.replica.lookup(index_id, value, self.at))
     }
 }
 
 impl Drop for Snapshot<'_> {
     fn drop(&mut self) {
-        self.shared.local.write().replica.close_snapshot(self.tid);
+        self.shared.local.write().replica.close_snapshot(self.at);
     }
 }
 
