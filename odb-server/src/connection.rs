@@ -199,6 +199,7 @@ fn message_name(message: &ClientMessage) -> &'static str {
         ClientMessage::DefineSchema { .. } => "DefineSchema",
         ClientMessage::RequestIds { .. } => "RequestIds",
         ClientMessage::Subscribe { .. } => "Subscribe",
+        ClientMessage::Unsubscribe { .. } => "Unsubscribe",
         ClientMessage::Commit { .. } => "Commit",
         ClientMessage::Flush { .. } => "Flush",
         ClientMessage::Heartbeat => "Heartbeat",

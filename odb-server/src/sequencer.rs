@@ -196,6 +196,7 @@ impl Sequencer {
             ids,
             tid: self.store.tid(),
             heartbeat_interval_ms: duration_ms(self.config.heartbeat_interval),
+            max_frame: self.config.max_frame as u64,
         };
         self.conns.insert(
             conn,
@@ -307,6 +308,13 @@ impl Sequencer {
                 request_id,
                 targets,
             } => self.subscribe(conn, request_id, &targets),
+            ClientMessage::Unsubscribe { request_id, .. } => {
+                let answer = ServerMessage::RequestFailed {
+                    request_id,
+                    reason: "unsubscribe is not supported by this server".into(),
+                };
+                self.send(conn, &answer);
+            }
             ClientMessage::Commit { request_id, commit } => self.commit(conn, request_id, &commit),
             ClientMessage::Flush { request_id } => {
                 let tid = self.store.tid();

@@ -47,6 +47,15 @@ pub enum ClientMessage {
         /// Everything to subscribe to, as one consistent snapshot.
         targets: Vec<SubscriptionTarget>,
     },
+    /// Cancels subscriptions; answered by [`ServerMessage::Unsubscribed`]. Objects that are
+    /// then visible through no remaining subscription (and were not created by this client)
+    /// are no longer sent, and the answer lists them so the client can drop them.
+    Unsubscribe {
+        /// Correlation id.
+        request_id: RequestId,
+        /// Targets previously passed to [`ClientMessage::Subscribe`].
+        targets: Vec<SubscriptionTarget>,
+    },
     /// Commits a transaction; answered by [`ServerMessage::CommitResult`].
     Commit {
         /// Correlation id.
@@ -79,6 +88,8 @@ pub enum ServerMessage {
         tid: Tid,
         /// How often the server expects a heartbeat, in milliseconds.
         heartbeat_interval_ms: u64,
+        /// The largest frame the server accepts or sends, in bytes.
+        max_frame: u64,
     },
     /// The hello was refused; the server closes the connection after sending this.
     Rejected {
@@ -112,6 +123,15 @@ pub enum ServerMessage {
         request_id: RequestId,
         /// The snapshot's tid.
         tid: Tid,
+    },
+    /// Answer to [`ClientMessage::Unsubscribe`].
+    Unsubscribed {
+        /// Correlation id.
+        request_id: RequestId,
+        /// The tid from which the cancelled subscriptions no longer apply.
+        tid: Tid,
+        /// Objects this connection no longer sees.
+        dropped: Vec<ObjectId>,
     },
     /// A commit, filtered to what this connection can see.
     Commit(CommitData),

@@ -144,6 +144,10 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             request_id,
             targets
         }),
+        (rid(), vec(target(), 0..4)).prop_map(|(request_id, targets)| ClientMessage::Unsubscribe {
+            request_id,
+            targets
+        }),
         (rid(), commit_request())
             .prop_map(|(request_id, commit)| ClientMessage::Commit { request_id, commit }),
         rid().prop_map(|request_id| ClientMessage::Flush { request_id }),
@@ -167,17 +171,26 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         ".*".prop_map(RejectReason::Other),
     ];
     prop_oneof![
-        (any::<u32>(), oid(), block(), tid(), any::<u64>()).prop_map(
-            |(protocol_version, connection, ids, tid, heartbeat_interval_ms)| {
-                ServerMessage::Welcome {
-                    protocol_version,
-                    connection,
-                    ids,
-                    tid,
-                    heartbeat_interval_ms,
+        (
+            any::<u32>(),
+            oid(),
+            block(),
+            tid(),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(
+                |(protocol_version, connection, ids, tid, heartbeat_interval_ms, max_frame)| {
+                    ServerMessage::Welcome {
+                        protocol_version,
+                        connection,
+                        ids,
+                        tid,
+                        heartbeat_interval_ms,
+                        max_frame,
+                    }
                 }
-            }
-        ),
+            ),
         reject.prop_map(|reason| ServerMessage::Rejected { reason }),
         (rid(), schema_ids())
             .prop_map(|(request_id, schema)| ServerMessage::SchemaDefined { request_id, schema }),
@@ -190,6 +203,13 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         }),
         (rid(), tid())
             .prop_map(|(request_id, tid)| ServerMessage::SubscriptionComplete { request_id, tid }),
+        (rid(), tid(), vec(oid(), 0..4)).prop_map(|(request_id, tid, dropped)| {
+            ServerMessage::Unsubscribed {
+                request_id,
+                tid,
+                dropped,
+            }
+        }),
         commit_data().prop_map(ServerMessage::Commit),
         (rid(), outcome()).prop_map(|(request_id, outcome)| ServerMessage::CommitResult {
             request_id,

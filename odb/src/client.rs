@@ -424,6 +424,30 @@ impl Client {
         .await
     }
 
+    /// Cancels a type subscription made with [`Client::subscribe_type`]. Objects of `T` this
+    /// client then sees through no other subscription (and did not create) are removed from
+    /// its replica and receive no more commits.
+    pub async fn unsubscribe_type<T: Object>(&self) -> Result<Tid> {
+        let info = self.type_info::<T>().await?;
+        self.unsubscribe_targets(vec![SubscriptionTarget::Type(info.type_id)])
+            .await
+    }
+
+    async fn unsubscribe_targets(&self, targets: Vec<SubscriptionTarget>) -> Result<Tid> {
+        match self
+            .inner
+            .conn
+            .request(|request_id| ClientMessage::Unsubscribe {
+                request_id,
+                targets,
+            })
+            .await?
+        {
+            Reply::Unsubscribed(tid) => Ok(tid),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn subscribe_targets(
         &self,
         targets: Vec<SubscriptionTarget>,

@@ -29,6 +29,7 @@ pub(crate) enum Reply {
     Schema(SchemaIds),
     Ids(IdBlock),
     Subscribed(Tid),
+    Unsubscribed(Tid),
     Commit(CommitOutcome),
     Flushed(Tid),
     Failed(String),
@@ -40,6 +41,8 @@ pub(crate) struct Welcome {
     pub ids: IdBlock,
     pub tid: Tid,
     pub heartbeat_interval: Duration,
+    /// The smaller of the two sides' frame limits: what a request may use.
+    pub max_frame: usize,
 }
 
 /// The request side of a connection, shared by the client handle and the tasks.
@@ -152,12 +155,14 @@ where
             ids,
             tid,
             heartbeat_interval_ms,
+            max_frame: server_max_frame,
             ..
         } => Welcome {
             connection,
             ids,
             tid,
             heartbeat_interval: Duration::from_millis(heartbeat_interval_ms.max(10)),
+            max_frame: max_frame.min(usize::try_from(server_max_frame).unwrap_or(usize::MAX)),
         },
         ServerMessage::Rejected {
             reason: RejectReason::Unauthorized,
@@ -183,7 +188,7 @@ where
     let (out, out_rx) = mpsc::unbounded_channel();
     let conn = Arc::new(Conn {
         out,
-        max_frame,
+        max_frame: welcome.max_frame,
         pending: Mutex::new(HashMap::new()),
         next_request: AtomicU64::new(1),
         closed: Mutex::new(None),
@@ -290,6 +295,19 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
                 let objects = subscriptions.remove(&request_id).unwrap_or_default();
                 shared.apply_snapshot(objects, &[], tid);
                 conn.resolve(request_id, Reply::Subscribed(tid));
+            }
+            ServerMessage::Unsubscribed {
+                request_id,
+                tid,
+                dropped,
+            } => {
+                // Objects no longer sent are removed, so nothing stale stays readable.
+                shared.apply_commit(&odb_wire::CommitData {
+                    tid,
+                    deletes: dropped,
+                    ..odb_wire::CommitData::default()
+                });
+                conn.resolve(request_id, Reply::Unsubscribed(tid));
             }
             ServerMessage::CommitResult {
                 request_id,
