@@ -18,11 +18,17 @@ pub mod hello_world {
 
 use hello_world::Message;
 
-/// Connects to `ODB_URL` (default `odb://127.0.0.1:8000`) with `ODB_TOKEN` (default `TOKEN`).
+/// Connects to `ODB_URL` (default `odb://127.0.0.1:8000`) with `ODB_TOKEN` (default `TOKEN`);
+/// for an `odbs://` URL, `ODB_TLS_CA` names a PEM file of certificates to trust instead of the
+/// system's (a CA, or the server's self-signed certificate).
 pub async fn connect_from_env() -> odb::Result<odb::Client> {
     let url = std::env::var("ODB_URL").unwrap_or_else(|_| "odb://127.0.0.1:8000".to_string());
     let token = std::env::var("ODB_TOKEN").unwrap_or_else(|_| "TOKEN".to_string());
-    odb::Client::builder(url).token(token).connect().await
+    let mut builder = odb::Client::builder(url).token(token);
+    if let Some(ca) = std::env::var_os("ODB_TLS_CA").filter(|ca| !ca.is_empty()) {
+        builder = builder.tls_ca_file(ca);
+    }
+    builder.connect().await
 }
 
 /// Runs an example's body; on error prints it on one line and exits with status 1.

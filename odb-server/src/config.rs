@@ -1,5 +1,6 @@
 //! Server settings.
 
+use crate::tls::TlsConfig;
 use std::time::Duration;
 
 /// Settings of a [`Server`](crate::Server). Start from [`ServerConfig::new`] (or `Default`) and
@@ -23,6 +24,37 @@ pub struct ServerConfig {
     pub outbound_limit_bytes: usize,
     /// Smallest number of object ids granted to a client at once. Default 100 000.
     pub id_block_size: u64,
+    /// How many tids of conflict history the server keeps. A commit whose base tid is more than
+    /// this many commits old can no longer be validated and fails with `TooOld` (the client
+    /// retries it on a fresh snapshot). Memory for the history grows with this number times the
+    /// keys written per commit. Default 1 000 000.
+    pub conflict_history: u64,
+    /// Largest frame accepted before the client has authenticated, in bytes, so that an
+    /// unauthenticated peer cannot make the server buffer `max_frame` bytes. Default 64 KiB.
+    pub max_hello_frame: usize,
+    /// Most field writes, index writes and deletes in one commit; more is refused with a reason
+    /// starting with [`odb_wire::limits::WRITES_PER_COMMIT`]. Default 1 000 000.
+    pub max_writes_per_commit: usize,
+    /// Most field reads and index lookups recorded by one commit; more is refused with a reason
+    /// starting with [`odb_wire::limits::READS_PER_COMMIT`]. Default 1 000 000.
+    pub max_reads_per_commit: usize,
+    /// Largest encoded field value or index value, in bytes; a larger one is refused with a
+    /// reason starting with [`odb_wire::limits::VALUE_SIZE`]. Default 16 MiB.
+    pub max_value_bytes: usize,
+    /// Most subscription targets one connection may hold; a subscription past it is refused
+    /// with a reason starting with [`odb_wire::limits::SUBSCRIPTIONS_PER_CONNECTION`].
+    /// Default 10 000.
+    pub max_subscriptions: usize,
+    /// Most connections open at once, authenticated or not (in-process ones included); one more
+    /// is refused with `Rejected { Other("server full ...") }` and closed. Default 4096.
+    pub max_connections: usize,
+    /// TLS for TCP connections; `None` (the default) serves plaintext. In-process connections
+    /// never use TLS.
+    pub tls: Option<TlsConfig>,
+    /// Allows plaintext TCP on an address other than loopback. Without it (the default),
+    /// [`Server::start`](crate::Server::start) refuses to listen on such an address unless
+    /// [`ServerConfig::tls`] is set.
+    pub allow_plaintext: bool,
 }
 
 impl ServerConfig {
@@ -52,6 +84,15 @@ impl Default for ServerConfig {
             max_frame: odb_wire::DEFAULT_MAX_FRAME,
             outbound_limit_bytes: 256 << 20,
             id_block_size: 100_000,
+            conflict_history: 1_000_000,
+            max_hello_frame: 64 << 10,
+            max_writes_per_commit: 1_000_000,
+            max_reads_per_commit: 1_000_000,
+            max_value_bytes: 16 << 20,
+            max_subscriptions: 10_000,
+            max_connections: 4096,
+            tls: None,
+            allow_plaintext: false,
         }
     }
 }

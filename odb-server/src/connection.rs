@@ -2,6 +2,7 @@
 //! the sequencer and a writer task that drains the outbound queue onto the socket. TCP and
 //! in-process connections share this code.
 
+use crate::auth_throttle::AuthThrottle;
 use crate::config::ServerConfig;
 use crate::outbound::{self, Outbound, OutboundReceiver};
 use crate::sequencer::Request;
@@ -9,22 +10,39 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use odb_wire::{ClientMessage, ObjectId, RejectReason, ServerMessage, PROTOCOL_VERSION};
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{timeout, Instant};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+/// Most connections refused at once for being over the connection limit; past this, further
+/// connections are closed without an answer, so a flood cannot make the refusals themselves
+/// pile up.
+pub(crate) const MAX_REFUSALS: usize = 64;
+
+/// How long a refusal may take to reach a client before the connection is dropped anyway.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What every connection task needs from the server.
 #[derive(Clone)]
 pub(crate) struct ConnContext {
     /// Settings.
     pub config: Arc<ServerConfig>,
+    /// One permit per open connection, up to `config.max_connections`.
+    pub connections: Arc<Semaphore>,
+    /// One permit per connection being refused, up to [`MAX_REFUSALS`].
+    pub refusals: Arc<Semaphore>,
+    /// Failed hellos per peer address.
+    pub auth_throttle: Arc<AuthThrottle>,
+    /// What every connection's outbound queue holds, summed.
+    pub queues: Arc<outbound::Totals>,
     /// The sequencer's request channel.
     pub sequencer: mpsc::Sender<Request>,
     /// Cancelled when the server stops.
@@ -48,24 +66,61 @@ enum End {
     Closed,
 }
 
-/// Serves one connection until it ends or the server stops.
-pub(crate) async fn serve<S>(ctx: ConnContext, stream: S, peer: String)
+/// Who is at the other end of a connection.
+#[derive(Clone, Debug)]
+pub(crate) struct Peer {
+    /// For logs: the socket address, or "in-process".
+    pub name: String,
+    /// The peer's IP address, for throttling failed authentications; `None` in process.
+    pub ip: Option<IpAddr>,
+}
+
+/// Serves one connection until it ends or the server stops. `permit` is the connection's slot
+/// under the connection limit, released when the connection ends.
+pub(crate) async fn serve<S>(ctx: ConnContext, stream: S, peer: Peer, permit: OwnedSemaphorePermit)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let span = tracing::info_span!("connection", %peer, id = tracing::field::Empty);
-    run(ctx, stream).instrument(span).await
+    let span = tracing::info_span!("connection", peer = %peer.name, id = tracing::field::Empty);
+    run(ctx, stream, peer.ip).instrument(span).await;
+    drop(permit);
 }
 
-async fn run<S>(ctx: ConnContext, stream: S)
+/// Answers a connection over the connection limit with `Rejected` and closes it.
+pub(crate) async fn refuse_full<S>(ctx: ConnContext, stream: S, peer: Peer)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let limit = ctx.config.max_connections;
+    tracing::warn!(peer = %peer.name, "refusing a connection: {limit} connections are open (the connection limit)");
+    let (_, write) = tokio::io::split(stream);
+    let mut writer = FramedWrite::new(write, odb_wire::framing(ctx.config.max_frame));
+    let rejected = ServerMessage::Rejected {
+        reason: RejectReason::Other(format!(
+            "server full: {limit} connections are open, the server's limit; try again later"
+        )),
+    };
+    let _ = timeout(REFUSAL_TIMEOUT, send_and_close(&mut writer, &rejected)).await;
+}
+
+async fn run<S>(ctx: ConnContext, stream: S, ip: Option<IpAddr>)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (read, write) = tokio::io::split(stream);
-    let mut reader = FramedRead::new(read, odb_wire::framing(ctx.config.max_frame));
+    let hello_frame = ctx.config.max_hello_frame.min(ctx.config.max_frame);
+    let mut reader = FramedRead::new(read, odb_wire::framing(hello_frame));
     let mut writer = FramedWrite::new(write, odb_wire::framing(ctx.config.max_frame));
 
-    let client_name = match authenticate(&ctx, &mut reader).await {
+    let authenticated = authenticate(&ctx, &mut reader, ip).await;
+    if let Some(ip) = ip {
+        match &authenticated {
+            Ok(_) => ctx.auth_throttle.succeeded(ip),
+            Err(Some(RejectReason::ProtocolVersion { .. })) | Err(None) => {}
+            Err(Some(_)) => ctx.auth_throttle.failed(ip),
+        }
+    }
+    let client_name = match authenticated {
         Ok(name) => name,
         Err(None) => return,
         Err(Some(reason)) => {
@@ -80,8 +135,17 @@ where
         }
     };
 
+    // Authenticated: from now on frames up to the full limit are accepted.
+    reader
+        .decoder_mut()
+        .set_max_frame_length(ctx.config.max_frame.min(odb_wire::MAX_FRAME_CAP));
+
     let closed = ctx.stop.child_token();
-    let (outbound, queue) = outbound::channel(ctx.config.outbound_limit_bytes, closed.clone());
+    let (outbound, queue) = outbound::channel(
+        ctx.config.outbound_limit_bytes,
+        closed.clone(),
+        ctx.queues.clone(),
+    );
     let (reply, conn) = oneshot::channel();
     let register = Request::Register {
         outbound: outbound.clone(),
@@ -131,9 +195,11 @@ where
 
 /// Waits for the hello and checks it. `Err(None)`: the client left without a word;
 /// `Err(Some(reason))`: refuse with this reason.
+/// A peer address that failed too often recently waits before its hello is answered.
 async fn authenticate<S: AsyncRead>(
     ctx: &ConnContext,
     reader: &mut Reader<S>,
+    ip: Option<IpAddr>,
 ) -> Result<String, Option<RejectReason>> {
     let first = tokio::select! {
         _ = ctx.stop.cancelled() => return Err(None),
@@ -161,6 +227,18 @@ async fn authenticate<S: AsyncRead>(
         }
         Ok(Some(Ok(frame))) => frame,
     };
+    if let Some(ip) = ip {
+        let delay = ctx.auth_throttle.delay(ip);
+        if !delay.is_zero() {
+            tracing::info!(
+                "delaying the answer by {delay:?} after repeated failed hellos from {ip}"
+            );
+            tokio::select! {
+                _ = ctx.stop.cancelled() => return Err(None),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
     match odb_wire::decode::<ClientMessage>(&frame) {
         Ok(hello) => check_hello(&ctx.config, hello).map_err(Some),
         Err(e) => Err(Some(RejectReason::Other(format!(

@@ -23,4 +23,10 @@ pub enum ServerError {
     /// A setting is unusable.
     #[error("invalid server configuration: {0}")]
     Config(String),
+    /// The storage cannot be read or written, or holds data this server cannot use.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The TLS certificate or key is unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
 }

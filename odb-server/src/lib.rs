@@ -15,28 +15,38 @@
 
 #![warn(missing_docs)]
 
+mod auth_throttle;
 mod config;
 mod connection;
 mod error;
+mod id_grants;
+mod limits;
 mod listener;
 mod liveness;
 mod outbound;
 mod registry;
 mod sequencer;
+mod snapshot;
+mod stats;
+pub mod storage;
 mod store;
 mod subscriptions;
+mod tls;
 
 pub use config::ServerConfig;
 pub use error::ServerError;
+pub use stats::ServerStats;
+pub use tls::{self_signed_names, TlsConfig};
 
+use auth_throttle::AuthThrottle;
 use connection::ConnContext;
 use odb_wire::Tid;
-use sequencer::{Sequencer, Status};
+use sequencer::Status;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::DuplexStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -66,6 +76,26 @@ impl Server {
         config: ServerConfig,
         listen: Option<SocketAddr>,
     ) -> Result<Server, ServerError> {
+        Self::start_with(config, listen, None).await
+    }
+
+    /// Starts a server on a [`storage::Storage`]: it loads what the storage holds, continues
+    /// with its tids, ids and data, and stores every batch of commits before acknowledging
+    /// them (see [`storage`]). Otherwise like [`Server::start`]; fails also if the storage
+    /// cannot be read or written.
+    pub async fn start_with_storage(
+        config: ServerConfig,
+        listen: Option<SocketAddr>,
+        storage: Box<dyn storage::Storage>,
+    ) -> Result<Server, ServerError> {
+        Self::start_with(config, listen, Some(storage)).await
+    }
+
+    async fn start_with(
+        config: ServerConfig,
+        listen: Option<SocketAddr>,
+        storage: Option<Box<dyn storage::Storage>>,
+    ) -> Result<Server, ServerError> {
         if config.heartbeat_interval.is_zero() {
             return Err(ServerError::Config(
                 "heartbeat_interval must be greater than zero".into(),
@@ -81,6 +111,20 @@ impl Server {
                 "max_frame must be at least 1 byte".into(),
             ));
         }
+        if config.max_connections == 0 || config.max_hello_frame == 0 {
+            return Err(ServerError::Config(
+                "max_connections and max_hello_frame must be at least 1".into(),
+            ));
+        }
+        if let Some(addr) = listen {
+            if !addr.ip().is_loopback() && config.tls.is_none() && !config.allow_plaintext {
+                return Err(ServerError::Config(format!(
+                    "refusing plaintext TCP on the non-loopback address {addr}: configure TLS \
+                     (--tls-cert/--tls-key or --tls-self-signed) or allow plaintext explicitly \
+                     (--allow-plaintext)"
+                )));
+            }
+        }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             ServerError::Config("Server::start must run inside a tokio runtime".into())
         })?;
@@ -95,11 +139,16 @@ impl Server {
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (requests, inbox) = mpsc::channel(SEQUENCER_QUEUE);
-        let sequencer =
-            Sequencer::new(config.clone(), status.clone()).map_err(ServerError::Config)?;
+        let sequencer = sequencer::open(config.clone(), status.clone(), storage).await?;
         tracker.spawn(sequencer.run(inbox, stop.clone()));
 
         let ctx = ConnContext {
+            connections: Arc::new(Semaphore::new(
+                config.max_connections.min(Semaphore::MAX_PERMITS),
+            )),
+            refusals: Arc::new(Semaphore::new(connection::MAX_REFUSALS)),
+            auth_throttle: Arc::new(AuthThrottle::default()),
+            queues: Arc::default(),
             config,
             sequencer: requests,
             stop,
@@ -132,8 +181,20 @@ impl Server {
             return Err(ServerError::Stopped);
         }
         let (client, server) = tokio::io::duplex(IN_PROCESS_BUFFER);
-        let task = connection::serve(self.ctx.clone(), server, "in-process".into());
-        self.ctx.tracker.spawn_on(task, &self.runtime);
+        let peer = connection::Peer {
+            name: "in-process".into(),
+            ip: None,
+        };
+        match self.ctx.connections.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let task = connection::serve(self.ctx.clone(), server, peer, permit);
+                self.ctx.tracker.spawn_on(task, &self.runtime);
+            }
+            Err(_) => {
+                let task = connection::refuse_full(self.ctx.clone(), server, peer);
+                self.ctx.tracker.spawn_on(task, &self.runtime);
+            }
+        }
         Ok(client)
     }
 
@@ -145,6 +206,19 @@ impl Server {
     /// How many authenticated connections are live.
     pub fn connection_count(&self) -> usize {
         self.status.connections.load(Ordering::Acquire)
+    }
+
+    /// The server's counters: tid, connections, objects, conflict-history size and what is
+    /// queued for clients. Cheap (a few atomic reads); never waits for the sequencer.
+    pub fn stats(&self) -> ServerStats {
+        ServerStats {
+            tid: self.current_tid(),
+            connections: self.connection_count(),
+            objects: self.status.objects.load(Ordering::Acquire),
+            conflict_stamps: self.status.conflict_stamps.load(Ordering::Acquire),
+            outbound_bytes: self.ctx.queues.bytes.load(Ordering::Acquire),
+            outbound_snapshots: self.ctx.queues.snapshots.load(Ordering::Acquire),
+        }
     }
 
     /// Stops the server and waits until every task it started has finished.

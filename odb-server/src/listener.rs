@@ -1,10 +1,14 @@
-//! The TCP accept loop.
+//! The TCP accept loop. It only accepts: each connection's TLS handshake (if TLS is on),
+//! authentication and service run in that connection's own task, so a slow or silent peer
+//! never holds up the others.
 
-use crate::connection::{self, ConnContext};
+use crate::connection::{self, ConnContext, Peer};
 use crate::error::ServerError;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Binds the listening socket.
 pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
@@ -25,8 +29,18 @@ pub(crate) async fn accept_loop(listener: TcpListener, ctx: ConnContext) {
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
                 }
-                let task = connection::serve(ctx.clone(), stream, peer.to_string());
-                ctx.tracker.spawn(task);
+                let slot = match ctx.connections.clone().try_acquire_owned() {
+                    Ok(permit) => Slot::Serve(permit),
+                    Err(_) => match ctx.refusals.clone().try_acquire_owned() {
+                        Ok(permit) => Slot::Refuse(permit),
+                        Err(_) => {
+                            tracing::debug!(%peer, "dropping a connection: over the connection limit");
+                            continue;
+                        }
+                    },
+                };
+                ctx.tracker
+                    .spawn(connection_task(ctx.clone(), stream, peer, slot));
             }
             Err(e) => {
                 // Typically out of file descriptors: wait a little instead of spinning.
@@ -39,4 +53,50 @@ pub(crate) async fn accept_loop(listener: TcpListener, ctx: ConnContext) {
         }
     }
     tracing::debug!("listener stopped");
+}
+
+/// What a new connection gets.
+enum Slot {
+    /// Served, holding a place under the connection limit.
+    Serve(OwnedSemaphorePermit),
+    /// Refused for being over the limit, holding a place among the refusals in progress.
+    Refuse(OwnedSemaphorePermit),
+}
+
+/// Runs the TLS handshake if TLS is on (bounded by the hello timeout), then serves or refuses.
+async fn connection_task(ctx: ConnContext, stream: TcpStream, addr: SocketAddr, slot: Slot) {
+    let peer = Peer {
+        name: addr.to_string(),
+        ip: Some(addr.ip()),
+    };
+    let Some(tls) = ctx.config.tls.clone() else {
+        return dispatch(ctx, stream, peer, slot).await;
+    };
+    let limit = ctx.config.hello_timeout;
+    let handshake = tokio::select! {
+        _ = ctx.stop.cancelled() => return,
+        handshake = tokio::time::timeout(limit, tls.acceptor().accept(stream)) => handshake,
+    };
+    match handshake {
+        Ok(Ok(stream)) => dispatch(ctx, stream, peer, slot).await,
+        Ok(Err(e)) => {
+            tracing::warn!(peer = %peer.name, "closing connection: TLS handshake failed: {e}")
+        }
+        Err(_) => {
+            tracing::warn!(peer = %peer.name, "closing connection: no TLS handshake within {limit:?}")
+        }
+    }
+}
+
+async fn dispatch<S>(ctx: ConnContext, stream: S, peer: Peer, slot: Slot)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    match slot {
+        Slot::Serve(permit) => connection::serve(ctx, stream, peer, permit).await,
+        Slot::Refuse(permit) => {
+            connection::refuse_full(ctx, stream, peer).await;
+            drop(permit);
+        }
+    }
 }

@@ -3,11 +3,16 @@
 //! ```text
 //! odb-server --service-token TOKEN --inmem 127.0.0.1 8000
 //! odb-server --service-token-file token.txt 127.0.0.1 8000
+//! odb-server --service-token TOKEN --data-dir ./odb-data 127.0.0.1 8000
+//! odb-server --service-token TOKEN --redis redis://127.0.0.1:6379/0 127.0.0.1 8000
+//! odb-server --service-token-file token.txt 0.0.0.0 8000 --tls-cert c.pem --tls-key k.pem
+//! odb-server --service-token TOKEN --tls-self-signed ./server-cert.pem 127.0.0.1 8000
 //! ```
 
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
-use odb_server::{Server, ServerConfig};
+use odb_server::storage::{FileStorage, RedisStorage, Storage, DEFAULT_REDIS_PREFIX};
+use odb_server::{self_signed_names, Server, ServerConfig, TlsConfig};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,9 +30,21 @@ struct Args {
     /// A file holding the token; surrounding whitespace is ignored.
     #[arg(long, value_name = "PATH")]
     service_token_file: Option<PathBuf>,
-    /// Keep the data in memory only (the default, and for now the only storage).
+    /// Keep the data in memory only: nothing survives a restart (the default).
     #[arg(long)]
     inmem: bool,
+    /// Keep the data in an embedded database in DIR (created if missing); durable.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Keep the data in Redis, e.g. redis://127.0.0.1:6379/0.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Prefix of every Redis key the server uses (with --redis).
+    #[arg(long, value_name = "PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
+    redis_prefix: String,
+    /// Timeout of every Redis request and connection attempt, in milliseconds (with --redis).
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    redis_timeout_ms: u64,
     /// Host name or address to listen on.
     host: String,
     /// TCP port to listen on (0 picks a free one).
@@ -38,6 +55,42 @@ struct Args {
     /// Largest frame accepted or sent, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = odb_wire::DEFAULT_MAX_FRAME)]
     max_frame_bytes: usize,
+    /// TLS: the server's certificate chain, PEM (with --tls-key).
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert, PEM.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// TLS with a certificate generated at start for the listen address (and localhost on
+    /// loopback); its PEM is written to PATH for clients to trust. The key stays in memory.
+    #[arg(long, value_name = "PATH")]
+    tls_self_signed: Option<PathBuf>,
+    /// Allow plaintext TCP on an address other than loopback (without it that is refused).
+    #[arg(long)]
+    allow_plaintext: bool,
+    /// Most writes (field writes, index writes, deletes) in one commit.
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().max_writes_per_commit)]
+    max_writes_per_commit: usize,
+    /// Most reads (field reads, index lookups) recorded by one commit.
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().max_reads_per_commit)]
+    max_reads_per_commit: usize,
+    /// Largest field or index value, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().max_value_bytes)]
+    max_value_bytes: usize,
+    /// Most subscriptions (index values, single objects) one connection may hold.
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().max_subscriptions)]
+    max_subscriptions: usize,
+    /// Most bytes queued for one connection before it is disconnected as too slow a reader.
+    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().outbound_limit_bytes)]
+    max_outbound_bytes: usize,
+    /// Most connections open at once; more are refused ("server full").
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().max_connections)]
+    max_connections: usize,
 }
 
 fn main() -> ExitCode {
@@ -80,21 +133,81 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bail!("--heartbeat-ms must be at least 1");
     }
     let addr = resolve(&args.host, args.port).await?;
+    let tls = match (&args.tls_cert, &args.tls_key, &args.tls_self_signed) {
+        (Some(cert), Some(key), None) => Some(TlsConfig::from_pem_files(cert, key)?),
+        (None, None, Some(path)) => {
+            let tls = TlsConfig::self_signed(&self_signed_names(&args.host, addr.ip()))?;
+            let pem = tls.certificate_pem().unwrap_or_default();
+            std::fs::write(path, pem)
+                .map_err(|e| anyhow!("cannot write the certificate to {}: {e}", path.display()))?;
+            tracing::info!("self-signed certificate written to {}", path.display());
+            Some(tls)
+        }
+        (None, None, None) => None,
+        _ => bail!("give --tls-cert with --tls-key, or --tls-self-signed, not both"),
+    };
+    let tls_line = match (&tls, &args.tls_self_signed) {
+        (None, _) => "TLS off".to_string(),
+        (Some(_), Some(path)) => format!("TLS on (self-signed, certificate in {})", path.display()),
+        (Some(_), None) => "TLS on".to_string(),
+    };
     let config = ServerConfig {
         token,
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
         max_frame: args.max_frame_bytes,
+        max_writes_per_commit: args.max_writes_per_commit,
+        max_reads_per_commit: args.max_reads_per_commit,
+        max_value_bytes: args.max_value_bytes,
+        max_subscriptions: args.max_subscriptions,
+        outbound_limit_bytes: args.max_outbound_bytes,
+        max_connections: args.max_connections,
+        tls,
+        allow_plaintext: args.allow_plaintext,
         ..ServerConfig::default()
     };
-    let server = Server::start(config, Some(addr))
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let storage = open_storage(&args).await?;
+    let storage_line = storage
+        .as_ref()
+        .map_or_else(|| "in-memory".to_string(), |s| s.describe());
+    let server = match storage {
+        Some(storage) => Server::start_with_storage(config, Some(addr), storage).await,
+        None => Server::start(config, Some(addr)).await,
+    }
+    .map_err(|e| anyhow!("{e}"))?;
     let listening = server.local_addr().unwrap_or(addr);
-    tracing::info!("odb-server listening on {listening}, storage in-memory, TLS off");
-    // The in-memory server has nothing to save: it runs until the process is stopped.
+    tracing::info!("odb-server listening on {listening}, storage {storage_line}, {tls_line}");
+    // Every acknowledged commit is already stored: the server runs until the process is stopped.
     std::future::pending::<()>().await;
     server.shutdown().await;
     Ok(())
+}
+
+/// Opens the storage the flags ask for; `None` for in-memory.
+async fn open_storage(args: &Args) -> anyhow::Result<Option<Box<dyn Storage>>> {
+    let chosen = [args.inmem, args.data_dir.is_some(), args.redis.is_some()];
+    if chosen.iter().filter(|c| **c).count() > 1 {
+        bail!("give at most one of --inmem, --data-dir DIR and --redis URL");
+    }
+    if args.redis.is_none()
+        && (args.redis_prefix != DEFAULT_REDIS_PREFIX || args.redis_timeout_ms != 5000)
+    {
+        bail!("--redis-prefix and --redis-timeout-ms need --redis URL");
+    }
+    if let Some(dir) = &args.data_dir {
+        let storage = FileStorage::open(dir).map_err(|e| anyhow!("{}", e.detail()))?;
+        return Ok(Some(Box::new(storage)));
+    }
+    if let Some(url) = &args.redis {
+        if args.redis_timeout_ms == 0 {
+            bail!("--redis-timeout-ms must be at least 1");
+        }
+        let timeout = Duration::from_millis(args.redis_timeout_ms);
+        let storage = RedisStorage::connect(url, &args.redis_prefix, timeout)
+            .await
+            .map_err(|e| anyhow!("{}", e.detail()))?;
+        return Ok(Some(Box::new(storage)));
+    }
+    Ok(None)
 }
 
 /// Resolves `host:port` to the first address it names.

@@ -4,6 +4,7 @@
 //! Identity is by name (schema, type, field or index name), so two clients declaring the same
 //! schema share ids, and a client declaring an extra field simply adds it. Ids are never reused.
 
+use crate::storage::{StoredIndex, StoredRegistry, StoredSchema, StoredType};
 use odb_wire::{FieldId, IndexId, SchemaDef, SchemaIds, TypeId, TypeIds};
 use std::collections::HashMap;
 
@@ -16,7 +17,7 @@ pub(crate) struct TypeInfo {
     pub all_index: IndexId,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct TypeEntry {
     id: TypeId,
     fields: HashMap<String, FieldId>,
@@ -24,7 +25,7 @@ struct TypeEntry {
 }
 
 /// All schemas defined so far.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Registry {
     /// schema name -> type name -> type entry.
     schemas: HashMap<String, HashMap<String, TypeEntry>>,
@@ -150,6 +151,123 @@ impl Registry {
         Ok(())
     }
 
+    /// The registry as it is stored, in a stable order.
+    pub fn to_stored(&self) -> StoredRegistry {
+        let mut schemas: Vec<StoredSchema> = self
+            .schemas
+            .iter()
+            .map(|(name, types)| {
+                let mut types: Vec<StoredType> = types
+                    .iter()
+                    .filter_map(|(type_name, entry)| {
+                        let info = self.types.get(&entry.id)?;
+                        let mut fields: Vec<(String, FieldId)> = entry
+                            .fields
+                            .iter()
+                            .map(|(n, id)| (n.clone(), *id))
+                            .collect();
+                        fields.sort_by_key(|(_, id)| *id);
+                        let mut indices: Vec<StoredIndex> = entry
+                            .indices
+                            .iter()
+                            .map(|(n, (id, fields))| StoredIndex {
+                                name: n.clone(),
+                                id: *id,
+                                fields: fields.clone(),
+                            })
+                            .collect();
+                        indices.sort_by_key(|i| i.id);
+                        Some(StoredType {
+                            name: type_name.clone(),
+                            id: entry.id,
+                            exists_field: info.exists_field,
+                            all_index: info.all_index,
+                            fields,
+                            indices,
+                        })
+                    })
+                    .collect();
+                types.sort_by_key(|t| t.id);
+                StoredSchema {
+                    name: name.clone(),
+                    types,
+                }
+            })
+            .collect();
+        schemas.sort_by(|a, b| a.name.cmp(&b.name));
+        StoredRegistry {
+            schemas,
+            last_type: self.next_type,
+            last_field: self.next_field,
+            last_index: self.next_index,
+        }
+    }
+
+    /// Rebuilds a registry from its stored form. Fails if an id is used twice or a counter is
+    /// behind an id it assigned.
+    pub fn from_stored(stored: &StoredRegistry) -> Result<Registry, String> {
+        let mut registry = Registry {
+            next_type: stored.last_type,
+            next_field: stored.last_field,
+            next_index: stored.last_index,
+            ..Registry::default()
+        };
+        for schema in &stored.schemas {
+            for ty in &schema.types {
+                let info = TypeInfo {
+                    exists_field: ty.exists_field,
+                    all_index: ty.all_index,
+                };
+                if ty.id.0 > stored.last_type || registry.types.insert(ty.id, info).is_some() {
+                    return Err(format!(
+                        "type id {} of {}.{} is invalid or used twice",
+                        ty.id, schema.name, ty.name
+                    ));
+                }
+                let mut entry = TypeEntry {
+                    id: ty.id,
+                    ..TypeEntry::default()
+                };
+                let fields =
+                    std::iter::once(ty.exists_field).chain(ty.fields.iter().map(|(_, id)| *id));
+                for id in fields {
+                    if id.0 > stored.last_field || registry.field_type.insert(id, ty.id).is_some() {
+                        return Err(format!(
+                            "field id {id} of {}.{} is invalid or used twice",
+                            schema.name, ty.name
+                        ));
+                    }
+                }
+                let indices = std::iter::once(ty.all_index).chain(ty.indices.iter().map(|i| i.id));
+                for id in indices {
+                    if id.0 > stored.last_index || registry.index_type.insert(id, ty.id).is_some() {
+                        return Err(format!(
+                            "index id {id} of {}.{} is invalid or used twice",
+                            schema.name, ty.name
+                        ));
+                    }
+                }
+                entry.fields = ty.fields.iter().cloned().collect();
+                entry.indices = ty
+                    .indices
+                    .iter()
+                    .map(|i| (i.name.clone(), (i.id, i.fields.clone())))
+                    .collect();
+                registry
+                    .schemas
+                    .entry(schema.name.clone())
+                    .or_default()
+                    .insert(ty.name.clone(), entry);
+            }
+        }
+        Ok(registry)
+    }
+
+    /// A value that changes whenever the registry assigns a new id.
+    pub fn generation(&self) -> (u32, u32, u32) {
+        (self.next_type, self.next_field, self.next_index)
+    }
+
     /// The type's implicit ids, if the type is known.
     pub fn type_info(&self, ty: TypeId) -> Option<TypeInfo> {
         self.types.get(&ty).copied()
@@ -235,6 +353,24 @@ mod tests {
             reg.field_type(FieldId(again.types[0].fields[1].0 + 1)),
             None
         );
+    }
+
+    #[test]
+    fn stored_form_round_trips() {
+        let mut reg = Registry::default();
+        let a = reg
+            .define(&schema(&["x", "y"], &[("by_x", &["x"])]))
+            .unwrap();
+        let stored = reg.to_stored();
+        let mut back = Registry::from_stored(&stored).unwrap();
+        assert_eq!(back.to_stored(), stored);
+        let b = back
+            .define(&schema(&["x", "y", "z"], &[("by_x", &["x"])]))
+            .unwrap();
+        assert_eq!(a.types[0].fields, b.types[0].fields[..2]);
+        assert_eq!(a.types[0].indices, b.types[0].indices);
+        assert!(back.field_type(b.types[0].fields[2]).is_some());
+        assert!(reg.field_type(b.types[0].fields[2]).is_none());
     }
 
     #[test]

@@ -3,15 +3,39 @@
 //! and processes the batch in order, answering on each connection's FIFO outbound queue, so a
 //! pushed commit always precedes any answer that mentions a later tid.
 //!
+//! Subscribing takes a snapshot of the covered objects at the current tid, extends the
+//! connection's visibility at once (so every later commit is filtered with it) and queues the
+//! snapshot on the connection's outbound queue, where the connection's writer encodes and sends
+//! it chunk by chunk (see [`crate::snapshot`]) while the sequencer goes on with other requests.
+//! The FIFO queue puts the snapshot's completion before every commit made after its tid.
+//!
+//! Unsubscribing removes targets from the connection's visibility (a target not subscribed is
+//! not an error; an unknown type or index id is) and answers `Unsubscribed` with the current tid
+//! and the objects that were visible only through the removed targets (see
+//! [`Visibility::remove`]); no commit concerning them is sent afterwards, unless they become
+//! visible again, in which case they arrive with their full data as when they first did.
+//!
+//! No frame larger than the frame limit is queued: commits are limited in size by the store so
+//! that pushes stay far below it, and a push that would still exceed it (many large objects
+//! moving into a subscribed index value in one commit) closes that connection with the reason
+//! logged instead of sending a frame the client cannot read.
+//!
+//! The request channel is bounded by a number of requests, not bytes (see `SEQUENCER_QUEUE` in
+//! the crate root): connection tasks wait when it is full, which slows clients down rather than
+//! growing memory.
+//!
 //! The sequencer also maintains the `core.Connection` object of every live connection (see
 //! [`crate::liveness`]): created by a commit right after the connection's `Welcome`, deleted by
 //! a commit once the connection has ended, whatever the reason.
 
 use crate::config::ServerConfig;
+use crate::id_grants::IdGrants;
+use crate::limits;
 use crate::liveness::ConnectionType;
 use crate::outbound::Outbound;
 use crate::registry::Registry;
-use crate::store::{Applied, Store};
+use crate::snapshot::Snapshot;
+use crate::store::{Applied, Limits, Store};
 use crate::subscriptions::{commit_data, Selection, Visibility};
 use bytes::Bytes;
 use odb_wire::{
@@ -23,9 +47,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-
-/// Most objects in one `SubscriptionData` chunk.
-const CHUNK_OBJECTS: usize = 1000;
 
 /// Most object ids granted by one request, so that one client cannot exhaust the id space.
 const MAX_ID_REQUEST: u64 = 1 << 32;
@@ -76,11 +97,17 @@ pub(crate) struct Status {
     pub tid: AtomicU64,
     /// Live authenticated connections.
     pub connections: AtomicUsize,
+    /// Live objects.
+    pub objects: AtomicUsize,
+    /// Conflict keys with a stamp in the conflict history.
+    pub conflict_stamps: AtomicUsize,
 }
 
 struct Conn {
     outbound: Outbound,
     visibility: Visibility,
+    /// The object ids this connection may create objects with.
+    grants: IdGrants,
 }
 
 /// The sequencer's state. All methods are synchronous: the async part is [`Sequencer::run`].
@@ -95,6 +122,8 @@ pub(crate) struct Sequencer {
     ended: Vec<ObjectId>,
     /// The next object id to hand out; ids start at 1 and are never reused.
     next_id: u64,
+    /// The storage, when the database is durable; see [`durable`].
+    durable: Option<durable::Durable>,
     status: Arc<Status>,
 }
 
@@ -111,9 +140,13 @@ impl Sequencer {
         config: Arc<ServerConfig>,
         status: Arc<Status>,
         mut registry: Registry,
-        store: Store,
+        mut store: Store,
         next_id: u64,
     ) -> Result<Self, String> {
+        store.set_limits(Limits::for_server(
+            config.max_frame,
+            config.conflict_history,
+        ));
         let connection_type = ConnectionType::define(&mut registry)
             .map_err(|e| format!("cannot define the core schema: {e}"))?;
         let mut seq = Sequencer {
@@ -124,6 +157,7 @@ impl Sequencer {
             connection_type,
             ended: Vec::new(),
             next_id: next_id.max(1),
+            durable: None,
             status,
         };
         seq.ended = seq.connection_type.all(&seq.store);
@@ -142,17 +176,25 @@ impl Sequencer {
     pub async fn run(mut self, mut requests: mpsc::Receiver<Request>, stop: CancellationToken) {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
+            let retry_at = self.retry_at();
             tokio::select! {
                 _ = stop.cancelled() => break,
+                _ = sleep_until(retry_at) => self.delete_ended_connections(),
                 n = requests.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
                         break;
                     }
                     for request in batch.drain(..) {
+                        if self.durable.is_some() && durable::reads_state(&request) {
+                            // A failure is answered to the requests concerned.
+                            let _ = self.settle().await;
+                        }
                         self.handle(request);
                     }
                 }
             }
+            // Group commit: the batch is stored once, then its answers and pushes go out.
+            let _ = self.settle().await;
         }
         tracing::debug!("sequencer stopped");
     }
@@ -198,11 +240,14 @@ impl Sequencer {
             heartbeat_interval_ms: duration_ms(self.config.heartbeat_interval),
             max_frame: self.config.max_frame as u64,
         };
+        let mut grants = IdGrants::default();
+        grants.grant(ids);
         self.conns.insert(
             conn,
             Conn {
                 outbound,
                 visibility: Visibility::default(),
+                grants,
             },
         );
         self.publish();
@@ -221,7 +266,7 @@ impl Sequencer {
         let Some(state) = self.conns.get_mut(&conn) else {
             return;
         };
-        state.visibility.add_object(conn);
+        state.visibility.add_created(conn);
         let request = match self
             .connection_type
             .create(self.store.tid(), conn, client_name)
@@ -293,6 +338,9 @@ impl Sequencer {
                 } else {
                     self.allocate(count.max(self.config.id_block_size))
                 };
+                if let (Some(block), Some(state)) = (granted, self.conns.get_mut(&conn)) {
+                    state.grants.grant(block);
+                }
                 let answer = match granted {
                     Some(block) => ServerMessage::Ids { request_id, block },
                     None => ServerMessage::RequestFailed {
@@ -308,13 +356,10 @@ impl Sequencer {
                 request_id,
                 targets,
             } => self.subscribe(conn, request_id, &targets),
-            ClientMessage::Unsubscribe { request_id, .. } => {
-                let answer = ServerMessage::RequestFailed {
-                    request_id,
-                    reason: "unsubscribe is not supported by this server".into(),
-                };
-                self.send(conn, &answer);
-            }
+            ClientMessage::Unsubscribe {
+                request_id,
+                targets,
+            } => self.unsubscribe(conn, request_id, &targets),
             ClientMessage::Commit { request_id, commit } => self.commit(conn, request_id, &commit),
             ClientMessage::Flush { request_id } => {
                 let tid = self.store.tid();
@@ -334,7 +379,9 @@ impl Sequencer {
     }
 
     fn commit(&mut self, conn: ObjectId, request_id: RequestId, commit: &CommitRequest) {
-        let outcome = match self.store.commit(&self.registry, commit) {
+        let checked = limits::check_commit(&self.config, commit)
+            .and_then(|()| self.check_created_ids(conn, commit));
+        let outcome = match checked.and_then(|()| self.store.commit(&self.registry, commit)) {
             Ok(applied) => {
                 self.publish();
                 self.fan_out(Some(conn), &applied);
@@ -351,12 +398,40 @@ impl Sequencer {
         );
     }
 
+    /// Refuses a commit that creates an object with an id never granted to this connection.
+    fn check_created_ids(
+        &self,
+        conn: ObjectId,
+        commit: &CommitRequest,
+    ) -> Result<(), CommitOutcome> {
+        let Some(state) = self.conns.get(&conn) else {
+            return Ok(());
+        };
+        let foreign = commit.writes.iter().find(|w| {
+            w.value.is_some()
+                && self.registry.exists_field_type(w.field).is_some()
+                && self.store.record(w.object).is_none()
+                && !state.grants.contains(w.object)
+        });
+        match foreign {
+            Some(w) => Err(CommitOutcome::Invalid {
+                reason: format!(
+                    "object {} cannot be created: its id was not granted to this connection \
+                     (create objects only with ids from RequestIds or the Welcome)",
+                    w.object
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Pushes an applied commit to every connection that sees part of it, encoding each distinct
     /// filtered result once.
     /// `committer` is the connection that made the commit, `None` for the server's own commits.
     fn fan_out(&mut self, committer: Option<ObjectId>, applied: &Applied) {
         let mut encoded: HashMap<Selection, Option<Bytes>> = HashMap::new();
         let mut failed = Vec::new();
+        let max_frame = self.config.max_frame;
         for (&id, conn) in &mut self.conns {
             let selection = conn
                 .visibility
@@ -370,7 +445,14 @@ impl Sequencer {
                 encode_or_log(&message)
             });
             let sent = match frame {
-                Some(frame) => conn.outbound.send(frame.clone()),
+                Some(frame) => durable::queue(
+                    self.durable.as_mut(),
+                    id,
+                    &conn.outbound,
+                    frame.clone(),
+                    max_frame,
+                    durable::OnFailure::Drop,
+                ),
                 None => {
                     conn.outbound.close("a commit could not be encoded".into());
                     false
@@ -415,6 +497,22 @@ impl Sequencer {
         let Some(state) = self.conns.get_mut(&conn) else {
             return;
         };
+        let indices: Vec<(odb_wire::IndexId, Bytes)> =
+            additions.iter().filter_map(|(i, _)| i.clone()).collect();
+        let objects: Vec<ObjectId> = additions.iter().filter_map(|(_, o)| *o).collect();
+        let (held, new) = state.visibility.subscription_count(&indices, &objects);
+        let limit = self.config.max_subscriptions;
+        if held.saturating_add(new) > limit {
+            let reason = odb_wire::limits::reason(
+                odb_wire::limits::SUBSCRIPTIONS_PER_CONNECTION,
+                format_args!(
+                    "{held} subscriptions held and {new} more asked for, over the server's \
+                     limit of {limit} per connection; subscribe to a type or an index value \
+                     instead of many single objects"
+                ),
+            );
+            return self.fail(conn, request_id, reason);
+        }
         for (index, object) in additions {
             if let Some((index, value)) = index {
                 state.visibility.add_index(index, value);
@@ -423,47 +521,60 @@ impl Sequencer {
                 state.visibility.add_object(object);
             }
         }
-        let byte_budget = self.config.max_frame / 2;
-        let mut chunk: Vec<ObjectData> = Vec::new();
-        let mut chunk_bytes = 0;
-        for id in covered {
-            let Some(data) = self.store.object_data(id) else {
-                continue;
-            };
-            let size = object_size(&data);
-            if !chunk.is_empty()
-                && (chunk.len() >= CHUNK_OBJECTS || chunk_bytes + size > byte_budget)
-            {
-                let objects = std::mem::take(&mut chunk);
-                if !self.send(
-                    conn,
-                    &ServerMessage::SubscriptionData {
-                        request_id,
-                        objects,
-                    },
-                ) {
-                    return;
+        let objects: Vec<ObjectData> = covered
+            .into_iter()
+            .filter_map(|id| self.store.object_data(id))
+            .collect();
+        let snapshot = Snapshot::new(
+            request_id,
+            self.store.tid(),
+            objects,
+            self.config.max_frame / 2,
+        );
+        if !state.outbound.send_snapshot(snapshot) {
+            self.drop_conn(conn);
+        }
+    }
+
+    /// Cancels subscriptions and tells the connection which objects it no longer sees. Unknown
+    /// type or index ids fail the request and change nothing.
+    fn unsubscribe(
+        &mut self,
+        conn: ObjectId,
+        request_id: RequestId,
+        targets: &[SubscriptionTarget],
+    ) {
+        let mut indices = Vec::new();
+        let mut objects = Vec::new();
+        for target in targets {
+            match target {
+                SubscriptionTarget::Type(ty) => {
+                    let Some(info) = self.registry.type_info(*ty) else {
+                        return self.fail(conn, request_id, format!("unknown type id {ty}"));
+                    };
+                    indices.push((info.all_index, Bytes::new()));
                 }
-                chunk_bytes = 0;
+                SubscriptionTarget::Index { index, value } => {
+                    if self.registry.index_type(*index).is_none() {
+                        return self.fail(conn, request_id, format!("unknown index id {index}"));
+                    }
+                    indices.push((*index, value.clone()));
+                }
+                SubscriptionTarget::Object(id) => objects.push(*id),
             }
-            chunk_bytes += size;
-            chunk.push(data);
         }
-        if !chunk.is_empty()
-            && !self.send(
-                conn,
-                &ServerMessage::SubscriptionData {
-                    request_id,
-                    objects: chunk,
-                },
-            )
-        {
+        let Some(state) = self.conns.get_mut(&conn) else {
             return;
-        }
+        };
+        let dropped = state.visibility.remove(&indices, &objects, &self.store);
         let tid = self.store.tid();
         self.send(
             conn,
-            &ServerMessage::SubscriptionComplete { request_id, tid },
+            &ServerMessage::Unsubscribed {
+                request_id,
+                tid,
+                dropped,
+            },
         );
     }
 
@@ -478,7 +589,14 @@ impl Sequencer {
             return false;
         };
         let sent = match encode_or_log(message) {
-            Some(frame) => state.outbound.send(frame),
+            Some(frame) => durable::queue(
+                self.durable.as_mut(),
+                conn,
+                &state.outbound,
+                frame,
+                self.config.max_frame,
+                durable::OnFailure::of(message),
+            ),
             None => {
                 state
                     .outbound
@@ -505,7 +623,27 @@ impl Sequencer {
         self.status
             .connections
             .store(self.conns.len(), Ordering::Release);
+        self.status
+            .objects
+            .store(self.store.object_count(), Ordering::Release);
+        self.status
+            .conflict_stamps
+            .store(self.store.conflict_stamps(), Ordering::Release);
     }
+}
+
+/// Queues a frame unless it is larger than the frame limit, in which case the connection is
+/// closed with that reason: the client could not read it. Returns whether it was queued.
+fn queue_frame(outbound: &Outbound, frame: Bytes, max_frame: usize) -> bool {
+    if frame.len() > max_frame {
+        outbound.close(format!(
+            "a message for this connection encodes to {} bytes, over the frame limit of \
+             {max_frame} bytes",
+            frame.len()
+        ));
+        return false;
+    }
+    outbound.send(frame)
 }
 
 fn encode_or_log(message: &ServerMessage) -> Option<Bytes> {
@@ -518,16 +656,21 @@ fn encode_or_log(message: &ServerMessage) -> Option<Bytes> {
     }
 }
 
-/// Roughly how many bytes an object takes on the wire.
-fn object_size(data: &ObjectData) -> usize {
-    let fields: usize = data.fields.iter().map(|(_, v)| v.len() + 8).sum();
-    let indices: usize = data.indices.iter().map(|(_, v)| v.len() + 8).sum();
-    16 + fields + indices
+/// Waits until `at`; forever without it.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn duration_ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+mod durable;
+
+pub(crate) use durable::open;
 
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,9 @@
 //! last write of every conflict key. Also where commits are validated and applied.
 //!
 //! A commit is validated completely before anything changes, so a rejected commit changes nothing
-//! and consumes no tid.
+//! and consumes no tid. Validation covers ids and types, the size limits of [`Limits`], and the
+//! conflict history, which is kept for a bounded number of tids (see [`history`]): a commit whose
+//! base tid is older than that gets `TooOld`.
 
 use crate::registry::Registry;
 use bytes::Bytes;
@@ -10,6 +12,12 @@ use odb_wire::{
     CommitOutcome, CommitRequest, FieldId, IndexId, Key, ObjectData, ObjectId, Tid, TypeId,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+mod history;
+mod limits;
+
+use history::History;
+pub(crate) use limits::Limits;
 
 /// One live object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,8 +55,14 @@ pub(crate) struct Touched {
 pub(crate) struct Store {
     objects: HashMap<ObjectId, Record>,
     members: HashMap<(IndexId, Bytes), BTreeSet<ObjectId>>,
-    last_write: HashMap<Key, Tid>,
+    history: History,
+    /// Keys stamped by the commit being applied.
+    stamped: Vec<Key>,
+    limits: Limits,
     tid: Tid,
+    /// While set, the state before its first change of every object changed since the journal
+    /// was last cleared, so that those changes can be stored or undone.
+    journal: Option<HashMap<ObjectId, Option<Record>>>,
 }
 
 fn invalid(reason: String) -> CommitOutcome {
@@ -63,12 +77,123 @@ impl Store {
 
     /// The oldest base tid whose reads can still be validated.
     pub fn horizon(&self) -> Tid {
-        Tid(0)
+        self.history.horizon()
     }
 
-    /// The tid that last wrote a key; `Tid(0)` if it was never written.
+    /// The tid that last wrote a key; `Tid(0)` if it was never written, or not since the
+    /// horizon.
     pub fn last_write(&self, key: &Key) -> Tid {
-        self.last_write.get(key).copied().unwrap_or_default()
+        self.history.last_write(key)
+    }
+
+    /// Sets the limits enforced from now on; a shorter conflict history takes effect at once.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+        self.history.set_retained(limits.conflict_history, self.tid);
+    }
+
+    /// Forgets the whole conflict history, so that only commits based on the current tid or
+    /// later are accepted. For a database loaded without its history.
+    pub fn forget_conflict_history(&mut self) {
+        self.history.forget_all(self.tid);
+    }
+
+    /// How many objects are live.
+    pub fn object_count(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// How many conflict keys have a stamp in the conflict history.
+    pub fn conflict_stamps(&self) -> usize {
+        self.history.len()
+    }
+
+    /// A store holding loaded objects at tid `tid`, with an empty conflict history (so only
+    /// commits based on `tid` or later are accepted).
+    pub fn loaded(tid: Tid, objects: impl IntoIterator<Item = (ObjectId, Record)>) -> Store {
+        let mut store = Store {
+            tid,
+            ..Store::default()
+        };
+        for (id, record) in objects {
+            store.link(id, &record.indices);
+            store.objects.insert(id, record);
+        }
+        store.forget_conflict_history();
+        store
+    }
+
+    /// Starts (or stops) journaling changed objects; see [`Store::take_changes`].
+    pub fn set_journaling(&mut self, on: bool) {
+        self.journal = on.then(HashMap::new);
+    }
+
+    /// Whether an object changed since the journal was last cleared.
+    pub fn has_changes(&self) -> bool {
+        self.journal.as_ref().is_some_and(|j| !j.is_empty())
+    }
+
+    /// The current contents (`None`: deleted) of every object changed since the journal was
+    /// last cleared, in ascending id order. The journal is kept until [`Store::clear_journal`]
+    /// or [`Store::roll_back`].
+    pub fn changes(&self) -> Vec<(ObjectId, Option<Record>)> {
+        let mut changes: Vec<(ObjectId, Option<Record>)> = self
+            .journal
+            .iter()
+            .flat_map(|j| j.keys())
+            .map(|id| (*id, self.objects.get(id).cloned()))
+            .collect();
+        changes.sort_by_key(|(id, _)| *id);
+        changes
+    }
+
+    /// Forgets the journal: its changes are stored.
+    pub fn clear_journal(&mut self) {
+        if let Some(journal) = &mut self.journal {
+            journal.clear();
+        }
+    }
+
+    /// Restores every object changed since the journal was last cleared, and its index
+    /// memberships, to its state then. The tid and the conflict history are kept: tids are not
+    /// reused, and the stamps of undone commits only cause spurious conflicts, never missed ones.
+    pub fn roll_back(&mut self) {
+        let Some(journal) = self.journal.take() else {
+            return;
+        };
+        for (id, before) in &journal {
+            if let Some(now) = self.objects.remove(id) {
+                self.unlink(*id, &now.indices);
+            }
+            if let Some(before) = before {
+                self.link(*id, &before.indices);
+                self.objects.insert(*id, before.clone());
+            }
+        }
+        self.journal = Some(HashMap::new());
+    }
+
+    /// Adds an object to the member sets of its index values.
+    fn link(&mut self, o: ObjectId, indices: &[(IndexId, Bytes)]) {
+        for (index, value) in indices {
+            self.members
+                .entry((*index, value.clone()))
+                .or_default()
+                .insert(o);
+        }
+    }
+
+    /// Removes an object from the member sets of its index values.
+    fn unlink(&mut self, o: ObjectId, indices: &[(IndexId, Bytes)]) {
+        for (index, value) in indices {
+            let key = (*index, value.clone());
+            if let Some(set) = self.members.get_mut(&key) {
+                set.remove(&o);
+                if set.is_empty() {
+                    self.members.remove(&key);
+                }
+            }
+        }
     }
 
     /// A live object.
@@ -104,6 +229,7 @@ impl Store {
         // existence (which the client read), not a malformed request.
         self.check_conflicts(req)?;
         let created = self.validate(registry, req)?;
+        self.check_sizes(req, &created)?;
         Ok(self.apply(registry, req, created))
     }
 
@@ -251,6 +377,10 @@ impl Store {
             .chain(req.index_writes.iter().map(|w| w.object))
             .chain(req.deletes.iter().copied());
         for o in touched_ids {
+            if let Some(journal) = &mut self.journal {
+                let live = &self.objects;
+                journal.entry(o).or_insert_with(|| live.get(&o).cloned());
+            }
             objects.entry(o).or_insert_with(|| Touched {
                 created: created.contains_key(&o),
                 old_indices: self
@@ -271,7 +401,7 @@ impl Store {
                 },
             );
             if let Some(info) = registry.type_info(ty) {
-                self.set_index(o, info.all_index, Some(Bytes::new()), tid);
+                self.set_index(o, info.all_index, Some(Bytes::new()));
             }
         }
         for w in &req.writes {
@@ -286,31 +416,33 @@ impl Store {
                     (Err(_), None) => {}
                 }
             }
-            self.last_write.insert(Key::Field(w.object, w.field), tid);
+            self.stamped.push(Key::Field(w.object, w.field));
             if let Some(t) = objects.get_mut(&w.object) {
                 t.writes.insert(w.field, w.value.clone());
             }
         }
         for w in &req.index_writes {
-            self.set_index(w.object, w.index, w.value.clone(), tid);
+            self.set_index(w.object, w.index, w.value.clone());
         }
         for o in &req.deletes {
             let Some(record) = self.objects.remove(o) else {
                 continue;
             };
             for (f, _) in record.fields {
-                self.last_write.insert(Key::Field(*o, f), tid);
+                self.stamped.push(Key::Field(*o, f));
             }
             for (i, v) in record.indices {
-                self.leave_index(*o, i, v, tid);
+                self.leave_index(*o, i, v);
             }
         }
+        let stamped = std::mem::take(&mut self.stamped);
+        self.history.record(tid, stamped);
         Applied { tid, objects }
     }
 
     /// Moves a live object to a new value of an index (`None`: out of the index), stamping the
     /// old and the new index value. Setting the current value changes nothing.
-    fn set_index(&mut self, o: ObjectId, index: IndexId, value: Option<Bytes>, tid: Tid) {
+    fn set_index(&mut self, o: ObjectId, index: IndexId, value: Option<Bytes>) {
         let Some(record) = self.objects.get_mut(&o) else {
             return;
         };
@@ -329,19 +461,19 @@ impl Store {
             (Err(_), None) => None,
         };
         if let Some(old) = old {
-            self.leave_index(o, index, old, tid);
+            self.leave_index(o, index, old);
         }
         if let Some(value) = value {
             self.members
                 .entry((index, value.clone()))
                 .or_default()
                 .insert(o);
-            self.last_write.insert(Key::Index(index, value), tid);
+            self.stamped.push(Key::Index(index, value));
         }
     }
 
     /// Removes an object from one index value's member set and stamps that value.
-    fn leave_index(&mut self, o: ObjectId, index: IndexId, value: Bytes, tid: Tid) {
+    fn leave_index(&mut self, o: ObjectId, index: IndexId, value: Bytes) {
         let key = (index, value);
         if let Some(set) = self.members.get_mut(&key) {
             set.remove(&o);
@@ -349,7 +481,7 @@ impl Store {
                 self.members.remove(&key);
             }
         }
-        self.last_write.insert(Key::Index(key.0, key.1), tid);
+        self.stamped.push(Key::Index(key.0, key.1));
     }
 }
 

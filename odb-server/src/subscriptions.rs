@@ -1,20 +1,32 @@
 //! What each connection can see, and how a commit is filtered for it.
 //!
 //! A connection sees an object if it subscribed to one of the object's current index values (a
-//! type subscription is the type's "all" index with the empty value) or if the object is in its
-//! explicit set: objects subscribed one by one, objects it created, and objects that left a
-//! subscribed index value (they stay visible, as in the original).
+//! type subscription is the type's "all" index with the empty value), if it subscribed to the
+//! object itself, if it created the object, or if the object left an index value the connection
+//! is subscribed to (such objects stay visible, as in the original).
+//!
+//! Subscriptions are a set: subscribing twice to the same target and cancelling it once cancels
+//! it. Cancelling ([`Visibility::remove`]) reports the objects that were visible through the
+//! cancelled targets and are visible through nothing else now; objects a connection created stay
+//! visible whatever it cancels. An object kept only because it left a cancelled index value is
+//! dropped with it, which is why each such object remembers which subscribed values it left.
 
 use crate::store::{Applied, Store, Touched};
 use bytes::Bytes;
 use odb_wire::{CommitData, FieldWrite, IndexId, IndexWrite, ObjectId};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// One connection's subscriptions.
 #[derive(Default, Debug)]
 pub(crate) struct Visibility {
+    /// Subscribed index values.
     index_subs: HashSet<(IndexId, Bytes)>,
-    explicit: HashSet<ObjectId>,
+    /// Objects subscribed one by one, whether or not they exist yet.
+    objects: HashSet<ObjectId>,
+    /// Objects this connection created (and its own connection object): always visible.
+    created: HashSet<ObjectId>,
+    /// Objects visible because they left subscribed index values, with those values.
+    left: HashMap<ObjectId, Vec<(IndexId, Bytes)>>,
 }
 
 /// What one connection gets of one object touched by a commit.
@@ -38,14 +50,110 @@ impl Visibility {
         self.index_subs.insert((index, value));
     }
 
-    /// Makes one object visible, whether or not it exists yet.
+    /// Subscribes to one object, whether or not it exists yet.
     pub fn add_object(&mut self, id: ObjectId) {
-        self.explicit.insert(id);
+        self.objects.insert(id);
+    }
+
+    /// How many targets (index values and single objects) this connection is subscribed to,
+    /// and how many of `indices` and `objects` it is not subscribed to yet.
+    pub fn subscription_count(
+        &self,
+        indices: &[(IndexId, Bytes)],
+        objects: &[ObjectId],
+    ) -> (usize, usize) {
+        let held = self.index_subs.len() + self.objects.len();
+        let new_indices: HashSet<&(IndexId, Bytes)> = indices
+            .iter()
+            .filter(|i| !self.index_subs.contains(*i))
+            .collect();
+        let new_objects: HashSet<&ObjectId> = objects
+            .iter()
+            .filter(|o| !self.objects.contains(*o))
+            .collect();
+        (held, new_indices.len() + new_objects.len())
+    }
+
+    /// Makes an object visible for good, as if this connection had created it.
+    pub fn add_created(&mut self, id: ObjectId) {
+        self.created.insert(id);
+    }
+
+    /// Cancels subscriptions to index values and to single objects; targets not subscribed are
+    /// ignored. Returns, in ascending order, the live objects that were visible through a
+    /// cancelled target and are visible through nothing else now.
+    pub fn remove(
+        &mut self,
+        indices: &[(IndexId, Bytes)],
+        objects: &[ObjectId],
+        store: &Store,
+    ) -> Vec<ObjectId> {
+        let mut candidates = BTreeSet::new();
+        let mut cancelled = HashSet::new();
+        for (index, value) in indices {
+            let key = (*index, value.clone());
+            if self.index_subs.remove(&key) {
+                candidates.extend(store.members(*index, value));
+            }
+            cancelled.insert(key);
+        }
+        if !cancelled.is_empty() {
+            self.left.retain(|id, reasons| {
+                reasons.retain(|r| !cancelled.contains(r));
+                if reasons.is_empty() {
+                    candidates.insert(*id);
+                }
+                !reasons.is_empty()
+            });
+        }
+        for id in objects {
+            if self.objects.remove(id) {
+                candidates.insert(*id);
+            }
+        }
+        candidates
+            .into_iter()
+            .filter(|&id| store.record(id).is_some_and(|r| !self.sees(id, &r.indices)))
+            .collect()
     }
 
     /// Whether an object with these index memberships is visible.
     pub fn sees(&self, id: ObjectId, memberships: &[(IndexId, Bytes)]) -> bool {
-        self.explicit.contains(&id) || self.sees_by_index(memberships)
+        self.sees_explicitly(id) || self.sees_by_index(memberships)
+    }
+
+    /// Whether an object is visible whatever its index values.
+    fn sees_explicitly(&self, id: ObjectId) -> bool {
+        self.created.contains(&id) || self.objects.contains(&id) || self.left.contains_key(&id)
+    }
+
+    /// Forgets an object that no longer exists.
+    fn forget(&mut self, id: ObjectId) {
+        self.objects.remove(&id);
+        self.created.remove(&id);
+        self.left.remove(&id);
+    }
+
+    /// Records which subscribed index values a visible object left, going from `old` to `new`
+    /// memberships: each of them keeps it visible.
+    fn record_leaving(&mut self, id: ObjectId, old: &[(IndexId, Bytes)], new: &[(IndexId, Bytes)]) {
+        if self.index_subs.is_empty() || self.created.contains(&id) || self.objects.contains(&id) {
+            return;
+        }
+        let left: Vec<(IndexId, Bytes)> = old
+            .iter()
+            .filter(|&m| !new.contains(m) && self.index_subs.contains(m))
+            .cloned()
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        let reasons = self.left.entry(id).or_default();
+        for value in left {
+            if !reasons.contains(&value) {
+                reasons.push(value);
+            }
+        }
     }
 
     fn sees_by_index(&self, memberships: &[(IndexId, Bytes)]) -> bool {
@@ -56,31 +164,29 @@ impl Visibility {
     }
 
     /// Decides what this connection gets of a commit the store has just applied, and updates
-    /// the visibility for it: own creations and objects leaving a subscribed index value become
-    /// explicit, deleted objects are forgotten.
+    /// the visibility for it: own creations are remembered, objects leaving a subscribed index
+    /// value stay visible, deleted objects are forgotten.
     pub fn select(&mut self, applied: &Applied, store: &Store, is_committer: bool) -> Selection {
         let mut selection = Vec::new();
         for (&id, touched) in &applied.objects {
             let before = !touched.created && self.sees(id, &touched.old_indices);
             let Some(record) = store.record(id) else {
+                self.forget(id);
                 if before {
-                    self.explicit.remove(&id);
                     selection.push((id, Part::Deleted));
                 }
                 continue;
             };
+            if is_committer && touched.created {
+                self.created.insert(id);
+            }
             let by_index = self.sees_by_index(&record.indices);
             if before {
-                if !by_index {
-                    self.explicit.insert(id);
-                }
+                self.record_leaving(id, &touched.old_indices, &record.indices);
                 if has_changes(touched, &record.indices) {
                     selection.push((id, Part::Changes));
                 }
-            } else if by_index || self.explicit.contains(&id) {
-                selection.push((id, Part::Full));
-            } else if is_committer && touched.created {
-                self.explicit.insert(id);
+            } else if by_index || self.sees_explicitly(id) {
                 selection.push((id, Part::Full));
             }
         }

@@ -559,3 +559,209 @@ async fn binding_a_used_port_fails_with_a_clear_error() {
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
     first.shutdown().await;
 }
+
+/// Asks for `count` object ids and returns the first.
+async fn grant(raw: &mut Raw, request_id: u64, count: u64) -> u64 {
+    raw.send(ClientMessage::RequestIds {
+        request_id: RequestId(request_id),
+        count,
+    })
+    .await;
+    match raw.expect().await {
+        ServerMessage::Ids { block, .. } => block.start,
+        other => panic!("expected Ids, got {other:?}"),
+    }
+}
+
+/// Commits and returns the tid, after taking the commit's push.
+async fn commit_ok(raw: &mut Raw, request_id: u64, commit: CommitRequest) -> Tid {
+    raw.commit(request_id, commit).await;
+    assert!(matches!(raw.expect().await, ServerMessage::Commit(_)));
+    match raw.commit_result().await {
+        CommitOutcome::Committed { tid } => tid,
+        other => panic!("expected Committed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_large_subscription_streams_in_chunks_while_others_commit() {
+    const OBJECTS: u64 = 100_000;
+    const PER_COMMIT: u64 = 10_000;
+    // The snapshot's frames take far more than this; only what is queued behind it counts.
+    const QUEUE_LIMIT: usize = 512 << 10;
+    let server = start(ServerConfig {
+        outbound_limit_bytes: QUEUE_LIMIT,
+        ..ServerConfig::new(TOKEN)
+    })
+    .await;
+    let mut writer = Raw::in_process(&server);
+    let t = writer.login().await;
+    let first = grant(&mut writer, 2, OBJECTS + 1).await;
+    let mut base = writer.flush(3).await;
+    for start in (0..OBJECTS).step_by(PER_COMMIT as usize) {
+        let mut req = CommitRequest {
+            base_tid: base,
+            ..CommitRequest::default()
+        };
+        for o in first + start..first + start + PER_COMMIT {
+            let one = create(&t, o, "x", base);
+            req.writes.extend(one.writes);
+            req.index_writes.extend(one.index_writes);
+        }
+        base = commit_ok(&mut writer, 4, req).await;
+    }
+
+    let mut subscriber = Raw::in_process(&server);
+    subscriber.login().await;
+    subscriber
+        .send(ClientMessage::Subscribe {
+            request_id: RequestId(7),
+            targets: vec![SubscriptionTarget::Type(t.type_id)],
+        })
+        .await;
+    // The subscriber reads one chunk, then nothing while another client commits.
+    let mut received = match subscriber.expect().await {
+        ServerMessage::SubscriptionData { objects, .. } => objects.len(),
+        other => panic!("expected subscription data, got {other:?}"),
+    };
+    assert!(received <= 1000);
+    assert_eq!(server.stats().outbound_snapshots, 1, "still streaming");
+    let extra = first + OBJECTS;
+    let committed = commit_ok(&mut writer, 5, create(&t, extra, "x", base)).await;
+    let stats = server.stats();
+    assert_eq!(
+        stats.outbound_snapshots, 1,
+        "the commit did not wait for it"
+    );
+    assert!(stats.outbound_bytes < QUEUE_LIMIT, "{stats:?}");
+
+    // The rest of the snapshot, its completion, then the commit made meanwhile.
+    let complete = loop {
+        match subscriber.expect().await {
+            ServerMessage::SubscriptionData { objects, .. } => {
+                assert!(objects.len() <= 1000);
+                received += objects.len();
+            }
+            ServerMessage::SubscriptionComplete {
+                request_id: RequestId(7),
+                tid,
+            } => break tid,
+            other => panic!("expected subscription data, got {other:?}"),
+        }
+    };
+    assert_eq!(received, OBJECTS as usize);
+    assert!(complete < committed);
+    match subscriber.expect().await {
+        ServerMessage::Commit(data) => {
+            assert_eq!(data.tid, committed);
+            assert!(data.writes.iter().any(|w| w.object == ObjectId(extra)));
+        }
+        other => panic!("expected the commit made while streaming, got {other:?}"),
+    }
+    eventually("the snapshot is done", || {
+        server.stats().outbound_snapshots == 0
+    })
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unsubscribing_drops_objects_and_stops_their_pushes() {
+    let server = start(ServerConfig::new(TOKEN)).await;
+    let mut writer = Raw::tcp(&server).await;
+    let t = writer.login().await;
+    let o = grant(&mut writer, 2, 1).await;
+    let base = writer.flush(3).await;
+    commit_ok(&mut writer, 4, create(&t, o, "x", base)).await;
+
+    let mut reader = Raw::tcp(&server).await;
+    reader.login().await;
+    let target = SubscriptionTarget::Type(t.type_id);
+    reader
+        .send(ClientMessage::Subscribe {
+            request_id: RequestId(2),
+            targets: vec![target.clone()],
+        })
+        .await;
+    assert!(matches!(
+        reader.expect().await,
+        ServerMessage::SubscriptionData { objects, .. } if objects.len() == 1
+    ));
+    assert!(matches!(
+        reader.expect().await,
+        ServerMessage::SubscriptionComplete { .. }
+    ));
+    reader
+        .send(ClientMessage::Unsubscribe {
+            request_id: RequestId(3),
+            targets: vec![target],
+        })
+        .await;
+    assert_eq!(
+        reader.expect().await,
+        ServerMessage::Unsubscribed {
+            request_id: RequestId(3),
+            tid: server.current_tid(),
+            dropped: vec![ObjectId(o)],
+        }
+    );
+    let update = CommitRequest {
+        base_tid: server.current_tid(),
+        writes: vec![FieldWrite {
+            object: ObjectId(o),
+            field: t.fields[0],
+            value: Some(b("y")),
+        }],
+        ..CommitRequest::default()
+    };
+    let tid = commit_ok(&mut writer, 5, update).await;
+    assert_eq!(
+        reader.flush(4).await,
+        tid,
+        "Flushed comes with no push before it"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn stats_stay_flat_under_churn() {
+    let server = start(ServerConfig {
+        conflict_history: 100,
+        ..ServerConfig::new(TOKEN)
+    })
+    .await;
+    let mut client = Raw::in_process(&server);
+    let t = client.login().await;
+    let baseline = server.stats();
+    assert_eq!((baseline.connections, baseline.objects), (1, 1));
+
+    for _ in 0..50 {
+        let mut other = Raw::in_process(&server);
+        other.login().await;
+    }
+    eventually("every other connection is gone", || {
+        let stats = server.stats();
+        stats.connections == 1 && stats.objects == 1
+    })
+    .await;
+
+    let first = grant(&mut client, 2, 1_000).await;
+    let mut base = client.flush(3).await;
+    for o in first..first + 1_000 {
+        base = commit_ok(&mut client, 4, create(&t, o, "x", base)).await;
+        let delete = CommitRequest {
+            base_tid: base,
+            deletes: vec![ObjectId(o)],
+            ..CommitRequest::default()
+        };
+        base = commit_ok(&mut client, 5, delete).await;
+    }
+    let stats = server.stats();
+    assert_eq!(stats.objects, 1);
+    assert!(
+        stats.conflict_stamps <= 100 * 4,
+        "at most the keys of the last 100 commits: {stats:?}"
+    );
+    eventually("nothing is queued", || server.stats().outbound_bytes == 0).await;
+    server.shutdown().await;
+}

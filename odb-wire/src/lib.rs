@@ -6,6 +6,7 @@
 
 pub mod codec;
 mod ids;
+pub mod limits;
 mod message;
 
 pub use codec::{decode, encode, framing, CodecError, DEFAULT_MAX_FRAME, MAX_FRAME_CAP};

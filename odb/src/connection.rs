@@ -3,7 +3,7 @@
 //! answers by request id; because the server's stream is FIFO, an answer is always processed
 //! after every commit pushed before it.
 
-use crate::local::Shared;
+use crate::local::{CommitKind, Shared};
 use crate::{Error, Result};
 use futures::{SinkExt, StreamExt};
 use odb_wire::{
@@ -74,6 +74,36 @@ impl Conn {
     /// A request too large for one frame fails alone with [`Error::LimitExceeded`]; the
     /// connection stays usable.
     pub async fn request(&self, make: impl FnOnce(RequestId) -> ClientMessage) -> Result<Reply> {
+        let answer = self.start(make)?;
+        self.finish(answer).await
+    }
+
+    /// Waits for the final answer to a request sent with [`Conn::start`].
+    pub async fn finish(&self, answer: oneshot::Receiver<Reply>) -> Result<Reply> {
+        Self::answer(answer.await, || self.closed_error())
+    }
+
+    /// Turns what a request's answer channel delivered into the request's result.
+    pub fn answer(
+        received: std::result::Result<Reply, oneshot::error::RecvError>,
+        closed: impl FnOnce() -> Error,
+    ) -> Result<Reply> {
+        match received {
+            Ok(Reply::Failed(reason)) if odb_wire::limits::named_in(&reason).is_some() => {
+                Err(Error::LimitExceeded { what: reason })
+            }
+            Ok(Reply::Failed(reason)) => Err(Error::Server(reason)),
+            Ok(reply) => Ok(reply),
+            Err(_) => Err(closed()),
+        }
+    }
+
+    /// Sends a request without waiting; the answer arrives on the returned channel. `make`
+    /// runs before the request is sent.
+    pub fn start(
+        &self,
+        make: impl FnOnce(RequestId) -> ClientMessage,
+    ) -> Result<oneshot::Receiver<Reply>> {
         let id = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
         let frame = encode(&make(id))?;
         if frame.len() > self.max_frame {
@@ -97,11 +127,12 @@ impl Conn {
             self.pending.lock().remove(&id);
             return Err(self.closed_error());
         }
-        match rx.await {
-            Ok(Reply::Failed(reason)) => Err(Error::Server(reason)),
-            Ok(reply) => Ok(reply),
-            Err(_) => Err(self.closed_error()),
-        }
+        Ok(rx)
+    }
+
+    /// The error requests get once the connection has closed.
+    pub fn disconnected(&self) -> Error {
+        self.closed_error()
     }
 
     fn resolve(&self, id: RequestId, reply: Reply) {
@@ -120,6 +151,11 @@ impl Conn {
         pending.clear();
     }
 }
+
+/// What a client says when the first answer is not an ODB message.
+const NOT_ODB: &str = "the server did not answer the ODB protocol; is it a TLS port (use odbs://)?";
+/// A hint for a connection closed before any answer.
+const IF_TLS: &str = "if it is a TLS port, use odbs://";
 
 /// Performs the hello exchange on a fresh stream and starts the connection tasks.
 pub(crate) async fn open<S>(
@@ -142,14 +178,19 @@ where
     };
     writer.send(encode(&hello)?).await?;
     let first = match reader.next().await {
-        Some(frame) => frame?,
+        Some(Ok(frame)) => frame,
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return Err(Error::Protocol(format!("{NOT_ODB} ({e})")))
+        }
+        Some(Err(e)) => return Err(e.into()),
         None => {
-            return Err(Error::Disconnected(
-                "the server closed the connection during the hello".into(),
-            ))
+            return Err(Error::Disconnected(format!(
+                "the server closed the connection during the hello; {IF_TLS}"
+            )))
         }
     };
-    let welcome = match decode(&first)? {
+    let first = decode(&first).map_err(|e| Error::Protocol(format!("{NOT_ODB} ({e})")))?;
+    let welcome = match first {
         ServerMessage::Welcome {
             connection,
             ids,
@@ -286,14 +327,19 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
             Err(e) => break format!("the server sent an undecodable message: {e}"),
         };
         match msg {
-            ServerMessage::Commit(data) => shared.apply_commit(&data),
+            ServerMessage::Commit(data) => shared.apply_commit(&data, CommitKind::Pushed),
             ServerMessage::SubscriptionData {
                 request_id,
                 objects,
             } => subscriptions.entry(request_id).or_default().extend(objects),
             ServerMessage::SubscriptionComplete { request_id, tid } => {
                 let objects = subscriptions.remove(&request_id).unwrap_or_default();
-                shared.apply_snapshot(objects, &[], tid);
+                let types = shared
+                    .subscribing
+                    .lock()
+                    .remove(&request_id)
+                    .unwrap_or_default();
+                shared.apply_snapshot(objects, &types, tid);
                 conn.resolve(request_id, Reply::Subscribed(tid));
             }
             ServerMessage::Unsubscribed {
@@ -302,11 +348,14 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
                 dropped,
             } => {
                 // Objects no longer sent are removed, so nothing stale stays readable.
-                shared.apply_commit(&odb_wire::CommitData {
-                    tid,
-                    deletes: dropped,
-                    ..odb_wire::CommitData::default()
-                });
+                shared.apply_commit(
+                    &odb_wire::CommitData {
+                        tid,
+                        deletes: dropped,
+                        ..odb_wire::CommitData::default()
+                    },
+                    CommitKind::Dropped,
+                );
                 conn.resolve(request_id, Reply::Unsubscribed(tid));
             }
             ServerMessage::CommitResult {
@@ -323,6 +372,7 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
             ServerMessage::Ids { request_id, block } => conn.resolve(request_id, Reply::Ids(block)),
             ServerMessage::RequestFailed { request_id, reason } => {
                 subscriptions.remove(&request_id);
+                shared.subscribing.lock().remove(&request_id);
                 conn.resolve(request_id, Reply::Failed(reason))
             }
             ServerMessage::Closing { reason } => closing = Some(reason),
@@ -334,6 +384,6 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
     };
     conn.close(reason);
     // Wake everything waiting on the replica so it sees the closed connection.
-    shared.tid_tx.send_modify(|_| {});
+    shared.publish_closed();
     cancel.cancel();
 }

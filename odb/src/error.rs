@@ -115,6 +115,14 @@ pub enum Error {
     /// The transaction's closure asked to stop (see [`Error::abort`]).
     #[error("transaction aborted: {0}")]
     Aborted(String),
+    /// A historical view asked for a state the replica no longer retains.
+    #[error("the state at tid {tid} is no longer retained by this client (the oldest retained is tid {oldest}); raise ClientBuilder::retain_history to keep more history")]
+    HistoryUnavailable {
+        /// The tid asked for.
+        tid: Tid,
+        /// The oldest tid whose state is still retained.
+        oldest: Tid,
+    },
 }
 
 impl Error {

@@ -33,25 +33,34 @@
 // The derive macros generate `::odb::` paths; this lets them work inside this crate too.
 extern crate self as odb;
 
+mod changes;
 mod client;
+mod commits;
 mod connection;
 pub mod core;
 mod error;
 mod ids;
 mod local;
 mod object;
+mod pending;
+mod reactor;
 mod registry;
 mod replica;
 mod schema;
 #[cfg(feature = "server")]
 pub mod server;
+mod tls;
 mod transaction;
 mod view;
 
-pub use client::{Client, ClientBuilder, ClientStats, DEFAULT_MAX_RETRIES};
+pub use changes::AppliedCommit;
+pub use client::{Client, ClientBuilder, ClientStats, TxOptions, DEFAULT_MAX_RETRIES};
+pub use commits::Commits;
 pub use error::{Error, Result};
 pub use object::{encode_value, Handle, IndexArg, Object, Ref};
 pub use odb_wire::{Key, ObjectId, Tid};
+pub use pending::{PendingCommit, PendingSubscription};
+pub use reactor::Reactor;
 pub use schema::{FieldDef, IndexDef, IndexValue, Schema, TypeDef};
 pub use transaction::Transaction;
 pub use view::{Read, View};

@@ -1,13 +1,15 @@
 //! State shared between the client's handle, its views and its connection task.
 
+use crate::changes::{AppliedCommit, Change, CHANGE_BUFFER};
 use crate::registry::{Registry, TypeInfo};
 use crate::replica::Replica;
 use crate::schema::TypeDef;
 use crate::{Error, Result};
-use odb_wire::{CommitData, ObjectData, Tid, TypeId};
+use odb_wire::{CommitData, ObjectData, ObjectId, RequestId, Tid, TypeId};
 use parking_lot::RwLock;
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use tokio::sync::broadcast;
 
 /// The replica plus what this client has subscribed to.
 #[derive(Default)]
@@ -15,6 +17,17 @@ pub(crate) struct Local {
     pub replica: Replica,
     /// Types this client can read: subscribed wholly or in part, or that it created objects of.
     pub readable: HashSet<TypeId>,
+    /// Per type, the tid of the newest applied commit that changed one of its objects.
+    pub type_tids: HashMap<TypeId, Tid>,
+}
+
+/// What kind of change [`Shared::apply_commit`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CommitKind {
+    /// A commit the server pushed.
+    Pushed,
+    /// Objects dropped from the replica because a subscription was cancelled.
+    Dropped,
 }
 
 /// Everything the synchronous read and write paths need.
@@ -23,8 +36,12 @@ pub(crate) struct Shared {
     pub registry: RwLock<Registry>,
     /// Object ids this client may hand out.
     pub ids: parking_lot::Mutex<crate::ids::IdPool>,
-    /// Notified with the replica's tid whenever it moves.
-    pub tid_tx: tokio::sync::watch::Sender<Tid>,
+    /// Every change of the replica, for `wait_for`, reactors and `Client::commits`. Sent while
+    /// the replica's lock is held, so changes arrive in version order.
+    pub changes: broadcast::Sender<Arc<Change>>,
+    /// Types each subscription in flight makes readable, by request id; they become readable
+    /// together with the subscription's data.
+    pub subscribing: parking_lot::Mutex<HashMap<RequestId, Vec<TypeId>>>,
 }
 
 impl Shared {
@@ -36,7 +53,8 @@ impl Shared {
             }),
             registry: RwLock::new(Registry::default()),
             ids: parking_lot::Mutex::new(crate::ids::IdPool::default()),
-            tid_tx: tokio::sync::watch::channel(tid).0,
+            changes: broadcast::channel(CHANGE_BUFFER).0,
+            subscribing: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 
@@ -59,27 +77,72 @@ impl Shared {
         }
     }
 
-    /// Applies a pushed commit and marks the types of objects it creates as readable.
-    pub fn apply_commit(&self, commit: &CommitData) {
-        let created: Vec<TypeId> = {
-            let registry = self.registry.read();
+    /// Applies a commit, marks the types of objects it creates as readable, and publishes
+    /// what changed.
+    pub fn apply_commit(&self, commit: &CommitData, kind: CommitKind) {
+        // A field of each deleted object tells its type. Only the connection task applies
+        // changes, so the replica cannot change between this read and the write below.
+        let deleted_fields: Vec<odb_wire::FieldId> = if kind == CommitKind::Pushed {
+            let local = self.local.read();
             commit
+                .deletes
+                .iter()
+                .filter_map(|&id| local.replica.object_fields(id).next())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // The registry lock is never held together with the replica's.
+        let (created, types) = {
+            let registry = self.registry.read();
+            let created: Vec<TypeId> = commit
                 .writes
                 .iter()
                 .filter(|w| w.value.is_some())
                 .filter_map(|w| registry.by_exists_field(w.field).map(|t| t.type_id))
-                .collect()
+                .collect();
+            let mut types: HashSet<TypeId> = HashSet::new();
+            if kind == CommitKind::Pushed {
+                types.extend(
+                    commit
+                        .writes
+                        .iter()
+                        .filter_map(|w| registry.type_of_field(w.field)),
+                );
+                types.extend(
+                    commit
+                        .index_writes
+                        .iter()
+                        .filter_map(|w| registry.type_of_index(w.index)),
+                );
+                types.extend(
+                    deleted_fields
+                        .iter()
+                        .filter_map(|&f| registry.type_of_field(f)),
+                );
+            }
+            (created, types)
         };
-        let tid = {
-            let mut local = self.local.write();
-            local.readable.extend(created);
-            local.replica.apply_commit(commit);
-            local.replica.tid()
-        };
-        self.tid_tx.send_replace(tid);
+        let mut local = self.local.write();
+        local.readable.extend(created);
+        for ty in types {
+            let at = local.type_tids.entry(ty).or_default();
+            *at = (*at).max(commit.tid);
+        }
+        // Checked under the lock: a listener that starts later opens its snapshot after this
+        // change, so it cannot miss it.
+        let listening = self.changes.receiver_count() > 0;
+        let mut keys = HashSet::new();
+        local
+            .replica
+            .apply_commit(commit, listening.then_some(&mut keys));
+        if listening {
+            let applied = (kind == CommitKind::Pushed).then(|| applied_commit(commit));
+            self.publish(&local, keys, applied);
+        }
     }
 
-    /// Applies a completed subscription atomically.
+    /// Applies a completed subscription atomically: its data, and the types it makes readable.
     pub fn apply_snapshot(&self, objects: Vec<ObjectData>, types: &[TypeId], tid: Tid) {
         let seen: Vec<TypeId> = {
             let registry = self.registry.read();
@@ -89,22 +152,67 @@ impl Shared {
                 .filter_map(|(f, _)| registry.by_exists_field(*f).map(|t| t.type_id))
                 .collect()
         };
-        let tid = {
-            let mut local = self.local.write();
-            local.readable.extend(types.iter().copied().chain(seen));
-            local.replica.apply_snapshot(objects, tid);
-            local.replica.tid()
-        };
-        self.tid_tx.send_replace(tid);
+        let mut local = self.local.write();
+        local.readable.extend(types.iter().copied().chain(seen));
+        // Checked under the lock: a listener that starts later opens its snapshot after this
+        // change, so it cannot miss it.
+        let listening = self.changes.receiver_count() > 0;
+        let mut keys = HashSet::new();
+        local
+            .replica
+            .apply_snapshot(objects, tid, listening.then_some(&mut keys));
+        if listening {
+            self.publish(&local, keys, None);
+        }
     }
 
     /// Moves the replica's tid forward (after a flush).
     pub fn advance(&self, tid: Tid) {
-        let tid = {
-            let mut local = self.local.write();
-            local.replica.advance(tid);
-            local.replica.tid()
-        };
-        self.tid_tx.send_replace(tid);
+        let mut local = self.local.write();
+        local.replica.advance(tid);
+        if self.changes.receiver_count() > 0 {
+            self.publish(&local, HashSet::new(), None);
+        }
+    }
+
+    /// Tells every listener that the connection closed.
+    pub fn publish_closed(&self) {
+        let local = self.local.read();
+        let _ = self.changes.send(Arc::new(Change {
+            version: local.replica.version(),
+            tid: local.replica.tid(),
+            keys: HashSet::new(),
+            commit: None,
+            closed: true,
+        }));
+        drop(local);
+    }
+
+    fn publish(&self, local: &Local, keys: HashSet<odb_wire::Key>, commit: Option<AppliedCommit>) {
+        // No listener left is not an error: nobody needs to know.
+        let _ = self.changes.send(Arc::new(Change {
+            version: local.replica.version(),
+            tid: local.replica.tid(),
+            keys,
+            commit,
+            closed: false,
+        }));
+    }
+}
+
+/// What users see of a pushed commit.
+fn applied_commit(commit: &CommitData) -> AppliedCommit {
+    let deleted: BTreeSet<ObjectId> = commit.deletes.iter().copied().collect();
+    let changed: BTreeSet<ObjectId> = commit
+        .writes
+        .iter()
+        .map(|w| w.object)
+        .chain(commit.index_writes.iter().map(|w| w.object))
+        .filter(|id| !deleted.contains(id))
+        .collect();
+    AppliedCommit {
+        tid: commit.tid,
+        changed: changed.into_iter().collect(),
+        deleted: deleted.into_iter().collect(),
     }
 }

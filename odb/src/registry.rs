@@ -53,6 +53,9 @@ impl TypeInfo {
 pub(crate) struct Registry {
     by_def: HashMap<usize, Arc<TypeInfo>>,
     by_exists_field: HashMap<FieldId, Arc<TypeInfo>>,
+    /// The type every field (the existence field included) and index id belongs to.
+    type_of_field: HashMap<FieldId, TypeId>,
+    type_of_index: HashMap<IndexId, TypeId>,
 }
 
 fn key(def: &'static TypeDef) -> usize {
@@ -75,8 +78,24 @@ impl Registry {
         for info in types {
             let info = Arc::new(info);
             self.by_exists_field.insert(info.exists_field, info.clone());
+            for &field in info.fields.iter().chain([&info.exists_field]) {
+                self.type_of_field.insert(field, info.type_id);
+            }
+            for &index in info.indices.iter().chain([&info.all_index]) {
+                self.type_of_index.insert(index, info.type_id);
+            }
             self.by_def.insert(key(info.def), info);
         }
+    }
+
+    /// The type field `field` belongs to, if this client knows it.
+    pub fn type_of_field(&self, field: FieldId) -> Option<TypeId> {
+        self.type_of_field.get(&field).copied()
+    }
+
+    /// The type index `index` belongs to, if this client knows it.
+    pub fn type_of_index(&self, index: IndexId) -> Option<TypeId> {
+        self.type_of_index.get(&index).copied()
     }
 
     /// The type whose existence field is `field`, if this client knows it.

@@ -8,18 +8,36 @@
 //! still changes what is visible, and open snapshots must not see that.
 //!
 //! Versions no open snapshot can read any more are pruned: at once when no snapshot is open,
-//! otherwise as soon as the oldest snapshot that needed them closes.
+//! otherwise as soon as the oldest snapshot that needed them closes. A replica may also be told
+//! to retain the states after its most recent changes (`retain_history`), which keeps the
+//! pruning horizon at the oldest retained version so that historical snapshots can open there.
 //!
 //! Index lookups go through a candidate set per (index, value): every object that had that
 //! value at some retained version. A lookup checks each candidate's version at the snapshot.
 
 use bytes::Bytes;
-use odb_wire::{CommitData, FieldId, IndexId, ObjectData, ObjectId, Tid};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use odb_wire::{CommitData, FieldId, IndexId, Key, ObjectData, ObjectId, Tid};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 /// A local change number: strictly increasing with every change applied to the replica.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Default)]
 pub(crate) struct Version(u64);
+
+#[cfg(test)]
+impl Version {
+    pub fn test(v: u64) -> Version {
+        Version(v)
+    }
+}
+
+/// Why a historical snapshot cannot be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HistoryError {
+    /// The tid is older than the oldest retained state, which is the state at `oldest`.
+    Unavailable { oldest: Tid },
+    /// The tid is newer than the replica's.
+    Future { current: Tid },
+}
 
 /// Where a snapshot reads: the local version, and the server tid it corresponds to.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -65,6 +83,11 @@ impl Chain {
     fn has_history(&self) -> bool {
         self.0.len() > 1 || matches!(self.0.as_slice(), [(_, None)])
     }
+
+    /// The newest value.
+    fn latest(&self) -> Option<&Bytes> {
+        self.0.last().and_then(|(_, value)| value.as_ref())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -95,14 +118,32 @@ pub(crate) struct Replica {
     open: BTreeMap<Version, usize>,
     /// Objects with retained history, by the version after which it can be pruned.
     history: BTreeMap<Version, Vec<ObjectId>>,
+    /// How many changes before the newest one keep their state readable.
+    retain: usize,
+    /// The tid and version of the newest change and of the `retain` changes before it,
+    /// oldest first.
+    applied: VecDeque<(Tid, Version)>,
 }
 
 impl Replica {
     pub fn new(tid: Tid) -> Replica {
         Replica {
             tid,
+            applied: VecDeque::from([(tid, Version::default())]),
             ..Replica::default()
         }
+    }
+
+    /// Keeps the states after the `changes` most recent changes before the newest one readable
+    /// with [`Replica::open_snapshot_at`].
+    pub fn set_retain(&mut self, changes: usize) {
+        self.retain = changes;
+        self.trim_applied();
+    }
+
+    /// The newest local version.
+    pub fn version(&self) -> Version {
+        self.version
     }
 
     /// The tid of the newest commit applied.
@@ -119,6 +160,25 @@ impl Replica {
         }
     }
 
+    /// Registers a snapshot of the state after commit `tid` as this replica saw it: the
+    /// newest retained change at or before `tid`.
+    pub fn open_snapshot_at(&mut self, tid: Tid) -> Result<SnapshotAt, HistoryError> {
+        if tid > self.tid {
+            return Err(HistoryError::Future { current: self.tid });
+        }
+        let version = self
+            .applied
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= tid)
+            .map(|(_, v)| *v)
+            .ok_or(HistoryError::Unavailable {
+                oldest: self.applied.front().map_or(self.tid, |(t, _)| *t),
+            })?;
+        *self.open.entry(version).or_default() += 1;
+        Ok(SnapshotAt { version, tid })
+    }
+
     /// Releases a snapshot taken with [`Replica::open_snapshot`].
     pub fn close_snapshot(&mut self, at: SnapshotAt) {
         if let Some(count) = self.open.get_mut(&at.version) {
@@ -130,14 +190,34 @@ impl Replica {
         }
     }
 
-    /// The oldest version any open snapshot reads at (or the current version).
+    /// The oldest version any open snapshot reads at or history retains (or the current
+    /// version).
     fn horizon(&self) -> Version {
+        let retained = self.applied.front().map_or(self.version, |(_, v)| *v);
         self.open
             .keys()
             .next()
             .copied()
             .unwrap_or(self.version)
             .min(self.version)
+            .min(retained)
+    }
+
+    /// Records a new change and forgets the oldest retained ones beyond the limit.
+    fn record_applied(&mut self, tid: Tid, version: Version) {
+        self.applied.push_back((tid, version));
+        self.trim_applied();
+    }
+
+    fn trim_applied(&mut self) {
+        let mut trimmed = false;
+        while self.applied.len() > self.retain.saturating_add(1) {
+            self.applied.pop_front();
+            trimmed = true;
+        }
+        if trimmed {
+            self.collect();
+        }
     }
 
     /// Number of objects held, live or not yet collected.
@@ -172,8 +252,9 @@ impl Replica {
             .collect()
     }
 
-    /// Applies a pushed commit as one new version.
-    pub fn apply_commit(&mut self, commit: &CommitData) {
+    /// Applies a pushed commit as one new version. When `changed` is given, the keys whose
+    /// value changed are added to it: fields written or deleted, index values gained or lost.
+    pub fn apply_commit(&mut self, commit: &CommitData, mut changed: Option<&mut HashSet<Key>>) {
         self.tid = self.tid.max(commit.tid);
         let version = self.next_version();
         let mut touched = Vec::new();
@@ -181,13 +262,31 @@ impl Replica {
             let obj = self.objects.entry(w.object).or_default();
             chain_mut(&mut obj.fields, w.field).push(version, w.value.clone());
             touched.push(w.object);
+            if let Some(changed) = changed.as_deref_mut() {
+                changed.insert(Key::Field(w.object, w.field));
+            }
         }
         for w in &commit.index_writes {
-            self.set_index(w.object, w.index, w.value.clone(), version);
+            let old = self.set_index(w.object, w.index, w.value.clone(), version);
             touched.push(w.object);
+            if let Some(changed) = changed.as_deref_mut() {
+                index_changed(changed, w.index, old, w.value.clone());
+            }
         }
         for &id in &commit.deletes {
             if let Some(obj) = self.objects.get_mut(&id) {
+                if let Some(changed) = changed.as_deref_mut() {
+                    for (field, chain) in &obj.fields {
+                        if chain.latest().is_some() {
+                            changed.insert(Key::Field(id, *field));
+                        }
+                    }
+                    for (index, chain) in &obj.indices {
+                        if let Some(value) = chain.latest() {
+                            changed.insert(Key::Index(*index, value.clone()));
+                        }
+                    }
+                }
                 let fields = obj.fields.iter_mut().map(|(_, c)| c);
                 for chain in fields.chain(obj.indices.iter_mut().map(|(_, c)| c)) {
                     chain.push(version, None);
@@ -195,12 +294,18 @@ impl Replica {
                 touched.push(id);
             }
         }
+        self.record_applied(self.tid, version);
         self.settle(touched, version);
     }
 
     /// Applies a subscription's initial data, each object's complete state at `tid`, as one
-    /// new version.
-    pub fn apply_snapshot(&mut self, objects: Vec<ObjectData>, tid: Tid) {
+    /// new version. `changed` is as for [`Replica::apply_commit`].
+    pub fn apply_snapshot(
+        &mut self,
+        objects: Vec<ObjectData>,
+        tid: Tid,
+        mut changed: Option<&mut HashSet<Key>>,
+    ) {
         self.tid = self.tid.max(tid);
         let version = self.next_version();
         let mut touched = Vec::with_capacity(objects.len());
@@ -209,10 +314,16 @@ impl Replica {
             for (f, chain) in obj.fields.iter_mut() {
                 if !data.fields.iter().any(|(g, _)| g == f) {
                     chain.push(version, None);
+                    if let Some(changed) = changed.as_deref_mut() {
+                        changed.insert(Key::Field(data.id, *f));
+                    }
                 }
             }
             for (f, v) in data.fields {
                 chain_mut(&mut obj.fields, f).push(version, Some(v));
+                if let Some(changed) = changed.as_deref_mut() {
+                    changed.insert(Key::Field(data.id, f));
+                }
             }
             let stale: Vec<IndexId> = obj
                 .indices
@@ -221,14 +332,29 @@ impl Replica {
                 .filter(|i| !data.indices.iter().any(|(j, _)| j == i))
                 .collect();
             for i in stale {
-                self.set_index(data.id, i, None, version);
+                let old = self.set_index(data.id, i, None, version);
+                if let Some(changed) = changed.as_deref_mut() {
+                    index_changed(changed, i, old, None);
+                }
             }
             for (i, v) in data.indices {
-                self.set_index(data.id, i, Some(v), version);
+                let old = self.set_index(data.id, i, Some(v.clone()), version);
+                if let Some(changed) = changed.as_deref_mut() {
+                    index_changed(changed, i, old, Some(v));
+                }
             }
             touched.push(data.id);
         }
+        self.record_applied(self.tid, version);
         self.settle(touched, version);
+    }
+
+    /// The fields object `id` has or had in this replica.
+    pub fn object_fields(&self, id: ObjectId) -> impl Iterator<Item = FieldId> + '_ {
+        self.objects
+            .get(&id)
+            .into_iter()
+            .flat_map(|o| o.fields.iter().map(|(f, _)| *f))
     }
 
     /// Moves the replica's tid forward without data (a flush, or a conflict reported at a tid
@@ -242,7 +368,14 @@ impl Replica {
         self.version
     }
 
-    fn set_index(&mut self, id: ObjectId, index: IndexId, value: Option<Bytes>, version: Version) {
+    /// Sets an index membership; returns the previous value.
+    fn set_index(
+        &mut self,
+        id: ObjectId,
+        index: IndexId,
+        value: Option<Bytes>,
+        version: Version,
+    ) -> Option<Bytes> {
         if let Some(v) = &value {
             self.candidates
                 .entry((index, v.clone()))
@@ -250,7 +383,10 @@ impl Replica {
                 .insert(id);
         }
         let obj = self.objects.entry(id).or_default();
-        chain_mut(&mut obj.indices, index).push(version, value);
+        let chain = chain_mut(&mut obj.indices, index);
+        let old = chain.latest().cloned();
+        chain.push(version, value);
+        old
     }
 
     /// Prunes what the new version made obsolete, and remembers what must wait for open
@@ -316,6 +452,19 @@ impl Replica {
     }
 }
 
+/// Records the index keys an index change touches: the value lost and the value gained.
+fn index_changed(
+    changed: &mut HashSet<Key>,
+    index: IndexId,
+    old: Option<Bytes>,
+    new: Option<Bytes>,
+) {
+    if old == new {
+        return;
+    }
+    changed.extend(old.into_iter().chain(new).map(|v| Key::Index(index, v)));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +495,12 @@ mod tests {
         }
     }
 
+    impl Replica {
+        fn apply_test(&mut self, commit: &CommitData) {
+            self.apply_commit(commit, None);
+        }
+    }
+
     fn delete(tid: u64, o: u64) -> CommitData {
         CommitData {
             tid: Tid(tid),
@@ -357,13 +512,13 @@ mod tests {
     #[test]
     fn an_open_snapshot_keeps_reading_its_versions() {
         let mut r = Replica::new(Tid(0));
-        r.apply_commit(&commit(
+        r.apply_test(&commit(
             1,
             vec![write(1, 1, Some(b"a"))],
             vec![index(1, 7, Some(b"x"))],
         ));
         let snap = r.open_snapshot();
-        r.apply_commit(&commit(
+        r.apply_test(&commit(
             2,
             vec![write(1, 1, Some(b"b"))],
             vec![index(1, 7, Some(b"y"))],
@@ -397,7 +552,7 @@ mod tests {
             fields: vec![(FieldId(1), Bytes::from_static(b"z"))],
             indices: vec![(IndexId(7), Bytes::new())],
         };
-        r.apply_snapshot(vec![data], Tid(5));
+        r.apply_snapshot(vec![data], Tid(5), None);
         assert!(r.field(ObjectId(9), FieldId(1), snap).is_none());
         assert!(r.lookup(IndexId(7), b"", snap).is_empty());
         let now = r.open_snapshot();
@@ -408,12 +563,12 @@ mod tests {
     #[test]
     fn deleted_objects_are_dropped_when_no_snapshot_needs_them() {
         let mut r = Replica::new(Tid(0));
-        r.apply_commit(&commit(
+        r.apply_test(&commit(
             1,
             vec![write(1, 1, Some(b"a"))],
             vec![index(1, 7, Some(b""))],
         ));
-        r.apply_commit(&delete(2, 1));
+        r.apply_test(&delete(2, 1));
         assert_eq!(r.object_count(), 0);
         assert!(r.candidates.is_empty());
     }
@@ -424,7 +579,7 @@ mod tests {
         let mut tid = 0;
         for o in 1..=100u64 {
             tid += 1;
-            r.apply_commit(&commit(
+            r.apply_test(&commit(
                 tid,
                 vec![write(o, 1, Some(b"a"))],
                 vec![index(o, 7, Some(b""))],
@@ -433,7 +588,7 @@ mod tests {
         let snap = r.open_snapshot();
         for o in 1..=100u64 {
             tid += 1;
-            r.apply_commit(&delete(tid, o));
+            r.apply_test(&delete(tid, o));
         }
         assert_eq!(r.lookup(IndexId(7), b"", snap).len(), 100);
         assert_eq!(r.object_count(), 100);
@@ -447,9 +602,63 @@ mod tests {
     fn overwritten_values_keep_one_version_without_snapshots() {
         let mut r = Replica::new(Tid(0));
         for t in 1..=50u64 {
-            r.apply_commit(&commit(t, vec![write(1, 1, Some(b"v"))], vec![]));
+            r.apply_test(&commit(t, vec![write(1, 1, Some(b"v"))], vec![]));
         }
         assert_eq!(r.objects[&ObjectId(1)].fields[0].1 .0.len(), 1);
         assert!(r.history.is_empty());
+    }
+
+    #[test]
+    fn retained_history_reads_the_state_after_each_retained_commit() {
+        let mut r = Replica::new(Tid(0));
+        r.set_retain(2);
+        for t in 1..=4u64 {
+            let value: &'static [u8] = [b"1", b"2", b"3", b"4"][t as usize - 1];
+            r.apply_test(&commit(t, vec![write(1, 1, Some(value))], vec![]));
+        }
+        // Retained: the states after tids 2 and 3, plus the current one (4).
+        let at = r.open_snapshot_at(Tid(2)).unwrap();
+        assert_eq!(r.field(ObjectId(1), FieldId(1), at).unwrap().as_ref(), b"2");
+        r.close_snapshot(at);
+        let at = r.open_snapshot_at(Tid(4)).unwrap();
+        assert_eq!(r.field(ObjectId(1), FieldId(1), at).unwrap().as_ref(), b"4");
+        r.close_snapshot(at);
+        assert_eq!(
+            r.open_snapshot_at(Tid(1)),
+            Err(HistoryError::Unavailable { oldest: Tid(2) })
+        );
+        assert_eq!(
+            r.open_snapshot_at(Tid(5)),
+            Err(HistoryError::Future { current: Tid(4) })
+        );
+        // Only the retained versions are kept.
+        assert_eq!(r.objects[&ObjectId(1)].fields[0].1 .0.len(), 3);
+    }
+
+    #[test]
+    fn applied_changes_report_the_keys_they_changed() {
+        let mut r = Replica::new(Tid(0));
+        let mut keys = HashSet::new();
+        r.apply_commit(
+            &commit(
+                1,
+                vec![write(1, 1, Some(b"a"))],
+                vec![index(1, 7, Some(b"x"))],
+            ),
+            Some(&mut keys),
+        );
+        let field = Key::Field(ObjectId(1), FieldId(1));
+        let x = Key::Index(IndexId(7), Bytes::from_static(b"x"));
+        let y = Key::Index(IndexId(7), Bytes::from_static(b"y"));
+        assert_eq!(keys, [field.clone(), x.clone()].into_iter().collect());
+        keys.clear();
+        r.apply_commit(
+            &commit(2, vec![], vec![index(1, 7, Some(b"y"))]),
+            Some(&mut keys),
+        );
+        assert_eq!(keys, [x, y.clone()].into_iter().collect());
+        keys.clear();
+        r.apply_commit(&delete(3, 1), Some(&mut keys));
+        assert_eq!(keys, [field, y].into_iter().collect());
     }
 }

@@ -1,13 +1,15 @@
 //! Transactions: a snapshot plus recorded reads and buffered writes, turned into one commit.
 
+use crate::changes::ReadSet;
 use crate::local::Shared;
 use crate::registry::TypeInfo;
-use crate::schema::Schema;
+use crate::replica::SnapshotAt;
+use crate::schema::{IndexValue, Schema};
 use crate::view::{Read, Snapshot};
-use crate::{Error, Result, TypeDef};
+use crate::{Error, Handle, Object, Result, TypeDef};
 use bytes::{Bytes, BytesMut};
-use odb_wire::{CommitRequest, FieldId, FieldWrite, IndexId, IndexWrite, ObjectId, Tid};
-use std::cell::RefCell;
+use odb_wire::{CommitRequest, FieldId, FieldWrite, IndexId, IndexWrite, Key, ObjectId, Tid};
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -19,6 +21,14 @@ pub(crate) enum Need {
     Schema(&'static Schema),
     /// More object ids are needed.
     Ids(u64),
+}
+
+/// What a finished transaction attempt produced.
+pub(crate) enum Finished {
+    /// Writes to send.
+    Commit(CommitRequest),
+    /// Nothing was written: what the attempt read, and where.
+    ReadOnly(ReadSet, SnapshotAt),
 }
 
 /// What the transaction did to one object.
@@ -39,6 +49,8 @@ pub struct Transaction<'a> {
     snap: Snapshot<'a>,
     reads: RefCell<BTreeSet<(ObjectId, FieldId)>>,
     index_reads: RefCell<BTreeSet<(IndexId, Bytes)>>,
+    /// Whether the closure looked at the snapshot's tid.
+    tid_read: Cell<bool>,
     objects: BTreeMap<ObjectId, Pending>,
     need: Option<Need>,
     created: u64,
@@ -50,6 +62,7 @@ impl<'a> Transaction<'a> {
             snap: Snapshot::open(shared),
             reads: RefCell::default(),
             index_reads: RefCell::default(),
+            tid_read: Cell::new(false),
             objects: BTreeMap::new(),
             need: None,
             created: 0,
@@ -60,16 +73,59 @@ impl<'a> Transaction<'a> {
         self.need.take()
     }
 
-    /// Records a read of a field without reading it, so that the commit fails if someone else
-    /// changes it. Use it to make a transaction depend on data it did not otherwise read.
-    pub fn mark_field_read(&self, ty: &'static TypeDef, id: ObjectId, field: &str) -> Result<()> {
+    /// Records a read of field `field` (its name as declared) of `object` without reading it,
+    /// so that the commit fails with a conflict if another commit changes that field after this
+    /// transaction's snapshot. Use it to make a transaction depend on data it did not read.
+    ///
+    /// Fails with [`Error::Invalid`] if the type has no such field, and with
+    /// [`Error::NotSubscribed`] if this client cannot read the type.
+    pub fn mark_read<H: Handle>(&self, object: H, field: &str) -> Result<()> {
+        let ty = <H::Object as Object>::type_def();
         let info = self.snap.type_info(ty)?;
         let pos = ty
             .fields
             .iter()
             .position(|f| f.name == field)
-            .ok_or_else(|| Error::Invalid(format!("{} has no field {field}", ty.name)))?;
-        self.record_read(id, info.fields[pos]);
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{} has no field named {field:?}",
+                    ty.qualified_name()
+                ))
+            })?;
+        self.record_read(object.id(), info.fields[pos]);
+        Ok(())
+    }
+
+    /// Records a lookup of one index value (made by the generated `Type::NAME_index(value)`)
+    /// without doing it: the commit fails with a conflict if another commit adds an object to
+    /// that value or removes one from it after this transaction's snapshot.
+    ///
+    /// Fails with [`Error::Encode`] if the value could not be encoded, and with
+    /// [`Error::NotSubscribed`] if this client cannot read the type.
+    pub fn mark_index_read(&self, value: &IndexValue) -> Result<()> {
+        let info = self.snap.type_info(value.ty)?;
+        let index = info.index_id(Some(value.index)).ok_or_else(|| {
+            Error::Invalid(format!(
+                "no index #{} in {}",
+                value.index,
+                value.ty.qualified_name()
+            ))
+        })?;
+        let bytes = value.value.clone().map_err(Error::Encode)?;
+        self.index_reads.borrow_mut().insert((index, bytes));
+        Ok(())
+    }
+
+    /// Records a read of the set of all objects of type `T` (what `T::lookup_all` reads): the
+    /// commit fails with a conflict if another commit creates or deletes a `T` after this
+    /// transaction's snapshot.
+    ///
+    /// Fails with [`Error::NotSubscribed`] if this client cannot read the type.
+    pub fn mark_type_read<T: Object>(&self) -> Result<()> {
+        let info = self.snap.type_info(T::type_def())?;
+        self.index_reads
+            .borrow_mut()
+            .insert((info.all_index, Bytes::new()));
         Ok(())
     }
 
@@ -225,8 +281,38 @@ impl<'a> Transaction<'a> {
         Some(value.freeze())
     }
 
-    /// Builds the commit request; `None` when the transaction wrote nothing.
-    pub(crate) fn into_request(self) -> Option<CommitRequest> {
+    /// What the attempt produced: a commit request, or the reads of a read-only attempt.
+    pub(crate) fn finish(self) -> Finished {
+        let at = self.snap.at;
+        let tid_read = self.tid_read.get();
+        let reads = self.reads.take();
+        let index_reads = self.index_reads.take();
+        match self.into_request() {
+            Some(mut request) => {
+                request.reads = reads.into_iter().collect();
+                request.index_reads = index_reads.into_iter().collect();
+                Finished::Commit(request)
+            }
+            None => {
+                let keys = reads
+                    .into_iter()
+                    .map(|(o, f)| Key::Field(o, f))
+                    .chain(index_reads.into_iter().map(|(i, v)| Key::Index(i, v)))
+                    .collect();
+                Finished::ReadOnly(
+                    ReadSet {
+                        keys,
+                        tid: tid_read,
+                    },
+                    at,
+                )
+            }
+        }
+    }
+
+    /// Builds the commit request without its read sets; `None` when the transaction wrote
+    /// nothing.
+    fn into_request(self) -> Option<CommitRequest> {
         let mut req = CommitRequest {
             base_tid: self.snap.tid,
             ..CommitRequest::default()
@@ -273,14 +359,13 @@ impl<'a> Transaction<'a> {
         if req.writes.is_empty() && req.deletes.is_empty() {
             return None;
         }
-        req.reads = self.reads.take().into_iter().collect();
-        req.index_reads = self.index_reads.take().into_iter().collect();
         Some(req)
     }
 }
 
 impl Read for Transaction<'_> {
     fn tid(&self) -> Tid {
+        self.tid_read.set(true);
         self.snap.tid
     }
 

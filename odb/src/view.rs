@@ -1,11 +1,13 @@
 //! Read-only snapshots of the local replica, and the [`Read`] trait shared with transactions.
 
+use crate::changes::ReadSet;
 use crate::local::Shared;
 use crate::registry::TypeInfo;
-use crate::replica::SnapshotAt;
+use crate::replica::{HistoryError, SnapshotAt};
 use crate::{Error, Result, TypeDef};
 use bytes::Bytes;
-use odb_wire::{ObjectId, Tid};
+use odb_wire::{Key, ObjectId, Tid};
+use std::cell::RefCell;
 use std::sync::Arc;
 
 /// Reading objects: implemented by [`View`] and [`crate::Transaction`].
@@ -56,6 +58,23 @@ impl<'a> Snapshot<'a> {
             at,
             tid: at.tid,
         }
+    }
+
+    /// A snapshot of the state after commit `tid` as this client saw it, if still retained.
+    pub fn open_at(shared: &'a Shared, tid: Tid) -> Result<Snapshot<'a>> {
+        let at = shared
+            .local
+            .write()
+            .replica
+            .open_snapshot_at(tid)
+            .map_err(|e| match e {
+                HistoryError::Unavailable { oldest } => Error::HistoryUnavailable { tid, oldest },
+                HistoryError::Future { current } => Error::Invalid(format!(
+                    "tid {tid} is newer than this client's replica, which is at tid {current}; \
+                     wait for it with flush() or wait_for() first"
+                )),
+            })?;
+        Ok(Snapshot { shared, at, tid })
     }
 
     pub fn type_info(&self, ty: &'static TypeDef) -> Result<Arc<TypeInfo>> {
@@ -119,10 +138,41 @@ impl Drop for Snapshot<'_> {
 /// [`crate::Client::view`]. Reads are local and never fail with a conflict.
 pub struct View<'a> {
     pub(crate) snap: Snapshot<'a>,
+    /// When set, every key read is recorded (for waiting until one of them changes).
+    pub(crate) reads: Option<RefCell<ReadSet>>,
+}
+
+impl<'a> View<'a> {
+    pub(crate) fn new(snap: Snapshot<'a>) -> View<'a> {
+        View { snap, reads: None }
+    }
+
+    /// A view that records what it reads; see [`View::into_reads`].
+    pub(crate) fn recording(snap: Snapshot<'a>) -> View<'a> {
+        View {
+            snap,
+            reads: Some(RefCell::default()),
+        }
+    }
+
+    /// The keys read so far and where the view read them.
+    pub(crate) fn into_reads(self) -> (ReadSet, SnapshotAt) {
+        let reads = self.reads.map(RefCell::into_inner).unwrap_or_default();
+        (reads, self.snap.at)
+    }
+
+    fn record(&self, key: impl FnOnce() -> Key) {
+        if let Some(reads) = &self.reads {
+            reads.borrow_mut().keys.insert(key());
+        }
+    }
 }
 
 impl Read for View<'_> {
     fn tid(&self) -> Tid {
+        if let Some(reads) = &self.reads {
+            reads.borrow_mut().tid = true;
+        }
         self.snap.tid
     }
 
@@ -133,11 +183,16 @@ impl Read for View<'_> {
         field: usize,
     ) -> Result<Option<Bytes>> {
         let info = self.snap.type_info(ty)?;
+        self.record(|| Key::Field(id, info.exists_field));
+        if let Some(&field_id) = info.fields.get(field) {
+            self.record(|| Key::Field(id, field_id));
+        }
         self.snap.field(&info, id, field)
     }
 
     fn exists_raw(&self, ty: &'static TypeDef, id: ObjectId) -> Result<bool> {
         let info = self.snap.type_info(ty)?;
+        self.record(|| Key::Field(id, info.exists_field));
         Ok(self.snap.exists(&info, id))
     }
 
@@ -148,6 +203,9 @@ impl Read for View<'_> {
         value: &[u8],
     ) -> Result<Vec<ObjectId>> {
         let info = self.snap.type_info(ty)?;
+        if let Some(index_id) = info.index_id(index) {
+            self.record(|| Key::Index(index_id, Bytes::copy_from_slice(value)));
+        }
         self.snap.lookup(&info, index, value)
     }
 }

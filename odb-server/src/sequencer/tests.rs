@@ -52,7 +52,7 @@ fn harness(config: ServerConfig) -> (Harness, Client) {
 
 fn connect(seq: &mut Sequencer, limit: usize) -> Client {
     let closed = CancellationToken::new();
-    let (outbound, queue) = outbound::channel(limit, closed.clone());
+    let (outbound, queue) = outbound::channel(limit, closed.clone(), Arc::default());
     let (reply, mut id) = oneshot::channel();
     seq.handle(Request::Register {
         outbound,
@@ -184,7 +184,7 @@ fn ids_start_at_one_and_are_never_reused() {
     let status = Arc::new(Status::default());
     let mut seq = Sequencer::new(Arc::new(config), status.clone()).unwrap();
     let closed = CancellationToken::new();
-    let (outbound, mut queue) = outbound::channel(usize::MAX, closed);
+    let (outbound, mut queue) = outbound::channel(usize::MAX, closed, Arc::default());
     let (reply, _id) = oneshot::channel();
     seq.handle(Request::Register {
         outbound,
@@ -690,3 +690,7 @@ fn stale_connection_objects_are_deleted_at_start() {
     .unwrap();
     assert_eq!(fresh.store.tid(), Tid(0));
 }
+
+mod limits;
+mod streaming;
+mod unsubscribe;

@@ -325,3 +325,5 @@ fn create_and_delete_in_one_commit_leaves_nothing() {
     assert_eq!(f.store.members(f.t.indices[0], &b("x")).count(), 0);
     assert_eq!(f.store.members(f.t.all_index, &Bytes::new()).count(), 0);
 }
+
+mod horizon;

@@ -1,0 +1,438 @@
+//! Group commit to a durable [`Storage`].
+//!
+//! With a storage attached, nothing the sequencer queues for a connection leaves at once: frames
+//! are held, the batch's changes (objects, registry, tid and id counter) are stored by one
+//! [`Storage::persist`] call, and only then are the held frames released. An acknowledged commit
+//! (a `CommitResult` with `Committed`) or a granted id block is therefore stored.
+//!
+//! When storing fails, the batch's object changes are undone in memory (the tid and the id
+//! counter keep their new values, so no tid and no id is ever handed out twice), pushed commits
+//! are dropped, commit results become `Invalid` with a reason starting with
+//! `storage unavailable:`, id grants and new schema ids are refused, and a connection that was
+//! being welcomed is closed. Requests that answer from the current state (subscribe, unsubscribe,
+//! flush) are processed only once everything before them is stored, so no answer ever shows
+//! data that could still be undone.
+
+use super::{queue_frame, Request, Sequencer, Status};
+use crate::config::ServerConfig;
+use crate::error::ServerError;
+use crate::outbound::Outbound;
+use crate::registry::Registry;
+use crate::storage::{Batch, Loaded, Storage, StorageError, StoredObject};
+use crate::store::{Record, Store};
+use bytes::Bytes;
+use odb_wire::{ClientMessage, CommitOutcome, ObjectId, RequestId, ServerMessage, Tid};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long to wait before trying again to store the deletion of connection objects after
+/// storing failed.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// The storage, what it holds, and the frames waiting for the current batch to be stored.
+pub(super) struct Durable {
+    storage: Box<dyn Storage>,
+    held: Vec<Held>,
+    stored_tid: Tid,
+    stored_next_id: u64,
+    stored_registry: (u32, u32, u32),
+    retry_at: Option<Instant>,
+}
+
+/// A frame waiting for its batch to be stored.
+struct Held {
+    conn: ObjectId,
+    outbound: Outbound,
+    frame: Bytes,
+    on_failure: OnFailure,
+}
+
+/// What becomes of a held frame when its batch cannot be stored.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum OnFailure {
+    /// Send it anyway: it does not depend on the batch.
+    Keep,
+    /// Drop it (a pushed commit).
+    Drop,
+    /// Replace it by a failed commit result.
+    CommitResult(RequestId),
+    /// Replace it by `RequestFailed` (an id grant).
+    Refuse(RequestId),
+    /// Replace it by `RequestFailed` if the registry has unstored ids.
+    SchemaAnswer(RequestId),
+    /// Close the connection (its `Welcome` grants ids).
+    Close,
+}
+
+impl OnFailure {
+    /// How a message fares when its batch cannot be stored.
+    pub(super) fn of(message: &ServerMessage) -> OnFailure {
+        match message {
+            ServerMessage::Commit(_) => OnFailure::Drop,
+            ServerMessage::CommitResult { request_id, .. } => OnFailure::CommitResult(*request_id),
+            ServerMessage::Ids { request_id, .. } => OnFailure::Refuse(*request_id),
+            ServerMessage::SchemaDefined { request_id, .. } => OnFailure::SchemaAnswer(*request_id),
+            ServerMessage::Welcome { .. } => OnFailure::Close,
+            _ => OnFailure::Keep,
+        }
+    }
+}
+
+/// Queues a frame for a connection: held until the batch is stored when there is a storage, at
+/// once otherwise. Returns `false` if the connection is closing (or is closed now because the
+/// frame exceeds the frame limit).
+pub(super) fn queue(
+    durable: Option<&mut Durable>,
+    conn: ObjectId,
+    outbound: &Outbound,
+    frame: Bytes,
+    max_frame: usize,
+    on_failure: OnFailure,
+) -> bool {
+    let Some(durable) = durable else {
+        return queue_frame(outbound, frame, max_frame);
+    };
+    if frame.len() > max_frame {
+        return queue_frame(outbound, frame, max_frame);
+    }
+    if outbound.is_closed() {
+        return false;
+    }
+    durable.held.push(Held {
+        conn,
+        outbound: outbound.clone(),
+        frame,
+        on_failure,
+    });
+    true
+}
+
+/// Whether a request answers from the current state, so that everything before it must be
+/// stored first.
+pub(super) fn reads_state(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Message {
+            message: ClientMessage::Subscribe { .. }
+                | ClientMessage::Unsubscribe { .. }
+                | ClientMessage::Flush { .. },
+            ..
+        }
+    )
+}
+
+/// Starts the sequencer: empty and in memory only without a storage; otherwise with what the
+/// storage holds, after storing the start-up changes (the `core` schema and the deletion of
+/// connection objects left over from the previous run).
+pub(crate) async fn open(
+    config: Arc<ServerConfig>,
+    status: Arc<Status>,
+    storage: Option<Box<dyn Storage>>,
+) -> Result<Sequencer, ServerError> {
+    let Some(mut storage) = storage else {
+        return Sequencer::new(config, status).map_err(ServerError::Config);
+    };
+    let what = storage.describe();
+    let loaded = storage
+        .load()
+        .await
+        .map_err(|e| ServerError::Storage(format!("cannot load from {what}: {e}")))?;
+    let (registry, store) = restore(&loaded)
+        .map_err(|e| ServerError::Storage(format!("cannot load from {what}: {e}")))?;
+    tracing::info!(
+        objects = loaded.objects.len(),
+        tid = loaded.tid.0,
+        "loaded the database from {what}"
+    );
+    let mut seq = Sequencer::from_parts(config, status, registry, store, loaded.next_id)
+        .map_err(ServerError::Config)?;
+    seq.durable = Some(Durable {
+        storage,
+        held: Vec::new(),
+        stored_tid: loaded.tid,
+        stored_next_id: loaded.next_id,
+        stored_registry: (
+            loaded.registry.last_type,
+            loaded.registry.last_field,
+            loaded.registry.last_index,
+        ),
+        retry_at: None,
+    });
+    seq.settle()
+        .await
+        .map_err(|e| ServerError::Storage(format!("cannot write to {what}: {e}")))?;
+    Ok(seq)
+}
+
+/// Rebuilds the registry and the store (journaling, so that the start-up commits are stored).
+fn restore(loaded: &Loaded) -> Result<(Registry, Store), String> {
+    let registry = Registry::from_stored(&loaded.registry)?;
+    let mut store = Store::loaded(
+        loaded.tid,
+        loaded.objects.iter().map(|(id, o)| {
+            (
+                *id,
+                Record {
+                    ty: o.ty,
+                    fields: o.fields.clone(),
+                    indices: o.indices.clone(),
+                },
+            )
+        }),
+    );
+    store.set_journaling(true);
+    Ok((registry, store))
+}
+
+impl Sequencer {
+    /// When to try again to store what a failed batch left to do, if anything.
+    pub(super) fn retry_at(&self) -> Option<Instant> {
+        self.durable.as_ref().and_then(|d| d.retry_at)
+    }
+
+    /// Whether anything changed since the last stored batch.
+    fn unstored(&self, durable: &Durable) -> bool {
+        self.store.has_changes()
+            || self.store.tid() != durable.stored_tid
+            || self.next_id != durable.stored_next_id
+            || self.registry.generation() != durable.stored_registry
+    }
+
+    /// Stores what changed since the last stored batch and releases the held frames; repeated
+    /// while releasing them ends connections whose objects must be deleted. Without a storage,
+    /// does nothing. On failure, undoes the batch as described in the module documentation.
+    pub(super) async fn settle(&mut self) -> Result<(), StorageError> {
+        loop {
+            let Some(durable) = &self.durable else {
+                return Ok(());
+            };
+            let unstored = self.unstored(durable);
+            if !unstored && durable.held.is_empty() {
+                if let Some(durable) = &mut self.durable {
+                    durable.retry_at = None;
+                }
+                return Ok(());
+            }
+            let batch = unstored.then(|| self.batch());
+            let Some(durable) = &mut self.durable else {
+                return Ok(());
+            };
+            let result = match batch {
+                Some(batch) => durable.storage.persist(batch).await,
+                None => Ok(()),
+            };
+            if let Err(e) = result {
+                self.fail_batch(&e);
+                return Err(e);
+            }
+            durable.stored_tid = self.store.tid();
+            durable.stored_next_id = self.next_id;
+            durable.stored_registry = self.registry.generation();
+            durable.retry_at = None;
+            self.store.clear_journal();
+            let held = std::mem::take(&mut durable.held);
+            let mut failed = Vec::new();
+            for h in held {
+                if !h.outbound.send(h.frame) {
+                    failed.push(h.conn);
+                }
+            }
+            for conn in failed {
+                self.drop_conn(conn);
+            }
+            self.delete_ended_connections();
+        }
+    }
+
+    /// What changed since the last stored batch.
+    fn batch(&self) -> Batch {
+        let registry_changed = self
+            .durable
+            .as_ref()
+            .is_some_and(|d| d.stored_registry != self.registry.generation());
+        Batch {
+            tid: self.store.tid(),
+            next_id: self.next_id,
+            registry: registry_changed.then(|| self.registry.to_stored()),
+            objects: self
+                .store
+                .changes()
+                .into_iter()
+                .map(|(id, record)| {
+                    let object = record.map(|r| StoredObject {
+                        ty: r.ty,
+                        fields: r.fields,
+                        indices: r.indices,
+                    });
+                    (id, object)
+                })
+                .collect(),
+        }
+    }
+
+    /// Undoes a batch that could not be stored and answers its requests accordingly.
+    fn fail_batch(&mut self, error: &StorageError) {
+        let reason = match error {
+            StorageError::Unavailable(_) => error.to_string(),
+            other => format!("storage unavailable: {other}"),
+        };
+        tracing::warn!("a batch could not be stored; its commits fail: {reason}");
+        self.store.roll_back();
+        let Some(durable) = &mut self.durable else {
+            return;
+        };
+        let registry_unstored = durable.stored_registry != self.registry.generation();
+        let held = std::mem::take(&mut durable.held);
+        let mut failed = Vec::new();
+        for h in held {
+            let replacement = match h.on_failure {
+                OnFailure::Keep => Some(h.frame),
+                OnFailure::Drop => None,
+                OnFailure::SchemaAnswer(_) if !registry_unstored => Some(h.frame),
+                OnFailure::CommitResult(request_id) => encode(&ServerMessage::CommitResult {
+                    request_id,
+                    outcome: CommitOutcome::Invalid {
+                        reason: reason.clone(),
+                    },
+                }),
+                OnFailure::Refuse(request_id) | OnFailure::SchemaAnswer(request_id) => {
+                    encode(&ServerMessage::RequestFailed {
+                        request_id,
+                        reason: reason.clone(),
+                    })
+                }
+                OnFailure::Close => {
+                    h.outbound.close(reason.clone());
+                    failed.push(h.conn);
+                    None
+                }
+            };
+            if let Some(frame) = replacement {
+                if !h.outbound.send(frame) {
+                    failed.push(h.conn);
+                }
+            }
+        }
+        for conn in failed {
+            self.drop_conn(conn);
+        }
+        // Deletions of connection objects were undone too: do them again later.
+        for id in self.connection_type.all(&self.store) {
+            if !self.conns.contains_key(&id) && !self.ended.contains(&id) {
+                self.ended.push(id);
+            }
+        }
+        if let Some(durable) = &mut self.durable {
+            if !self.ended.is_empty() {
+                durable.retry_at = Some(Instant::now() + RETRY);
+            }
+        }
+        self.publish();
+    }
+}
+
+fn encode(message: &ServerMessage) -> Option<Bytes> {
+    match odb_wire::encode(message) {
+        Ok(frame) => Some(frame),
+        Err(e) => {
+            tracing::error!("cannot encode a server message: {e}");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::registry::Registry;
+    use crate::store::Store;
+    use bytes::Bytes;
+    use odb_wire::{
+        CommitRequest, FieldWrite, IndexDef, IndexWrite, ObjectId, SchemaDef, Tid, TypeDef,
+    };
+
+    #[test]
+    fn rolling_back_restores_objects_and_index_members_but_not_the_tid() {
+        let mut registry = Registry::default();
+        let schema = registry
+            .define(&SchemaDef {
+                name: "s".into(),
+                types: vec![TypeDef {
+                    name: "T".into(),
+                    fields: vec!["a".into()],
+                    indices: vec![IndexDef {
+                        name: "by_a".into(),
+                        fields: vec!["a".into()],
+                    }],
+                }],
+            })
+            .unwrap();
+        let t = &schema.types[0];
+        let create = |base: Tid, o: u64, a: &'static str| CommitRequest {
+            base_tid: base,
+            writes: vec![
+                FieldWrite {
+                    object: ObjectId(o),
+                    field: t.exists_field,
+                    value: Some(Bytes::new()),
+                },
+                FieldWrite {
+                    object: ObjectId(o),
+                    field: t.fields[0],
+                    value: Some(Bytes::from_static(a.as_bytes())),
+                },
+            ],
+            index_writes: vec![IndexWrite {
+                object: ObjectId(o),
+                index: t.indices[0],
+                value: Some(Bytes::from_static(a.as_bytes())),
+            }],
+            ..CommitRequest::default()
+        };
+        let mut store = Store::loaded(Tid(0), Vec::new());
+        store.set_journaling(true);
+        store.commit(&registry, &create(Tid(0), 1, "x")).unwrap();
+        assert_eq!(store.changes().len(), 1);
+        store.clear_journal();
+        let before = store.object_data(ObjectId(1));
+
+        // Re-index object 1, create object 2, then delete object 1: all undone.
+        store.commit(&registry, &create(Tid(1), 2, "x")).unwrap();
+        let mut move_1 = create(Tid(2), 1, "y");
+        move_1.writes.remove(0);
+        store.commit(&registry, &move_1).unwrap();
+        store
+            .commit(
+                &registry,
+                &CommitRequest {
+                    base_tid: Tid(3),
+                    deletes: vec![ObjectId(1)],
+                    ..CommitRequest::default()
+                },
+            )
+            .unwrap();
+        assert!(store.has_changes());
+        store.roll_back();
+        assert!(!store.has_changes());
+        assert_eq!(store.tid(), Tid(4), "tids are not reused");
+        assert_eq!(store.object_data(ObjectId(1)), before);
+        assert!(store.record(ObjectId(2)).is_none());
+        let x = Bytes::from_static(b"x");
+        assert_eq!(
+            store.members(t.indices[0], &x).collect::<Vec<_>>(),
+            vec![ObjectId(1)]
+        );
+        assert_eq!(
+            store
+                .members(t.indices[0], &Bytes::from_static(b"y"))
+                .count(),
+            0
+        );
+        assert_eq!(
+            store
+                .members(t.all_index, &Bytes::new())
+                .collect::<Vec<_>>(),
+            vec![ObjectId(1)]
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! A subscription's initial data on its way to the client, encoded one chunk at a time.
+//!
+//! The sequencer takes the snapshot (the complete data of every covered object at one tid) and
+//! queues it on the connection's outbound queue as one item; the connection's writer turns it
+//! into `SubscriptionData` frames of at most [`CHUNK_OBJECTS`] objects and about half the frame
+//! limit each, then `SubscriptionComplete`, encoding each frame only when the socket can take it.
+//! So the sequencer never encodes a large snapshot, and at most one chunk of it is encoded at any
+//! time. Field values are shared `Bytes`, so holding the snapshot copies no value.
+
+use bytes::Bytes;
+use odb_wire::{CodecError, ObjectData, RequestId, ServerMessage, Tid};
+use std::iter::Peekable;
+use std::vec;
+
+/// Most objects in one `SubscriptionData` chunk.
+pub(crate) const CHUNK_OBJECTS: usize = 1000;
+
+/// The initial data of one subscription, still to be sent.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    request_id: RequestId,
+    tid: Tid,
+    objects: Peekable<vec::IntoIter<ObjectData>>,
+    /// Most bytes of object data in one chunk (a larger object travels alone).
+    chunk_bytes: usize,
+    complete_sent: bool,
+}
+
+impl Snapshot {
+    /// The data of `objects`, consistent as of `tid`, answering subscription `request_id`;
+    /// chunks hold at most `chunk_bytes` of object data, unless one object alone is larger.
+    pub fn new(
+        request_id: RequestId,
+        tid: Tid,
+        objects: Vec<ObjectData>,
+        chunk_bytes: usize,
+    ) -> Snapshot {
+        Snapshot {
+            request_id,
+            tid,
+            objects: objects.into_iter().peekable(),
+            chunk_bytes,
+            complete_sent: false,
+        }
+    }
+
+    /// How many objects are still to be sent.
+    #[cfg(test)]
+    pub fn remaining(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Encodes the next frame: a chunk of data while objects remain, then the completion, then
+    /// nothing.
+    pub fn next_frame(&mut self) -> Option<Result<Bytes, CodecError>> {
+        if self.objects.peek().is_none() {
+            if self.complete_sent {
+                return None;
+            }
+            self.complete_sent = true;
+            return Some(odb_wire::encode(&ServerMessage::SubscriptionComplete {
+                request_id: self.request_id,
+                tid: self.tid,
+            }));
+        }
+        let mut chunk = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(next) = self.objects.peek() {
+            let size = object_size(next);
+            if !chunk.is_empty()
+                && (chunk.len() >= CHUNK_OBJECTS || bytes.saturating_add(size) > self.chunk_bytes)
+            {
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            chunk.extend(self.objects.next());
+        }
+        Some(odb_wire::encode(&ServerMessage::SubscriptionData {
+            request_id: self.request_id,
+            objects: chunk,
+        }))
+    }
+}
+
+/// Roughly how many bytes an object takes on the wire.
+fn object_size(data: &ObjectData) -> usize {
+    let fields: usize = data.fields.iter().map(|(_, v)| v.len() + 8).sum();
+    let indices: usize = data.indices.iter().map(|(_, v)| v.len() + 8).sum();
+    16 + fields + indices
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use odb_wire::{FieldId, IndexId, ObjectId};
+
+    fn object(id: u64, value_len: usize) -> ObjectData {
+        ObjectData {
+            id: ObjectId(id),
+            fields: vec![(FieldId(1), Bytes::from(vec![7; value_len]))],
+            indices: vec![(IndexId(1), Bytes::new())],
+        }
+    }
+
+    fn frames(mut snapshot: Snapshot) -> Vec<ServerMessage> {
+        std::iter::from_fn(|| snapshot.next_frame())
+            .map(|f| odb_wire::decode(&f.unwrap()).unwrap())
+            .collect()
+    }
+
+    fn chunk_sizes(messages: &[ServerMessage]) -> Vec<usize> {
+        messages
+            .iter()
+            .filter_map(|m| match m {
+                ServerMessage::SubscriptionData { objects, .. } => Some(objects.len()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chunks_by_count_then_completes() {
+        let objects = (0..2500).map(|i| object(i, 1)).collect();
+        let messages = frames(Snapshot::new(RequestId(4), Tid(9), objects, usize::MAX));
+        assert_eq!(chunk_sizes(&messages), vec![1000, 1000, 500]);
+        assert_eq!(
+            messages.last(),
+            Some(&ServerMessage::SubscriptionComplete {
+                request_id: RequestId(4),
+                tid: Tid(9)
+            })
+        );
+        let ids: Vec<ObjectId> = messages
+            .iter()
+            .flat_map(|m| match m {
+                ServerMessage::SubscriptionData { objects, .. } => {
+                    objects.iter().map(|o| o.id).collect()
+                }
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(ids, (0..2500).map(ObjectId).collect::<Vec<_>>(), "in order");
+    }
+
+    #[test]
+    fn chunks_by_bytes_and_a_large_object_travels_alone() {
+        let objects = vec![object(1, 40), object(2, 40), object(3, 500), object(4, 1)];
+        let messages = frames(Snapshot::new(RequestId(1), Tid(1), objects, 150));
+        assert_eq!(chunk_sizes(&messages), vec![2, 1, 1]);
+    }
+
+    #[test]
+    fn an_empty_snapshot_is_just_the_completion() {
+        let snapshot = Snapshot::new(RequestId(1), Tid(3), Vec::new(), 10);
+        assert_eq!(snapshot.remaining(), 0);
+        let messages = frames(snapshot);
+        assert_eq!(messages.len(), 1);
+        assert!(matches!(
+            messages[0],
+            ServerMessage::SubscriptionComplete { tid: Tid(3), .. }
+        ));
+    }
+}

@@ -1,0 +1,235 @@
+//! The embedded backend: a `redb` database file in a directory.
+//!
+//! Layout of the file `odb.redb` in the data directory:
+//!
+//! - table `meta` (`&str` -> bytes): `format` (the format version, `u32` little-endian), `tid`
+//!   and `next_id` (`u64` little-endian), `registry` (the encoded [`StoredRegistry`]).
+//! - table `objects` (`u64` object id -> the encoded [`StoredObject`]).
+//!
+//! Every batch is one write transaction committed with redb's default (immediate) durability,
+//! so it is on disk before the commits in it are acknowledged.
+
+use super::{
+    decode, decode_u64, encode, Batch, Loaded, Storage, StorageError, StorageFuture, StoredObject,
+    StoredRegistry, FORMAT_VERSION,
+};
+use odb_wire::{ObjectId, Tid};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const OBJECTS: TableDefinition<u64, &[u8]> = TableDefinition::new("objects");
+
+/// The name of the database file inside the data directory.
+pub const FILE_NAME: &str = "odb.redb";
+
+/// Storage in a `redb` file inside a data directory. Durable: a batch is on disk before its
+/// commits are acknowledged. Only one server can have a directory open at a time.
+#[derive(Clone)]
+pub struct FileStorage {
+    db: Arc<Database>,
+    dir: PathBuf,
+}
+
+fn unavailable(what: &str) -> impl Fn(redb::Error) -> StorageError + '_ {
+    move |e| StorageError::Unavailable(format!("{what}: {e}"))
+}
+
+impl FileStorage {
+    /// Opens the database in `dir`, creating the directory and an empty database if needed.
+    ///
+    /// Fails if the directory cannot be created, the database is open in another process, or it
+    /// holds data of another format version.
+    pub fn open(dir: impl AsRef<Path>) -> Result<FileStorage, StorageError> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            StorageError::Unavailable(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let file = dir.join(FILE_NAME);
+        let db = Database::create(&file).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StorageError::Unavailable(format!(
+                "data directory {} is in use by another process",
+                dir.display()
+            )),
+            e => StorageError::Incompatible(format!(
+                "cannot open database file {}: {e}",
+                file.display()
+            )),
+        })?;
+        let storage = FileStorage {
+            db: Arc::new(db),
+            dir,
+        };
+        storage.check_format()?;
+        Ok(storage)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Checks the format version, writing it into a new database.
+    fn check_format(&self) -> Result<(), StorageError> {
+        let context = format!("data directory {}", self.dir.display());
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| unavailable(&context)(e.into()))?;
+        {
+            let mut meta = txn
+                .open_table(META)
+                .map_err(|e| unavailable(&context)(e.into()))?;
+            let stored = meta
+                .get("format")
+                .map_err(|e| unavailable(&context)(e.into()))?
+                .map(|v| v.value().to_vec());
+            match stored {
+                None => {
+                    let objects = txn
+                        .open_table(OBJECTS)
+                        .map_err(|e| unavailable(&context)(e.into()))?;
+                    let empty = objects
+                        .is_empty()
+                        .map_err(|e| unavailable(&context)(e.into()))?;
+                    let has_meta = meta
+                        .first()
+                        .map_err(|e| unavailable(&context)(e.into()))?
+                        .is_some();
+                    if !empty || has_meta {
+                        return Err(StorageError::Incompatible(format!(
+                            "{context} holds data without a format version; it was not written by this server"
+                        )));
+                    }
+                    meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice())
+                        .map_err(|e| unavailable(&context)(e.into()))?;
+                }
+                Some(bytes) => {
+                    let version = <[u8; 4]>::try_from(bytes.as_slice())
+                        .map(u32::from_le_bytes)
+                        .map_err(|_| {
+                            StorageError::Incompatible(format!(
+                                "{context} has an unreadable format version"
+                            ))
+                        })?;
+                    if version != FORMAT_VERSION {
+                        return Err(StorageError::Incompatible(format!(
+                            "{context} holds data of format version {version}; this server reads version {FORMAT_VERSION}"
+                        )));
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(|e| unavailable(&context)(e.into()))
+    }
+
+    fn load_blocking(&self) -> Result<Loaded, StorageError> {
+        let err = unavailable("cannot read the database");
+        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+        let get = |key: &str| -> Result<Option<Vec<u8>>, StorageError> {
+            Ok(meta
+                .get(key)
+                .map_err(|e| err(e.into()))?
+                .map(|v| v.value().to_vec()))
+        };
+        let tid = get("tid")?
+            .map(|b| decode_u64(&b, "tid"))
+            .transpose()?
+            .unwrap_or(0);
+        let next_id = get("next_id")?
+            .map(|b| decode_u64(&b, "next_id"))
+            .transpose()?
+            .unwrap_or(0);
+        let registry = get("registry")?
+            .map(|b| decode::<StoredRegistry>(&b, "registry"))
+            .transpose()?
+            .unwrap_or_default();
+        let table = txn.open_table(OBJECTS).map_err(|e| err(e.into()))?;
+        let mut objects = Vec::new();
+        for entry in table.iter().map_err(|e| err(e.into()))? {
+            let (id, value) = entry.map_err(|e| err(e.into()))?;
+            let id = id.value();
+            let object: StoredObject = decode(value.value(), &format!("object {id}"))?;
+            objects.push((ObjectId(id), object));
+        }
+        Ok(Loaded {
+            tid: Tid(tid),
+            next_id,
+            registry,
+            objects,
+        })
+    }
+
+    fn persist_blocking(&self, batch: &Batch) -> Result<(), StorageError> {
+        let err = unavailable("cannot write the database");
+        let mut encoded = Vec::with_capacity(batch.objects.len());
+        for (id, object) in &batch.objects {
+            encoded.push((id.0, object.as_ref().map(encode).transpose()?));
+        }
+        let registry = batch.registry.as_ref().map(encode).transpose()?;
+        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+            meta.insert("tid", batch.tid.0.to_le_bytes().as_slice())
+                .map_err(|e| err(e.into()))?;
+            meta.insert("next_id", batch.next_id.to_le_bytes().as_slice())
+                .map_err(|e| err(e.into()))?;
+            if let Some(registry) = &registry {
+                meta.insert("registry", registry.as_slice())
+                    .map_err(|e| err(e.into()))?;
+            }
+            let mut objects = txn.open_table(OBJECTS).map_err(|e| err(e.into()))?;
+            for (id, value) in &encoded {
+                match value {
+                    Some(value) => {
+                        objects
+                            .insert(*id, value.as_slice())
+                            .map_err(|e| err(e.into()))?;
+                    }
+                    None => {
+                        objects.remove(*id).map_err(|e| err(e.into()))?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(|e| err(e.into()))
+    }
+}
+
+impl std::fmt::Debug for FileStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileStorage")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs blocking database work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StorageError::Unavailable(format!("database task failed: {e}")))?
+}
+
+impl Storage for FileStorage {
+    fn describe(&self) -> String {
+        format!("file {}", self.dir.display())
+    }
+
+    fn load(&mut self) -> StorageFuture<'_, Loaded> {
+        let this = self.clone();
+        Box::pin(blocking(move || this.load_blocking()))
+    }
+
+    fn persist(&mut self, batch: Batch) -> StorageFuture<'_, ()> {
+        let this = self.clone();
+        Box::pin(blocking(move || this.persist_blocking(&batch)))
+    }
+}

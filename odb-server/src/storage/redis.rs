@@ -1,0 +1,264 @@
+//! The Redis backend.
+//!
+//! Key layout, every key starting with a configurable prefix (default `odb:`):
+//!
+//! | key | type | contents |
+//! | --- | --- | --- |
+//! | `{prefix}format` | string | the format version, decimal (`1`) |
+//! | `{prefix}tid` | string | the tid of the last stored commit, decimal |
+//! | `{prefix}next_id` | string | the next object id to hand out, decimal |
+//! | `{prefix}registry` | string | the encoded schema registry |
+//! | `{prefix}objects` | hash | object id (decimal) -> the encoded object |
+//!
+//! Every batch is one `MULTI`/`EXEC` transaction, so Redis applies all of it or none of it.
+//! How durable an acknowledged batch is depends on Redis's own settings: with
+//! `appendonly yes` and `appendfsync always` it is on disk before `EXEC` returns.
+//!
+//! Every request has a timeout. A failed request drops the connection; the next batch connects
+//! anew, so commits succeed again as soon as Redis is back.
+
+use super::{
+    decode, encode, Batch, Loaded, Storage, StorageError, StorageFuture, StoredObject,
+    StoredRegistry, FORMAT_VERSION,
+};
+use odb_wire::{ObjectId, Tid};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client};
+use std::time::Duration;
+
+/// The key prefix used unless another one is configured.
+pub const DEFAULT_REDIS_PREFIX: &str = "odb:";
+
+/// How many hash entries one `HSCAN` asks for while loading.
+const SCAN_COUNT: usize = 1000;
+
+/// Storage in a Redis database, under a key prefix.
+pub struct RedisStorage {
+    client: Client,
+    url: String,
+    prefix: String,
+    timeout: Duration,
+    conn: Option<MultiplexedConnection>,
+}
+
+impl std::fmt::Debug for RedisStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStorage")
+            .field("url", &self.url)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(context: &str) -> impl Fn(redis::RedisError) -> StorageError + '_ {
+    move |e| StorageError::Unavailable(format!("{context}: {e}"))
+}
+
+impl RedisStorage {
+    /// Connects to the Redis database at `url` (`redis://HOST:PORT/DB`) and checks the format
+    /// version under `prefix`, writing it into an empty database. Every request, and every
+    /// connection attempt, times out after `timeout`.
+    ///
+    /// Fails if the URL is malformed, Redis cannot be reached, or the keys under `prefix` hold
+    /// data of another format version.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<RedisStorage, StorageError> {
+        let client = Client::open(url)
+            .map_err(|e| StorageError::Incompatible(format!("invalid Redis URL {url:?}: {e}")))?;
+        let mut storage = RedisStorage {
+            client,
+            url: url.to_string(),
+            prefix: prefix.to_string(),
+            timeout,
+            conn: None,
+        };
+        storage.check_format().await?;
+        Ok(storage)
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// The open connection, connecting first if there is none.
+    async fn conn(&mut self) -> Result<MultiplexedConnection, StorageError> {
+        if let Some(conn) = &self.conn {
+            return Ok(conn.clone());
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout);
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| {
+                StorageError::Unavailable(format!("cannot connect to Redis at {}: {e}", self.url))
+            })?;
+        self.conn = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Drops the connection after a failure, so that the next call reconnects.
+    fn settle<T>(&mut self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    async fn check_format(&mut self) -> Result<(), StorageError> {
+        let mut conn = self.conn().await?;
+        let result = self.check_format_on(&mut conn).await;
+        self.settle(result)
+    }
+
+    async fn check_format_on(&self, conn: &mut MultiplexedConnection) -> Result<(), StorageError> {
+        let context = format!("Redis at {} (prefix {:?})", self.url, self.prefix);
+        let err = unavailable(&context);
+        let format: Option<String> = redis::cmd("GET")
+            .arg(self.key("format"))
+            .query_async(conn)
+            .await
+            .map_err(&err)?;
+        match format {
+                Some(version) if version == FORMAT_VERSION.to_string() => Ok(()),
+                Some(version) => Err(StorageError::Incompatible(format!(
+                    "{context} holds ODB data of format version {version}; this server reads version {FORMAT_VERSION}"
+                ))),
+                None => {
+                    let existing: u64 = redis::cmd("EXISTS")
+                        .arg(self.key("tid"))
+                        .arg(self.key("next_id"))
+                        .arg(self.key("registry"))
+                        .arg(self.key("objects"))
+                        .query_async(conn)
+                        .await
+                        .map_err(&err)?;
+                    if existing > 0 {
+                        return Err(StorageError::Incompatible(format!(
+                            "{context} holds keys without a format version; they were not written by this server"
+                        )));
+                    }
+                    redis::cmd("SET")
+                        .arg(self.key("format"))
+                        .arg(FORMAT_VERSION)
+                        .query_async::<()>(conn)
+                        .await
+                        .map_err(&err)
+                }
+            }
+    }
+
+    async fn load_all(&mut self) -> Result<Loaded, StorageError> {
+        let mut conn = self.conn().await?;
+        let result = self.load_on(&mut conn).await;
+        self.settle(result)
+    }
+
+    async fn load_on(&self, conn: &mut MultiplexedConnection) -> Result<Loaded, StorageError> {
+        let err = unavailable("cannot read from Redis");
+        let (tid, next_id, registry): (Option<u64>, Option<u64>, Option<Vec<u8>>) =
+            redis::cmd("MGET")
+                .arg(self.key("tid"))
+                .arg(self.key("next_id"))
+                .arg(self.key("registry"))
+                .query_async(conn)
+                .await
+                .map_err(&err)?;
+        let registry = registry
+            .map(|b| decode::<StoredRegistry>(&b, "registry"))
+            .transpose()?
+            .unwrap_or_default();
+        let mut objects = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, entries): (u64, Vec<Vec<u8>>) = redis::cmd("HSCAN")
+                .arg(self.key("objects"))
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(conn)
+                .await
+                .map_err(&err)?;
+            for pair in entries.chunks(2) {
+                let [id, value] = pair else {
+                    return Err(StorageError::Corrupt(
+                        "HSCAN returned an odd number of items".into(),
+                    ));
+                };
+                let id = std::str::from_utf8(id)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        StorageError::Corrupt(format!(
+                            "object key {:?} is not a number",
+                            String::from_utf8_lossy(id)
+                        ))
+                    })?;
+                let object: StoredObject = decode(value, &format!("object {id}"))?;
+                objects.push((ObjectId(id), object));
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        // HSCAN may return an entry more than once.
+        objects.sort_by_key(|(id, _)| *id);
+        objects.dedup_by_key(|(id, _)| *id);
+        Ok(Loaded {
+            tid: Tid(tid.unwrap_or(0)),
+            next_id: next_id.unwrap_or(0),
+            registry,
+            objects,
+        })
+    }
+
+    async fn persist_batch(&mut self, batch: Batch) -> Result<(), StorageError> {
+        let objects_key = self.key("objects");
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.set(self.key("tid"), batch.tid.0).ignore();
+        pipe.set(self.key("next_id"), batch.next_id).ignore();
+        if let Some(registry) = &batch.registry {
+            pipe.set(self.key("registry"), encode(registry)?).ignore();
+        }
+        let mut written = Vec::new();
+        let mut deleted = Vec::new();
+        for (id, object) in &batch.objects {
+            match object {
+                Some(object) => written.push((id.0, encode(object)?)),
+                None => deleted.push(id.0),
+            }
+        }
+        if !written.is_empty() {
+            pipe.hset_multiple(&objects_key, &written).ignore();
+        }
+        if !deleted.is_empty() {
+            pipe.hdel(&objects_key, &deleted).ignore();
+        }
+        let mut conn = self.conn().await?;
+        let result = pipe.query_async::<()>(&mut conn).await.map_err(|e| {
+            StorageError::Unavailable(format!("cannot write to Redis at {}: {e}", self.url))
+        });
+        self.settle(result)
+    }
+}
+
+impl Storage for RedisStorage {
+    fn describe(&self) -> String {
+        format!("redis {} (prefix {:?})", self.url, self.prefix)
+    }
+
+    fn load(&mut self) -> StorageFuture<'_, Loaded> {
+        Box::pin(self.load_all())
+    }
+
+    fn persist(&mut self, batch: Batch) -> StorageFuture<'_, ()> {
+        Box::pin(self.persist_batch(batch))
+    }
+}

@@ -1,0 +1,159 @@
+//! What each change of the replica touched, and waiting until something a reader depends on
+//! changes.
+//!
+//! Every change the replica applies (a pushed commit, a subscription's initial data, objects
+//! dropped by an unsubscription, a flush moving the tid) is published on one bounded broadcast
+//! channel as a [`Change`]: the conflict keys it changed (fields written or deleted, index values
+//! gained or lost) and, for pushed commits, the [`AppliedCommit`] users see through
+//! `Client::commits`. Keys are only computed while somebody listens.
+//!
+//! Readers that want to wake only when their inputs change (`Client::wait_for`, reactors) run on
+//! a snapshot while recording a [`ReadSet`], then wait for a change newer than that snapshot
+//! whose keys intersect it.
+
+use crate::replica::SnapshotAt;
+use odb_wire::{Key, ObjectId, Tid};
+use std::collections::HashSet;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// How many changes the broadcast channel buffers for a listener that is behind.
+pub(crate) const CHANGE_BUFFER: usize = 4096;
+
+/// One commit applied to this client's replica, as delivered by [`crate::Client::commits`].
+///
+/// Only what this client can see is listed: the server sends each client the part of a commit
+/// that concerns its subscriptions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AppliedCommit {
+    /// The commit's tid.
+    pub tid: Tid,
+    /// Objects the commit created or wrote (not deleted), ascending id.
+    pub changed: Vec<ObjectId>,
+    /// Objects the commit deleted, ascending id.
+    pub deleted: Vec<ObjectId>,
+}
+
+/// One change of the replica, as published to listeners.
+#[derive(Debug)]
+pub(crate) struct Change {
+    /// The local version the change created (the current version for changes without data).
+    pub version: crate::replica::Version,
+    /// The replica's tid after the change.
+    pub tid: Tid,
+    /// The keys whose value changed.
+    pub keys: HashSet<Key>,
+    /// The commit, when the change is a commit pushed by the server.
+    pub commit: Option<AppliedCommit>,
+    /// The connection closed: every listener should look at the client's state again.
+    pub closed: bool,
+}
+
+/// The keys a reader depended on.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ReadSet {
+    pub keys: HashSet<Key>,
+    /// The reader looked at the snapshot's tid, which every change can move.
+    pub tid: bool,
+}
+
+impl ReadSet {
+    /// Whether `change`, applied after the snapshot `at` this set was read from, may change
+    /// what the reader saw.
+    pub fn affected_by(&self, change: &Change, at: SnapshotAt) -> bool {
+        if change.closed {
+            return true;
+        }
+        if self.tid && (change.tid > at.tid || change.version > at.version) {
+            return true;
+        }
+        if change.version <= at.version {
+            return false;
+        }
+        let (small, large) = if self.keys.len() <= change.keys.len() {
+            (&self.keys, &change.keys)
+        } else {
+            (&change.keys, &self.keys)
+        };
+        small.iter().any(|k| large.contains(k))
+    }
+}
+
+/// Why [`wait_for_change`] returned.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Woken {
+    /// Something the reader depended on may have changed: evaluate again.
+    Changed,
+    /// The deadline passed.
+    TimedOut,
+    /// The client is gone.
+    Closed,
+}
+
+/// Waits until a change received on `changes` affects `reads` (read at `at`), the deadline
+/// passes, or the channel closes. A listener that fell behind and missed changes is told that
+/// something changed. `skipped` is called with the tid of every change that did not matter.
+pub(crate) async fn wait_for_change(
+    changes: &mut broadcast::Receiver<Arc<Change>>,
+    reads: &ReadSet,
+    at: SnapshotAt,
+    deadline: Option<tokio::time::Instant>,
+    mut skipped: impl FnMut(Tid),
+) -> Woken {
+    loop {
+        let received = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, changes.recv()).await {
+                Ok(received) => received,
+                Err(_) => return Woken::TimedOut,
+            },
+            None => changes.recv().await,
+        };
+        match received {
+            Ok(change) if reads.affected_by(&change, at) => return Woken::Changed,
+            Ok(change) => skipped(change.tid),
+            Err(broadcast::error::RecvError::Lagged(_)) => return Woken::Changed,
+            Err(broadcast::error::RecvError::Closed) => return Woken::Closed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replica::Version;
+    use odb_wire::FieldId;
+
+    fn change(version: u64, tid: u64, keys: &[Key]) -> Change {
+        Change {
+            version: Version::test(version),
+            tid: Tid(tid),
+            keys: keys.iter().cloned().collect(),
+            commit: None,
+            closed: false,
+        }
+    }
+
+    #[test]
+    fn only_newer_changes_to_read_keys_matter() {
+        let read = Key::Field(ObjectId(1), FieldId(2));
+        let other = Key::Field(ObjectId(1), FieldId(3));
+        let reads = ReadSet {
+            keys: [read.clone()].into_iter().collect(),
+            tid: false,
+        };
+        let at = SnapshotAt {
+            version: Version::test(5),
+            tid: Tid(9),
+        };
+        assert!(reads.affected_by(&change(6, 10, std::slice::from_ref(&read)), at));
+        assert!(!reads.affected_by(&change(6, 10, &[other]), at));
+        // Already part of the snapshot the reader saw.
+        assert!(!reads.affected_by(&change(5, 9, &[read]), at));
+        let tid_reader = ReadSet {
+            keys: HashSet::new(),
+            tid: true,
+        };
+        assert!(tid_reader.affected_by(&change(5, 10, &[]), at));
+    }
+}

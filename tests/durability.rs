@@ -1,0 +1,572 @@
+//! Durability end to end: the `odb-server` binary on a data directory or on Redis, killed with
+//! SIGKILL at a random moment while a client commits, then restarted. Every acknowledged commit
+//! must be there after the restart, no commit may be there in part, and tids continue. Also: a
+//! Redis outage fails commits within the timeout and they succeed again once Redis is back, and a
+//! storage failure undoes the failed commits in the running server.
+
+use odb::{Client, Tid};
+use odb_server::storage::MemoryStorage;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "durability-test-token";
+
+/// Restarts per backend and run.
+const ROUNDS: usize = 5;
+
+#[odb::schema]
+pub mod durable {
+    /// One of the two objects every test commit creates.
+    #[derive(odb::Object, Debug, Clone, PartialEq)]
+    pub struct Half {
+        /// The commit's sequence number.
+        pub seq: u64,
+        /// 0 or 1.
+        pub part: u8,
+    }
+}
+
+use durable::Half;
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> TempDir {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "odb-durability-{what}-{}-{n}-{}",
+            std::process::id(),
+            nanos()
+        ));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64 ^ d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A pseudo-random number in `lo..hi`.
+fn random(lo: u64, hi: u64) -> u64 {
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let mut x = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ nanos();
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    lo + x % (hi - lo)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The `odb-server` binary of this build, built first if needed. Tests of the root package
+/// cannot name another package's binary, so it is found next to the test executable (in
+/// `target/<profile>/`), and cargo is asked to build it (a no-op when it is up to date).
+fn server_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("the test executable's path");
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("the test executable lies in target/<profile>/deps");
+            let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
+            let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") | None => "dev".to_string(),
+                Some(other) => other.to_string(),
+            };
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-q", "-p", "odb-server", "--bin", "odb-server"])
+                .arg("--profile")
+                .arg(&profile)
+                .arg("--target-dir")
+                .arg(target_dir)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("run cargo build for odb-server");
+            assert!(status.success(), "cargo build of odb-server failed");
+            let binary = profile_dir.join(format!("odb-server{}", std::env::consts::EXE_SUFFIX));
+            assert!(binary.exists(), "{} is missing", binary.display());
+            binary
+        })
+        .clone()
+}
+
+/// A running `odb-server` process.
+struct ServerProc {
+    child: Child,
+    port: u16,
+}
+
+impl ServerProc {
+    /// Starts the server with the given storage flags and waits until it accepts connections.
+    async fn start(storage: &[String]) -> ServerProc {
+        let port = free_port();
+        let child = Command::new(server_binary())
+            .args(["--service-token", TOKEN])
+            .args(storage)
+            .args(["127.0.0.1", &port.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start odb-server");
+        let mut server = ServerProc { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("odb-server exited at start with {status}");
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "odb-server did not start listening"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGKILL and waits for the process to end.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    async fn connect(&self) -> Client {
+        Client::builder(format!("odb://127.0.0.1:{}", self.port))
+            .token(TOKEN)
+            .name("durability-test")
+            .max_retries(0)
+            .connect()
+            .await
+            .expect("connect to odb-server")
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A private `redis-server` with append-only persistence, fsynced on every write.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        let mut redis = Redis {
+            child: None,
+            port: free_port(),
+            dir: TempDir::new("redis"),
+        };
+        redis.restart().await;
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts (again) on the same port and directory; fails the test if it cannot.
+    async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start redis-server (install it, e.g. apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("redis-server exited at start with {status}");
+            }
+            if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut reply = [0u8; 64];
+                if stream.write_all(b"PING\r\n").await.is_ok() {
+                    if let Ok(n) = stream.read(&mut reply).await {
+                        if reply[..n].starts_with(b"+PONG") {
+                            return;
+                        }
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Commits the two halves of commit `seq`.
+async fn commit_pair(client: &Client, seq: u64) -> odb::Result<Tid> {
+    client
+        .transaction(|tx| {
+            Half::create(tx, Half { seq, part: 0 })?;
+            Half::create(tx, Half { seq, part: 1 })?;
+            Ok(())
+        })
+        .await?;
+    Ok(client.current_tid())
+}
+
+/// Every commit visible to a fresh client: sequence number -> parts.
+async fn visible(client: &Client) -> BTreeMap<u64, Vec<u8>> {
+    client
+        .subscribe(durable::schema())
+        .await
+        .expect("subscribe");
+    client
+        .view(|v| {
+            let mut seen: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+            for half in Half::lookup_all(v)? {
+                let value = half.get(v)?;
+                seen.entry(value.seq).or_default().push(value.part);
+            }
+            Ok(seen)
+        })
+        .expect("read the commits")
+}
+
+/// Checks that every acknowledged commit is visible and that no commit is visible in part.
+fn check(seen: &BTreeMap<u64, Vec<u8>>, acked: &BTreeSet<u64>) {
+    for (seq, parts) in seen {
+        let mut parts = parts.clone();
+        parts.sort();
+        assert_eq!(parts, vec![0, 1], "commit {seq} is visible in part");
+    }
+    for seq in acked {
+        assert!(seen.contains_key(seq), "acknowledged commit {seq} is lost");
+    }
+}
+
+/// Commits, kills the server at a random moment, restarts it and checks, `ROUNDS` times.
+async fn kill_and_restart(storage: Vec<String>) {
+    let mut acked: BTreeSet<u64> = BTreeSet::new();
+    let mut last_acked_tid = Tid(0);
+    for round in 0..ROUNDS as u64 {
+        let mut server = ServerProc::start(&storage).await;
+        let client = server.connect().await;
+        let seen = visible(&client).await;
+        check(&seen, &acked);
+        // The previous run's connection objects were deleted, and that deletion was stored.
+        client
+            .subscribe_type::<odb::core::Connection>()
+            .await
+            .expect("subscribe to connections");
+        let connections = client
+            .view(|v| odb::core::Connection::lookup_all(v))
+            .expect("read connections");
+        assert_eq!(
+            connections.len(),
+            1,
+            "round {round}: only this client's connection is live"
+        );
+        assert!(
+            client.current_tid() > last_acked_tid,
+            "round {round}: tid {} after the restart is not past the last acknowledged tid {}",
+            client.current_tid(),
+            last_acked_tid
+        );
+        let done = Arc::new(Mutex::new((Vec::new(), Tid(0))));
+        let writer = {
+            let done = done.clone();
+            let client = client.clone();
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let seq = round * 1_000_000 + i;
+                    match commit_pair(&client, seq).await {
+                        Ok(tid) => {
+                            let mut done = done.lock().expect("lock");
+                            done.0.push(seq);
+                            done.1 = tid;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(random(50, 400))).await;
+        server.kill();
+        tokio::time::timeout(Duration::from_secs(30), writer)
+            .await
+            .expect("the writer notices the killed server")
+            .expect("the writer does not panic");
+        let done = done.lock().expect("lock");
+        assert!(
+            !done.0.is_empty(),
+            "round {round}: no commit was acknowledged"
+        );
+        acked.extend(done.0.iter().copied());
+        last_acked_tid = last_acked_tid.max(done.1);
+    }
+    let server = ServerProc::start(&storage).await;
+    let client = server.connect().await;
+    check(&visible(&client).await, &acked);
+    assert!(client.current_tid() > last_acked_tid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_backend_survives_sigkill() {
+    let dir = TempDir::new("file");
+    let storage = vec!["--data-dir".to_string(), dir.path().display().to_string()];
+    kill_and_restart(storage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_backend_survives_sigkill() {
+    let redis = Redis::start().await;
+    let storage = vec![
+        "--redis".to_string(),
+        redis.url(),
+        "--redis-prefix".to_string(),
+        "test:".to_string(),
+    ];
+    kill_and_restart(storage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_fails_commits_until_redis_is_back() {
+    let mut redis = Redis::start().await;
+    let storage = vec![
+        "--redis".to_string(),
+        redis.url(),
+        "--redis-timeout-ms".to_string(),
+        "1000".to_string(),
+    ];
+    let mut server = ServerProc::start(&storage).await;
+    let client = server.connect().await;
+    commit_pair(&client, 1)
+        .await
+        .expect("commit before the outage");
+
+    redis.stop();
+    let started = Instant::now();
+    let failed = tokio::time::timeout(Duration::from_secs(15), commit_pair(&client, 2))
+        .await
+        .expect("a commit during the outage fails instead of hanging");
+    let error = failed.expect_err("a commit during the outage fails");
+    assert!(
+        error.to_string().contains("storage unavailable"),
+        "unexpected error: {error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match commit_pair(&client, 3).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "commits still fail: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    // The server and a fresh client agree: 1 and 3 are stored, 2 is not.
+    let other = server.connect().await;
+    let seen = visible(&other).await;
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+    server.kill();
+    let server = ServerProc::start(&storage).await;
+    let client = server.connect().await;
+    let seen = visible(&client).await;
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+    check(&seen, &BTreeSet::from([1, 3]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_refuses_another_format_version() {
+    let redis = Redis::start().await;
+    let output = {
+        let url = redis.url();
+        let client = redis_client(&url).await;
+        set_key(client, "odb:format", "999").await;
+        Command::new(server_binary())
+            .args(["--service-token", TOKEN, "--redis", &url, "127.0.0.1", "0"])
+            .output()
+            .expect("run odb-server")
+    };
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("format version 999"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_redis_is_a_one_line_error() {
+    let url = format!("redis://127.0.0.1:{}/0", free_port());
+    let output = Command::new(server_binary())
+        .args(["--service-token", TOKEN, "--redis", &url, "127.0.0.1", "0"])
+        .args(["--redis-timeout-ms", "1000"])
+        .output()
+        .expect("run odb-server");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("odb-server: error:"))
+        .unwrap_or_else(|| panic!("no error line in {stderr:?}"));
+    assert!(line.contains("cannot connect to Redis"), "{line}");
+}
+
+async fn redis_client(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("a Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis")
+}
+
+async fn set_key(mut conn: redis::aio::MultiplexedConnection, key: &str, value: &str) {
+    redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("SET");
+}
+
+/// With an in-process server on a storage that fails: the failed commit is undone (another
+/// client never sees it, and neither does the server), and commits succeed again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_batches_are_undone() {
+    let storage = MemoryStorage::new();
+    let server = odb_server::Server::start_with_storage(
+        odb_server::ServerConfig::new(TOKEN),
+        None,
+        Box::new(storage.clone()),
+    )
+    .await
+    .expect("start");
+    let connect = || async {
+        let stream = server.connect_in_process().expect("connect in process");
+        Client::builder("odb://in-process")
+            .token(TOKEN)
+            .max_retries(0)
+            .connect_stream(stream)
+            .await
+            .expect("handshake")
+    };
+    let writer = connect().await;
+    let watcher = connect().await;
+    watcher
+        .subscribe(durable::schema())
+        .await
+        .expect("subscribe");
+    commit_pair(&writer, 1).await.expect("first commit");
+
+    storage.set_failing(true);
+    let error = commit_pair(&writer, 2)
+        .await
+        .expect_err("a commit fails while the storage fails");
+    assert!(error.to_string().contains("storage unavailable"), "{error}");
+    storage.set_failing(false);
+    commit_pair(&writer, 3)
+        .await
+        .expect("commits succeed again");
+    watcher.flush().await.expect("flush");
+    let seen = watcher
+        .view(|v| {
+            let mut seen: BTreeSet<u64> = BTreeSet::new();
+            for half in Half::lookup_all(v)? {
+                seen.insert(half.get(v)?.seq);
+            }
+            Ok(seen)
+        })
+        .expect("view");
+    assert_eq!(seen, BTreeSet::from([1, 3]));
+    let fresh = connect().await;
+    assert_eq!(
+        visible(&fresh).await.keys().copied().collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+    server.shutdown().await;
+
+    // A server started on the same storage continues where this one stopped.
+    let stored_tid = storage.tid();
+    let server = odb_server::Server::start_with_storage(
+        odb_server::ServerConfig::new(TOKEN),
+        None,
+        Box::new(storage.clone()),
+    )
+    .await
+    .expect("restart");
+    assert!(
+        storage.tid() > stored_tid,
+        "the start-up deletion of the previous connections' objects is stored"
+    );
+    let stream = server.connect_in_process().expect("connect in process");
+    let client = Client::builder("odb://in-process")
+        .token(TOKEN)
+        .connect_stream(stream)
+        .await
+        .expect("handshake");
+    assert!(client.current_tid() > stored_tid);
+    assert_eq!(
+        visible(&client).await.keys().copied().collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+    server.shutdown().await;
+}
