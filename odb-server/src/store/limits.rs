@@ -4,7 +4,8 @@
 //! that becomes visible to a subscriber travels whole inside it. Both must stay well below the
 //! frame limit, or subscribers would be sent frames they cannot read. So a commit is rejected
 //! when the entries it writes, or any object it leaves behind, would encode to more than the
-//! limits below (by default a quarter of the frame limit each).
+//! limits below (by default half the frame limit for a commit and a quarter of it for one object,
+//! leaving room in a push for objects that become visible whole).
 //!
 //! Sizes are counted as the value's length plus [`ENTRY_OVERHEAD`] per field or index entry,
 //! which covers the object id, the field or index id and the length prefix in any encoding of
@@ -53,7 +54,7 @@ impl Limits {
         Limits {
             conflict_history,
             object_bytes: max_frame / 4,
-            commit_bytes: max_frame / 4,
+            commit_bytes: max_frame / 2,
         }
     }
 }

@@ -93,7 +93,7 @@ fn a_push_over_the_frame_limit_closes_only_that_connection() {
 }
 
 #[test]
-fn objects_and_commits_over_a_quarter_of_the_frame_are_refused() {
+fn objects_over_a_quarter_and_commits_over_half_of_the_frame_are_refused() {
     let config = ServerConfig {
         max_frame: 4000,
         ..ServerConfig::new("t")
@@ -101,7 +101,7 @@ fn objects_and_commits_over_a_quarter_of_the_frame_are_refused() {
     let (mut h, mut a) = harness(config);
     let req = h.create(100, "x");
     h.step(&mut a, req);
-    // The limit is 1000 bytes per object and per commit, each entry counting 24 bytes more
+    // The limit is 1000 bytes per object and 2000 per commit, each entry counting 24 bytes more
     // than its value: object 100 grows to 896 bytes, then a commit of 968 bytes would take it
     // to 1016.
     let grow = h.set_a(100, &"v".repeat(400));
@@ -127,7 +127,7 @@ fn objects_and_commits_over_a_quarter_of_the_frame_are_refused() {
         }
         other => panic!("expected Invalid, got {other:?}"),
     }
-    let many = create_many(&h, 200, 20, "x");
+    let many = create_many(&h, 200, 40, "x");
     h.commit(&a, many);
     match a.result() {
         CommitOutcome::Invalid { reason } => {
