@@ -2,7 +2,7 @@
 //! creates.
 
 use crate::bench_schema::{Counter, Event};
-use crate::report::{Measure, Row, Samples};
+use crate::report::{self, Measure, Row, Samples};
 use crate::Ctx;
 use anyhow::{Context, Result};
 use odb::Client;
@@ -19,6 +19,8 @@ pub struct Increments {
     pub measure: Measure,
     pub committed: u64,
     pub attempts: u64,
+    /// CPU microseconds of the whole process (server and clients) per committed increment.
+    pub cpu_us: Option<f64>,
 }
 
 /// A run-unique name, so workloads sharing the server do not meet each other's objects.
@@ -98,6 +100,7 @@ pub async fn odb_increments(
         }));
     }
     barrier.wait().await;
+    let cpu_before = report::process_cpu();
     let (mut committed, mut attempts) = (0, 0);
     let mut samples = Samples::default();
     let mut elapsed = Duration::ZERO;
@@ -110,6 +113,7 @@ pub async fn odb_increments(
         elapsed = elapsed.max(e);
         last_db = Some(db);
     }
+    let cpu_us = report::cpu_us_per_op(cpu_before, report::process_cpu(), committed);
     if let (Some(counter), Some(db)) = (shared_counter, last_db) {
         db.flush().await?;
         let total = db.view(|v| counter.value(v))?;
@@ -122,6 +126,7 @@ pub async fn odb_increments(
         measure: Measure::new(committed, elapsed, &mut samples),
         committed,
         attempts,
+        cpu_us,
     })
 }
 
@@ -131,7 +136,8 @@ pub async fn commit_latency(ctx: &mut Ctx) -> Result<Row> {
     let base = ctx.pingpong().await;
     Ok(Row::new("commit-latency", ours.measure)
         .with_baseline("pingpong", base)
-        .extra("commits", ours.committed))
+        .extra("commits", ours.committed)
+        .extra("cpu_us_per_op", ours.cpu_us))
 }
 
 /// Every client increments its own counter.
@@ -143,7 +149,8 @@ pub async fn counter(ctx: &mut Ctx) -> Result<Row> {
         .map(|r| r.measure);
     Ok(Row::new("counter", ours.measure)
         .with_baseline("redis", base)
-        .extra("clients", ctx.clients as u64))
+        .extra("clients", ctx.clients as u64)
+        .extra("cpu_us_per_op", ours.cpu_us))
 }
 
 /// Every client increments the same counter; conflicts are retried.
@@ -212,6 +219,7 @@ pub async fn aggregate(ctx: &mut Ctx) -> Result<Row> {
         }));
     }
     barrier.wait().await;
+    let cpu_before = report::process_cpu();
     let mut commits = 0;
     let mut samples = Samples::default();
     let mut elapsed = Duration::ZERO;
@@ -221,9 +229,11 @@ pub async fn aggregate(ctx: &mut Ctx) -> Result<Row> {
         samples.extend(s);
         elapsed = elapsed.max(e);
     }
+    let cpu_us = report::cpu_us_per_op(cpu_before, report::process_cpu(), commits);
     Ok(
         Row::new("aggregate", Measure::new(commits, elapsed, &mut samples))
             .extra("clients", AGGREGATE_CLIENTS as u64)
-            .extra("commits", commits),
+            .extra("commits", commits)
+            .extra("cpu_us_per_op", cpu_us),
     )
 }

@@ -1,7 +1,7 @@
 //! Data workloads: fan-out to subscribers, one bulk transaction, local reads.
 
 use crate::bench_schema::{self, Clock, Item};
-use crate::report::{rate, round1, Measure, Row, Samples};
+use crate::report::{self, rate, round1, Measure, Row, Samples};
 use crate::Ctx;
 use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
@@ -93,6 +93,7 @@ pub async fn fanout(ctx: &mut Ctx) -> Result<Row> {
 
     let mut samples = Samples::with_capacity(1 << 16);
     let mut rounds = 0u64;
+    let cpu_before = report::process_cpu();
     let began = Instant::now();
     while began.elapsed() < ctx.budget {
         writer
@@ -109,6 +110,7 @@ pub async fn fanout(ctx: &mut Ctx) -> Result<Row> {
         rounds += 1;
     }
     let elapsed = began.elapsed();
+    let cpu_us = report::cpu_us_per_op(cpu_before, report::process_cpu(), rounds);
     writer
         .transaction(|tx| clock.set_nanos(tx, u64::MAX))
         .await
@@ -122,7 +124,8 @@ pub async fn fanout(ctx: &mut Ctx) -> Result<Row> {
     Ok(Row::new("fanout", ours)
         .with_baseline("pingpong", base)
         .extra("subscribers", SUBSCRIBERS as u64)
-        .extra("deliveries_per_sec", rate(deliveries, elapsed)))
+        .extra("deliveries_per_sec", rate(deliveries, elapsed))
+        .extra("cpu_us_per_op", cpu_us))
 }
 
 /// One transaction creates all objects; measured until they are visible in another client.

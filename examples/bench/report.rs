@@ -192,3 +192,22 @@ pub fn print_row(row: &Row) {
         notes.join(" ")
     );
 }
+
+/// CPU time (user + system) the whole benchmark process has used so far, from
+/// `/proc/self/stat` (counted in clock ticks of 10 ms, Linux's usual 100 per second); `None`
+/// where that is unavailable. Fine for windows of seconds.
+pub fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may contain spaces; fields after it are space separated.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks.saturating_mul(10)))
+}
+
+/// CPU microseconds the process spent per operation between two [`process_cpu`] readings.
+pub fn cpu_us_per_op(before: Option<Duration>, after: Option<Duration>, ops: u64) -> Option<f64> {
+    let used = after?.checked_sub(before?)?;
+    (ops > 0).then(|| round1(used.as_secs_f64() * 1e6 / ops as f64))
+}

@@ -295,6 +295,11 @@ async fn send_and_close<S: AsyncWrite>(writer: &mut Writer<S>, message: &ServerM
 }
 
 /// Forwards requests to the sequencer until the connection ends.
+///
+/// The cancellation future and the silence timer live for the whole loop: creating a fresh
+/// timeout and cancellation waiter for every frame would register and deregister them with the
+/// runtime once per request. The timer is only moved forward when it fires and frames have
+/// arrived since, so a connection is still closed after `idle` of silence.
 async fn read_loop<S: AsyncRead>(
     ctx: &ConnContext,
     reader: &mut Reader<S>,
@@ -303,27 +308,42 @@ async fn read_loop<S: AsyncRead>(
     closed: &CancellationToken,
 ) -> End {
     let idle = ctx.config.idle_timeout();
+    let cancelled = closed.cancelled();
+    tokio::pin!(cancelled);
+    let mut last_frame = Instant::now();
+    let silence = tokio::time::sleep_until(last_frame + idle);
+    tokio::pin!(silence);
     loop {
         let next = tokio::select! {
-            _ = closed.cancelled() => return End::Closed,
-            next = timeout(idle, reader.next()) => next,
+            biased;
+            _ = &mut cancelled => return End::Closed,
+            next = reader.next() => Some(next),
+            _ = &mut silence => None,
         };
-        let frame = match next {
-            Err(_) => {
-                if heartbeat_checks_suspended(ctx, conn, closed).await {
-                    tracing::debug!("silent for {idle:?}, but heartbeat checks are suspended");
-                    continue;
-                }
-                return End::Protocol(format!(
-                    "no frame received for {idle:?} (missed heartbeats)"
-                ));
+        let Some(next) = next else {
+            let deadline = last_frame + idle;
+            if Instant::now() < deadline {
+                silence.as_mut().reset(deadline);
+                continue;
             }
-            Ok(None) => return End::ByClient,
-            Ok(Some(Err(e))) if e.kind() == io::ErrorKind::InvalidData => {
+            if heartbeat_checks_suspended(ctx, conn, closed).await {
+                tracing::debug!("silent for {idle:?}, but heartbeat checks are suspended");
+                last_frame = Instant::now();
+                silence.as_mut().reset(last_frame + idle);
+                continue;
+            }
+            return End::Protocol(format!(
+                "no frame received for {idle:?} (missed heartbeats)"
+            ));
+        };
+        last_frame = Instant::now();
+        let frame = match next {
+            None => return End::ByClient,
+            Some(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
                 return End::Protocol(format!("unreadable frame: {e}"))
             }
-            Ok(Some(Err(e))) => return End::Broken(e.to_string()),
-            Ok(Some(Ok(frame))) => frame,
+            Some(Err(e)) => return End::Broken(e.to_string()),
+            Some(Ok(frame)) => frame,
         };
         let message = match odb_wire::decode::<ClientMessage>(&frame) {
             Ok(ClientMessage::Heartbeat) => continue,
@@ -335,7 +355,8 @@ async fn read_loop<S: AsyncRead>(
         };
         let request = Request::Message { conn, message };
         let forwarded = tokio::select! {
-            _ = closed.cancelled() => return End::Closed,
+            biased;
+            _ = &mut cancelled => return End::Closed,
             sent = ctx.sequencer.send(request) => sent.is_ok(),
         };
         if !forwarded || outbound.is_closed() {

@@ -147,9 +147,7 @@ impl ConnectionType {
             return false;
         }
         record
-            .fields
-            .iter()
-            .find(|(f, _)| *f == self.suspend)
-            .is_some_and(|(_, value)| odb_wire::decode::<bool>(value).unwrap_or(false))
+            .field(self.suspend)
+            .is_some_and(|value| odb_wire::decode::<bool>(value).unwrap_or(false))
     }
 }

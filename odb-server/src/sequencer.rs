@@ -36,7 +36,7 @@ use crate::outbound::Outbound;
 use crate::registry::Registry;
 use crate::snapshot::Snapshot;
 use crate::store::{Applied, Limits, Store};
-use crate::subscriptions::{commit_data, Selection, Visibility};
+use crate::subscriptions::{commit_data, current, Selection, Visibility};
 use bytes::Bytes;
 use odb_wire::{
     ClientMessage, CommitOutcome, CommitRequest, IdBlock, ObjectData, ObjectId, RequestId,
@@ -432,14 +432,13 @@ impl Sequencer {
         let mut encoded: HashMap<Selection, Option<Bytes>> = HashMap::new();
         let mut failed = Vec::new();
         let max_frame = self.config.max_frame;
+        let store = &self.store;
+        let current = current(applied, store);
         for (&id, conn) in &mut self.conns {
-            let selection = conn
-                .visibility
-                .select(applied, &self.store, committer == Some(id));
+            let selection = conn.visibility.select(&current, committer == Some(id));
             if selection.is_empty() {
                 continue;
             }
-            let store = &self.store;
             let frame = encoded.entry(selection).or_insert_with_key(|selection| {
                 let message = ServerMessage::Commit(commit_data(selection, applied, store));
                 encode_or_log(&message)

@@ -11,15 +11,19 @@ use bytes::Bytes;
 use odb_wire::{
     CommitOutcome, CommitRequest, FieldId, IndexId, Key, ObjectData, ObjectId, Tid, TypeId,
 };
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 mod history;
 mod limits;
+mod record;
 
 use history::History;
 pub(crate) use limits::Limits;
+pub(crate) use record::Obj;
+use record::Src;
 
-/// One live object.
+/// One object in plain form, as it is loaded and stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Record {
     /// Its type.
@@ -50,19 +54,89 @@ pub(crate) struct Touched {
     pub writes: BTreeMap<FieldId, Option<Bytes>>,
 }
 
+/// The objects that have one index value, and the tid of the last change of that set.
+#[derive(Debug)]
+struct IndexValue {
+    stamp: Tid,
+    members: Members,
+}
+
+/// A member set; most index values have a single member.
+#[derive(Debug)]
+enum Members {
+    One(ObjectId),
+    // Boxed so that the common single-member case takes 16 bytes, not a set's 24 or more.
+    #[allow(clippy::box_collection)]
+    Many(Box<BTreeSet<ObjectId>>),
+}
+
+impl Members {
+    fn insert(&mut self, o: ObjectId) {
+        match self {
+            Members::One(only) if *only == o => {}
+            Members::One(only) => {
+                let set = BTreeSet::from([*only, o]);
+                *self = Members::Many(Box::new(set));
+            }
+            Members::Many(set) => {
+                set.insert(o);
+            }
+        }
+    }
+
+    /// Removes a member; returns whether the set is empty now.
+    fn remove(&mut self, o: ObjectId) -> bool {
+        match self {
+            Members::One(only) => *only == o,
+            Members::Many(set) => {
+                set.remove(&o);
+                if set.len() == 1 {
+                    if let Some(&last) = set.first() {
+                        *self = Members::One(last);
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        let (one, many) = match self {
+            Members::One(o) => (Some(*o), None),
+            Members::Many(set) => (None, Some(set.iter().copied())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
+
+/// The key of an index value in the member map: the index id, then the value.
+fn index_key(out: &mut Vec<u8>, index: IndexId, value: &[u8]) {
+    out.clear();
+    out.extend_from_slice(&index.0.to_le_bytes());
+    out.extend_from_slice(value);
+}
+
 /// All data of the database, and its conflict history.
 #[derive(Default)]
 pub(crate) struct Store {
-    objects: HashMap<ObjectId, Record>,
-    members: HashMap<(IndexId, Bytes), BTreeSet<ObjectId>>,
+    objects: HashMap<ObjectId, Obj>,
+    members: HashMap<Box<[u8]>, IndexValue>,
     history: History,
-    /// Keys stamped by the commit being applied.
-    stamped: Vec<Key>,
     limits: Limits,
     tid: Tid,
     /// While set, the state before its first change of every object changed since the journal
     /// was last cleared, so that those changes can be stored or undone.
-    journal: Option<HashMap<ObjectId, Option<Record>>>,
+    journal: Option<HashMap<ObjectId, Option<Obj>>>,
+}
+
+/// What one commit does to one object, collected before the object is rebuilt.
+struct Draft<'r> {
+    ty: TypeId,
+    /// The last write of each field, sorted by field id.
+    fields: Vec<(FieldId, Option<&'r [u8]>)>,
+    /// Index values after the commit as far as it sets them, sorted by index id.
+    indices: Vec<(IndexId, Option<Cow<'r, [u8]>>)>,
+    deleted: bool,
 }
 
 fn invalid(reason: String) -> CommitOutcome {
@@ -83,7 +157,20 @@ impl Store {
     /// The tid that last wrote a key; `Tid(0)` if it was never written, or not since the
     /// horizon.
     pub fn last_write(&self, key: &Key) -> Tid {
-        self.history.last_write(key)
+        let live = match key {
+            Key::Field(o, f) => self.objects.get(o).and_then(|r| r.field_stamp(*f)),
+            Key::Index(i, v) => {
+                let mut k = Vec::with_capacity(4 + v.len());
+                index_key(&mut k, *i, v);
+                self.members.get(&k[..]).map(|e| e.stamp)
+            }
+        };
+        let stamp = live.unwrap_or_default().max(self.history.last_write(key));
+        if self.history.counts(stamp) {
+            stamp
+        } else {
+            Tid(0)
+        }
     }
 
     /// Sets the limits enforced from now on; a shorter conflict history takes effect at once.
@@ -115,11 +202,12 @@ impl Store {
             tid,
             ..Store::default()
         };
-        for (id, record) in objects {
-            store.link(id, &record.indices);
-            store.objects.insert(id, record);
-        }
         store.forget_conflict_history();
+        for (id, record) in objects {
+            let obj = Obj::from_plain(record.ty, &record.fields, &record.indices, Tid(0));
+            store.link(id, &obj);
+            store.objects.insert(id, obj);
+        }
         store
     }
 
@@ -141,7 +229,14 @@ impl Store {
             .journal
             .iter()
             .flat_map(|j| j.keys())
-            .map(|id| (*id, self.objects.get(id).cloned()))
+            .map(|id| {
+                let record = self.objects.get(id).map(|r| Record {
+                    ty: r.ty,
+                    fields: r.field_list(),
+                    indices: r.index_list(),
+                });
+                (*id, record)
+            })
             .collect();
         changes.sort_by_key(|(id, _)| *id);
         changes
@@ -161,60 +256,102 @@ impl Store {
         let Some(journal) = self.journal.take() else {
             return;
         };
-        for (id, before) in &journal {
-            if let Some(now) = self.objects.remove(id) {
-                self.unlink(*id, &now.indices);
+        for (id, before) in journal {
+            let now = self.objects.remove(&id);
+            if let Some(now) = &now {
+                self.unlink(id, now);
+                for slot in now.field_slots() {
+                    self.history.live_drop(slot.stamp);
+                }
             }
-            if let Some(before) = before {
-                self.link(*id, &before.indices);
-                self.objects.insert(*id, before.clone());
+            let restored = match (before, &now) {
+                (Some(before), Some(now)) => Some(merge_stamps(&before, now)),
+                (before, _) => before,
+            };
+            if let Some(now) = &now {
+                for slot in now.field_slots() {
+                    let kept = restored.as_ref().and_then(|r| r.field_stamp(slot.id));
+                    if kept.is_none() {
+                        self.history.keep(Key::Field(id, slot.id), slot.stamp);
+                    }
+                }
+            }
+            if let Some(restored) = restored {
+                for slot in restored.field_slots() {
+                    self.history.live_add(slot.stamp);
+                }
+                self.link(id, &restored);
+                self.objects.insert(id, restored);
             }
         }
         self.journal = Some(HashMap::new());
     }
 
-    /// Adds an object to the member sets of its index values.
-    fn link(&mut self, o: ObjectId, indices: &[(IndexId, Bytes)]) {
-        for (index, value) in indices {
-            self.members
-                .entry((*index, value.clone()))
-                .or_default()
-                .insert(o);
+    /// Adds an object to the member sets of its index values (outside a commit: a new index
+    /// value takes over a remembered stamp).
+    fn link(&mut self, o: ObjectId, obj: &Obj) {
+        let mut k = Vec::new();
+        for (index, value) in obj.indices() {
+            index_key(&mut k, index, value);
+            if let Some(entry) = self.members.get_mut(&k[..]) {
+                entry.members.insert(o);
+                continue;
+            }
+            let stamp = self
+                .history
+                .take(&Key::Index(index, Bytes::copy_from_slice(value)))
+                .unwrap_or_default();
+            self.history.live_add(stamp);
+            self.members.insert(
+                k.clone().into_boxed_slice(),
+                IndexValue {
+                    stamp,
+                    members: Members::One(o),
+                },
+            );
         }
     }
 
-    /// Removes an object from the member sets of its index values.
-    fn unlink(&mut self, o: ObjectId, indices: &[(IndexId, Bytes)]) {
-        for (index, value) in indices {
-            let key = (*index, value.clone());
-            if let Some(set) = self.members.get_mut(&key) {
-                set.remove(&o);
-                if set.is_empty() {
-                    self.members.remove(&key);
-                }
+    /// Removes an object from the member sets of its index values (outside a commit: an index
+    /// value left empty keeps its stamp in the history).
+    fn unlink(&mut self, o: ObjectId, obj: &Obj) {
+        let mut k = Vec::new();
+        for (index, value) in obj.indices() {
+            index_key(&mut k, index, value);
+            let Some(entry) = self.members.get_mut(&k[..]) else {
+                continue;
+            };
+            if entry.members.remove(o) {
+                let stamp = entry.stamp;
+                self.members.remove(&k[..]);
+                self.history.live_drop(stamp);
+                self.history
+                    .keep(Key::Index(index, Bytes::copy_from_slice(value)), stamp);
             }
         }
     }
 
     /// A live object.
-    pub fn record(&self, id: ObjectId) -> Option<&Record> {
+    pub fn record(&self, id: ObjectId) -> Option<&Obj> {
         self.objects.get(&id)
     }
 
     /// The objects whose `index` currently has exactly `value`, in ascending id order.
     pub fn members(&self, index: IndexId, value: &Bytes) -> impl Iterator<Item = ObjectId> + '_ {
+        let mut k = Vec::with_capacity(4 + value.len());
+        index_key(&mut k, index, value);
         self.members
-            .get(&(index, value.clone()))
+            .get(&k[..])
             .into_iter()
-            .flat_map(|set| set.iter().copied())
+            .flat_map(|e| e.members.iter())
     }
 
     /// The complete current data of a live object.
     pub fn object_data(&self, id: ObjectId) -> Option<ObjectData> {
         self.objects.get(&id).map(|r| ObjectData {
             id,
-            fields: r.fields.clone(),
-            indices: r.indices.clone(),
+            fields: r.field_list(),
+            indices: r.index_list(),
         })
     }
 
@@ -370,6 +507,7 @@ impl Store {
         let tid = self.tid.next();
         self.tid = tid;
         let mut objects: BTreeMap<ObjectId, Touched> = BTreeMap::new();
+        let mut drafts: HashMap<ObjectId, Draft<'_>> = HashMap::with_capacity(created.len());
         let touched_ids = req
             .writes
             .iter()
@@ -377,112 +515,302 @@ impl Store {
             .chain(req.index_writes.iter().map(|w| w.object))
             .chain(req.deletes.iter().copied());
         for o in touched_ids {
+            let std::collections::btree_map::Entry::Vacant(slot) = objects.entry(o) else {
+                continue;
+            };
+            let live = self.objects.get(&o);
             if let Some(journal) = &mut self.journal {
-                let live = &self.objects;
-                journal.entry(o).or_insert_with(|| live.get(&o).cloned());
+                journal.entry(o).or_insert_with(|| live.cloned());
             }
-            objects.entry(o).or_insert_with(|| Touched {
-                created: created.contains_key(&o),
-                old_indices: self
-                    .objects
-                    .get(&o)
-                    .map(|r| r.indices.clone())
-                    .unwrap_or_default(),
+            let is_created = created.contains_key(&o);
+            slot.insert(Touched {
+                created: is_created,
+                old_indices: live.map(Obj::index_list).unwrap_or_default(),
                 writes: BTreeMap::new(),
             });
+            let ty = match (live, created.get(&o)) {
+                (Some(r), _) => r.ty,
+                (None, Some(ty)) => *ty,
+                (None, None) => continue,
+            };
+            let mut draft = Draft {
+                ty,
+                fields: Vec::new(),
+                indices: Vec::new(),
+                deleted: false,
+            };
+            if is_created {
+                if let Some(info) = registry.type_info(ty) {
+                    draft
+                        .indices
+                        .push((info.all_index, Some(Cow::Borrowed(&[][..]))));
+                }
+            }
+            drafts.insert(o, draft);
         }
-        for (&o, &ty) in &created {
-            self.objects.insert(
-                o,
-                Record {
-                    ty,
-                    fields: Vec::new(),
-                    indices: Vec::new(),
-                },
-            );
-            if let Some(info) = registry.type_info(ty) {
-                self.set_index(o, info.all_index, Some(Bytes::new()));
+        // Index values stamped by this commit, in the order they changed.
+        let mut stamped: Vec<(IndexId, Cow<'_, [u8]>)> = Vec::new();
+        for (&o, draft) in &drafts {
+            for (i, v) in &draft.indices {
+                if let Some(v) = v {
+                    if created.contains_key(&o) {
+                        stamped.push((*i, v.clone()));
+                    }
+                }
             }
         }
         for w in &req.writes {
-            if let Some(record) = self.objects.get_mut(&w.object) {
-                let pos = record.fields.binary_search_by_key(&w.field, |(f, _)| *f);
-                match (pos, &w.value) {
-                    (Ok(p), Some(v)) => record.fields[p].1 = v.clone(),
-                    (Err(p), Some(v)) => record.fields.insert(p, (w.field, v.clone())),
-                    (Ok(p), None) => {
-                        record.fields.remove(p);
-                    }
-                    (Err(_), None) => {}
-                }
+            let Some(draft) = drafts.get_mut(&w.object) else {
+                continue;
+            };
+            let value = w.value.as_deref();
+            match draft.fields.binary_search_by_key(&w.field, |(f, _)| *f) {
+                Ok(p) => draft.fields[p].1 = value,
+                Err(p) => draft.fields.insert(p, (w.field, value)),
             }
-            self.stamped.push(Key::Field(w.object, w.field));
             if let Some(t) = objects.get_mut(&w.object) {
                 t.writes.insert(w.field, w.value.clone());
             }
         }
         for w in &req.index_writes {
-            self.set_index(w.object, w.index, w.value.clone());
-        }
-        for o in &req.deletes {
-            let Some(record) = self.objects.remove(o) else {
+            let Some(draft) = drafts.get_mut(&w.object) else {
                 continue;
             };
-            for (f, _) in record.fields {
-                self.stamped.push(Key::Field(*o, f));
+            let live = self.objects.get(&w.object);
+            let new = w.value.as_deref();
+            let pos = draft.indices.binary_search_by_key(&w.index, |(i, _)| *i);
+            let old: Option<&[u8]> = match pos {
+                Ok(p) => draft.indices[p].1.as_deref(),
+                Err(_) => live.and_then(|r| r.index(w.index)),
+            };
+            if old == new {
+                continue;
             }
-            for (i, v) in record.indices {
-                self.leave_index(*o, i, v);
+            if let Some(old) = old {
+                stamped.push((w.index, Cow::Owned(old.to_vec())));
+            }
+            if let Some(new) = new {
+                stamped.push((w.index, Cow::Borrowed(new)));
+            }
+            let value = new.map(Cow::Borrowed);
+            match pos {
+                Ok(p) => draft.indices[p].1 = value,
+                Err(p) => draft.indices.insert(p, (w.index, value)),
             }
         }
-        let stamped = std::mem::take(&mut self.stamped);
-        self.history.record(tid, stamped);
+        for o in &req.deletes {
+            let Some(draft) = drafts.get_mut(o) else {
+                continue;
+            };
+            if draft.deleted {
+                continue;
+            }
+            draft.deleted = true;
+            let live = self.objects.get(o);
+            let mut current: Vec<(IndexId, Vec<u8>)> = live
+                .map(|r| r.indices().map(|(i, v)| (i, v.to_vec())).collect())
+                .unwrap_or_default();
+            for (i, v) in &draft.indices {
+                current.retain(|(ci, _)| ci != i);
+                if let Some(v) = v {
+                    current.push((*i, v.to_vec()));
+                }
+            }
+            for (i, v) in current {
+                stamped.push((i, Cow::Owned(v)));
+            }
+        }
+        let mut k = Vec::new();
+        // Leave old index values first, so that a value left and joined in one commit keeps a
+        // consistent member set.
+        for (&o, draft) in &drafts {
+            let Some(live) = self.objects.get(&o) else {
+                continue;
+            };
+            for (i, v) in live.indices() {
+                let stays = !draft.deleted
+                    && match draft.indices.binary_search_by_key(&i, |(di, _)| *di) {
+                        Ok(p) => draft.indices[p].1.as_deref() == Some(v),
+                        Err(_) => true,
+                    };
+                if stays {
+                    continue;
+                }
+                index_key(&mut k, i, v);
+                if let Some(entry) = self.members.get_mut(&k[..]) {
+                    if entry.members.remove(o) {
+                        let stamp = entry.stamp;
+                        self.members.remove(&k[..]);
+                        self.history.live_drop(stamp);
+                    }
+                }
+            }
+        }
+        for (o, draft) in drafts {
+            let live = self.objects.get(&o);
+            if draft.deleted {
+                if let Some(live) = live {
+                    for slot in live.field_slots() {
+                        self.history.live_drop(slot.stamp);
+                        let written = draft
+                            .fields
+                            .binary_search_by_key(&slot.id, |(f, _)| *f)
+                            .is_ok();
+                        let stamp = if slot.value.is_some() || written {
+                            tid
+                        } else {
+                            slot.stamp
+                        };
+                        self.history.keep(Key::Field(o, slot.id), stamp);
+                    }
+                }
+                for (f, _) in &draft.fields {
+                    if live.and_then(|r| r.field_stamp(*f)).is_none() {
+                        self.history.keep(Key::Field(o, *f), tid);
+                    }
+                }
+                self.objects.remove(&o);
+                continue;
+            }
+            let obj = rebuild(&mut self.history, o, live, &draft, tid);
+            for (i, v) in &draft.indices {
+                let Some(v) = v else { continue };
+                let joins = live.is_none_or(|r| r.index(*i) != Some(&v[..]));
+                if !joins {
+                    continue;
+                }
+                index_key(&mut k, *i, v);
+                match self.members.get_mut(&k[..]) {
+                    Some(entry) => entry.members.insert(o),
+                    None => {
+                        self.members.insert(
+                            k.clone().into_boxed_slice(),
+                            IndexValue {
+                                stamp: Tid(0),
+                                members: Members::One(o),
+                            },
+                        );
+                    }
+                }
+            }
+            self.objects.insert(o, obj);
+        }
+        for (i, v) in stamped {
+            index_key(&mut k, i, &v);
+            match self.members.get_mut(&k[..]) {
+                Some(entry) => {
+                    if entry.stamp != tid {
+                        self.history.live_restamp(entry.stamp, tid);
+                        entry.stamp = tid;
+                        self.history
+                            .take(&Key::Index(i, Bytes::copy_from_slice(&v)));
+                    }
+                }
+                None => self
+                    .history
+                    .keep(Key::Index(i, Bytes::copy_from_slice(&v)), tid),
+            }
+        }
+        self.history.record(tid);
         Applied { tid, objects }
     }
+}
 
-    /// Moves a live object to a new value of an index (`None`: out of the index), stamping the
-    /// old and the new index value. Setting the current value changes nothing.
-    fn set_index(&mut self, o: ObjectId, index: IndexId, value: Option<Bytes>) {
-        let Some(record) = self.objects.get_mut(&o) else {
-            return;
+/// The object `o` after a commit at `tid` applied `draft` to it, counting the stamps it replaces
+/// and adds.
+fn rebuild(
+    history: &mut History,
+    o: ObjectId,
+    live: Option<&Obj>,
+    draft: &Draft<'_>,
+    tid: Tid,
+) -> Obj {
+    let old_fields: Vec<record::FieldSlot<'_>> =
+        live.map(|r| r.field_slots().collect()).unwrap_or_default();
+    let mut fields: Vec<(FieldId, Tid, Src<'_>)> =
+        Vec::with_capacity(old_fields.len() + draft.fields.len());
+    let (mut a, mut b) = (old_fields.iter().peekable(), draft.fields.iter().peekable());
+    let horizon = history.horizon();
+    let holderless = history.len() > 0;
+    loop {
+        let take_old = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(x), Some(y)) => x.id < y.0,
         };
-        let pos = record.indices.binary_search_by_key(&index, |(i, _)| *i);
-        let old = pos.ok().map(|p| &record.indices[p].1);
-        if old == value.as_ref() {
-            return;
-        }
-        let old = match (pos, &value) {
-            (Ok(p), Some(v)) => Some(std::mem::replace(&mut record.indices[p].1, v.clone())),
-            (Ok(p), None) => Some(record.indices.remove(p).1),
-            (Err(p), Some(v)) => {
-                record.indices.insert(p, (index, v.clone()));
-                None
+        if take_old {
+            let Some(slot) = a.next() else { break };
+            match slot.value {
+                Some(v) => fields.push((slot.id, slot.stamp, Src::Value(v))),
+                None if slot.stamp > horizon => fields.push((slot.id, slot.stamp, Src::Absent)),
+                None => {}
             }
-            (Err(_), None) => None,
-        };
-        if let Some(old) = old {
-            self.leave_index(o, index, old);
+            continue;
         }
-        if let Some(value) = value {
-            self.members
-                .entry((index, value.clone()))
-                .or_default()
-                .insert(o);
-            self.stamped.push(Key::Index(index, value));
+        let Some(&(f, value)) = b.next() else { break };
+        match a.peek() {
+            Some(slot) if slot.id == f => {
+                history.live_restamp(slot.stamp, tid);
+                a.next();
+            }
+            _ => history.live_add(tid),
+        }
+        if holderless {
+            history.take(&Key::Field(o, f));
+        }
+        let src = value.map_or(Src::Absent, Src::Value);
+        fields.push((f, tid, src));
+    }
+    let mut indices: Vec<(IndexId, &[u8])> = Vec::new();
+    let old_indices: Vec<(IndexId, &[u8])> =
+        live.map(|r| r.indices().collect()).unwrap_or_default();
+    let (mut a, mut b) = (
+        old_indices.iter().peekable(),
+        draft.indices.iter().peekable(),
+    );
+    loop {
+        let take_old = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(x), Some(y)) => x.0 < y.0,
+        };
+        if take_old {
+            if let Some(&(i, v)) = a.next() {
+                indices.push((i, v));
+            }
+            continue;
+        }
+        let Some((i, v)) = b.next() else { break };
+        if a.peek().is_some_and(|x| x.0 == *i) {
+            a.next();
+        }
+        if let Some(v) = v {
+            indices.push((*i, v));
         }
     }
+    Obj::build(draft.ty, fields.into_iter(), indices.into_iter())
+}
 
-    /// Removes an object from one index value's member set and stamps that value.
-    fn leave_index(&mut self, o: ObjectId, index: IndexId, value: Bytes) {
-        let key = (index, value);
-        if let Some(set) = self.members.get_mut(&key) {
-            set.remove(&o);
-            if set.is_empty() {
-                self.members.remove(&key);
-            }
+/// `before` with the newer stamp of each field in `now`; fields only `now` has stay remembered
+/// without a value.
+fn merge_stamps(before: &Obj, now: &Obj) -> Obj {
+    let mut fields: Vec<(FieldId, Tid, Src<'_>)> = before
+        .field_slots()
+        .map(|s| {
+            let stamp = now.field_stamp(s.id).map_or(s.stamp, |t| t.max(s.stamp));
+            (s.id, stamp, s.value.map_or(Src::Absent, Src::Value))
+        })
+        .collect();
+    for s in now.field_slots() {
+        if before.field_stamp(s.id).is_none() {
+            fields.push((s.id, s.stamp, Src::Absent));
         }
-        self.stamped.push(Key::Index(key.0, key.1));
     }
+    fields.sort_by_key(|(f, _, _)| *f);
+    let indices: Vec<(IndexId, &[u8])> = before.indices().collect();
+    Obj::build(before.ty, fields.into_iter(), indices.into_iter())
 }
 
 #[cfg(test)]

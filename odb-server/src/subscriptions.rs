@@ -113,7 +113,11 @@ impl Visibility {
         }
         candidates
             .into_iter()
-            .filter(|&id| store.record(id).is_some_and(|r| !self.sees(id, &r.indices)))
+            .filter(|&id| {
+                store
+                    .record(id)
+                    .is_some_and(|r| !self.sees(id, &r.index_list()))
+            })
             .collect()
     }
 
@@ -165,12 +169,15 @@ impl Visibility {
 
     /// Decides what this connection gets of a commit the store has just applied, and updates
     /// the visibility for it: own creations are remembered, objects leaving a subscribed index
-    /// value stay visible, deleted objects are forgotten.
-    pub fn select(&mut self, applied: &Applied, store: &Store, is_committer: bool) -> Selection {
+    /// value stay visible, deleted objects are forgotten. `current` holds every object the
+    /// commit touched, in object order, with its record after the commit (`None`: deleted); it
+    /// is looked up once per commit rather than once per connection.
+    pub fn select(&mut self, current: &[Current<'_>], is_committer: bool) -> Selection {
         let mut selection = Vec::new();
-        for (&id, touched) in &applied.objects {
+        for object in current {
+            let (id, touched) = (object.id, object.touched);
             let before = !touched.created && self.sees(id, &touched.old_indices);
-            let Some(record) = store.record(id) else {
+            let Some(indices) = &object.indices else {
                 self.forget(id);
                 if before {
                     selection.push((id, Part::Deleted));
@@ -180,18 +187,40 @@ impl Visibility {
             if is_committer && touched.created {
                 self.created.insert(id);
             }
-            let by_index = self.sees_by_index(&record.indices);
             if before {
-                self.record_leaving(id, &touched.old_indices, &record.indices);
-                if has_changes(touched, &record.indices) {
+                self.record_leaving(id, &touched.old_indices, indices);
+                if has_changes(touched, indices) {
                     selection.push((id, Part::Changes));
                 }
-            } else if by_index || self.sees_explicitly(id) {
+            } else if self.sees_by_index(indices) || self.sees_explicitly(id) {
                 selection.push((id, Part::Full));
             }
         }
         selection
     }
+}
+
+/// One object a commit touched, with its index memberships after the commit.
+pub(crate) struct Current<'a> {
+    /// The object.
+    pub id: ObjectId,
+    /// What the commit did to it.
+    pub touched: &'a Touched,
+    /// Its index memberships after the commit, sorted by index id; `None`: deleted.
+    pub indices: Option<Vec<(IndexId, Bytes)>>,
+}
+
+/// The objects `applied` touched, in object order, with their memberships in `store`.
+pub(crate) fn current<'a>(applied: &'a Applied, store: &Store) -> Vec<Current<'a>> {
+    applied
+        .objects
+        .iter()
+        .map(|(&id, touched)| Current {
+            id,
+            touched,
+            indices: store.record(id).map(|r| r.index_list()),
+        })
+        .collect()
 }
 
 /// Whether a commit changed anything of a surviving object.
@@ -212,17 +241,16 @@ pub(crate) fn commit_data(selection: &Selection, applied: &Applied, store: &Stor
                 let Some(record) = store.record(id) else {
                     continue;
                 };
-                data.writes
-                    .extend(record.fields.iter().map(|(f, v)| FieldWrite {
-                        object: id,
-                        field: *f,
-                        value: Some(v.clone()),
-                    }));
+                data.writes.extend(record.fields().map(|(f, v)| FieldWrite {
+                    object: id,
+                    field: f,
+                    value: Some(Bytes::copy_from_slice(v)),
+                }));
                 data.index_writes
-                    .extend(record.indices.iter().map(|(i, v)| IndexWrite {
+                    .extend(record.indices().map(|(i, v)| IndexWrite {
                         object: id,
-                        index: *i,
-                        value: Some(v.clone()),
+                        index: i,
+                        value: Some(Bytes::copy_from_slice(v)),
                     }));
             }
             Part::Changes => {
@@ -239,7 +267,7 @@ pub(crate) fn commit_data(selection: &Selection, applied: &Applied, store: &Stor
                 index_changes(
                     id,
                     &touched.old_indices,
-                    &record.indices,
+                    &record.index_list(),
                     &mut data.index_writes,
                 );
             }

@@ -11,9 +11,9 @@
 //! a snapshot while recording a [`ReadSet`], then wait for a change newer than that snapshot
 //! whose keys intersect it.
 
+use crate::hash::FastSet;
 use crate::replica::SnapshotAt;
 use odb_wire::{Key, ObjectId, Tid};
-use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -43,7 +43,7 @@ pub(crate) struct Change {
     /// The replica's tid after the change.
     pub tid: Tid,
     /// The keys whose value changed.
-    pub keys: HashSet<Key>,
+    pub keys: FastSet<Key>,
     /// The commit, when the change is a commit pushed by the server.
     pub commit: Option<AppliedCommit>,
     /// The connection closed: every listener should look at the client's state again.
@@ -53,7 +53,7 @@ pub(crate) struct Change {
 /// The keys a reader depended on.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ReadSet {
-    pub keys: HashSet<Key>,
+    pub keys: FastSet<Key>,
     /// The reader looked at the snapshot's tid, which every change can move.
     pub tid: bool,
 }
@@ -151,7 +151,7 @@ mod tests {
         // Already part of the snapshot the reader saw.
         assert!(!reads.affected_by(&change(5, 9, &[read]), at));
         let tid_reader = ReadSet {
-            keys: HashSet::new(),
+            keys: FastSet::default(),
             tid: true,
         };
         assert!(tid_reader.affected_by(&change(5, 10, &[]), at));

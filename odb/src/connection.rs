@@ -268,10 +268,12 @@ async fn write_loop<W: AsyncWrite + Send + Unpin>(
 ) {
     let mut ticker = tokio::time::interval(heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     let result: Result<()> = async {
         loop {
             let frame = tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
+                _ = &mut cancelled => return Ok(()),
                 _ = ticker.tick() => encode(&ClientMessage::Heartbeat)?,
                 frame = rx.recv() => match frame {
                     Some(frame) => frame,
@@ -302,16 +304,30 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
 ) {
     let mut subscriptions: HashMap<RequestId, Vec<ObjectData>> = HashMap::new();
     let mut closing: Option<String> = None;
+    // One cancellation waiter and one silence timer for the whole loop rather than fresh ones
+    // per frame; the timer is moved forward only when it fires after frames have arrived.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
+    let mut last_frame = tokio::time::Instant::now();
+    let silence = tokio::time::sleep_until(last_frame + silence_limit);
+    tokio::pin!(silence);
     let reason = loop {
         let frame = tokio::select! {
-            _ = cancel.cancelled() => break "the client was closed".to_string(),
-            frame = tokio::time::timeout(silence_limit, reader.next()) => match frame {
-                Ok(frame) => frame,
-                Err(_) => break format!(
+            biased;
+            _ = &mut cancelled => break "the client was closed".to_string(),
+            frame = reader.next() => frame,
+            _ = &mut silence => {
+                let deadline = last_frame + silence_limit;
+                if tokio::time::Instant::now() < deadline {
+                    silence.as_mut().reset(deadline);
+                    continue;
+                }
+                break format!(
                     "the server sent nothing for {silence_limit:?} (not even a heartbeat)"
-                ),
-            },
+                );
+            }
         };
+        last_frame = tokio::time::Instant::now();
         let frame = match frame {
             Some(Ok(frame)) => frame,
             Some(Err(e)) => break format!("reading from the server failed: {e}"),

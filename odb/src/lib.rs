@@ -39,6 +39,7 @@ mod commits;
 mod connection;
 pub mod core;
 mod error;
+mod hash;
 mod ids;
 mod local;
 mod object;

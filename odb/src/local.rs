@@ -1,13 +1,14 @@
 //! State shared between the client's handle, its views and its connection task.
 
 use crate::changes::{AppliedCommit, Change, CHANGE_BUFFER};
+use crate::hash::{FastMap, FastSet};
 use crate::registry::{Registry, TypeInfo};
 use crate::replica::Replica;
 use crate::schema::TypeDef;
 use crate::{Error, Result};
 use odb_wire::{CommitData, ObjectData, ObjectId, RequestId, Tid, TypeId};
 use parking_lot::RwLock;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -16,9 +17,9 @@ use tokio::sync::broadcast;
 pub(crate) struct Local {
     pub replica: Replica,
     /// Types this client can read: subscribed wholly or in part, or that it created objects of.
-    pub readable: HashSet<TypeId>,
+    pub readable: FastSet<TypeId>,
     /// Per type, the tid of the newest applied commit that changed one of its objects.
-    pub type_tids: HashMap<TypeId, Tid>,
+    pub type_tids: FastMap<TypeId, Tid>,
 }
 
 /// What kind of change [`Shared::apply_commit`] applies.
@@ -101,7 +102,7 @@ impl Shared {
                 .filter(|w| w.value.is_some())
                 .filter_map(|w| registry.by_exists_field(w.field).map(|t| t.type_id))
                 .collect();
-            let mut types: HashSet<TypeId> = HashSet::new();
+            let mut types: FastSet<TypeId> = FastSet::default();
             if kind == CommitKind::Pushed {
                 types.extend(
                     commit
@@ -132,7 +133,7 @@ impl Shared {
         // Checked under the lock: a listener that starts later opens its snapshot after this
         // change, so it cannot miss it.
         let listening = self.changes.receiver_count() > 0;
-        let mut keys = HashSet::new();
+        let mut keys = FastSet::default();
         local
             .replica
             .apply_commit(commit, listening.then_some(&mut keys));
@@ -157,7 +158,7 @@ impl Shared {
         // Checked under the lock: a listener that starts later opens its snapshot after this
         // change, so it cannot miss it.
         let listening = self.changes.receiver_count() > 0;
-        let mut keys = HashSet::new();
+        let mut keys = FastSet::default();
         local
             .replica
             .apply_snapshot(objects, tid, listening.then_some(&mut keys));
@@ -171,7 +172,7 @@ impl Shared {
         let mut local = self.local.write();
         local.replica.advance(tid);
         if self.changes.receiver_count() > 0 {
-            self.publish(&local, HashSet::new(), None);
+            self.publish(&local, FastSet::default(), None);
         }
     }
 
@@ -181,14 +182,14 @@ impl Shared {
         let _ = self.changes.send(Arc::new(Change {
             version: local.replica.version(),
             tid: local.replica.tid(),
-            keys: HashSet::new(),
+            keys: FastSet::default(),
             commit: None,
             closed: true,
         }));
         drop(local);
     }
 
-    fn publish(&self, local: &Local, keys: HashSet<odb_wire::Key>, commit: Option<AppliedCommit>) {
+    fn publish(&self, local: &Local, keys: FastSet<odb_wire::Key>, commit: Option<AppliedCommit>) {
         // No listener left is not an error: nobody needs to know.
         let _ = self.changes.send(Arc::new(Change {
             version: local.replica.version(),

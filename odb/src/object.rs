@@ -83,9 +83,19 @@ pub fn __decode_field<T: serde::de::DeserializeOwned>(
     id: ObjectId,
     value: Option<Bytes>,
 ) -> Result<T> {
+    decode_field_slice(ty, field, id, value.as_deref())
+}
+
+/// Like [`__decode_field`], from borrowed bytes.
+fn decode_field_slice<T: serde::de::DeserializeOwned>(
+    ty: &'static TypeDef,
+    field: usize,
+    id: ObjectId,
+    value: Option<&[u8]>,
+) -> Result<T> {
     let def = &ty.fields[field];
     match value {
-        Some(bytes) => odb_wire::decode(&bytes).map_err(|e| Error::Decode {
+        Some(bytes) => odb_wire::decode(bytes).map_err(|e| Error::Decode {
             type_name: ty.qualified_name(),
             field: def.name.to_string(),
             reason: e.to_string(),
@@ -130,8 +140,10 @@ pub mod ops {
         id: ObjectId,
         field: usize,
     ) -> Result<V> {
-        let bytes = r.read_field_raw(T::type_def(), id, field)?;
-        __decode_field(T::type_def(), field, id, bytes)
+        let ty = T::type_def();
+        r.read_field_with(ty, id, field, |bytes| {
+            decode_field_slice(ty, field, id, bytes)
+        })
     }
 
     /// Reads one field marked `#[odb(default)]`.
@@ -140,8 +152,11 @@ pub mod ops {
         id: ObjectId,
         field: usize,
     ) -> Result<V> {
-        let bytes = r.read_field_raw(T::type_def(), id, field)?;
-        __decode_field_or_default(T::type_def(), field, id, bytes)
+        let ty = T::type_def();
+        r.read_field_with(ty, id, field, |bytes| match bytes {
+            None => Ok(V::default()),
+            some => decode_field_slice(ty, field, id, some),
+        })
     }
 
     /// Writes one field.

@@ -15,9 +15,10 @@
 //! Index lookups go through a candidate set per (index, value): every object that had that
 //! value at some retained version. A lookup checks each candidate's version at the snapshot.
 
+use crate::hash::{FastMap, FastSet};
 use bytes::Bytes;
 use odb_wire::{CommitData, FieldId, IndexId, Key, ObjectData, ObjectId, Tid};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// A local change number: strictly increasing with every change applied to the replica.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Default)]
@@ -46,47 +47,108 @@ pub(crate) struct SnapshotAt {
     pub tid: Tid,
 }
 
+/// One version of a key: from `Version` on, the value (`None`: absent).
+type Entry = (Version, Option<Bytes>);
+
 /// One key's versions, oldest first. A `None` value means "absent from that version on".
-#[derive(Debug, Default, Clone)]
-struct Chain(Vec<(Version, Option<Bytes>)>);
+///
+/// Almost every key has exactly one retained version, which is stored inline so that reading
+/// it does not follow another pointer.
+#[derive(Debug, Clone)]
+enum Chain {
+    /// Exactly one version.
+    One(Entry),
+    /// No version, or several.
+    Many(Vec<Entry>),
+}
+
+impl Default for Chain {
+    fn default() -> Chain {
+        Chain::Many(Vec::new())
+    }
+}
 
 impl Chain {
+    fn entries(&self) -> &[Entry] {
+        match self {
+            Chain::One(entry) => std::slice::from_ref(entry),
+            Chain::Many(list) => list,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries().is_empty()
+    }
+
+    #[inline]
     fn at(&self, at: Version) -> Option<&Bytes> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(v, _)| *v <= at)
-            .and_then(|(_, value)| value.as_ref())
+        match self {
+            Chain::One((v, value)) => value.as_ref().filter(|_| *v <= at),
+            Chain::Many(list) => list
+                .iter()
+                .rev()
+                .find(|(v, _)| *v <= at)
+                .and_then(|(_, value)| value.as_ref()),
+        }
     }
 
     /// Appends a version (the replica's versions only grow).
     fn push(&mut self, version: Version, value: Option<Bytes>) {
-        match self.0.last_mut() {
-            Some(last) if last.0 == version => last.1 = value,
-            _ => self.0.push((version, value)),
+        match self {
+            Chain::One(last) if last.0 == version => last.1 = value,
+            Chain::Many(list) if list.is_empty() => *self = Chain::One((version, value)),
+            Chain::Many(list) => match list.last_mut() {
+                Some(last) if last.0 == version => last.1 = value,
+                _ => list.push((version, value)),
+            },
+            Chain::One(_) => {
+                let old = std::mem::replace(self, Chain::Many(Vec::with_capacity(2)));
+                if let (Chain::One(first), Chain::Many(list)) = (old, &mut *self) {
+                    list.push(first);
+                    list.push((version, value));
+                }
+            }
         }
     }
 
     /// Drops versions older than the newest one visible at `horizon`, and a final absence
     /// nobody can see past. Returns the dropped values that no longer appear in the chain.
     fn prune(&mut self, horizon: Version) -> Vec<Bytes> {
-        let keep_from = self.0.iter().rposition(|(v, _)| *v <= horizon).unwrap_or(0);
-        let mut dropped: Vec<Bytes> = self.0.drain(..keep_from).filter_map(|(_, v)| v).collect();
-        if matches!(self.0.as_slice(), [(v, None)] if *v <= horizon) {
-            self.0.clear();
+        let list = match self {
+            Chain::One((v, None)) if *v <= horizon => {
+                *self = Chain::default();
+                return Vec::new();
+            }
+            Chain::One(_) => return Vec::new(),
+            Chain::Many(list) => list,
+        };
+        let keep_from = list.iter().rposition(|(v, _)| *v <= horizon).unwrap_or(0);
+        let mut dropped: Vec<Bytes> = list.drain(..keep_from).filter_map(|(_, v)| v).collect();
+        if matches!(list.as_slice(), [(v, None)] if *v <= horizon) {
+            list.clear();
         }
-        dropped.retain(|d| !self.0.iter().any(|(_, kept)| kept.as_ref() == Some(d)));
+        dropped.retain(|d| !list.iter().any(|(_, kept)| kept.as_ref() == Some(d)));
+        match list.len() {
+            0 => *self = Chain::default(),
+            1 => {
+                if let Some(entry) = list.pop() {
+                    *self = Chain::One(entry);
+                }
+            }
+            _ => {}
+        }
         dropped
     }
 
     /// True when more versions than the current one are retained (pruning is pending).
     fn has_history(&self) -> bool {
-        self.0.len() > 1 || matches!(self.0.as_slice(), [(_, None)])
+        let entries = self.entries();
+        entries.len() > 1 || matches!(entries, [(_, None)])
     }
 
     /// The newest value.
     fn latest(&self) -> Option<&Bytes> {
-        self.0.last().and_then(|(_, value)| value.as_ref())
+        self.entries().last().and_then(|(_, value)| value.as_ref())
     }
 }
 
@@ -107,13 +169,132 @@ fn chain_mut<K: PartialEq + Copy>(chains: &mut Vec<(K, Chain)>, key: K) -> &mut 
     &mut chains[pos].1
 }
 
+/// The objects that had one index value at some retained version. Most index values belong
+/// to a single object, which is then stored without a set of its own.
+#[derive(Debug)]
+enum Candidates {
+    One(ObjectId),
+    Many(BTreeSet<ObjectId>),
+}
+
+impl Default for Candidates {
+    fn default() -> Candidates {
+        Candidates::Many(BTreeSet::new())
+    }
+}
+
+impl Candidates {
+    fn insert(&mut self, id: ObjectId) {
+        match self {
+            Candidates::One(one) if *one == id => {}
+            Candidates::One(one) => *self = Candidates::Many(BTreeSet::from([*one, id])),
+            Candidates::Many(set) if set.is_empty() => *self = Candidates::One(id),
+            Candidates::Many(set) => {
+                set.insert(id);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: ObjectId) {
+        match self {
+            Candidates::One(one) if *one == id => *self = Candidates::default(),
+            Candidates::One(_) => {}
+            Candidates::Many(set) => {
+                set.remove(&id);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Candidates::Many(set) if set.is_empty())
+    }
+
+    /// The ids, ascending.
+    fn iter(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        let (one, many) = match self {
+            Candidates::One(id) => (Some(*id), None),
+            Candidates::Many(set) => (None, Some(set.iter().copied())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
+
+/// Slots per page of [`ObjectTable`].
+const PAGE: u64 = 16;
+
+/// The objects of one page: ids `n * PAGE .. (n + 1) * PAGE`.
+#[derive(Debug, Default)]
+struct Page {
+    live: usize,
+    slots: [Option<ObjectVersions>; PAGE as usize],
+}
+
+/// The replica's objects by id. The server hands out ids in blocks and a client uses each
+/// block in order, so objects created together have neighbouring ids: keeping them in pages
+/// of neighbouring slots finds an object with one lookup in a small map and keeps objects read
+/// in id order (what lookups return) close together in memory.
+#[derive(Debug, Default)]
+struct ObjectTable {
+    pages: FastMap<u64, Box<Page>>,
+    len: usize,
+}
+
+impl ObjectTable {
+    #[inline]
+    fn split(id: ObjectId) -> (u64, usize) {
+        (id.0 / PAGE, (id.0 % PAGE) as usize)
+    }
+
+    #[inline]
+    fn get(&self, id: &ObjectId) -> Option<&ObjectVersions> {
+        let (page, slot) = Self::split(*id);
+        self.pages.get(&page)?.slots[slot].as_ref()
+    }
+
+    fn get_mut(&mut self, id: &ObjectId) -> Option<&mut ObjectVersions> {
+        let (page, slot) = Self::split(*id);
+        self.pages.get_mut(&page)?.slots[slot].as_mut()
+    }
+
+    /// The object, inserted empty when absent.
+    fn get_or_default(&mut self, id: ObjectId) -> &mut ObjectVersions {
+        let (page, slot) = Self::split(id);
+        let page = self.pages.entry(page).or_default();
+        let slot = &mut page.slots[slot];
+        if slot.is_none() {
+            page.live += 1;
+            self.len += 1;
+        }
+        slot.get_or_insert_with(ObjectVersions::default)
+    }
+
+    fn remove(&mut self, id: &ObjectId) {
+        let (index, slot) = Self::split(*id);
+        let Some(page) = self.pages.get_mut(&index) else {
+            return;
+        };
+        if page.slots[slot].take().is_some() {
+            page.live -= 1;
+            self.len -= 1;
+            if page.live == 0 {
+                self.pages.remove(&index);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
 /// The replica. Not thread-safe by itself: the client keeps it behind a lock.
 #[derive(Debug, Default)]
 pub(crate) struct Replica {
     tid: Tid,
     version: Version,
-    objects: HashMap<ObjectId, ObjectVersions>,
-    candidates: HashMap<(IndexId, Bytes), BTreeSet<ObjectId>>,
+    objects: ObjectTable,
+    /// Per index and value, every object that had that value at some retained version.
+    candidates: FastMap<IndexId, FastMap<Bytes, Candidates>>,
     /// Snapshot versions of open views and transactions, with how many are open at each.
     open: BTreeMap<Version, usize>,
     /// Objects with retained history, by the version after which it can be pruned.
@@ -231,6 +412,30 @@ impl Replica {
         chain.at(at.version)
     }
 
+    /// Field `field` of object `id` at `at` when the object's existence field `exists` is set
+    /// there (`Some(None)`: alive without a value for the field); `None` when it is not alive.
+    #[inline]
+    pub fn live_field(
+        &self,
+        id: ObjectId,
+        exists: FieldId,
+        field: FieldId,
+        at: SnapshotAt,
+    ) -> Option<Option<&Bytes>> {
+        let obj = self.objects.get(&id)?;
+        let mut alive = false;
+        let mut value = None;
+        for (f, chain) in &obj.fields {
+            if *f == exists {
+                alive = chain.at(at.version).is_some();
+            }
+            if *f == field {
+                value = chain.at(at.version);
+            }
+        }
+        alive.then_some(value)
+    }
+
     fn index_value(&self, id: ObjectId, index: IndexId, at: Version) -> Option<&Bytes> {
         let obj = self.objects.get(&id)?;
         let (_, chain) = obj.indices.iter().find(|(i, _)| *i == index)?;
@@ -239,13 +444,11 @@ impl Replica {
 
     /// Ids of the objects whose `index` has exactly `value` at `at`, ascending.
     pub fn lookup(&self, index: IndexId, value: &[u8], at: SnapshotAt) -> Vec<ObjectId> {
-        let key = (index, Bytes::copy_from_slice(value));
-        let Some(candidates) = self.candidates.get(&key) else {
+        let Some(candidates) = self.candidates.get(&index).and_then(|c| c.get(value)) else {
             return Vec::new();
         };
         candidates
             .iter()
-            .copied()
             .filter(|id| {
                 self.index_value(*id, index, at.version).map(|v| v.as_ref()) == Some(value)
             })
@@ -254,12 +457,12 @@ impl Replica {
 
     /// Applies a pushed commit as one new version. When `changed` is given, the keys whose
     /// value changed are added to it: fields written or deleted, index values gained or lost.
-    pub fn apply_commit(&mut self, commit: &CommitData, mut changed: Option<&mut HashSet<Key>>) {
+    pub fn apply_commit(&mut self, commit: &CommitData, mut changed: Option<&mut FastSet<Key>>) {
         self.tid = self.tid.max(commit.tid);
         let version = self.next_version();
         let mut touched = Vec::new();
         for w in &commit.writes {
-            let obj = self.objects.entry(w.object).or_default();
+            let obj = self.objects.get_or_default(w.object);
             chain_mut(&mut obj.fields, w.field).push(version, w.value.clone());
             touched.push(w.object);
             if let Some(changed) = changed.as_deref_mut() {
@@ -304,13 +507,13 @@ impl Replica {
         &mut self,
         objects: Vec<ObjectData>,
         tid: Tid,
-        mut changed: Option<&mut HashSet<Key>>,
+        mut changed: Option<&mut FastSet<Key>>,
     ) {
         self.tid = self.tid.max(tid);
         let version = self.next_version();
         let mut touched = Vec::with_capacity(objects.len());
         for data in objects {
-            let obj = self.objects.entry(data.id).or_default();
+            let obj = self.objects.get_or_default(data.id);
             for (f, chain) in obj.fields.iter_mut() {
                 if !data.fields.iter().any(|(g, _)| g == f) {
                     chain.push(version, None);
@@ -378,11 +581,13 @@ impl Replica {
     ) -> Option<Bytes> {
         if let Some(v) = &value {
             self.candidates
-                .entry((index, v.clone()))
+                .entry(index)
+                .or_default()
+                .entry(v.clone())
                 .or_default()
                 .insert(id);
         }
-        let obj = self.objects.entry(id).or_default();
+        let obj = self.objects.get_or_default(id);
         let chain = chain_mut(&mut obj.indices, index);
         let old = chain.latest().cloned();
         chain.push(version, value);
@@ -428,11 +633,11 @@ impl Replica {
         let mut forgotten = Vec::new();
         obj.fields.retain_mut(|(_, chain)| {
             chain.prune(horizon);
-            !chain.0.is_empty()
+            !chain.is_empty()
         });
         obj.indices.retain_mut(|(index, chain)| {
             forgotten.extend(chain.prune(horizon).into_iter().map(|v| (*index, v)));
-            !chain.0.is_empty()
+            !chain.is_empty()
         });
         let waiting = obj.fields.iter().any(|(_, c)| c.has_history())
             || obj.indices.iter().any(|(_, c)| c.has_history());
@@ -440,11 +645,16 @@ impl Replica {
             self.objects.remove(&id);
         }
         for (index, value) in forgotten {
-            let key = (index, value);
-            if let Some(set) = self.candidates.get_mut(&key) {
-                set.remove(&id);
+            let Some(values) = self.candidates.get_mut(&index) else {
+                continue;
+            };
+            if let Some(set) = values.get_mut(&value) {
+                set.remove(id);
                 if set.is_empty() {
-                    self.candidates.remove(&key);
+                    values.remove(&value);
+                    if values.is_empty() {
+                        self.candidates.remove(&index);
+                    }
                 }
             }
         }
@@ -454,7 +664,7 @@ impl Replica {
 
 /// Records the index keys an index change touches: the value lost and the value gained.
 fn index_changed(
-    changed: &mut HashSet<Key>,
+    changed: &mut FastSet<Key>,
     index: IndexId,
     old: Option<Bytes>,
     new: Option<Bytes>,
@@ -539,7 +749,8 @@ mod tests {
         // Closing the last snapshot that needed the old value forgets it.
         assert!(!r
             .candidates
-            .contains_key(&(IndexId(7), Bytes::from_static(b"x"))));
+            .get(&IndexId(7))
+            .is_some_and(|values| values.contains_key(b"x".as_slice())));
         assert!(r.history.is_empty());
     }
 
@@ -604,7 +815,13 @@ mod tests {
         for t in 1..=50u64 {
             r.apply_test(&commit(t, vec![write(1, 1, Some(b"v"))], vec![]));
         }
-        assert_eq!(r.objects[&ObjectId(1)].fields[0].1 .0.len(), 1);
+        assert_eq!(
+            r.objects.get(&ObjectId(1)).unwrap().fields[0]
+                .1
+                .entries()
+                .len(),
+            1
+        );
         assert!(r.history.is_empty());
     }
 
@@ -632,13 +849,19 @@ mod tests {
             Err(HistoryError::Future { current: Tid(4) })
         );
         // Only the retained versions are kept.
-        assert_eq!(r.objects[&ObjectId(1)].fields[0].1 .0.len(), 3);
+        assert_eq!(
+            r.objects.get(&ObjectId(1)).unwrap().fields[0]
+                .1
+                .entries()
+                .len(),
+            3
+        );
     }
 
     #[test]
     fn applied_changes_report_the_keys_they_changed() {
         let mut r = Replica::new(Tid(0));
-        let mut keys = HashSet::new();
+        let mut keys = FastSet::default();
         r.apply_commit(
             &commit(
                 1,
@@ -660,5 +883,51 @@ mod tests {
         keys.clear();
         r.apply_commit(&delete(3, 1), Some(&mut keys));
         assert_eq!(keys, [field, y].into_iter().collect());
+    }
+
+    #[test]
+    fn objects_in_shared_and_separate_pages_come_and_go() {
+        let mut r = Replica::new(Tid(0));
+        let ids = [1u64, 2, PAGE - 1, PAGE, 5 * PAGE + 3, u64::MAX];
+        for (t, &o) in ids.iter().enumerate() {
+            r.apply_test(&commit(
+                t as u64 + 1,
+                vec![write(o, 1, Some(b"a"))],
+                vec![index(o, 7, Some(b"k"))],
+            ));
+        }
+        assert_eq!(r.object_count(), ids.len());
+        let now = r.open_snapshot();
+        let mut sorted = ids.map(ObjectId).to_vec();
+        sorted.sort();
+        assert_eq!(r.lookup(IndexId(7), b"k", now), sorted);
+        r.close_snapshot(now);
+        let mut tid = ids.len() as u64;
+        for &o in &ids {
+            tid += 1;
+            r.apply_test(&delete(tid, o));
+        }
+        assert_eq!(r.object_count(), 0);
+        assert!(r.objects.pages.is_empty());
+        assert!(r.candidates.is_empty());
+    }
+
+    #[test]
+    fn a_chain_goes_from_one_version_to_several_and_back() {
+        let mut r = Replica::new(Tid(0));
+        r.apply_test(&commit(1, vec![write(1, 1, Some(b"a"))], vec![]));
+        let first = r.open_snapshot();
+        r.apply_test(&commit(2, vec![write(1, 1, Some(b"b"))], vec![]));
+        r.apply_test(&commit(3, vec![write(1, 1, None)], vec![]));
+        let last = r.open_snapshot();
+        assert_eq!(
+            r.field(ObjectId(1), FieldId(1), first).unwrap().as_ref(),
+            b"a"
+        );
+        assert!(r.field(ObjectId(1), FieldId(1), last).is_none());
+        r.close_snapshot(first);
+        r.close_snapshot(last);
+        assert_eq!(r.object_count(), 0);
+        assert!(r.history.is_empty());
     }
 }

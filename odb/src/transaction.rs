@@ -37,7 +37,40 @@ struct Pending {
     created: bool,
     deleted: bool,
     /// Written fields, by position in the type's declaration.
-    fields: BTreeMap<usize, Bytes>,
+    fields: Fields,
+}
+
+/// Written field values, by position in the type's declaration.
+#[derive(Default)]
+struct Fields(Vec<Option<Bytes>>);
+
+impl Fields {
+    fn get(&self, field: &usize) -> Option<&Bytes> {
+        self.0.get(*field).and_then(Option::as_ref)
+    }
+
+    fn contains_key(&self, field: &usize) -> bool {
+        self.get(field).is_some()
+    }
+
+    fn insert(&mut self, field: usize, value: Bytes) {
+        if self.0.len() <= field {
+            self.0.resize(field + 1, None);
+        }
+        self.0[field] = Some(value);
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// The written fields, ascending position.
+    fn iter(&self) -> impl Iterator<Item = (usize, &Bytes)> {
+        self.0
+            .iter()
+            .enumerate()
+            .filter_map(|(f, v)| v.as_ref().map(|v| (f, v)))
+    }
 }
 
 /// A read-write transaction, given to the closure of [`crate::Client::transaction`].
@@ -54,6 +87,9 @@ pub struct Transaction<'a> {
     objects: BTreeMap<ObjectId, Pending>,
     need: Option<Need>,
     created: u64,
+    /// The type of the last object created, so that creating many objects of one type looks
+    /// it up once.
+    created_type: Option<Arc<TypeInfo>>,
 }
 
 impl<'a> Transaction<'a> {
@@ -66,6 +102,7 @@ impl<'a> Transaction<'a> {
             objects: BTreeMap::new(),
             need: None,
             created: 0,
+            created_type: None,
         }
     }
 
@@ -163,7 +200,12 @@ impl<'a> Transaction<'a> {
         ty: &'static TypeDef,
         fields: Vec<Bytes>,
     ) -> Result<ObjectId> {
-        let Some(info) = self.snap.shared.type_info(ty) else {
+        let cached = self
+            .created_type
+            .as_ref()
+            .filter(|info| std::ptr::eq(info.def, ty))
+            .cloned();
+        let Some(info) = cached.or_else(|| self.snap.shared.type_info(ty)) else {
             self.need = Some(Need::Schema(schema));
             return Err(Error::Invalid(format!(
                 "schema {} is not defined yet; the transaction runs again once it is",
@@ -177,13 +219,20 @@ impl<'a> Transaction<'a> {
             ));
         };
         self.created += 1;
+        if !self
+            .created_type
+            .as_ref()
+            .is_some_and(|cached| Arc::ptr_eq(cached, &info))
+        {
+            self.created_type = Some(info.clone());
+        }
         self.objects.insert(
             id,
             Pending {
                 info,
                 created: true,
                 deleted: false,
-                fields: fields.into_iter().enumerate().collect(),
+                fields: Fields(fields.into_iter().map(Some).collect()),
             },
         );
         Ok(id)
@@ -219,7 +268,7 @@ impl<'a> Transaction<'a> {
                 info,
                 created: false,
                 deleted: false,
-                fields: BTreeMap::new(),
+                fields: Fields::default(),
             })
             .fields
             .insert(field, value);
@@ -242,7 +291,7 @@ impl<'a> Transaction<'a> {
             info,
             created: false,
             deleted: false,
-            fields: BTreeMap::new(),
+            fields: Fields::default(),
         });
         p.deleted = true;
         p.fields.clear();
@@ -339,7 +388,7 @@ impl<'a> Transaction<'a> {
                 }
                 (false, false) => {}
             }
-            for (&f, v) in &p.fields {
+            for (f, v) in p.fields.iter() {
                 req.writes.push(FieldWrite {
                     object: id,
                     field: info.fields[f],

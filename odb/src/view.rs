@@ -27,6 +27,23 @@ pub trait Read {
         field: usize,
     ) -> Result<Option<Bytes>>;
 
+    /// Decodes field `field` of object `id` with `decode`, given its raw bytes (`None`: no
+    /// stored value), without copying them where the implementation allows.
+    #[doc(hidden)]
+    fn read_field_with<V>(
+        &self,
+        ty: &'static TypeDef,
+        id: ObjectId,
+        field: usize,
+        decode: impl FnOnce(Option<&[u8]>) -> Result<V>,
+    ) -> Result<V>
+    where
+        Self: Sized,
+    {
+        let bytes = self.read_field_raw(ty, id, field)?;
+        decode(bytes.as_deref())
+    }
+
     /// Whether object `id` exists and is visible.
     #[doc(hidden)]
     fn exists_raw(&self, ty: &'static TypeDef, id: ObjectId) -> Result<bool>;
@@ -48,6 +65,9 @@ pub(crate) struct Snapshot<'a> {
     pub shared: &'a Shared,
     pub at: SnapshotAt,
     pub tid: Tid,
+    /// The types this snapshot resolved so far. A type once readable stays readable, and its
+    /// ids never change, so each is looked up in the registry once per snapshot.
+    types: RefCell<Vec<Arc<TypeInfo>>>,
 }
 
 impl<'a> Snapshot<'a> {
@@ -57,6 +77,7 @@ impl<'a> Snapshot<'a> {
             shared,
             at,
             tid: at.tid,
+            types: RefCell::default(),
         }
     }
 
@@ -74,11 +95,36 @@ impl<'a> Snapshot<'a> {
                      wait for it with flush() or wait_for() first"
                 )),
             })?;
-        Ok(Snapshot { shared, at, tid })
+        Ok(Snapshot {
+            shared,
+            at,
+            tid,
+            types: RefCell::default(),
+        })
     }
 
     pub fn type_info(&self, ty: &'static TypeDef) -> Result<Arc<TypeInfo>> {
-        self.shared.readable_type(ty)
+        self.with_type(ty, |info| Ok(info.clone()))
+    }
+
+    /// Runs `f` with the ids of type `ty`; fails with `NotSubscribed` when it is not readable.
+    /// `f` must not resolve further types of this snapshot.
+    #[inline]
+    pub fn with_type<R>(
+        &self,
+        ty: &'static TypeDef,
+        f: impl FnOnce(&Arc<TypeInfo>) -> Result<R>,
+    ) -> Result<R> {
+        {
+            let types = self.types.borrow();
+            if let Some(info) = types.iter().find(|i| std::ptr::eq(i.def, ty)) {
+                return f(info);
+            }
+        }
+        let info = self.shared.readable_type(ty)?;
+        let out = f(&info);
+        self.types.borrow_mut().push(info);
+        out
     }
 
     pub fn does_not_exist(ty: &'static TypeDef, id: ObjectId) -> Error {
@@ -168,6 +214,39 @@ impl<'a> View<'a> {
     }
 }
 
+impl View<'_> {
+    /// Runs `then` on field `field` of object `id` as this view sees it, under the replica's
+    /// read lock: the replica's own bytes, without copying them or touching their reference
+    /// count. `then` must not reach this client.
+    #[inline]
+    fn field_then<V>(
+        &self,
+        ty: &'static TypeDef,
+        id: ObjectId,
+        field: usize,
+        then: impl FnOnce(Option<&Bytes>) -> Result<V>,
+    ) -> Result<V> {
+        self.snap.with_type(ty, |info| {
+            self.record(|| Key::Field(id, info.exists_field));
+            let Some(&field_id) = info.fields.get(field) else {
+                return Err(Error::Invalid(format!(
+                    "no field #{field} in {}",
+                    info.def.name
+                )));
+            };
+            self.record(|| Key::Field(id, field_id));
+            let local = self.snap.shared.local.read();
+            match local
+                .replica
+                .live_field(id, info.exists_field, field_id, self.snap.at)
+            {
+                Some(value) => then(value),
+                None => Err(Snapshot::does_not_exist(info.def, id)),
+            }
+        })
+    }
+}
+
 impl Read for View<'_> {
     fn tid(&self) -> Tid {
         if let Some(reads) = &self.reads {
@@ -182,18 +261,25 @@ impl Read for View<'_> {
         id: ObjectId,
         field: usize,
     ) -> Result<Option<Bytes>> {
-        let info = self.snap.type_info(ty)?;
-        self.record(|| Key::Field(id, info.exists_field));
-        if let Some(&field_id) = info.fields.get(field) {
-            self.record(|| Key::Field(id, field_id));
-        }
-        self.snap.field(&info, id, field)
+        self.field_then(ty, id, field, |bytes| Ok(bytes.cloned()))
+    }
+
+    #[inline]
+    fn read_field_with<V>(
+        &self,
+        ty: &'static TypeDef,
+        id: ObjectId,
+        field: usize,
+        decode: impl FnOnce(Option<&[u8]>) -> Result<V>,
+    ) -> Result<V> {
+        self.field_then(ty, id, field, |bytes| decode(bytes.map(|b| b.as_ref())))
     }
 
     fn exists_raw(&self, ty: &'static TypeDef, id: ObjectId) -> Result<bool> {
-        let info = self.snap.type_info(ty)?;
-        self.record(|| Key::Field(id, info.exists_field));
-        Ok(self.snap.exists(&info, id))
+        self.snap.with_type(ty, |info| {
+            self.record(|| Key::Field(id, info.exists_field));
+            Ok(self.snap.exists(info, id))
+        })
     }
 
     fn lookup_raw(
@@ -202,10 +288,11 @@ impl Read for View<'_> {
         index: Option<usize>,
         value: &[u8],
     ) -> Result<Vec<ObjectId>> {
-        let info = self.snap.type_info(ty)?;
-        if let Some(index_id) = info.index_id(index) {
-            self.record(|| Key::Index(index_id, Bytes::copy_from_slice(value)));
-        }
-        self.snap.lookup(&info, index, value)
+        self.snap.with_type(ty, |info| {
+            if let Some(index_id) = info.index_id(index) {
+                self.record(|| Key::Index(index_id, Bytes::copy_from_slice(value)));
+            }
+            self.snap.lookup(info, index, value)
+        })
     }
 }

@@ -490,11 +490,7 @@ fn silent(seq: &mut Sequencer, conn: ObjectId) -> bool {
 
 fn field(seq: &Sequencer, o: ObjectId, f: odb_wire::FieldId) -> Option<Bytes> {
     let record = seq.store.record(o)?;
-    record
-        .fields
-        .iter()
-        .find(|(id, _)| *id == f)
-        .map(|(_, v)| v.clone())
+    record.field(f).map(Bytes::copy_from_slice)
 }
 
 #[test]

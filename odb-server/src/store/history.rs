@@ -1,5 +1,8 @@
-//! The conflict history: the tid of the last write of every conflict key, kept only for the
-//! most recent tids.
+//! The conflict history of keys that have no live holder, and the count of live stamps.
+//!
+//! The tid of the last write of a field is kept in its object, and that of an index value in the
+//! value's member set, while they exist. What is left when an object is deleted or an index value
+//! loses its last member is kept here, for the most recent tids only.
 //!
 //! A commit is validated by comparing its base tid with the stamps of the keys it read. A stamp
 //! at or below the base tid can never cause a conflict, so once every base tid the server still
@@ -10,12 +13,16 @@
 use odb_wire::{Key, Tid};
 use std::collections::{HashMap, VecDeque};
 
-/// Stamps of the last write of every key written after the horizon.
+/// Stamps of the last write of every holderless key written after the horizon.
 #[derive(Debug)]
 pub(crate) struct History {
     last_write: HashMap<Key, Tid>,
-    /// Keys stamped by each retained commit, oldest first.
+    /// Keys stamped at each retained tid, oldest first.
     by_tid: VecDeque<(Tid, Vec<Key>)>,
+    /// How many live stamps (kept by objects and index values) each retained tid holds.
+    live: VecDeque<(Tid, u64)>,
+    /// Their sum.
+    live_total: u64,
     /// The oldest base tid that can still be validated.
     horizon: Tid,
     /// How many tids after the horizon are kept.
@@ -35,6 +42,8 @@ impl History {
         History {
             last_write: HashMap::new(),
             by_tid: VecDeque::new(),
+            live: VecDeque::new(),
+            live_total: 0,
             horizon: Tid(0),
             retained,
         }
@@ -45,15 +54,22 @@ impl History {
         self.horizon
     }
 
-    /// The tid that last wrote a key; `Tid(0)` if it was never written or its stamp is older
-    /// than the horizon (which, for any acceptable base tid, means the same thing).
+    /// Whether a stamp still carries information.
+    pub fn counts(&self, stamp: Tid) -> bool {
+        stamp > self.horizon
+    }
+
+    /// The tid that last wrote a holderless key; `Tid(0)` if it has none after the horizon.
     pub fn last_write(&self, key: &Key) -> Tid {
+        if self.last_write.is_empty() {
+            return Tid(0);
+        }
         self.last_write.get(key).copied().unwrap_or_default()
     }
 
-    /// How many keys have a stamp.
+    /// How many keys have a stamp after the horizon, live or holderless.
     pub fn len(&self) -> usize {
-        self.last_write.len()
+        self.last_write.len() + self.live_total as usize
     }
 
     /// Changes how many tids are kept and forgets what falls out, as of the current tid.
@@ -67,18 +83,83 @@ impl History {
     pub fn forget_all(&mut self, now: Tid) {
         self.last_write.clear();
         self.by_tid.clear();
+        self.live.clear();
+        self.live_total = 0;
         self.horizon = self.horizon.max(now);
     }
 
-    /// Records every key a commit at `tid` wrote, then forgets what falls out of the retained
-    /// window. `tid` must be newer than every tid recorded before.
-    pub fn record(&mut self, tid: Tid, keys: Vec<Key>) {
-        for key in &keys {
-            self.last_write.insert(key.clone(), tid);
+    /// Counts a new live stamp at `tid`, the newest tid so far.
+    pub fn live_add(&mut self, tid: Tid) {
+        if !self.counts(tid) {
+            return;
         }
-        if !keys.is_empty() {
-            self.by_tid.push_back((tid, keys));
+        match self.live.back_mut() {
+            Some((t, n)) if *t == tid => *n += 1,
+            _ => self.live.push_back((tid, 1)),
         }
+        self.live_total += 1;
+    }
+
+    /// Stops counting a live stamp (overwritten, or moved here).
+    pub fn live_drop(&mut self, tid: Tid) {
+        if !self.counts(tid) {
+            return;
+        }
+        if let Ok(p) = self.live.binary_search_by_key(&tid, |(t, _)| *t) {
+            if let Some((_, n)) = self.live.get_mut(p) {
+                if *n > 0 {
+                    *n -= 1;
+                    self.live_total -= 1;
+                }
+            }
+        }
+    }
+
+    /// Replaces a live stamp by one at `tid`.
+    pub fn live_restamp(&mut self, old: Tid, tid: Tid) {
+        if old != tid {
+            self.live_drop(old);
+            self.live_add(tid);
+        }
+    }
+
+    /// Keeps the stamp of a key that lost its holder (if it still carries information and no
+    /// later stamp is kept).
+    pub fn keep(&mut self, key: Key, tid: Tid) {
+        if !self.counts(tid) {
+            return;
+        }
+        if let Some(previous) = self.last_write.get(&key) {
+            if *previous >= tid {
+                return;
+            }
+        }
+        self.last_write.insert(key.clone(), tid);
+        match self.by_tid.back_mut() {
+            Some((t, keys)) if *t == tid => keys.push(key),
+            Some((t, _)) if *t > tid => {
+                let p = self.by_tid.partition_point(|(t, _)| *t < tid);
+                match self.by_tid.get_mut(p) {
+                    Some((t, keys)) if *t == tid => keys.push(key),
+                    _ => self.by_tid.insert(p, (tid, vec![key])),
+                }
+            }
+            _ => self.by_tid.push_back((tid, vec![key])),
+        }
+    }
+
+    /// Removes the stamp of a holderless key (it has a holder again), returning it if it still
+    /// carries information.
+    pub fn take(&mut self, key: &Key) -> Option<Tid> {
+        if self.last_write.is_empty() {
+            return None;
+        }
+        self.last_write.remove(key)
+    }
+
+    /// Ends a commit at `tid` (newer than every tid recorded before): forgets what falls out of
+    /// the retained window.
+    pub fn record(&mut self, tid: Tid) {
         self.advance(tid);
     }
 
@@ -105,8 +186,18 @@ impl History {
                 }
             }
         }
+        while let Some(&(tid, n)) = self.live.front() {
+            if tid.0 > horizon {
+                break;
+            }
+            self.live.pop_front();
+            self.live_total -= n;
+        }
         if self.by_tid.capacity() > 4 * self.by_tid.len().max(16) {
             self.by_tid.shrink_to_fit();
+        }
+        if self.live.capacity() > 4 * self.live.len().max(16) {
+            self.live.shrink_to_fit();
         }
     }
 }
@@ -124,7 +215,9 @@ mod tests {
     fn keeps_only_the_retained_tids() {
         let mut h = History::new(3);
         for t in 1..=10 {
-            h.record(Tid(t), vec![key(t), key(0)]);
+            h.keep(key(t), Tid(t));
+            h.keep(key(0), Tid(t));
+            h.record(Tid(t));
         }
         assert_eq!(h.horizon(), Tid(7));
         assert_eq!(h.len(), 4, "keys 8, 9, 10 and the one written every time");
@@ -136,8 +229,9 @@ mod tests {
     #[test]
     fn a_commit_without_keys_still_moves_the_horizon() {
         let mut h = History::new(2);
-        h.record(Tid(1), vec![key(1)]);
-        h.record(Tid(5), Vec::new());
+        h.keep(key(1), Tid(1));
+        h.record(Tid(1));
+        h.record(Tid(5));
         assert_eq!(h.horizon(), Tid(3));
         assert_eq!(h.len(), 0);
     }
@@ -146,7 +240,8 @@ mod tests {
     fn unbounded_by_default_and_shrinkable_later() {
         let mut h = History::default();
         for t in 1..=100 {
-            h.record(Tid(t), vec![key(t)]);
+            h.keep(key(t), Tid(t));
+            h.record(Tid(t));
         }
         assert_eq!((h.horizon(), h.len()), (Tid(0), 100));
         h.set_retained(10, Tid(100));

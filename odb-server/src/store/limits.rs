@@ -125,8 +125,8 @@ impl Store {
             }
             let mut s = Sizes::default();
             if let Some(record) = self.objects.get(&o) {
-                s.fields = record.fields.iter().map(|(f, v)| (*f, v.len())).collect();
-                s.indices = record.indices.iter().map(|(i, v)| (*i, v.len())).collect();
+                s.fields = record.fields().map(|(f, v)| (f, v.len())).collect();
+                s.indices = record.indices().map(|(i, v)| (i, v.len())).collect();
             } else if created.contains_key(&o) {
                 // The server adds every created object to its type's all-objects index.
                 s.extra = ENTRY_OVERHEAD;
@@ -179,10 +179,9 @@ impl Store {
             .chain(req.index_writes.iter().map(|w| w.object))
             .filter_map(|o| self.objects.get(&o))
             .map(|r| {
-                r.fields
-                    .iter()
+                r.fields()
                     .map(|(_, v)| v.len())
-                    .chain(r.indices.iter().map(|(_, v)| v.len()))
+                    .chain(r.indices().map(|(_, v)| v.len()))
                     .fold(0usize, |sum, len| {
                         sum.saturating_add(len.saturating_add(ENTRY_OVERHEAD))
                     })

@@ -103,7 +103,7 @@ fn create_sets_fields_and_indices_at_tid_1() {
     assert!(applied.objects[&ObjectId(1)].created);
     let record = f.store.record(ObjectId(1)).unwrap();
     assert_eq!(record.ty, f.t.type_id);
-    assert_eq!(record.fields.len(), 2);
+    assert_eq!(record.fields().count(), 2);
     let members = |f: &Fixture, i, v: &str| f.store.members(i, &b(v)).collect::<Vec<_>>();
     assert_eq!(members(&f, f.t.all_index, ""), vec![ObjectId(1)]);
     assert_eq!(members(&f, f.t.indices[0], "x"), vec![ObjectId(1)]);
@@ -327,3 +327,70 @@ fn create_and_delete_in_one_commit_leaves_nothing() {
 }
 
 mod horizon;
+
+/// Times validation and application of one commit creating 100,000 objects, and a second one
+/// rewriting them. Run with `cargo test --release -p odb-server -- --ignored --nocapture
+/// bulk_commit_timing`.
+#[test]
+#[ignore]
+fn bulk_commit_timing() {
+    let mut f = fixture();
+    let n = 100_000u64;
+    let mut req = CommitRequest::default();
+    for o in 1..=n {
+        let key = format!("item-{o:08}");
+        req.writes.push(write(o, f.t.exists_field, Some("")));
+        req.writes.push(write(o, f.t.fields[0], Some(&key)));
+        req.writes.push(write(o, f.t.fields[1], Some("12345678")));
+        req.index_writes.push(index(o, f.t.indices[0], Some(&key)));
+    }
+    let started = std::time::Instant::now();
+    let applied = f.commit(&req).unwrap();
+    println!("create: {:?}", started.elapsed());
+    assert_eq!(applied.objects.len(), n as usize);
+    drop(applied);
+    let mut update = CommitRequest {
+        base_tid: f.store.tid(),
+        ..CommitRequest::default()
+    };
+    for o in 1..=n {
+        update
+            .writes
+            .push(write(o, f.t.fields[1], Some("87654321")));
+        update.reads.push((ObjectId(o), f.t.fields[0]));
+    }
+    let started = std::time::Instant::now();
+    f.commit(&update).unwrap();
+    println!("update: {:?}", started.elapsed());
+}
+
+#[test]
+fn rewrites_keep_other_fields_and_removed_fields_keep_their_stamp() {
+    let mut f = fixture();
+    f.commit(&f.create_t(1, "x")).unwrap();
+    let (a, bf) = (f.t.fields[0], f.t.fields[1]);
+    let req = CommitRequest {
+        base_tid: Tid(1),
+        writes: vec![write(1, bf, Some("b")), write(1, bf, None)],
+        ..CommitRequest::default()
+    };
+    f.commit(&req).unwrap();
+    let record = f.store.record(ObjectId(1)).unwrap();
+    assert_eq!(record.field(a), Some(&b"x"[..]));
+    assert_eq!(record.field(bf), None);
+    assert_eq!(f.store.last_write(&Key::Field(ObjectId(1), bf)), Tid(2));
+    assert_eq!(f.store.last_write(&Key::Field(ObjectId(1), a)), Tid(1));
+    // Deleting keeps every stamp: present fields at the delete, the removed one as it was.
+    let delete = CommitRequest {
+        base_tid: Tid(2),
+        deletes: vec![ObjectId(1)],
+        ..CommitRequest::default()
+    };
+    f.commit(&delete).unwrap();
+    assert_eq!(f.store.last_write(&Key::Field(ObjectId(1), a)), Tid(3));
+    assert_eq!(f.store.last_write(&Key::Field(ObjectId(1), bf)), Tid(2));
+    assert_eq!(
+        f.store.last_write(&Key::Index(f.t.indices[0], b("x"))),
+        Tid(3)
+    );
+}
