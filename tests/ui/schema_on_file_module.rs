@@ -1,4 +1,0 @@
-#[odb::schema]
-mod chat;
-
-fn main() {}
