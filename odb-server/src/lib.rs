@@ -19,6 +19,7 @@ mod auth_throttle;
 mod config;
 mod connection;
 mod error;
+mod hash;
 mod id_grants;
 mod limits;
 mod listener;

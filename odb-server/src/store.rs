@@ -6,6 +6,7 @@
 //! conflict history, which is kept for a bounded number of tids (see [`history`]): a commit whose
 //! base tid is older than that gets `TooOld`.
 
+use crate::hash::{id_map, IdMap};
 use crate::registry::Registry;
 use bytes::Bytes;
 use odb_wire::{
@@ -119,14 +120,14 @@ fn index_key(out: &mut Vec<u8>, index: IndexId, value: &[u8]) {
 /// All data of the database, and its conflict history.
 #[derive(Default)]
 pub(crate) struct Store {
-    objects: HashMap<ObjectId, Obj>,
+    objects: IdMap<ObjectId, Obj>,
     members: HashMap<Box<[u8]>, IndexValue>,
     history: History,
     limits: Limits,
     tid: Tid,
     /// While set, the state before its first change of every object changed since the journal
     /// was last cleared, so that those changes can be stored or undone.
-    journal: Option<HashMap<ObjectId, Option<Obj>>>,
+    journal: Option<IdMap<ObjectId, Option<Obj>>>,
 }
 
 /// What one commit does to one object, collected before the object is rebuilt.
@@ -213,7 +214,7 @@ impl Store {
 
     /// Starts (or stops) journaling changed objects; see [`Store::take_changes`].
     pub fn set_journaling(&mut self, on: bool) {
-        self.journal = on.then(HashMap::new);
+        self.journal = on.then(IdMap::default);
     }
 
     /// Whether an object changed since the journal was last cleared.
@@ -284,7 +285,7 @@ impl Store {
                 self.objects.insert(id, restored);
             }
         }
-        self.journal = Some(HashMap::new());
+        self.journal = Some(IdMap::default());
     }
 
     /// Adds an object to the member sets of its index values (outside a commit: a new index
@@ -376,14 +377,16 @@ impl Store {
         &self,
         registry: &Registry,
         req: &CommitRequest,
-    ) -> Result<HashMap<ObjectId, TypeId>, CommitOutcome> {
+    ) -> Result<IdMap<ObjectId, TypeId>, CommitOutcome> {
         if req.base_tid > self.tid {
             return Err(invalid(format!(
                 "base tid {} is newer than the server's current tid {}",
                 req.base_tid, self.tid
             )));
         }
-        let mut created: HashMap<ObjectId, TypeId> = HashMap::new();
+        let mut created: IdMap<ObjectId, TypeId> = IdMap::default();
+        // Writes usually come grouped by object: remember the last one found live.
+        let mut last_live: Option<ObjectId> = None;
         for w in &req.writes {
             let Some(ty) = registry.exists_field_type(w.field) else {
                 continue;
@@ -394,7 +397,11 @@ impl Store {
                     w.object
                 )));
             }
+            if last_live == Some(w.object) {
+                continue;
+            }
             if self.objects.contains_key(&w.object) {
+                last_live = Some(w.object);
                 continue;
             }
             if let Some(previous) = created.insert(w.object, ty) {
@@ -417,11 +424,19 @@ impl Store {
                 "{what} object {o}, which does not exist and is not created by this commit"
             ))
         };
+        let mut last: Option<(ObjectId, TypeId)> = None;
         for w in &req.writes {
             let Some(field_ty) = registry.field_type(w.field) else {
                 return Err(invalid(format!("unknown field id {}", w.field)));
             };
-            let ty = type_of(w.object).ok_or_else(|| missing(w.object, "write to"))?;
+            let ty = match last {
+                Some((o, ty)) if o == w.object => ty,
+                _ => {
+                    let ty = type_of(w.object).ok_or_else(|| missing(w.object, "write to"))?;
+                    last = Some((w.object, ty));
+                    ty
+                }
+            };
             if field_ty != ty {
                 return Err(invalid(format!(
                     "field {} belongs to type {field_ty}, but object {} is of type {ty}",
@@ -502,80 +517,112 @@ impl Store {
         &mut self,
         registry: &Registry,
         req: &CommitRequest,
-        created: HashMap<ObjectId, TypeId>,
+        created: IdMap<ObjectId, TypeId>,
     ) -> Applied {
         let tid = self.tid.next();
         self.tid = tid;
-        let mut objects: BTreeMap<ObjectId, Touched> = BTreeMap::new();
-        let mut drafts: HashMap<ObjectId, Draft<'_>> = HashMap::with_capacity(created.len());
+        // Every touched object in the order first touched, and where each one is. Writes usually
+        // come grouped by object, so the last lookup is remembered.
+        let mut entries: Vec<Entry<'_>> = Vec::new();
+        let mut slots: IdMap<ObjectId, usize> = id_map(0);
         let touched_ids = req
             .writes
             .iter()
             .map(|w| w.object)
             .chain(req.index_writes.iter().map(|w| w.object))
             .chain(req.deletes.iter().copied());
+        let mut last: Option<ObjectId> = None;
         for o in touched_ids {
-            let std::collections::btree_map::Entry::Vacant(slot) = objects.entry(o) else {
+            if last == Some(o) {
+                continue;
+            }
+            last = Some(o);
+            if slots.is_empty() {
+                slots.reserve(created.len().max(1));
+            }
+            let std::collections::hash_map::Entry::Vacant(slot) = slots.entry(o) else {
                 continue;
             };
+            slot.insert(entries.len());
             let live = self.objects.get(&o);
             if let Some(journal) = &mut self.journal {
                 journal.entry(o).or_insert_with(|| live.cloned());
             }
-            let is_created = created.contains_key(&o);
-            slot.insert(Touched {
-                created: is_created,
+            let created_ty = created.get(&o).copied();
+            let touched = Touched {
+                created: created_ty.is_some(),
                 old_indices: live.map(Obj::index_list).unwrap_or_default(),
                 writes: BTreeMap::new(),
+            };
+            let ty = match (live, created_ty) {
+                (Some(r), _) => Some(r.ty),
+                (None, ty) => ty,
+            };
+            let draft = ty.map(|ty| {
+                let mut draft = Draft {
+                    ty,
+                    fields: Vec::new(),
+                    indices: Vec::new(),
+                    deleted: false,
+                };
+                if created_ty.is_some() {
+                    if let Some(info) = registry.type_info(ty) {
+                        draft
+                            .indices
+                            .push((info.all_index, Some(Cow::Borrowed(&[][..]))));
+                    }
+                }
+                draft
             });
-            let ty = match (live, created.get(&o)) {
-                (Some(r), _) => r.ty,
-                (None, Some(ty)) => *ty,
-                (None, None) => continue,
-            };
-            let mut draft = Draft {
-                ty,
-                fields: Vec::new(),
-                indices: Vec::new(),
-                deleted: false,
-            };
-            if is_created {
-                if let Some(info) = registry.type_info(ty) {
-                    draft
-                        .indices
-                        .push((info.all_index, Some(Cow::Borrowed(&[][..]))));
+            entries.push(Entry {
+                id: o,
+                touched,
+                draft,
+            });
+        }
+        let mut last: Option<(ObjectId, usize)> = None;
+        let mut find = |o: ObjectId| -> Option<usize> {
+            if let Some((lo, p)) = last {
+                if lo == o {
+                    return Some(p);
                 }
             }
-            drafts.insert(o, draft);
-        }
+            let p = *slots.get(&o)?;
+            last = Some((o, p));
+            Some(p)
+        };
         // Index values stamped by this commit, in the order they changed.
         let mut stamped: Vec<(IndexId, Cow<'_, [u8]>)> = Vec::new();
-        for (&o, draft) in &drafts {
-            for (i, v) in &draft.indices {
-                if let Some(v) = v {
-                    if created.contains_key(&o) {
+        for e in &entries {
+            let Some(draft) = &e.draft else { continue };
+            if e.touched.created {
+                for (i, v) in &draft.indices {
+                    if let Some(v) = v {
                         stamped.push((*i, v.clone()));
                     }
                 }
             }
         }
         for w in &req.writes {
-            let Some(draft) = drafts.get_mut(&w.object) else {
+            let Some(e) = find(w.object).and_then(|p| entries.get_mut(p)) else {
                 continue;
             };
+            let Some(draft) = &mut e.draft else { continue };
             let value = w.value.as_deref();
-            match draft.fields.binary_search_by_key(&w.field, |(f, _)| *f) {
-                Ok(p) => draft.fields[p].1 = value,
-                Err(p) => draft.fields.insert(p, (w.field, value)),
+            match draft.fields.last() {
+                Some((f, _)) if *f < w.field => draft.fields.push((w.field, value)),
+                _ => match draft.fields.binary_search_by_key(&w.field, |(f, _)| *f) {
+                    Ok(p) => draft.fields[p].1 = value,
+                    Err(p) => draft.fields.insert(p, (w.field, value)),
+                },
             }
-            if let Some(t) = objects.get_mut(&w.object) {
-                t.writes.insert(w.field, w.value.clone());
-            }
+            e.touched.writes.insert(w.field, w.value.clone());
         }
         for w in &req.index_writes {
-            let Some(draft) = drafts.get_mut(&w.object) else {
+            let Some(e) = find(w.object).and_then(|p| entries.get_mut(p)) else {
                 continue;
             };
+            let Some(draft) = &mut e.draft else { continue };
             let live = self.objects.get(&w.object);
             let new = w.value.as_deref();
             let pos = draft.indices.binary_search_by_key(&w.index, |(i, _)| *i);
@@ -599,9 +646,10 @@ impl Store {
             }
         }
         for o in &req.deletes {
-            let Some(draft) = drafts.get_mut(o) else {
+            let Some(e) = find(*o).and_then(|p| entries.get_mut(p)) else {
                 continue;
             };
+            let Some(draft) = &mut e.draft else { continue };
             if draft.deleted {
                 continue;
             }
@@ -623,10 +671,15 @@ impl Store {
         let mut k = Vec::new();
         // Leave old index values first, so that a value left and joined in one commit keeps a
         // consistent member set.
-        for (&o, draft) in &drafts {
+        for e in &entries {
+            let Some(draft) = &e.draft else { continue };
+            let o = e.id;
             let Some(live) = self.objects.get(&o) else {
                 continue;
             };
+            if !draft.deleted && draft.indices.is_empty() {
+                continue;
+            }
             for (i, v) in live.indices() {
                 let stays = !draft.deleted
                     && match draft.indices.binary_search_by_key(&i, |(di, _)| *di) {
@@ -646,9 +699,22 @@ impl Store {
                 }
             }
         }
-        for (o, draft) in drafts {
-            let live = self.objects.get(&o);
+        let new_objects = entries
+            .iter()
+            .filter(|e| e.draft.is_some() && e.touched.created)
+            .count();
+        self.objects.reserve(new_objects);
+        let mut objects: Vec<(ObjectId, Touched)> = Vec::with_capacity(entries.len());
+        for Entry {
+            id: o,
+            touched,
+            draft,
+        } in entries
+        {
+            objects.push((o, touched));
+            let Some(draft) = draft else { continue };
             if draft.deleted {
+                let live = self.objects.get(&o);
                 if let Some(live) = live {
                     for slot in live.field_slots() {
                         self.history.live_drop(slot.stamp);
@@ -672,27 +738,18 @@ impl Store {
                 self.objects.remove(&o);
                 continue;
             }
-            let obj = rebuild(&mut self.history, o, live, &draft, tid);
-            for (i, v) in &draft.indices {
-                let Some(v) = v else { continue };
-                let joins = live.is_none_or(|r| r.index(*i) != Some(&v[..]));
-                if !joins {
+            let obj = match self.objects.entry(o) {
+                std::collections::hash_map::Entry::Occupied(mut slot) => {
+                    let obj = rebuild(&mut self.history, o, Some(slot.get()), &draft, tid);
+                    join_indices(&mut self.members, &mut k, o, Some(slot.get()), &draft);
+                    *slot.get_mut() = obj;
                     continue;
                 }
-                index_key(&mut k, *i, v);
-                match self.members.get_mut(&k[..]) {
-                    Some(entry) => entry.members.insert(o),
-                    None => {
-                        self.members.insert(
-                            k.clone().into_boxed_slice(),
-                            IndexValue {
-                                stamp: Tid(0),
-                                members: Members::One(o),
-                            },
-                        );
-                    }
+                std::collections::hash_map::Entry::Vacant(_) => {
+                    rebuild(&mut self.history, o, None, &draft, tid)
                 }
-            }
+            };
+            join_indices(&mut self.members, &mut k, o, None, &draft);
             self.objects.insert(o, obj);
         }
         for (i, v) in stamped {
@@ -712,7 +769,124 @@ impl Store {
             }
         }
         self.history.record(tid);
-        Applied { tid, objects }
+        Applied {
+            tid,
+            objects: objects.into_iter().collect(),
+        }
+    }
+}
+
+/// One object a commit touches, while the commit is applied.
+struct Entry<'r> {
+    id: ObjectId,
+    touched: Touched,
+    /// What the commit does to it; `None` if it neither exists nor is created.
+    draft: Option<Draft<'r>>,
+}
+
+/// Adds `o` to the member sets of the index values `draft` gives it that `live` (its state
+/// before the commit) did not have.
+fn join_indices(
+    members: &mut HashMap<Box<[u8]>, IndexValue>,
+    k: &mut Vec<u8>,
+    o: ObjectId,
+    live: Option<&Obj>,
+    draft: &Draft<'_>,
+) {
+    for (i, v) in &draft.indices {
+        let Some(v) = v else { continue };
+        let joins = live.is_none_or(|r| r.index(*i) != Some(&v[..]));
+        if !joins {
+            continue;
+        }
+        index_key(k, *i, v);
+        match members.get_mut(&k[..]) {
+            Some(entry) => entry.members.insert(o),
+            None => {
+                members.insert(
+                    k.clone().into_boxed_slice(),
+                    IndexValue {
+                        stamp: Tid(0),
+                        members: Members::One(o),
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// The fields of an object after a commit: its old slots merged with the commit's writes, in
+/// field id order. Removed fields whose stamp no longer counts are dropped.
+#[derive(Clone)]
+struct MergedFields<'a, I: Iterator<Item = record::FieldSlot<'a>>> {
+    old: std::iter::Peekable<I>,
+    new: &'a [(FieldId, Option<&'a [u8]>)],
+    tid: Tid,
+    horizon: Tid,
+}
+
+impl<'a, I: Iterator<Item = record::FieldSlot<'a>>> Iterator for MergedFields<'a, I> {
+    type Item = (FieldId, Tid, Src<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let take_old = match (self.old.peek(), self.new.first()) {
+                (None, None) => return None,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(x), Some(y)) => x.id < y.0,
+            };
+            if take_old {
+                let slot = self.old.next()?;
+                match slot.value {
+                    Some(v) => return Some((slot.id, slot.stamp, Src::Value(v))),
+                    None if slot.stamp > self.horizon => {
+                        return Some((slot.id, slot.stamp, Src::Absent))
+                    }
+                    None => continue,
+                }
+            }
+            let (&(f, value), rest) = self.new.split_first()?;
+            self.new = rest;
+            if self.old.peek().is_some_and(|s| s.id == f) {
+                self.old.next();
+            }
+            return Some((f, self.tid, value.map_or(Src::Absent, Src::Value)));
+        }
+    }
+}
+
+/// The index memberships of an object after a commit: its old ones merged with the commit's
+/// index writes, in index id order.
+#[derive(Clone)]
+struct MergedIndices<'a, I: Iterator<Item = (IndexId, &'a [u8])>> {
+    old: std::iter::Peekable<I>,
+    new: &'a [(IndexId, Option<Cow<'a, [u8]>>)],
+}
+
+impl<'a, I: Iterator<Item = (IndexId, &'a [u8])>> Iterator for MergedIndices<'a, I> {
+    type Item = (IndexId, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let take_old = match (self.old.peek(), self.new.first()) {
+                (None, None) => return None,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(x), Some(y)) => x.0 < y.0,
+            };
+            if take_old {
+                return self.old.next();
+            }
+            let ((i, v), rest) = self.new.split_first()?;
+            self.new = rest;
+            if self.old.peek().is_some_and(|x| x.0 == *i) {
+                self.old.next();
+            }
+            if let Some(v) = v {
+                return Some((*i, &v[..]));
+            }
+        }
     }
 }
 
@@ -725,72 +899,27 @@ fn rebuild(
     draft: &Draft<'_>,
     tid: Tid,
 ) -> Obj {
-    let old_fields: Vec<record::FieldSlot<'_>> =
-        live.map(|r| r.field_slots().collect()).unwrap_or_default();
-    let mut fields: Vec<(FieldId, Tid, Src<'_>)> =
-        Vec::with_capacity(old_fields.len() + draft.fields.len());
-    let (mut a, mut b) = (old_fields.iter().peekable(), draft.fields.iter().peekable());
     let horizon = history.horizon();
-    let holderless = history.len() > 0;
-    loop {
-        let take_old = match (a.peek(), b.peek()) {
-            (None, None) => break,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (Some(x), Some(y)) => x.id < y.0,
-        };
-        if take_old {
-            let Some(slot) = a.next() else { break };
-            match slot.value {
-                Some(v) => fields.push((slot.id, slot.stamp, Src::Value(v))),
-                None if slot.stamp > horizon => fields.push((slot.id, slot.stamp, Src::Absent)),
-                None => {}
-            }
-            continue;
+    let mut old = live.into_iter().flat_map(Obj::field_slots).peekable();
+    for &(f, _) in &draft.fields {
+        while old.next_if(|s| s.id < f).is_some() {}
+        match old.next_if(|s| s.id == f) {
+            Some(slot) => history.live_restamp(slot.stamp, tid),
+            None => history.live_add(tid),
         }
-        let Some(&(f, value)) = b.next() else { break };
-        match a.peek() {
-            Some(slot) if slot.id == f => {
-                history.live_restamp(slot.stamp, tid);
-                a.next();
-            }
-            _ => history.live_add(tid),
-        }
-        if holderless {
-            history.take(&Key::Field(o, f));
-        }
-        let src = value.map_or(Src::Absent, Src::Value);
-        fields.push((f, tid, src));
+        history.take(&Key::Field(o, f));
     }
-    let mut indices: Vec<(IndexId, &[u8])> = Vec::new();
-    let old_indices: Vec<(IndexId, &[u8])> =
-        live.map(|r| r.indices().collect()).unwrap_or_default();
-    let (mut a, mut b) = (
-        old_indices.iter().peekable(),
-        draft.indices.iter().peekable(),
-    );
-    loop {
-        let take_old = match (a.peek(), b.peek()) {
-            (None, None) => break,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (Some(x), Some(y)) => x.0 < y.0,
-        };
-        if take_old {
-            if let Some(&(i, v)) = a.next() {
-                indices.push((i, v));
-            }
-            continue;
-        }
-        let Some((i, v)) = b.next() else { break };
-        if a.peek().is_some_and(|x| x.0 == *i) {
-            a.next();
-        }
-        if let Some(v) = v {
-            indices.push((*i, v));
-        }
-    }
-    Obj::build(draft.ty, fields.into_iter(), indices.into_iter())
+    let fields = MergedFields {
+        old: live.into_iter().flat_map(Obj::field_slots).peekable(),
+        new: &draft.fields,
+        tid,
+        horizon,
+    };
+    let indices = MergedIndices {
+        old: live.into_iter().flat_map(Obj::indices).peekable(),
+        new: &draft.indices,
+    };
+    Obj::build(draft.ty, fields, indices)
 }
 
 /// `before` with the newer stamp of each field in `now`; fields only `now` has stay remembered

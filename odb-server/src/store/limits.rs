@@ -12,6 +12,7 @@
 //! the entry, so a count never underestimates the bytes on the wire.
 
 use super::Store;
+use crate::hash::IdMap;
 use odb_wire::{CommitOutcome, CommitRequest, FieldId, IndexId, ObjectId, TypeId};
 use std::collections::{BTreeMap, HashMap};
 
@@ -85,7 +86,7 @@ impl Store {
     pub(super) fn check_sizes(
         &self,
         req: &CommitRequest,
-        created: &HashMap<ObjectId, TypeId>,
+        created: &IdMap<ObjectId, TypeId>,
     ) -> Result<(), CommitOutcome> {
         let limits = self.limits;
         let entry = |len: usize| len.saturating_add(ENTRY_OVERHEAD);
@@ -177,6 +178,13 @@ impl Store {
             .iter()
             .map(|w| w.object)
             .chain(req.index_writes.iter().map(|w| w.object))
+            .scan(None, |last, o| {
+                // Writes usually come grouped by object: measure each group once.
+                let repeated = *last == Some(o);
+                *last = Some(o);
+                Some((!repeated).then_some(o))
+            })
+            .flatten()
             .filter_map(|o| self.objects.get(&o))
             .map(|r| {
                 r.fields()

@@ -44,6 +44,11 @@ fn put(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// How many bytes [`put`] writes for `v`.
+fn put_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 /// Reads a varint; the buffers are written by [`put`] only, so a short read yields zero.
 fn get(data: &[u8], pos: &mut usize) -> u64 {
     let mut v = 0u64;
@@ -60,6 +65,7 @@ fn get(data: &[u8], pos: &mut usize) -> u64 {
 }
 
 /// Iterates the slots of an object: fields first, then indices.
+#[derive(Clone)]
 struct Slots<'a> {
     data: &'a [u8],
     fields_left: u64,
@@ -107,35 +113,52 @@ impl<'a> Iterator for Slots<'a> {
 }
 
 impl Obj {
-    /// Builds an object from its field slots and index values, each sorted by id.
+    /// Builds an object from its field slots and index values, each sorted by id. The buffer is
+    /// sized exactly up front, so building takes a single allocation.
     pub(super) fn build<'a>(
         ty: TypeId,
-        fields: impl ExactSizeIterator<Item = (FieldId, Tid, Src<'a>)> + Clone,
-        indices: impl ExactSizeIterator<Item = (IndexId, &'a [u8])> + Clone,
+        fields: impl Iterator<Item = (FieldId, Tid, Src<'a>)> + Clone,
+        indices: impl Iterator<Item = (IndexId, &'a [u8])> + Clone,
     ) -> Obj {
-        let mut table = Vec::with_capacity(4 * (fields.len() + indices.len()) + 8);
-        let mut values_len = 0;
+        let (mut field_count, mut index_count) = (0u64, 0u64);
+        let (mut table_len, mut values_len) = (0usize, 0usize);
         for (id, stamp, src) in fields.clone() {
-            put(&mut table, u64::from(id.0));
-            put(&mut table, stamp.0);
+            field_count += 1;
+            table_len += put_len(u64::from(id.0)) + put_len(stamp.0);
             match src {
-                Src::Absent => put(&mut table, 0),
+                Src::Absent => table_len += 1,
                 Src::Value(v) => {
-                    put(&mut table, v.len() as u64 + 1);
+                    table_len += put_len(v.len() as u64 + 1);
                     values_len += v.len();
                 }
             }
         }
         for (id, v) in indices.clone() {
-            put(&mut table, u64::from(id.0));
-            put(&mut table, v.len() as u64);
+            index_count += 1;
+            table_len += put_len(u64::from(id.0)) + put_len(v.len() as u64);
             values_len += v.len();
         }
-        let mut data = Vec::with_capacity(table.len() + values_len + 12);
-        put(&mut data, fields.len() as u64);
-        put(&mut data, indices.len() as u64);
-        put(&mut data, table.len() as u64);
-        data.extend_from_slice(&table);
+        let total = put_len(field_count)
+            + put_len(index_count)
+            + put_len(table_len as u64)
+            + table_len
+            + values_len;
+        let mut data = Vec::with_capacity(total);
+        put(&mut data, field_count);
+        put(&mut data, index_count);
+        put(&mut data, table_len as u64);
+        for (id, stamp, src) in fields.clone() {
+            put(&mut data, u64::from(id.0));
+            put(&mut data, stamp.0);
+            match src {
+                Src::Absent => put(&mut data, 0),
+                Src::Value(v) => put(&mut data, v.len() as u64 + 1),
+            }
+        }
+        for (id, v) in indices.clone() {
+            put(&mut data, u64::from(id.0));
+            put(&mut data, v.len() as u64);
+        }
         for (_, _, src) in fields {
             if let Src::Value(v) = src {
                 data.extend_from_slice(v);
@@ -144,6 +167,7 @@ impl Obj {
         for (_, v) in indices {
             data.extend_from_slice(v);
         }
+        debug_assert_eq!(data.len(), total);
         Obj {
             ty,
             data: data.into_boxed_slice(),
@@ -186,7 +210,7 @@ impl Obj {
     }
 
     /// Every field slot, including removed fields whose last write is remembered.
-    pub(super) fn field_slots(&self) -> impl Iterator<Item = FieldSlot<'_>> + '_ {
+    pub(super) fn field_slots(&self) -> impl Iterator<Item = FieldSlot<'_>> + Clone + '_ {
         self.slots().map_while(|s| match s {
             Slot::Field(f) => Some(f),
             Slot::Index(..) => None,
@@ -212,7 +236,7 @@ impl Obj {
     }
 
     /// Index memberships with their values, sorted by index id.
-    pub fn indices(&self) -> impl Iterator<Item = (IndexId, &[u8])> + '_ {
+    pub fn indices(&self) -> impl Iterator<Item = (IndexId, &[u8])> + Clone + '_ {
         self.slots().filter_map(|s| match s {
             Slot::Field(_) => None,
             Slot::Index(i, v) => Some((i, v)),
@@ -261,5 +285,23 @@ mod tests {
         assert_eq!(o.field_stamp(FieldId(700)), Some(Tid(u64::MAX)));
         assert_eq!(o.index(IndexId(9)), Some(&b"key"[..]));
         assert_eq!(o.indices().count(), 2);
+    }
+
+    #[test]
+    fn put_len_matches_put() {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            put(&mut out, v);
+            assert_eq!(put_len(v), out.len(), "{v}");
+        }
     }
 }
