@@ -19,7 +19,6 @@ mod auth_throttle;
 mod config;
 mod connection;
 mod error;
-mod hash;
 mod id_grants;
 mod limits;
 mod listener;

@@ -6,9 +6,9 @@
 //! conflict history, which is kept for a bounded number of tids (see [`history`]): a commit whose
 //! base tid is older than that gets `TooOld`.
 
-use crate::hash::{id_map, IdMap};
 use crate::registry::Registry;
 use bytes::Bytes;
+use odb_wire::hash::{fast_map, FastMap};
 use odb_wire::{
     CommitOutcome, CommitRequest, FieldId, IndexId, Key, ObjectData, ObjectId, Tid, TypeId,
 };
@@ -120,14 +120,14 @@ fn index_key(out: &mut Vec<u8>, index: IndexId, value: &[u8]) {
 /// All data of the database, and its conflict history.
 #[derive(Default)]
 pub(crate) struct Store {
-    objects: IdMap<ObjectId, Obj>,
+    objects: FastMap<ObjectId, Obj>,
     members: HashMap<Box<[u8]>, IndexValue>,
     history: History,
     limits: Limits,
     tid: Tid,
     /// While set, the state before its first change of every object changed since the journal
     /// was last cleared, so that those changes can be stored or undone.
-    journal: Option<IdMap<ObjectId, Option<Obj>>>,
+    journal: Option<FastMap<ObjectId, Option<Obj>>>,
 }
 
 /// What one commit does to one object, collected before the object is rebuilt.
@@ -214,7 +214,7 @@ impl Store {
 
     /// Starts (or stops) journaling changed objects; see [`Store::take_changes`].
     pub fn set_journaling(&mut self, on: bool) {
-        self.journal = on.then(IdMap::default);
+        self.journal = on.then(FastMap::default);
     }
 
     /// Whether an object changed since the journal was last cleared.
@@ -285,7 +285,7 @@ impl Store {
                 self.objects.insert(id, restored);
             }
         }
-        self.journal = Some(IdMap::default());
+        self.journal = Some(FastMap::default());
     }
 
     /// Adds an object to the member sets of its index values (outside a commit: a new index
@@ -377,14 +377,14 @@ impl Store {
         &self,
         registry: &Registry,
         req: &CommitRequest,
-    ) -> Result<IdMap<ObjectId, TypeId>, CommitOutcome> {
+    ) -> Result<FastMap<ObjectId, TypeId>, CommitOutcome> {
         if req.base_tid > self.tid {
             return Err(invalid(format!(
                 "base tid {} is newer than the server's current tid {}",
                 req.base_tid, self.tid
             )));
         }
-        let mut created: IdMap<ObjectId, TypeId> = IdMap::default();
+        let mut created: FastMap<ObjectId, TypeId> = FastMap::default();
         // Writes usually come grouped by object: remember the last one found live.
         let mut last_live: Option<ObjectId> = None;
         for w in &req.writes {
@@ -517,14 +517,14 @@ impl Store {
         &mut self,
         registry: &Registry,
         req: &CommitRequest,
-        created: IdMap<ObjectId, TypeId>,
+        created: FastMap<ObjectId, TypeId>,
     ) -> Applied {
         let tid = self.tid.next();
         self.tid = tid;
         // Every touched object in the order first touched, and where each one is. Writes usually
         // come grouped by object, so the last lookup is remembered.
         let mut entries: Vec<Entry<'_>> = Vec::new();
-        let mut slots: IdMap<ObjectId, usize> = id_map(0);
+        let mut slots: FastMap<ObjectId, usize> = fast_map(0);
         let touched_ids = req
             .writes
             .iter()

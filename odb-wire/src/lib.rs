@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod hash;
 mod ids;
 pub mod limits;
 mod message;

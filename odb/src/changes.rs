@@ -11,8 +11,8 @@
 //! a snapshot while recording a [`ReadSet`], then wait for a change newer than that snapshot
 //! whose keys intersect it.
 
-use crate::hash::FastSet;
 use crate::replica::SnapshotAt;
+use odb_wire::hash::FastSet;
 use odb_wire::{Key, ObjectId, Tid};
 use std::sync::Arc;
 use tokio::sync::broadcast;

@@ -39,7 +39,6 @@ mod commits;
 mod connection;
 pub mod core;
 mod error;
-mod hash;
 mod ids;
 mod local;
 mod object;

@@ -1,11 +1,11 @@
 //! State shared between the client's handle, its views and its connection task.
 
 use crate::changes::{AppliedCommit, Change, CHANGE_BUFFER};
-use crate::hash::{FastMap, FastSet};
 use crate::registry::{Registry, TypeInfo};
 use crate::replica::Replica;
 use crate::schema::TypeDef;
 use crate::{Error, Result};
+use odb_wire::hash::{FastMap, FastSet};
 use odb_wire::{CommitData, ObjectData, ObjectId, RequestId, Tid, TypeId};
 use parking_lot::RwLock;
 use std::collections::{BTreeSet, HashMap};

@@ -15,8 +15,8 @@
 //! Index lookups go through a candidate set per (index, value): every object that had that
 //! value at some retained version. A lookup checks each candidate's version at the snapshot.
 
-use crate::hash::{FastMap, FastSet};
 use bytes::Bytes;
+use odb_wire::hash::{FastMap, FastSet};
 use odb_wire::{CommitData, FieldId, IndexId, Key, ObjectData, ObjectId, Tid};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 

@@ -12,7 +12,7 @@
 //! the entry, so a count never underestimates the bytes on the wire.
 
 use super::Store;
-use crate::hash::IdMap;
+use odb_wire::hash::FastMap;
 use odb_wire::{CommitOutcome, CommitRequest, FieldId, IndexId, ObjectId, TypeId};
 use std::collections::{BTreeMap, HashMap};
 
@@ -86,7 +86,7 @@ impl Store {
     pub(super) fn check_sizes(
         &self,
         req: &CommitRequest,
-        created: &IdMap<ObjectId, TypeId>,
+        created: &FastMap<ObjectId, TypeId>,
     ) -> Result<(), CommitOutcome> {
         let limits = self.limits;
         let entry = |len: usize| len.saturating_add(ENTRY_OVERHEAD);

@@ -1,8 +1,10 @@
-//! A fast, non-cryptographic hasher for the replica's maps.
+//! A fast, non-cryptographic hasher for maps keyed by ids, shared by the client's replica and
+//! the server's store.
 //!
 //! The keys are object ids (mostly sequential integers handed out by the server), small
-//! integer ids and short encoded index values, all produced by this client or its server, so
-//! resistance to crafted collisions is not needed. Each word is mixed in with one
+//! integer ids and short encoded index values. It does not resist crafted collisions: use it
+//! only where the keys an untrusted peer can insert are limited (the server only creates objects
+//! whose ids it granted to that connection). Each word is mixed in with one
 //! multiplication, and the final value is folded so that both its low bits (the bucket) and
 //! its high bits (the tag the hash table compares first) depend on every input bit.
 
@@ -11,8 +13,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
-#[derive(Default, Clone, Copy)]
-pub(crate) struct FastHasher {
+/// Multiply-and-fold hasher; see the module documentation.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct FastHasher {
     hash: u64,
 }
 
@@ -67,9 +70,17 @@ impl Hasher for FastHasher {
     }
 }
 
-pub(crate) type FastBuild = BuildHasherDefault<FastHasher>;
-pub(crate) type FastMap<K, V> = HashMap<K, V, FastBuild>;
-pub(crate) type FastSet<K> = HashSet<K, FastBuild>;
+/// Builds [`FastHasher`]s.
+pub type FastBuild = BuildHasherDefault<FastHasher>;
+/// A hash map using [`FastHasher`].
+pub type FastMap<K, V> = HashMap<K, V, FastBuild>;
+/// A hash set using [`FastHasher`].
+pub type FastSet<K> = HashSet<K, FastBuild>;
+
+/// An empty [`FastMap`] with room for `n` entries.
+pub fn fast_map<K, V>(n: usize) -> FastMap<K, V> {
+    FastMap::with_capacity_and_hasher(n, FastBuild::default())
+}
 
 #[cfg(test)]
 mod tests {
