@@ -21,6 +21,11 @@ use odb::server::{RunningServer, Server};
 use report::{Measure, Row};
 use std::time::Duration;
 
+/// The same allocator as the `odb-server` binary, so that the embedded server measured here
+/// allocates as the real one does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The benchmark's objects.
 #[odb::schema]
 pub mod bench_schema {
