@@ -260,13 +260,12 @@ impl Sequencer {
         }
     }
 
-    /// Commits the `core.Connection` object of a just-welcomed connection. The connection sees
-    /// its own object (it is in its explicit set) without subscribing.
+    /// Commits the `core.Connection` object of a just-welcomed connection. The commit counts as
+    /// the connection's own, so it sees its object without subscribing, as its own creation.
     fn create_connection_object(&mut self, conn: ObjectId, client_name: &str) {
-        let Some(state) = self.conns.get_mut(&conn) else {
+        if !self.conns.contains_key(&conn) {
             return;
-        };
-        state.visibility.add_created(conn);
+        }
         let request = match self
             .connection_type
             .create(self.store.tid(), conn, client_name)
@@ -283,7 +282,7 @@ impl Sequencer {
         match self.store.commit(&self.registry, &request) {
             Ok(applied) => {
                 self.publish();
-                self.fan_out(None, &applied);
+                self.fan_out(Some(conn), &applied);
             }
             Err(outcome) => {
                 tracing::error!(

@@ -13,8 +13,9 @@
 
 use crate::store::{Applied, Store, Touched};
 use bytes::Bytes;
+use odb_wire::hash::{FastMap, FastSet};
 use odb_wire::{CommitData, FieldWrite, IndexId, IndexWrite, ObjectId};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 
 /// One connection's subscriptions.
 #[derive(Default, Debug)]
@@ -22,11 +23,11 @@ pub(crate) struct Visibility {
     /// Subscribed index values.
     index_subs: HashSet<(IndexId, Bytes)>,
     /// Objects subscribed one by one, whether or not they exist yet.
-    objects: HashSet<ObjectId>,
+    objects: FastSet<ObjectId>,
     /// Objects this connection created (and its own connection object): always visible.
-    created: HashSet<ObjectId>,
+    created: FastSet<ObjectId>,
     /// Objects visible because they left subscribed index values, with those values.
-    left: HashMap<ObjectId, Vec<(IndexId, Bytes)>>,
+    left: FastMap<ObjectId, Vec<(IndexId, Bytes)>>,
 }
 
 /// What one connection gets of one object touched by a commit.
@@ -72,11 +73,6 @@ impl Visibility {
             .filter(|o| !self.objects.contains(*o))
             .collect();
         (held, new_indices.len() + new_objects.len())
-    }
-
-    /// Makes an object visible for good, as if this connection had created it.
-    pub fn add_created(&mut self, id: ObjectId) {
-        self.created.insert(id);
     }
 
     /// Cancels subscriptions to index values and to single objects; targets not subscribed are
@@ -129,6 +125,17 @@ impl Visibility {
     /// Whether an object is visible whatever its index values.
     fn sees_explicitly(&self, id: ObjectId) -> bool {
         self.created.contains(&id) || self.objects.contains(&id) || self.left.contains_key(&id)
+    }
+
+    /// Whether an object that was not visible before a commit is visible explicitly after it.
+    /// An object the commit created is the committer's own creation or subscribed by id; no
+    /// other reason can apply yet, so the (large) set of own creations is not searched for it.
+    fn sees_new(&self, id: ObjectId, created: bool, is_committer: bool) -> bool {
+        if created {
+            is_committer || self.objects.contains(&id)
+        } else {
+            self.sees_explicitly(id)
+        }
     }
 
     /// Forgets an object that no longer exists.
@@ -192,7 +199,9 @@ impl Visibility {
                 if has_changes(touched, indices) {
                     selection.push((id, Part::Changes));
                 }
-            } else if self.sees_by_index(indices) || self.sees_explicitly(id) {
+            } else if self.sees_by_index(indices)
+                || self.sees_new(id, touched.created, is_committer)
+            {
                 selection.push((id, Part::Full));
             }
         }
