@@ -180,22 +180,24 @@ fn conflict_rate(failed: u64, attempts: u64) -> Option<f64> {
     (attempts > 0).then(|| (failed as f64 / attempts as f64 * 1000.0).round() / 1000.0)
 }
 
-/// Clients of the aggregate workload.
+/// Clients of the aggregate workload unless `--aggregate-clients` says otherwise.
 pub const AGGREGATE_CLIENTS: usize = 64;
 
-/// 64 clients each create small objects, one per commit, as fast as they can.
+/// `ctx.aggregate_clients` clients each create small objects, one per commit, as fast as they
+/// can.
 pub async fn aggregate(ctx: &mut Ctx) -> Result<Row> {
-    let mut dbs = Vec::with_capacity(AGGREGATE_CLIENTS);
-    for i in 0..AGGREGATE_CLIENTS {
+    let clients = ctx.aggregate_clients;
+    let mut dbs = Vec::with_capacity(clients);
+    for i in 0..clients {
         let db = ctx
             .connect(&format!("bench-aggregate-{i}"), odb::DEFAULT_MAX_RETRIES)
             .await?;
         db.define_schema(crate::bench_schema::schema()).await?;
         dbs.push(db);
     }
-    let barrier = Arc::new(Barrier::new(AGGREGATE_CLIENTS + 1));
+    let barrier = Arc::new(Barrier::new(clients + 1));
     let budget = ctx.budget;
-    let mut tasks = Vec::with_capacity(AGGREGATE_CLIENTS);
+    let mut tasks = Vec::with_capacity(clients);
     for (client, db) in dbs.into_iter().enumerate() {
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
@@ -232,7 +234,7 @@ pub async fn aggregate(ctx: &mut Ctx) -> Result<Row> {
     let cpu_us = report::cpu_us_per_op(cpu_before, report::process_cpu(), commits);
     Ok(
         Row::new("aggregate", Measure::new(commits, elapsed, &mut samples))
-            .extra("clients", AGGREGATE_CLIENTS as u64)
+            .extra("clients", clients as u64)
             .extra("commits", commits)
             .extra("cpu_us_per_op", cpu_us),
     )

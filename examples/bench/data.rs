@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// Subscribers of the fan-out workload.
+/// Subscribers of the fan-out workload unless `--subscribers` says otherwise.
 pub const SUBSCRIBERS: usize = 16;
 /// How long anything may take to show up before the workload fails.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -58,8 +58,9 @@ pub async fn fanout(ctx: &mut Ctx) -> Result<Row> {
         .context("creating the clock")?;
     let start = Instant::now();
     let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<u64>();
-    let mut subscribers = Vec::with_capacity(SUBSCRIBERS);
-    for i in 0..SUBSCRIBERS {
+    let count = ctx.subscribers;
+    let mut subscribers = Vec::with_capacity(count);
+    for i in 0..count {
         let db = ctx.connect(&format!("bench-subscriber-{i}"), 0).await?;
         db.subscribe(bench_schema::schema())
             .await
@@ -100,7 +101,7 @@ pub async fn fanout(ctx: &mut Ctx) -> Result<Row> {
             .transaction(|tx| clock.set_nanos(tx, nanos_since(start).max(1)))
             .await
             .context("writing a stamp")?;
-        for _ in 0..SUBSCRIBERS {
+        for _ in 0..count {
             let latency = tokio::time::timeout(PATIENCE, seen_rx.recv())
                 .await
                 .context("a subscriber did not see the stamp in time")?
@@ -123,7 +124,7 @@ pub async fn fanout(ctx: &mut Ctx) -> Result<Row> {
     let base = ctx.pingpong().await;
     Ok(Row::new("fanout", ours)
         .with_baseline("pingpong", base)
-        .extra("subscribers", SUBSCRIBERS as u64)
+        .extra("subscribers", count as u64)
         .extra("deliveries_per_sec", rate(deliveries, elapsed))
         .extra("cpu_us_per_op", cpu_us))
 }

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--workload NAME] [--clients N] [--seconds S] [--json]
+//! cargo run --release --example bench -- --scaling [--workload NAME] [--seconds S]
 //! ```
 //! Workloads: pingpong, commit-latency, counter, contended, aggregate, fanout, bulk, reads,
 //! memory (default: all). The Redis baselines start a private `redis-server`; without one the
@@ -97,6 +98,16 @@ struct Args {
     /// 1,000,000, or 100,000 when --seconds is below 3).
     #[arg(long)]
     objects: Option<usize>,
+    /// Clients of the aggregate workload.
+    #[arg(long, default_value_t = commits::AGGREGATE_CLIENTS)]
+    aggregate_clients: usize,
+    /// Subscribers of the fanout workload.
+    #[arg(long, default_value_t = data::SUBSCRIBERS)]
+    subscribers: usize,
+    /// Instead of one run per workload, run each workload that has a size (clients,
+    /// subscribers or objects) at the three sizes of its sweep; see `SCALING`.
+    #[arg(long)]
+    scaling: bool,
     /// Print one JSON object per workload and line instead of a table.
     #[arg(long)]
     json: bool,
@@ -108,11 +119,33 @@ struct Args {
     memory_probe: bool,
 }
 
+/// What a workload's size is.
+#[derive(Clone, Copy)]
+enum Knob {
+    Clients,
+    AggregateClients,
+    Subscribers,
+    Objects,
+}
+
+/// The sweeps of `--scaling`: each workload with the size it varies and three sizes.
+const SCALING: [(&str, Knob, [usize; 3]); 7] = [
+    ("counter", Knob::Clients, [1, 4, 16]),
+    ("contended", Knob::Clients, [2, 8, 16]),
+    ("aggregate", Knob::AggregateClients, [8, 64, 256]),
+    ("fanout", Knob::Subscribers, [1, 4, 16]),
+    ("bulk", Knob::Objects, [10_000, 100_000, 300_000]),
+    ("reads", Knob::Objects, [10_000, 100_000, 1_000_000]),
+    ("memory", Knob::Objects, [100_000, 300_000, 1_000_000]),
+];
+
 /// What the workloads share: settings, the current server, the baselines.
 pub struct Ctx {
     pub budget: Duration,
     pub seconds: f64,
     pub clients: usize,
+    pub aggregate_clients: usize,
+    pub subscribers: usize,
     pub objects: Option<usize>,
     server: Option<RunningServer>,
     pingpong: Option<Result<Measure, String>>,
@@ -120,6 +153,16 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Sets the size a sweep varies.
+    fn set(&mut self, knob: Knob, size: usize) {
+        match knob {
+            Knob::Clients => self.clients = size,
+            Knob::AggregateClients => self.aggregate_clients = size,
+            Knob::Subscribers => self.subscribers = size,
+            Knob::Objects => self.objects = Some(size),
+        }
+    }
+
     /// Replaces the server with a new, empty one listening on a free loopback port.
     pub async fn fresh_server(&mut self) -> Result<()> {
         if let Some(old) = self.server.take() {
@@ -245,7 +288,10 @@ async fn run(args: Args) -> Result<bool> {
             WORKLOADS.join(", ")
         );
     }
-    anyhow::ensure!(args.clients > 0, "--clients must be at least 1");
+    anyhow::ensure!(
+        args.clients > 0 && args.aggregate_clients > 0 && args.subscribers > 0,
+        "--clients, --aggregate-clients and --subscribers must be at least 1"
+    );
     anyhow::ensure!(
         args.seconds.is_finite() && args.seconds > 0.0,
         "--seconds must be positive"
@@ -259,6 +305,8 @@ async fn run(args: Args) -> Result<bool> {
         budget: Duration::from_secs_f64(args.seconds),
         seconds: args.seconds,
         clients: args.clients,
+        aggregate_clients: args.aggregate_clients,
+        subscribers: args.subscribers,
         objects: args.objects,
         server: None,
         pingpong: None,
@@ -267,8 +315,21 @@ async fn run(args: Args) -> Result<bool> {
     if !args.json {
         report::print_header();
     }
-    let mut all_ok = true;
+    let mut runs: Vec<(&str, Option<(Knob, usize)>)> = Vec::new();
     for name in selected {
+        match SCALING.iter().find(|(w, _, _)| *w == name) {
+            Some(&(_, knob, sizes)) if args.scaling => {
+                runs.extend(sizes.iter().map(|&size| (name, Some((knob, size)))));
+            }
+            _ if args.scaling => {}
+            _ => runs.push((name, None)),
+        }
+    }
+    let mut all_ok = true;
+    for (name, size) in runs {
+        if let Some((knob, size)) = size {
+            ctx.set(knob, size);
+        }
         let row = match run_workload(&mut ctx, name).await {
             Ok(row) => row,
             Err(e) => {
@@ -277,7 +338,7 @@ async fn run(args: Args) -> Result<bool> {
             }
         };
         if args.json {
-            println!("{}", row.json(args.clients, args.seconds));
+            println!("{}", row.json(ctx.clients, args.seconds));
         } else {
             report::print_row(&row);
         }
