@@ -11,6 +11,7 @@
 //! visible whatever it cancels. An object kept only because it left a cancelled index value is
 //! dropped with it, which is why each such object remembers which subscribed values it left.
 
+use crate::id_runs::IdRuns;
 use crate::store::{Applied, Store, Touched};
 use bytes::Bytes;
 use odb_wire::hash::{FastMap, FastSet};
@@ -25,7 +26,8 @@ pub(crate) struct Visibility {
     /// Objects subscribed one by one, whether or not they exist yet.
     objects: FastSet<ObjectId>,
     /// Objects this connection created (and its own connection object): always visible.
-    created: FastSet<ObjectId>,
+    /// Kept as runs, since a connection creates objects from its id blocks in order.
+    created: IdRuns,
     /// Objects visible because they left subscribed index values, with those values.
     left: FastMap<ObjectId, Vec<(IndexId, Bytes)>>,
 }
@@ -124,7 +126,7 @@ impl Visibility {
 
     /// Whether an object is visible whatever its index values.
     fn sees_explicitly(&self, id: ObjectId) -> bool {
-        self.created.contains(&id) || self.objects.contains(&id) || self.left.contains_key(&id)
+        self.created.contains(id) || self.objects.contains(&id) || self.left.contains_key(&id)
     }
 
     /// Whether an object that was not visible before a commit is visible explicitly after it.
@@ -141,14 +143,14 @@ impl Visibility {
     /// Forgets an object that no longer exists.
     fn forget(&mut self, id: ObjectId) {
         self.objects.remove(&id);
-        self.created.remove(&id);
+        self.created.remove(id);
         self.left.remove(&id);
     }
 
     /// Records which subscribed index values a visible object left, going from `old` to `new`
     /// memberships: each of them keeps it visible.
     fn record_leaving(&mut self, id: ObjectId, old: &[(IndexId, Bytes)], new: &[(IndexId, Bytes)]) {
-        if self.index_subs.is_empty() || self.created.contains(&id) || self.objects.contains(&id) {
+        if self.index_subs.is_empty() || self.created.contains(id) || self.objects.contains(&id) {
             return;
         }
         let left: Vec<(IndexId, Bytes)> = old
