@@ -11,5 +11,5 @@ pub mod limits;
 mod message;
 
 pub use codec::{decode, encode, framing, CodecError, DEFAULT_MAX_FRAME, MAX_FRAME_CAP};
-pub use ids::{FieldId, IdBlock, IndexId, Key, ObjectId, RequestId, Tid, TypeId};
+pub use ids::{bytes_eq, FieldId, IdBlock, IndexId, Key, ObjectId, RequestId, Tid, TypeId};
 pub use message::*;
