@@ -343,7 +343,7 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
             Err(e) => break format!("the server sent an undecodable message: {e}"),
         };
         match msg {
-            ServerMessage::Commit(data) => shared.apply_commit(&data, CommitKind::Pushed),
+            ServerMessage::Commit(data) => shared.apply_commit(data, CommitKind::Pushed),
             ServerMessage::SubscriptionData {
                 request_id,
                 objects,
@@ -365,7 +365,7 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
             } => {
                 // Objects no longer sent are removed, so nothing stale stays readable.
                 shared.apply_commit(
-                    &odb_wire::CommitData {
+                    odb_wire::CommitData {
                         tid,
                         deletes: dropped,
                         ..odb_wire::CommitData::default()

@@ -15,10 +15,14 @@
 //! Index lookups go through a candidate set per (index, value): every object that had that
 //! value at some retained version. A lookup checks each candidate's version at the snapshot.
 
+use crate::changes::ChangedKeys;
 use bytes::Bytes;
-use odb_wire::hash::{FastMap, FastSet};
-use odb_wire::{CommitData, FieldId, IndexId, Key, ObjectData, ObjectId, Tid};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use odb_wire::hash::FastMap;
+use odb_wire::{bytes_eq, CommitData, FieldId, IndexId, ObjectData, ObjectId, Tid};
+use std::collections::{BTreeMap, VecDeque};
+
+mod candidates;
+use candidates::IndexCandidates;
 
 /// A local change number: strictly increasing with every change applied to the replica.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Default)]
@@ -92,8 +96,10 @@ impl Chain {
         }
     }
 
-    /// Appends a version (the replica's versions only grow).
-    fn push(&mut self, version: Version, value: Option<Bytes>) {
+    /// Appends a version (the replica's versions only grow). Returns whether the chain now
+    /// holds more than its current value (see [`Chain::has_history`]): only then can pruning
+    /// ever change it.
+    fn push(&mut self, version: Version, value: Option<Bytes>) -> bool {
         match self {
             Chain::One(last) if last.0 == version => last.1 = value,
             Chain::Many(list) if list.is_empty() => *self = Chain::One((version, value)),
@@ -109,6 +115,7 @@ impl Chain {
                 }
             }
         }
+        self.has_history()
     }
 
     /// Drops versions older than the newest one visible at `horizon`, and a final absence
@@ -127,7 +134,11 @@ impl Chain {
         if matches!(list.as_slice(), [(v, None)] if *v <= horizon) {
             list.clear();
         }
-        dropped.retain(|d| !list.iter().any(|(_, kept)| kept.as_ref() == Some(d)));
+        dropped.retain(|d| {
+            !list
+                .iter()
+                .any(|(_, kept)| kept.as_ref().is_some_and(|k| bytes_eq(k, d)))
+        });
         match list.len() {
             0 => *self = Chain::default(),
             1 => {
@@ -167,56 +178,6 @@ fn chain_mut<K: PartialEq + Copy>(chains: &mut Vec<(K, Chain)>, key: K) -> &mut 
         }
     };
     &mut chains[pos].1
-}
-
-/// The objects that had one index value at some retained version. Most index values belong
-/// to a single object, which is then stored without a set of its own.
-#[derive(Debug)]
-enum Candidates {
-    One(ObjectId),
-    Many(BTreeSet<ObjectId>),
-}
-
-impl Default for Candidates {
-    fn default() -> Candidates {
-        Candidates::Many(BTreeSet::new())
-    }
-}
-
-impl Candidates {
-    fn insert(&mut self, id: ObjectId) {
-        match self {
-            Candidates::One(one) if *one == id => {}
-            Candidates::One(one) => *self = Candidates::Many(BTreeSet::from([*one, id])),
-            Candidates::Many(set) if set.is_empty() => *self = Candidates::One(id),
-            Candidates::Many(set) => {
-                set.insert(id);
-            }
-        }
-    }
-
-    fn remove(&mut self, id: ObjectId) {
-        match self {
-            Candidates::One(one) if *one == id => *self = Candidates::default(),
-            Candidates::One(_) => {}
-            Candidates::Many(set) => {
-                set.remove(&id);
-            }
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        matches!(self, Candidates::Many(set) if set.is_empty())
-    }
-
-    /// The ids, ascending.
-    fn iter(&self) -> impl Iterator<Item = ObjectId> + '_ {
-        let (one, many) = match self {
-            Candidates::One(id) => (Some(*id), None),
-            Candidates::Many(set) => (None, Some(set.iter().copied())),
-        };
-        one.into_iter().chain(many.into_iter().flatten())
-    }
 }
 
 /// Slots per page of [`ObjectTable`].
@@ -294,7 +255,7 @@ pub(crate) struct Replica {
     version: Version,
     objects: ObjectTable,
     /// Per index and value, every object that had that value at some retained version.
-    candidates: FastMap<IndexId, FastMap<Bytes, Candidates>>,
+    candidates: FastMap<IndexId, IndexCandidates>,
     /// Snapshot versions of open views and transactions, with how many are open at each.
     open: BTreeMap<Version, usize>,
     /// Objects with retained history, by the version after which it can be pruned.
@@ -450,43 +411,85 @@ impl Replica {
         candidates
             .iter()
             .filter(|id| {
-                self.index_value(*id, index, at.version).map(|v| v.as_ref()) == Some(value)
+                self.index_value(*id, index, at.version)
+                    .is_some_and(|v| bytes_eq(v, value))
             })
             .collect()
     }
 
     /// Applies a pushed commit as one new version. When `changed` is given, the keys whose
     /// value changed are added to it: fields written or deleted, index values gained or lost.
-    pub fn apply_commit(&mut self, commit: &CommitData, mut changed: Option<&mut FastSet<Key>>) {
+    pub fn apply_commit(&mut self, commit: CommitData, mut changed: Option<&mut ChangedKeys>) {
         self.tid = self.tid.max(commit.tid);
         let version = self.next_version();
+        if let Some(changed) = changed.as_deref_mut() {
+            changed.reserve(commit.writes.len(), commit.index_writes.len());
+        }
+        // Objects left with more than their current values, which may need pruning.
         let mut touched = Vec::new();
-        for w in &commit.writes {
-            let obj = self.objects.get_or_default(w.object);
-            chain_mut(&mut obj.fields, w.field).push(version, w.value.clone());
-            touched.push(w.object);
-            if let Some(changed) = changed.as_deref_mut() {
-                changed.insert(Key::Field(w.object, w.field));
+        // The server sends each object's writes together: each run of one object's writes
+        // finds the object once.
+        let mut writes = commit.writes.into_iter();
+        while let Some(first) = writes.next() {
+            let id = first.object;
+            let more = writes
+                .as_slice()
+                .iter()
+                .take_while(|w| w.object == id)
+                .count();
+            let obj = self.objects.get_or_default(id);
+            if obj.fields.is_empty() {
+                obj.fields.reserve_exact(more + 1);
+            }
+            let mut history = false;
+            for w in std::iter::once(first).chain(writes.by_ref().take(more)) {
+                history |= chain_mut(&mut obj.fields, w.field).push(version, w.value);
+                if let Some(changed) = changed.as_deref_mut() {
+                    changed.field(id, w.field);
+                }
+            }
+            if history {
+                touched.push(id);
             }
         }
-        for w in &commit.index_writes {
-            let old = self.set_index(w.object, w.index, w.value.clone(), version);
-            touched.push(w.object);
-            if let Some(changed) = changed.as_deref_mut() {
-                index_changed(changed, w.index, old, w.value.clone());
+        let mut index_writes = commit.index_writes.into_iter();
+        while let Some(first) = index_writes.next() {
+            let id = first.object;
+            let more = index_writes
+                .as_slice()
+                .iter()
+                .take_while(|w| w.object == id)
+                .count();
+            let obj = self.objects.get_or_default(id);
+            if obj.indices.is_empty() {
+                obj.indices.reserve_exact(more + 1);
+            }
+            let mut history = false;
+            for w in std::iter::once(first).chain(index_writes.by_ref().take(more)) {
+                if let Some(value) = &w.value {
+                    add_candidate(&mut self.candidates, w.index, value, id);
+                }
+                let chain = chain_mut(&mut obj.indices, w.index);
+                if let Some(changed) = changed.as_deref_mut() {
+                    index_changed(changed, w.index, chain.latest(), w.value.as_ref());
+                }
+                history |= chain.push(version, w.value);
+            }
+            if history {
+                touched.push(id);
             }
         }
-        for &id in &commit.deletes {
+        for id in commit.deletes {
             if let Some(obj) = self.objects.get_mut(&id) {
                 if let Some(changed) = changed.as_deref_mut() {
                     for (field, chain) in &obj.fields {
                         if chain.latest().is_some() {
-                            changed.insert(Key::Field(id, *field));
+                            changed.field(id, *field);
                         }
                     }
                     for (index, chain) in &obj.indices {
                         if let Some(value) = chain.latest() {
-                            changed.insert(Key::Index(*index, value.clone()));
+                            changed.index(*index, value.clone());
                         }
                     }
                 }
@@ -496,6 +499,9 @@ impl Replica {
                 }
                 touched.push(id);
             }
+        }
+        if let Some(changed) = changed {
+            changed.seal();
         }
         self.record_applied(self.tid, version);
         self.settle(touched, version);
@@ -507,26 +513,34 @@ impl Replica {
         &mut self,
         objects: Vec<ObjectData>,
         tid: Tid,
-        mut changed: Option<&mut FastSet<Key>>,
+        mut changed: Option<&mut ChangedKeys>,
     ) {
         self.tid = self.tid.max(tid);
         let version = self.next_version();
-        let mut touched = Vec::with_capacity(objects.len());
+        let mut touched = Vec::new();
         for data in objects {
-            let obj = self.objects.get_or_default(data.id);
+            let id = data.id;
+            let obj = self.objects.get_or_default(id);
+            let mut history = false;
             for (f, chain) in obj.fields.iter_mut() {
                 if !data.fields.iter().any(|(g, _)| g == f) {
-                    chain.push(version, None);
+                    history |= chain.push(version, None);
                     if let Some(changed) = changed.as_deref_mut() {
-                        changed.insert(Key::Field(data.id, *f));
+                        changed.field(id, *f);
                     }
                 }
             }
+            if obj.fields.is_empty() {
+                obj.fields.reserve_exact(data.fields.len());
+            }
             for (f, v) in data.fields {
-                chain_mut(&mut obj.fields, f).push(version, Some(v));
+                history |= chain_mut(&mut obj.fields, f).push(version, Some(v));
                 if let Some(changed) = changed.as_deref_mut() {
-                    changed.insert(Key::Field(data.id, f));
+                    changed.field(id, f);
                 }
+            }
+            if obj.indices.is_empty() {
+                obj.indices.reserve_exact(data.indices.len());
             }
             let stale: Vec<IndexId> = obj
                 .indices
@@ -535,18 +549,17 @@ impl Replica {
                 .filter(|i| !data.indices.iter().any(|(j, _)| j == i))
                 .collect();
             for i in stale {
-                let old = self.set_index(data.id, i, None, version);
-                if let Some(changed) = changed.as_deref_mut() {
-                    index_changed(changed, i, old, None);
-                }
+                history |= self.set_index(id, i, None, version, changed.as_deref_mut());
             }
             for (i, v) in data.indices {
-                let old = self.set_index(data.id, i, Some(v.clone()), version);
-                if let Some(changed) = changed.as_deref_mut() {
-                    index_changed(changed, i, old, Some(v));
-                }
+                history |= self.set_index(id, i, Some(v), version, changed.as_deref_mut());
             }
-            touched.push(data.id);
+            if history {
+                touched.push(id);
+            }
+        }
+        if let Some(changed) = changed {
+            changed.seal();
         }
         self.record_applied(self.tid, version);
         self.settle(touched, version);
@@ -571,31 +584,29 @@ impl Replica {
         self.version
     }
 
-    /// Sets an index membership; returns the previous value.
+    /// Sets an index membership, recording the index keys it changes in `changed`; returns
+    /// whether the object now has history to prune.
     fn set_index(
         &mut self,
         id: ObjectId,
         index: IndexId,
         value: Option<Bytes>,
         version: Version,
-    ) -> Option<Bytes> {
+        changed: Option<&mut ChangedKeys>,
+    ) -> bool {
         if let Some(v) = &value {
-            self.candidates
-                .entry(index)
-                .or_default()
-                .entry(v.clone())
-                .or_default()
-                .insert(id);
+            add_candidate(&mut self.candidates, index, v, id);
         }
         let obj = self.objects.get_or_default(id);
         let chain = chain_mut(&mut obj.indices, index);
-        let old = chain.latest().cloned();
-        chain.push(version, value);
-        old
+        if let Some(changed) = changed {
+            index_changed(changed, index, chain.latest(), value.as_ref());
+        }
+        chain.push(version, value)
     }
 
-    /// Prunes what the new version made obsolete, and remembers what must wait for open
-    /// snapshots.
+    /// Prunes what the new version made obsolete in the `touched` objects (those whose chains
+    /// hold more than their current values), and remembers what must wait for open snapshots.
     fn settle(&mut self, mut touched: Vec<ObjectId>, version: Version) {
         touched.sort_unstable();
         touched.dedup();
@@ -648,37 +659,48 @@ impl Replica {
             let Some(values) = self.candidates.get_mut(&index) else {
                 continue;
             };
-            if let Some(set) = values.get_mut(&value) {
-                set.remove(id);
-                if set.is_empty() {
-                    values.remove(&value);
-                    if values.is_empty() {
-                        self.candidates.remove(&index);
-                    }
-                }
+            values.remove(&value, id);
+            if values.is_empty() {
+                self.candidates.remove(&index);
             }
         }
         waiting
     }
 }
 
+/// Records that `id` has `value` in `index` (at some retained version).
+fn add_candidate(
+    candidates: &mut FastMap<IndexId, IndexCandidates>,
+    index: IndexId,
+    value: &Bytes,
+    id: ObjectId,
+) {
+    candidates.entry(index).or_default().insert(value, id);
+}
+
 /// Records the index keys an index change touches: the value lost and the value gained.
 fn index_changed(
-    changed: &mut FastSet<Key>,
+    changed: &mut ChangedKeys,
     index: IndexId,
-    old: Option<Bytes>,
-    new: Option<Bytes>,
+    old: Option<&Bytes>,
+    new: Option<&Bytes>,
 ) {
-    if old == new {
+    if let (Some(old), Some(new)) = (old, new) {
+        if bytes_eq(old, new) {
+            return;
+        }
+    } else if old.is_none() && new.is_none() {
         return;
     }
-    changed.extend(old.into_iter().chain(new).map(|v| Key::Index(index, v)));
+    for value in old.into_iter().chain(new) {
+        changed.index(index, value.clone());
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use odb_wire::{FieldWrite, IndexWrite};
+    use odb_wire::{FieldWrite, IndexWrite, Key};
 
     fn write(o: u64, f: u32, v: Option<&'static [u8]>) -> FieldWrite {
         FieldWrite {
@@ -707,7 +729,7 @@ mod tests {
 
     impl Replica {
         fn apply_test(&mut self, commit: &CommitData) {
-            self.apply_commit(commit, None);
+            self.apply_commit(commit.clone(), None);
         }
     }
 
@@ -747,10 +769,10 @@ mod tests {
         r.close_snapshot(now);
         r.close_snapshot(snap);
         // Closing the last snapshot that needed the old value forgets it.
-        assert!(!r
+        assert!(r
             .candidates
             .get(&IndexId(7))
-            .is_some_and(|values| values.contains_key(b"x".as_slice())));
+            .is_none_or(|values| values.get(b"x").is_none()));
         assert!(r.history.is_empty());
     }
 
@@ -861,28 +883,31 @@ mod tests {
     #[test]
     fn applied_changes_report_the_keys_they_changed() {
         let mut r = Replica::new(Tid(0));
-        let mut keys = FastSet::default();
+        let field = Key::Field(ObjectId(1), FieldId(1));
+        let x = Key::Index(IndexId(7), Bytes::from_static(b"x"));
+        let y = Key::Index(IndexId(7), Bytes::from_static(b"y"));
+        let changes = |keys: &ChangedKeys, expected: &[&Key]| {
+            keys.len() == expected.len() && expected.iter().all(|k| keys.contains(k))
+        };
+        let mut keys = ChangedKeys::default();
         r.apply_commit(
-            &commit(
+            commit(
                 1,
                 vec![write(1, 1, Some(b"a"))],
                 vec![index(1, 7, Some(b"x"))],
             ),
             Some(&mut keys),
         );
-        let field = Key::Field(ObjectId(1), FieldId(1));
-        let x = Key::Index(IndexId(7), Bytes::from_static(b"x"));
-        let y = Key::Index(IndexId(7), Bytes::from_static(b"y"));
-        assert_eq!(keys, [field.clone(), x.clone()].into_iter().collect());
-        keys.clear();
+        assert!(changes(&keys, &[&field, &x]));
+        let mut keys = ChangedKeys::default();
         r.apply_commit(
-            &commit(2, vec![], vec![index(1, 7, Some(b"y"))]),
+            commit(2, vec![], vec![index(1, 7, Some(b"y"))]),
             Some(&mut keys),
         );
-        assert_eq!(keys, [x, y.clone()].into_iter().collect());
-        keys.clear();
-        r.apply_commit(&delete(3, 1), Some(&mut keys));
-        assert_eq!(keys, [field, y].into_iter().collect());
+        assert!(changes(&keys, &[&x, &y]));
+        let mut keys = ChangedKeys::default();
+        r.apply_commit(delete(3, 1), Some(&mut keys));
+        assert!(changes(&keys, &[&field, &y]));
     }
 
     #[test]

@@ -476,7 +476,8 @@ impl Read for Transaction<'_> {
             if p.info.type_id != info.type_id {
                 continue;
             }
-            if self.pending_index_value(id, p, index).as_deref() == Some(value) {
+            let pending = self.pending_index_value(id, p, index);
+            if pending.is_some_and(|v| odb_wire::bytes_eq(&v, value)) {
                 ids.insert(id);
             } else {
                 ids.remove(&id);
