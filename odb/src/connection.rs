@@ -256,7 +256,7 @@ fn encode(msg: &ClientMessage) -> Result<bytes::Bytes> {
 }
 
 fn decode(frame: &[u8]) -> Result<ServerMessage> {
-    odb_wire::decode(frame).map_err(|e| Error::Protocol(e.to_string()))
+    odb_wire::decode_server_message(frame).map_err(|e| Error::Protocol(e.to_string()))
 }
 
 async fn write_loop<W: AsyncWrite + Send + Unpin>(
