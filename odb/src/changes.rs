@@ -59,7 +59,10 @@ pub(crate) struct Change {
 pub(crate) struct ChangedKeys {
     /// Fields written or deleted; sorted and without duplicates once sealed.
     fields: Vec<(ObjectId, FieldId)>,
-    /// Index values gained or lost, as [`Key::Index`].
+    /// Indices whose empty value was gained or lost (every change to an all-objects index),
+    /// without duplicates: few, and kept out of the hash set.
+    empty_indices: Vec<IndexId>,
+    /// Other index values gained or lost, as [`Key::Index`].
     indices: FastSet<Key>,
 }
 
@@ -77,7 +80,12 @@ impl ChangedKeys {
 
     /// Records a changed index value.
     pub fn index(&mut self, index: IndexId, value: Bytes) {
-        self.indices.insert(Key::Index(index, value));
+        if !value.is_empty() {
+            self.indices.insert(Key::Index(index, value));
+        } else if self.empty_indices.last() != Some(&index) && !self.empty_indices.contains(&index)
+        {
+            self.empty_indices.push(index);
+        }
     }
 
     /// Sorts the field keys; call once every key is recorded.
@@ -90,13 +98,14 @@ impl ChangedKeys {
 
     /// Number of keys (after [`ChangedKeys::seal`]).
     pub fn len(&self) -> usize {
-        self.fields.len() + self.indices.len()
+        self.fields.len() + self.empty_indices.len() + self.indices.len()
     }
 
     /// Whether `key` is one of them (after [`ChangedKeys::seal`]).
     pub fn contains(&self, key: &Key) -> bool {
         match key {
             Key::Field(object, field) => self.fields.binary_search(&(*object, *field)).is_ok(),
+            Key::Index(index, value) if value.is_empty() => self.empty_indices.contains(index),
             Key::Index(..) => self.indices.contains(key),
         }
     }
@@ -106,6 +115,10 @@ impl ChangedKeys {
         self.fields
             .iter()
             .any(|&(object, field)| keys.contains(&Key::Field(object, field)))
+            || self
+                .empty_indices
+                .iter()
+                .any(|&index| keys.contains(&Key::Index(index, Bytes::new())))
             || self.indices.iter().any(|key| keys.contains(key))
     }
 }
@@ -222,5 +235,26 @@ mod tests {
             tid: true,
         };
         assert!(tid_reader.affected_by(&change(5, 10, &[]), at));
+    }
+
+    #[test]
+    fn changed_keys_find_fields_and_empty_and_other_index_values() {
+        let mut keys = ChangedKeys::default();
+        keys.field(ObjectId(2), FieldId(1));
+        keys.field(ObjectId(1), FieldId(1));
+        keys.index(IndexId(3), Bytes::new());
+        keys.index(IndexId(3), Bytes::from(Vec::new()));
+        keys.index(IndexId(4), Bytes::from_static(b"v"));
+        keys.seal();
+        assert_eq!(keys.len(), 4);
+        assert!(keys.contains(&Key::Field(ObjectId(1), FieldId(1))));
+        assert!(!keys.contains(&Key::Field(ObjectId(1), FieldId(2))));
+        assert!(keys.contains(&Key::Index(IndexId(3), Bytes::new())));
+        assert!(!keys.contains(&Key::Index(IndexId(4), Bytes::new())));
+        assert!(keys.contains(&Key::Index(IndexId(4), Bytes::from_static(b"v"))));
+        let empty: FastSet<Key> = [Key::Index(IndexId(3), Bytes::new())].into_iter().collect();
+        assert!(keys.any_in(&empty));
+        let other: FastSet<Key> = [Key::Index(IndexId(4), Bytes::new())].into_iter().collect();
+        assert!(!keys.any_in(&other));
     }
 }
