@@ -85,6 +85,15 @@ pub fn decode_server_message(payload: &[u8]) -> Result<crate::ServerMessage, Cod
     }
 }
 
+/// Decodes a payload into a client message: like [`decode`], with a faster path for the
+/// largest message a server receives, a commit request.
+pub fn decode_client_message(payload: &[u8]) -> Result<crate::ClientMessage, CodecError> {
+    match commit::decode_request(payload) {
+        Some(msg) => Ok(msg),
+        None => decode(payload),
+    }
+}
+
 /// Decodes a payload into a message (or any serde value). Never panics, whatever the bytes.
 ///
 /// The decoder pre-allocates a container from the length written before it, so the total it
