@@ -22,7 +22,9 @@ use odb_wire::{bytes_eq, CommitData, FieldId, IndexId, ObjectData, ObjectId, Tid
 use std::collections::{BTreeMap, VecDeque};
 
 mod candidates;
+mod chain;
 use candidates::IndexCandidates;
+use chain::{chain_mut, Chain};
 
 /// A local change number: strictly increasing with every change applied to the replica.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Default)]
@@ -51,133 +53,11 @@ pub(crate) struct SnapshotAt {
     pub tid: Tid,
 }
 
-/// One version of a key: from `Version` on, the value (`None`: absent).
-type Entry = (Version, Option<Bytes>);
-
-/// One key's versions, oldest first. A `None` value means "absent from that version on".
-///
-/// Almost every key has exactly one retained version, which is stored inline so that reading
-/// it does not follow another pointer.
-#[derive(Debug, Clone)]
-enum Chain {
-    /// Exactly one version.
-    One(Entry),
-    /// No version, or several.
-    Many(Vec<Entry>),
-}
-
-impl Default for Chain {
-    fn default() -> Chain {
-        Chain::Many(Vec::new())
-    }
-}
-
-impl Chain {
-    fn entries(&self) -> &[Entry] {
-        match self {
-            Chain::One(entry) => std::slice::from_ref(entry),
-            Chain::Many(list) => list,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.entries().is_empty()
-    }
-
-    #[inline]
-    fn at(&self, at: Version) -> Option<&Bytes> {
-        match self {
-            Chain::One((v, value)) => value.as_ref().filter(|_| *v <= at),
-            Chain::Many(list) => list
-                .iter()
-                .rev()
-                .find(|(v, _)| *v <= at)
-                .and_then(|(_, value)| value.as_ref()),
-        }
-    }
-
-    /// Appends a version (the replica's versions only grow). Returns whether the chain now
-    /// holds more than its current value (see [`Chain::has_history`]): only then can pruning
-    /// ever change it.
-    fn push(&mut self, version: Version, value: Option<Bytes>) -> bool {
-        match self {
-            Chain::One(last) if last.0 == version => last.1 = value,
-            Chain::Many(list) if list.is_empty() => *self = Chain::One((version, value)),
-            Chain::Many(list) => match list.last_mut() {
-                Some(last) if last.0 == version => last.1 = value,
-                _ => list.push((version, value)),
-            },
-            Chain::One(_) => {
-                let old = std::mem::replace(self, Chain::Many(Vec::with_capacity(2)));
-                if let (Chain::One(first), Chain::Many(list)) = (old, &mut *self) {
-                    list.push(first);
-                    list.push((version, value));
-                }
-            }
-        }
-        self.has_history()
-    }
-
-    /// Drops versions older than the newest one visible at `horizon`, and a final absence
-    /// nobody can see past. Returns the dropped values that no longer appear in the chain.
-    fn prune(&mut self, horizon: Version) -> Vec<Bytes> {
-        let list = match self {
-            Chain::One((v, None)) if *v <= horizon => {
-                *self = Chain::default();
-                return Vec::new();
-            }
-            Chain::One(_) => return Vec::new(),
-            Chain::Many(list) => list,
-        };
-        let keep_from = list.iter().rposition(|(v, _)| *v <= horizon).unwrap_or(0);
-        let mut dropped: Vec<Bytes> = list.drain(..keep_from).filter_map(|(_, v)| v).collect();
-        if matches!(list.as_slice(), [(v, None)] if *v <= horizon) {
-            list.clear();
-        }
-        dropped.retain(|d| {
-            !list
-                .iter()
-                .any(|(_, kept)| kept.as_ref().is_some_and(|k| bytes_eq(k, d)))
-        });
-        match list.len() {
-            0 => *self = Chain::default(),
-            1 => {
-                if let Some(entry) = list.pop() {
-                    *self = Chain::One(entry);
-                }
-            }
-            _ => {}
-        }
-        dropped
-    }
-
-    /// True when more versions than the current one are retained (pruning is pending).
-    fn has_history(&self) -> bool {
-        let entries = self.entries();
-        entries.len() > 1 || matches!(entries, [(_, None)])
-    }
-
-    /// The newest value.
-    fn latest(&self) -> Option<&Bytes> {
-        self.entries().last().and_then(|(_, value)| value.as_ref())
-    }
-}
-
+/// The retained versions of one object's fields and index memberships.
 #[derive(Debug, Default)]
 struct ObjectVersions {
-    fields: Vec<(FieldId, Chain)>,
-    indices: Vec<(IndexId, Chain)>,
-}
-
-fn chain_mut<K: PartialEq + Copy>(chains: &mut Vec<(K, Chain)>, key: K) -> &mut Chain {
-    let pos = match chains.iter().position(|(k, _)| *k == key) {
-        Some(pos) => pos,
-        None => {
-            chains.push((key, Chain::default()));
-            chains.len() - 1
-        }
-    };
-    &mut chains[pos].1
+    fields: Vec<Chain<FieldId>>,
+    indices: Vec<Chain<IndexId>>,
 }
 
 /// Slots per page of [`ObjectTable`].
@@ -369,7 +249,7 @@ impl Replica {
 
     pub fn field(&self, id: ObjectId, field: FieldId, at: SnapshotAt) -> Option<&Bytes> {
         let obj = self.objects.get(&id)?;
-        let (_, chain) = obj.fields.iter().find(|(f, _)| *f == field)?;
+        let chain = obj.fields.iter().find(|c| c.key() == field)?;
         chain.at(at.version)
     }
 
@@ -386,11 +266,11 @@ impl Replica {
         let obj = self.objects.get(&id)?;
         let mut alive = false;
         let mut value = None;
-        for (f, chain) in &obj.fields {
-            if *f == exists {
+        for chain in &obj.fields {
+            if chain.key() == exists {
                 alive = chain.at(at.version).is_some();
             }
-            if *f == field {
+            if chain.key() == field {
                 value = chain.at(at.version);
             }
         }
@@ -399,7 +279,7 @@ impl Replica {
 
     fn index_value(&self, id: ObjectId, index: IndexId, at: Version) -> Option<&Bytes> {
         let obj = self.objects.get(&id)?;
-        let (_, chain) = obj.indices.iter().find(|(i, _)| *i == index)?;
+        let chain = obj.indices.iter().find(|c| c.key() == index)?;
         chain.at(at)
     }
 
@@ -482,19 +362,21 @@ impl Replica {
         for id in commit.deletes {
             if let Some(obj) = self.objects.get_mut(&id) {
                 if let Some(changed) = changed.as_deref_mut() {
-                    for (field, chain) in &obj.fields {
+                    for chain in &obj.fields {
                         if chain.latest().is_some() {
-                            changed.field(id, *field);
+                            changed.field(id, chain.key());
                         }
                     }
-                    for (index, chain) in &obj.indices {
+                    for chain in &obj.indices {
                         if let Some(value) = chain.latest() {
-                            changed.index(*index, value.clone());
+                            changed.index(chain.key(), value.clone());
                         }
                     }
                 }
-                let fields = obj.fields.iter_mut().map(|(_, c)| c);
-                for chain in fields.chain(obj.indices.iter_mut().map(|(_, c)| c)) {
+                for chain in &mut obj.fields {
+                    chain.push(version, None);
+                }
+                for chain in &mut obj.indices {
                     chain.push(version, None);
                 }
                 touched.push(id);
@@ -522,11 +404,12 @@ impl Replica {
             let id = data.id;
             let obj = self.objects.get_or_default(id);
             let mut history = false;
-            for (f, chain) in obj.fields.iter_mut() {
-                if !data.fields.iter().any(|(g, _)| g == f) {
+            for chain in obj.fields.iter_mut() {
+                let f = chain.key();
+                if !data.fields.iter().any(|(g, _)| *g == f) {
                     history |= chain.push(version, None);
                     if let Some(changed) = changed.as_deref_mut() {
-                        changed.field(id, *f);
+                        changed.field(id, f);
                     }
                 }
             }
@@ -545,7 +428,7 @@ impl Replica {
             let stale: Vec<IndexId> = obj
                 .indices
                 .iter()
-                .map(|(i, _)| *i)
+                .map(|c| c.key())
                 .filter(|i| !data.indices.iter().any(|(j, _)| j == i))
                 .collect();
             for i in stale {
@@ -570,7 +453,7 @@ impl Replica {
         self.objects
             .get(&id)
             .into_iter()
-            .flat_map(|o| o.fields.iter().map(|(f, _)| *f))
+            .flat_map(|o| o.fields.iter().map(|c| c.key()))
     }
 
     /// Moves the replica's tid forward without data (a flush, or a conflict reported at a tid
@@ -642,16 +525,17 @@ impl Replica {
             return false;
         };
         let mut forgotten = Vec::new();
-        obj.fields.retain_mut(|(_, chain)| {
+        obj.fields.retain_mut(|chain| {
             chain.prune(horizon);
             !chain.is_empty()
         });
-        obj.indices.retain_mut(|(index, chain)| {
-            forgotten.extend(chain.prune(horizon).into_iter().map(|v| (*index, v)));
+        obj.indices.retain_mut(|chain| {
+            let index = chain.key();
+            forgotten.extend(chain.prune(horizon).into_iter().map(|v| (index, v)));
             !chain.is_empty()
         });
-        let waiting = obj.fields.iter().any(|(_, c)| c.has_history())
-            || obj.indices.iter().any(|(_, c)| c.has_history());
+        let waiting = obj.fields.iter().any(|c| c.has_history())
+            || obj.indices.iter().any(|c| c.has_history());
         if obj.fields.is_empty() && obj.indices.is_empty() {
             self.objects.remove(&id);
         }
@@ -839,7 +723,6 @@ mod tests {
         }
         assert_eq!(
             r.objects.get(&ObjectId(1)).unwrap().fields[0]
-                .1
                 .entries()
                 .len(),
             1
@@ -873,7 +756,6 @@ mod tests {
         // Only the retained versions are kept.
         assert_eq!(
             r.objects.get(&ObjectId(1)).unwrap().fields[0]
-                .1
                 .entries()
                 .len(),
             3

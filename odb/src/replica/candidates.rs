@@ -8,24 +8,24 @@ use std::collections::BTreeSet;
 
 /// The objects that had one index value at some retained version. Most index values belong
 /// to a single object, which is then stored without a set of its own.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) enum Candidates {
+    #[default]
+    None,
     One(ObjectId),
-    Many(BTreeSet<ObjectId>),
-}
-
-impl Default for Candidates {
-    fn default() -> Candidates {
-        Candidates::Many(BTreeSet::new())
-    }
+    // Boxed so that the common cases (none, one) take two words in the value map.
+    #[allow(clippy::box_collection)]
+    Many(Box<BTreeSet<ObjectId>>),
 }
 
 impl Candidates {
     fn insert(&mut self, id: ObjectId) {
         match self {
+            Candidates::None => *self = Candidates::One(id),
             Candidates::One(one) if *one == id => {}
-            Candidates::One(one) => *self = Candidates::Many(BTreeSet::from([*one, id])),
-            Candidates::Many(set) if set.is_empty() => *self = Candidates::One(id),
+            Candidates::One(one) => {
+                *self = Candidates::Many(Box::new(BTreeSet::from([*one, id])));
+            }
             Candidates::Many(set) => {
                 set.insert(id);
             }
@@ -34,21 +34,25 @@ impl Candidates {
 
     fn remove(&mut self, id: ObjectId) {
         match self {
-            Candidates::One(one) if *one == id => *self = Candidates::default(),
-            Candidates::One(_) => {}
+            Candidates::One(one) if *one == id => *self = Candidates::None,
+            Candidates::None | Candidates::One(_) => {}
             Candidates::Many(set) => {
                 set.remove(&id);
+                if set.is_empty() {
+                    *self = Candidates::None;
+                }
             }
         }
     }
 
     fn is_empty(&self) -> bool {
-        matches!(self, Candidates::Many(set) if set.is_empty())
+        matches!(self, Candidates::None)
     }
 
     /// The ids, ascending.
     pub fn iter(&self) -> impl Iterator<Item = ObjectId> + '_ {
         let (one, many) = match self {
+            Candidates::None => (None, None),
             Candidates::One(id) => (Some(*id), None),
             Candidates::Many(set) => (None, Some(set.iter().copied())),
         };
@@ -113,6 +117,11 @@ impl IndexCandidates {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candidates_of_one_value_take_two_words() {
+        assert_eq!(std::mem::size_of::<Candidates>(), 16);
+    }
 
     #[test]
     fn empty_and_other_values_come_and_go() {
