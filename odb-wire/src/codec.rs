@@ -16,6 +16,8 @@ pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
 /// Largest frame size that can be configured: 1 GiB.
 pub const MAX_FRAME_CAP: usize = 1 << 30;
 
+mod commit;
+
 type Config<const LIMIT: usize> = bincode::config::Configuration<
     bincode::config::LittleEndian,
     bincode::config::Varint,
@@ -57,6 +59,41 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CodecError> {
         .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
+/// Encodes a value into a buffer of exactly its size, for values that are usually small (stored
+/// field and index values): those up to 256 bytes are encoded on the stack first and copied
+/// once, rather than into a growing vector whose spare capacity the result would keep.
+pub fn encode_exact<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CodecError> {
+    let mut buf = [0u8; 256];
+    match bincode::serde::encode_into_slice(value, &mut buf, config::<MAX_FRAME_CAP>()) {
+        Ok(len) => Ok(Bytes::copy_from_slice(&buf[..len])),
+        Err(bincode::error::EncodeError::UnexpectedEnd) => {
+            let mut vec = bincode::serde::encode_to_vec(value, config::<MAX_FRAME_CAP>())
+                .map_err(|e| CodecError::Encode(e.to_string()))?;
+            vec.shrink_to_fit();
+            Ok(Bytes::from(vec))
+        }
+        Err(e) => Err(CodecError::Encode(e.to_string())),
+    }
+}
+
+/// Decodes a payload into a server message: like [`decode`], with a faster path for the
+/// largest message a client receives, a pushed commit.
+pub fn decode_server_message(payload: &[u8]) -> Result<crate::ServerMessage, CodecError> {
+    match commit::decode(payload) {
+        Some(msg) => Ok(msg),
+        None => decode(payload),
+    }
+}
+
+/// Decodes a payload into a client message: like [`decode`], with a faster path for the
+/// largest message a server receives, a commit request.
+pub fn decode_client_message(payload: &[u8]) -> Result<crate::ClientMessage, CodecError> {
+    match commit::decode_request(payload) {
+        Some(msg) => Ok(msg),
+        None => decode(payload),
+    }
+}
+
 /// Decodes a payload into a message (or any serde value). Never panics, whatever the bytes.
 ///
 /// The decoder pre-allocates a container from the length written before it, so the total it
@@ -76,4 +113,22 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
         return Err(CodecError::Trailing(payload.len() - read));
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_encoding_matches_the_plain_one() {
+        let long = "x".repeat(1000);
+        for value in ["", "item-00000001", long.as_str()] {
+            let exact = encode_exact(value).unwrap();
+            assert_eq!(exact, encode(value).unwrap());
+        }
+        assert_eq!(
+            encode_exact(&(7u64, "k")).unwrap(),
+            encode(&(7u64, "k")).unwrap()
+        );
+    }
 }

@@ -10,6 +10,9 @@ mod ids;
 pub mod limits;
 mod message;
 
-pub use codec::{decode, encode, framing, CodecError, DEFAULT_MAX_FRAME, MAX_FRAME_CAP};
-pub use ids::{FieldId, IdBlock, IndexId, Key, ObjectId, RequestId, Tid, TypeId};
+pub use codec::{
+    decode, decode_client_message, decode_server_message, encode, encode_exact, framing,
+    CodecError, DEFAULT_MAX_FRAME, MAX_FRAME_CAP,
+};
+pub use ids::{bytes_eq, FieldId, IdBlock, IndexId, Key, ObjectId, RequestId, Tid, TypeId};
 pub use message::*;

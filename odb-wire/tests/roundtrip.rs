@@ -237,6 +237,48 @@ proptest! {
     }
 
     #[test]
+    fn the_client_message_decoder_agrees_with_the_generic_one(
+        msg in client_message(),
+        flip in any::<prop::sample::Index>(),
+        bits in 1u8..,
+    ) {
+        let payload = encode(&msg).unwrap();
+        prop_assert_eq!(decode_client_message(&payload).unwrap(), msg);
+        let mut damaged = payload.to_vec();
+        let at = flip.index(damaged.len());
+        damaged[at] ^= bits;
+        prop_assert_eq!(
+            decode_client_message(&damaged).ok(),
+            decode::<ClientMessage>(&damaged).ok()
+        );
+        prop_assert_eq!(
+            decode_client_message(&payload[..at]).ok(),
+            decode::<ClientMessage>(&payload[..at]).ok()
+        );
+    }
+
+    #[test]
+    fn the_server_message_decoder_agrees_with_the_generic_one(
+        msg in server_message(),
+        flip in any::<prop::sample::Index>(),
+        bits in 1u8..,
+    ) {
+        let payload = encode(&msg).unwrap();
+        prop_assert_eq!(decode_server_message(&payload).unwrap(), msg);
+        let mut damaged = payload.to_vec();
+        let at = flip.index(damaged.len());
+        damaged[at] ^= bits;
+        prop_assert_eq!(
+            decode_server_message(&damaged).ok(),
+            decode::<ServerMessage>(&damaged).ok()
+        );
+        prop_assert_eq!(
+            decode_server_message(&payload[..at]).ok(),
+            decode::<ServerMessage>(&payload[..at]).ok()
+        );
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic_the_decoder(data in vec(any::<u8>(), 0..512)) {
         let _ = decode::<ClientMessage>(&data);
         let _ = decode::<ServerMessage>(&data);

@@ -12,8 +12,9 @@
 //! whose keys intersect it.
 
 use crate::replica::SnapshotAt;
+use bytes::Bytes;
 use odb_wire::hash::FastSet;
-use odb_wire::{Key, ObjectId, Tid};
+use odb_wire::{FieldId, IndexId, Key, ObjectId, Tid};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -43,11 +44,83 @@ pub(crate) struct Change {
     /// The replica's tid after the change.
     pub tid: Tid,
     /// The keys whose value changed.
-    pub keys: FastSet<Key>,
+    pub keys: ChangedKeys,
     /// The commit, when the change is a commit pushed by the server.
     pub commit: Option<AppliedCommit>,
     /// The connection closed: every listener should look at the client's state again.
     pub closed: bool,
+}
+
+/// The keys one change of the replica changed.
+///
+/// Field keys are collected in a vector and sorted once ([`ChangedKeys::seal`]): a commit's
+/// writes arrive grouped by object, so that is much cheaper than hashing each of them.
+#[derive(Debug, Default)]
+pub(crate) struct ChangedKeys {
+    /// Fields written or deleted; sorted and without duplicates once sealed.
+    fields: Vec<(ObjectId, FieldId)>,
+    /// Indices whose empty value was gained or lost (every change to an all-objects index),
+    /// without duplicates: few, and kept out of the hash set.
+    empty_indices: Vec<IndexId>,
+    /// Other index values gained or lost, as [`Key::Index`].
+    indices: FastSet<Key>,
+}
+
+impl ChangedKeys {
+    /// Makes room for `fields` field keys and `indices` index keys.
+    pub fn reserve(&mut self, fields: usize, indices: usize) {
+        self.fields.reserve(fields);
+        self.indices.reserve(indices);
+    }
+
+    /// Records a changed field.
+    pub fn field(&mut self, object: ObjectId, field: FieldId) {
+        self.fields.push((object, field));
+    }
+
+    /// Records a changed index value.
+    pub fn index(&mut self, index: IndexId, value: Bytes) {
+        if !value.is_empty() {
+            self.indices.insert(Key::Index(index, value));
+        } else if self.empty_indices.last() != Some(&index) && !self.empty_indices.contains(&index)
+        {
+            self.empty_indices.push(index);
+        }
+    }
+
+    /// Sorts the field keys; call once every key is recorded.
+    pub fn seal(&mut self) {
+        if !self.fields.is_sorted() {
+            self.fields.sort_unstable();
+        }
+        self.fields.dedup();
+    }
+
+    /// Number of keys (after [`ChangedKeys::seal`]).
+    pub fn len(&self) -> usize {
+        self.fields.len() + self.empty_indices.len() + self.indices.len()
+    }
+
+    /// Whether `key` is one of them (after [`ChangedKeys::seal`]).
+    pub fn contains(&self, key: &Key) -> bool {
+        match key {
+            Key::Field(object, field) => self.fields.binary_search(&(*object, *field)).is_ok(),
+            Key::Index(index, value) if value.is_empty() => self.empty_indices.contains(index),
+            Key::Index(..) => self.indices.contains(key),
+        }
+    }
+
+    /// Whether any of them is in `keys`.
+    fn any_in(&self, keys: &FastSet<Key>) -> bool {
+        self.fields
+            .iter()
+            .any(|&(object, field)| keys.contains(&Key::Field(object, field)))
+            || self
+                .empty_indices
+                .iter()
+                .any(|&index| keys.contains(&Key::Index(index, Bytes::new())))
+            || self.indices.iter().any(|key| keys.contains(key))
+    }
 }
 
 /// The keys a reader depended on.
@@ -71,12 +144,11 @@ impl ReadSet {
         if change.version <= at.version {
             return false;
         }
-        let (small, large) = if self.keys.len() <= change.keys.len() {
-            (&self.keys, &change.keys)
+        if self.keys.len() <= change.keys.len() {
+            self.keys.iter().any(|k| change.keys.contains(k))
         } else {
-            (&change.keys, &self.keys)
-        };
-        small.iter().any(|k| large.contains(k))
+            change.keys.any_in(&self.keys)
+        }
     }
 }
 
@@ -125,10 +197,18 @@ mod tests {
     use odb_wire::FieldId;
 
     fn change(version: u64, tid: u64, keys: &[Key]) -> Change {
+        let mut changed = ChangedKeys::default();
+        for key in keys {
+            match key {
+                Key::Field(object, field) => changed.field(*object, *field),
+                Key::Index(index, value) => changed.index(*index, value.clone()),
+            }
+        }
+        changed.seal();
         Change {
             version: Version::test(version),
             tid: Tid(tid),
-            keys: keys.iter().cloned().collect(),
+            keys: changed,
             commit: None,
             closed: false,
         }
@@ -155,5 +235,26 @@ mod tests {
             tid: true,
         };
         assert!(tid_reader.affected_by(&change(5, 10, &[]), at));
+    }
+
+    #[test]
+    fn changed_keys_find_fields_and_empty_and_other_index_values() {
+        let mut keys = ChangedKeys::default();
+        keys.field(ObjectId(2), FieldId(1));
+        keys.field(ObjectId(1), FieldId(1));
+        keys.index(IndexId(3), Bytes::new());
+        keys.index(IndexId(3), Bytes::from(Vec::new()));
+        keys.index(IndexId(4), Bytes::from_static(b"v"));
+        keys.seal();
+        assert_eq!(keys.len(), 4);
+        assert!(keys.contains(&Key::Field(ObjectId(1), FieldId(1))));
+        assert!(!keys.contains(&Key::Field(ObjectId(1), FieldId(2))));
+        assert!(keys.contains(&Key::Index(IndexId(3), Bytes::new())));
+        assert!(!keys.contains(&Key::Index(IndexId(4), Bytes::new())));
+        assert!(keys.contains(&Key::Index(IndexId(4), Bytes::from_static(b"v"))));
+        let empty: FastSet<Key> = [Key::Index(IndexId(3), Bytes::new())].into_iter().collect();
+        assert!(keys.any_in(&empty));
+        let other: FastSet<Key> = [Key::Index(IndexId(4), Bytes::new())].into_iter().collect();
+        assert!(!keys.any_in(&other));
     }
 }

@@ -256,7 +256,7 @@ fn encode(msg: &ClientMessage) -> Result<bytes::Bytes> {
 }
 
 fn decode(frame: &[u8]) -> Result<ServerMessage> {
-    odb_wire::decode(frame).map_err(|e| Error::Protocol(e.to_string()))
+    odb_wire::decode_server_message(frame).map_err(|e| Error::Protocol(e.to_string()))
 }
 
 async fn write_loop<W: AsyncWrite + Send + Unpin>(
@@ -343,7 +343,7 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
             Err(e) => break format!("the server sent an undecodable message: {e}"),
         };
         match msg {
-            ServerMessage::Commit(data) => shared.apply_commit(&data, CommitKind::Pushed),
+            ServerMessage::Commit(data) => shared.apply_commit(data, CommitKind::Pushed),
             ServerMessage::SubscriptionData {
                 request_id,
                 objects,
@@ -365,7 +365,7 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
             } => {
                 // Objects no longer sent are removed, so nothing stale stays readable.
                 shared.apply_commit(
-                    &odb_wire::CommitData {
+                    odb_wire::CommitData {
                         tid,
                         deletes: dropped,
                         ..odb_wire::CommitData::default()

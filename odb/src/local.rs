@@ -1,6 +1,6 @@
 //! State shared between the client's handle, its views and its connection task.
 
-use crate::changes::{AppliedCommit, Change, CHANGE_BUFFER};
+use crate::changes::{AppliedCommit, Change, ChangedKeys, CHANGE_BUFFER};
 use crate::registry::{Registry, TypeInfo};
 use crate::replica::Replica;
 use crate::schema::TypeDef;
@@ -8,7 +8,7 @@ use crate::{Error, Result};
 use odb_wire::hash::{FastMap, FastSet};
 use odb_wire::{CommitData, ObjectData, ObjectId, RequestId, Tid, TypeId};
 use parking_lot::RwLock;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -80,7 +80,7 @@ impl Shared {
 
     /// Applies a commit, marks the types of objects it creates as readable, and publishes
     /// what changed.
-    pub fn apply_commit(&self, commit: &CommitData, kind: CommitKind) {
+    pub fn apply_commit(&self, commit: CommitData, kind: CommitKind) {
         // A field of each deleted object tells its type. Only the connection task applies
         // changes, so the replica cannot change between this read and the write below.
         let deleted_fields: Vec<odb_wire::FieldId> = if kind == CommitKind::Pushed {
@@ -93,29 +93,30 @@ impl Shared {
         } else {
             Vec::new()
         };
+        // The distinct fields written (with whether some write gave a value) and indices
+        // written: far fewer than the writes.
+        let mut fields: FastSet<(odb_wire::FieldId, bool)> = FastSet::default();
+        fields.extend(commit.writes.iter().map(|w| (w.field, w.value.is_some())));
+        let mut indices: FastSet<odb_wire::IndexId> = FastSet::default();
+        if kind == CommitKind::Pushed {
+            indices.extend(commit.index_writes.iter().map(|w| w.index));
+        }
         // The registry lock is never held together with the replica's.
         let (created, types) = {
             let registry = self.registry.read();
-            let created: Vec<TypeId> = commit
-                .writes
+            let created: Vec<TypeId> = fields
                 .iter()
-                .filter(|w| w.value.is_some())
-                .filter_map(|w| registry.by_exists_field(w.field).map(|t| t.type_id))
+                .filter(|(_, valued)| *valued)
+                .filter_map(|(f, _)| registry.by_exists_field(*f).map(|t| t.type_id))
                 .collect();
             let mut types: FastSet<TypeId> = FastSet::default();
             if kind == CommitKind::Pushed {
                 types.extend(
-                    commit
-                        .writes
+                    fields
                         .iter()
-                        .filter_map(|w| registry.type_of_field(w.field)),
+                        .filter_map(|(f, _)| registry.type_of_field(*f)),
                 );
-                types.extend(
-                    commit
-                        .index_writes
-                        .iter()
-                        .filter_map(|w| registry.type_of_index(w.index)),
-                );
+                types.extend(indices.iter().filter_map(|&i| registry.type_of_index(i)));
                 types.extend(
                     deleted_fields
                         .iter()
@@ -133,12 +134,12 @@ impl Shared {
         // Checked under the lock: a listener that starts later opens its snapshot after this
         // change, so it cannot miss it.
         let listening = self.changes.receiver_count() > 0;
-        let mut keys = FastSet::default();
+        let applied = (listening && kind == CommitKind::Pushed).then(|| applied_commit(&commit));
+        let mut keys = ChangedKeys::default();
         local
             .replica
             .apply_commit(commit, listening.then_some(&mut keys));
         if listening {
-            let applied = (kind == CommitKind::Pushed).then(|| applied_commit(commit));
             self.publish(&local, keys, applied);
         }
     }
@@ -158,7 +159,7 @@ impl Shared {
         // Checked under the lock: a listener that starts later opens its snapshot after this
         // change, so it cannot miss it.
         let listening = self.changes.receiver_count() > 0;
-        let mut keys = FastSet::default();
+        let mut keys = ChangedKeys::default();
         local
             .replica
             .apply_snapshot(objects, tid, listening.then_some(&mut keys));
@@ -172,7 +173,7 @@ impl Shared {
         let mut local = self.local.write();
         local.replica.advance(tid);
         if self.changes.receiver_count() > 0 {
-            self.publish(&local, FastSet::default(), None);
+            self.publish(&local, ChangedKeys::default(), None);
         }
     }
 
@@ -182,14 +183,14 @@ impl Shared {
         let _ = self.changes.send(Arc::new(Change {
             version: local.replica.version(),
             tid: local.replica.tid(),
-            keys: FastSet::default(),
+            keys: ChangedKeys::default(),
             commit: None,
             closed: true,
         }));
         drop(local);
     }
 
-    fn publish(&self, local: &Local, keys: FastSet<odb_wire::Key>, commit: Option<AppliedCommit>) {
+    fn publish(&self, local: &Local, keys: ChangedKeys, commit: Option<AppliedCommit>) {
         // No listener left is not an error: nobody needs to know.
         let _ = self.changes.send(Arc::new(Change {
             version: local.replica.version(),
@@ -203,17 +204,25 @@ impl Shared {
 
 /// What users see of a pushed commit.
 fn applied_commit(commit: &CommitData) -> AppliedCommit {
-    let deleted: BTreeSet<ObjectId> = commit.deletes.iter().copied().collect();
-    let changed: BTreeSet<ObjectId> = commit
-        .writes
-        .iter()
-        .map(|w| w.object)
-        .chain(commit.index_writes.iter().map(|w| w.object))
-        .filter(|id| !deleted.contains(id))
-        .collect();
+    let mut deleted = commit.deletes.clone();
+    deleted.sort_unstable();
+    deleted.dedup();
+    // Each object's writes come together: skipping repeats of the previous id leaves little
+    // to sort.
+    let mut changed: Vec<ObjectId> = Vec::new();
+    let ids = commit.writes.iter().map(|w| w.object);
+    for id in ids.chain(commit.index_writes.iter().map(|w| w.object)) {
+        if changed.last() != Some(&id) {
+            changed.push(id);
+        }
+    }
+    // Stable sorting merges the two runs (writes, then index writes) in linear time.
+    changed.sort();
+    changed.dedup();
+    changed.retain(|id| deleted.binary_search(id).is_err());
     AppliedCommit {
         tid: commit.tid,
-        changed: changed.into_iter().collect(),
-        deleted: deleted.into_iter().collect(),
+        changed,
+        deleted,
     }
 }

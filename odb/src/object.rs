@@ -72,7 +72,7 @@ impl IndexArg<String> for &String {
 /// Encodes a field or index value. Deterministic: equal values give equal bytes, and a tuple
 /// encodes as the concatenation of its elements, which is how composite index values are formed.
 pub fn encode_value<T: serde::Serialize + ?Sized>(value: &T) -> Result<Bytes> {
-    odb_wire::encode(value).map_err(|e| Error::Encode(e.to_string()))
+    odb_wire::encode_exact(value).map_err(|e| Error::Encode(e.to_string()))
 }
 
 /// Decodes a stored field value of field `field` of type `ty`.

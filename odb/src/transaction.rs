@@ -10,8 +10,11 @@ use crate::{Error, Handle, Object, Result, TypeDef};
 use bytes::{Bytes, BytesMut};
 use odb_wire::{CommitRequest, FieldId, FieldWrite, IndexId, IndexWrite, Key, ObjectId, Tid};
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
+
+mod objects;
+use objects::Objects;
 
 /// Something a transaction attempt could not do synchronously; the client provides it and runs
 /// the closure again.
@@ -65,11 +68,11 @@ impl Fields {
     }
 
     /// The written fields, ascending position.
-    fn iter(&self) -> impl Iterator<Item = (usize, &Bytes)> {
+    fn into_iter(self) -> impl Iterator<Item = (usize, Bytes)> {
         self.0
-            .iter()
+            .into_iter()
             .enumerate()
-            .filter_map(|(f, v)| v.as_ref().map(|v| (f, v)))
+            .filter_map(|(f, v)| v.map(|v| (f, v)))
     }
 }
 
@@ -84,7 +87,7 @@ pub struct Transaction<'a> {
     index_reads: RefCell<BTreeSet<(IndexId, Bytes)>>,
     /// Whether the closure looked at the snapshot's tid.
     tid_read: Cell<bool>,
-    objects: BTreeMap<ObjectId, Pending>,
+    objects: Objects<Pending>,
     need: Option<Need>,
     created: u64,
     /// The type of the last object created, so that creating many objects of one type looks
@@ -99,7 +102,7 @@ impl<'a> Transaction<'a> {
             reads: RefCell::default(),
             index_reads: RefCell::default(),
             tid_read: Cell::new(false),
-            objects: BTreeMap::new(),
+            objects: Objects::default(),
             need: None,
             created: 0,
             created_type: None,
@@ -226,15 +229,12 @@ impl<'a> Transaction<'a> {
         {
             self.created_type = Some(info.clone());
         }
-        self.objects.insert(
-            id,
-            Pending {
-                info,
-                created: true,
-                deleted: false,
-                fields: Fields(fields.into_iter().map(Some).collect()),
-            },
-        );
+        self.objects.get_or_insert_with(id, || Pending {
+            info,
+            created: true,
+            deleted: false,
+            fields: Fields(fields.into_iter().map(Some).collect()),
+        });
         Ok(id)
     }
 
@@ -263,8 +263,7 @@ impl<'a> Transaction<'a> {
             }
         }
         self.objects
-            .entry(id)
-            .or_insert_with(|| Pending {
+            .get_or_insert_with(id, || Pending {
                 info,
                 created: false,
                 deleted: false,
@@ -287,7 +286,7 @@ impl<'a> Transaction<'a> {
                 }
             }
         }
-        let p = self.objects.entry(id).or_insert_with(|| Pending {
+        let p = self.objects.get_or_insert_with(id, || Pending {
             info,
             created: false,
             deleted: false,
@@ -298,17 +297,6 @@ impl<'a> Transaction<'a> {
         Ok(())
     }
 
-    /// The current value of a field as this transaction sees it, without recording a read.
-    fn current_field(&self, id: ObjectId, p: &Pending, field: usize) -> Option<Bytes> {
-        if let Some(v) = p.fields.get(&field) {
-            return Some(v.clone());
-        }
-        if p.created {
-            return None;
-        }
-        self.snap.field(&p.info, id, field).ok().flatten()
-    }
-
     /// The value of index `index` of a pending object (`None`: not in the index).
     fn pending_index_value(
         &self,
@@ -316,18 +304,7 @@ impl<'a> Transaction<'a> {
         p: &Pending,
         index: Option<usize>,
     ) -> Option<Bytes> {
-        if p.deleted {
-            return None;
-        }
-        let Some(index) = index else {
-            return Some(Bytes::new());
-        };
-        let def = p.info.def.indices.get(index)?;
-        let mut value = BytesMut::new();
-        for &f in def.fields {
-            value.extend_from_slice(&self.current_field(id, p, f)?);
-        }
-        Some(value.freeze())
+        pending_index_value(&self.snap, id, p, index)
     }
 
     /// What the attempt produced: a commit request, or the reads of a read-only attempt.
@@ -362,12 +339,19 @@ impl<'a> Transaction<'a> {
     /// Builds the commit request without its read sets; `None` when the transaction wrote
     /// nothing.
     fn into_request(self) -> Option<CommitRequest> {
+        let snap = self.snap;
+        let objects = self.objects.into_sorted();
+        let (writes, index_writes) = objects.iter().fold((0, 0), |(w, i), (_, p)| {
+            (w + 1 + p.fields.0.len(), i + 1 + p.info.def.indices.len())
+        });
         let mut req = CommitRequest {
-            base_tid: self.snap.tid,
+            base_tid: snap.tid,
+            writes: Vec::with_capacity(writes),
+            index_writes: Vec::with_capacity(index_writes),
             ..CommitRequest::default()
         };
-        for (&id, p) in &self.objects {
-            let info = &p.info;
+        for (id, p) in objects {
+            let info = p.info.clone();
             match (p.created, p.deleted) {
                 (true, true) => continue,
                 (false, true) => {
@@ -388,21 +372,22 @@ impl<'a> Transaction<'a> {
                 }
                 (false, false) => {}
             }
-            for (f, v) in p.fields.iter() {
-                req.writes.push(FieldWrite {
-                    object: id,
-                    field: info.fields[f],
-                    value: Some(v.clone()),
-                });
-            }
             for (i, def) in info.def.indices.iter().enumerate() {
                 if p.created || def.fields.iter().any(|f| p.fields.contains_key(f)) {
                     req.index_writes.push(IndexWrite {
                         object: id,
                         index: info.indices[i],
-                        value: self.pending_index_value(id, p, Some(i)),
+                        value: pending_index_value(&snap, id, &p, Some(i)),
                     });
                 }
+            }
+            // The values move into the request: the index values above are copies.
+            for (f, v) in p.fields.into_iter() {
+                req.writes.push(FieldWrite {
+                    object: id,
+                    field: info.fields[f],
+                    value: Some(v),
+                });
             }
         }
         if req.writes.is_empty() && req.deletes.is_empty() {
@@ -410,6 +395,43 @@ impl<'a> Transaction<'a> {
         }
         Some(req)
     }
+}
+
+/// The current value of a field of a pending object as its transaction sees it, without
+/// recording a read.
+fn current_field(snap: &Snapshot<'_>, id: ObjectId, p: &Pending, field: usize) -> Option<Bytes> {
+    if let Some(v) = p.fields.get(&field) {
+        return Some(v.clone());
+    }
+    if p.created {
+        return None;
+    }
+    snap.field(&p.info, id, field).ok().flatten()
+}
+
+/// The value of index `index` of a pending object (`None`: not in the index).
+fn pending_index_value(
+    snap: &Snapshot<'_>,
+    id: ObjectId,
+    p: &Pending,
+    index: Option<usize>,
+) -> Option<Bytes> {
+    if p.deleted {
+        return None;
+    }
+    let Some(index) = index else {
+        return Some(Bytes::new());
+    };
+    let def = p.info.def.indices.get(index)?;
+    if let [f] = def.fields {
+        // A one-field index's value is the field's value.
+        return current_field(snap, id, p, *f);
+    }
+    let mut value = BytesMut::new();
+    for &f in def.fields {
+        value.extend_from_slice(&current_field(snap, id, p, f)?);
+    }
+    Some(value.freeze())
 }
 
 impl Read for Transaction<'_> {
@@ -472,11 +494,13 @@ impl Read for Transaction<'_> {
             .insert((index_id, Bytes::copy_from_slice(value)));
         let mut ids: BTreeSet<ObjectId> =
             self.snap.lookup(&info, index, value)?.into_iter().collect();
-        for (&id, p) in &self.objects {
+        for (id, p) in self.objects.iter() {
+            let id = *id;
             if p.info.type_id != info.type_id {
                 continue;
             }
-            if self.pending_index_value(id, p, index).as_deref() == Some(value) {
+            let pending = self.pending_index_value(id, p, index);
+            if pending.is_some_and(|v| odb_wire::bytes_eq(&v, value)) {
                 ids.insert(id);
             } else {
                 ids.remove(&id);

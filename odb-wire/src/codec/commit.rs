@@ -1,0 +1,308 @@
+//! A hand-written decoder for the largest messages: the pushed commit a client receives
+//! ([`ServerMessage::Commit`]) and the commit request a server receives
+//! ([`ClientMessage::Commit`]).
+//!
+//! It reads the same bytes the serde decoder does, without serde's per-value error plumbing and
+//! with every vector allocated once at its final size. It accepts nothing the serde decoder
+//! rejects: anything unexpected makes it give up, and the caller then decodes with serde, which
+//! reports the error.
+
+use crate::message::{
+    ClientMessage, CommitData, CommitRequest, FieldWrite, IndexWrite, ServerMessage,
+};
+use crate::{FieldId, IndexId, ObjectId, RequestId, Tid};
+use bytes::Bytes;
+use std::sync::OnceLock;
+
+/// Varint markers of bincode's standard configuration: values up to 250 are one byte; these
+/// announce a little-endian u16, u32 or u64.
+const U16_BYTE: u8 = 251;
+const U32_BYTE: u8 = 252;
+const U64_BYTE: u8 = 253;
+
+/// The smallest encoding of a field or index write: object, field or index, and `None`.
+const MIN_WRITE: usize = 3;
+
+/// Decodes `payload` if it is a [`ServerMessage::Commit`]; `None` otherwise, or when anything
+/// about it is unexpected.
+pub(super) fn decode(payload: &[u8]) -> Option<ServerMessage> {
+    let mut r = Reader { buf: payload };
+    if r.byte()? != server_commit_tag()? {
+        return None;
+    }
+    let tid = Tid(r.u64()?);
+    let writes = r.writes()?;
+    let index_writes = r.index_writes()?;
+    let deletes = r.deletes()?;
+    r.end()?;
+    Some(ServerMessage::Commit(CommitData {
+        tid,
+        writes,
+        index_writes,
+        deletes,
+    }))
+}
+
+/// Decodes `payload` if it is a [`ClientMessage::Commit`]; `None` otherwise, or when anything
+/// about it is unexpected.
+pub(super) fn decode_request(payload: &[u8]) -> Option<ClientMessage> {
+    let mut r = Reader { buf: payload };
+    if r.byte()? != client_commit_tag()? {
+        return None;
+    }
+    let request_id = RequestId(r.u64()?);
+    let base_tid = Tid(r.u64()?);
+    let writes = r.writes()?;
+    let index_writes = r.index_writes()?;
+    let deletes = r.deletes()?;
+    let n = r.len(2)?;
+    let mut reads = Vec::with_capacity(n);
+    for _ in 0..n {
+        reads.push((ObjectId(r.u64()?), FieldId(r.u32()?)));
+    }
+    let n = r.len(2)?;
+    let mut index_reads = Vec::with_capacity(n);
+    for _ in 0..n {
+        index_reads.push((IndexId(r.u32()?), r.bytes()?));
+    }
+    r.end()?;
+    Some(ClientMessage::Commit {
+        request_id,
+        commit: CommitRequest {
+            base_tid,
+            writes,
+            index_writes,
+            deletes,
+            reads,
+            index_reads,
+        },
+    })
+}
+
+/// The first byte of an encoded [`ServerMessage::Commit`] (its variant index), taken from the
+/// serde encoding itself so that it follows the enum's declaration.
+fn server_commit_tag() -> Option<u8> {
+    static TAG: OnceLock<Option<u8>> = OnceLock::new();
+    *TAG.get_or_init(|| first_byte(&ServerMessage::Commit(CommitData::default())))
+}
+
+/// The first byte of an encoded [`ClientMessage::Commit`], as [`server_commit_tag`].
+fn client_commit_tag() -> Option<u8> {
+    static TAG: OnceLock<Option<u8>> = OnceLock::new();
+    *TAG.get_or_init(|| {
+        first_byte(&ClientMessage::Commit {
+            request_id: RequestId(0),
+            commit: CommitRequest::default(),
+        })
+    })
+}
+
+/// The first byte of a message's encoding, when it is a one-byte variant index.
+fn first_byte<T: serde::Serialize>(msg: &T) -> Option<u8> {
+    let bytes = super::encode(msg).ok()?;
+    bytes.first().copied().filter(|&tag| tag < U16_BYTE)
+}
+
+/// The unread part of a payload.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.buf.len() {
+            return None;
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Some(head)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        let (&first, rest) = self.buf.split_first()?;
+        self.buf = rest;
+        Some(first)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+
+    /// A varint of at most `max` (the marker of the widest encoding the type allows).
+    fn varint(&mut self, max: u8) -> Option<u64> {
+        let first = self.byte()?;
+        if first < U16_BYTE {
+            return Some(u64::from(first));
+        }
+        if first > max {
+            return None;
+        }
+        match first {
+            U16_BYTE => Some(u64::from(u16::from_le_bytes(self.array()?))),
+            U32_BYTE => Some(u64::from(u32::from_le_bytes(self.array()?))),
+            U64_BYTE => Some(u64::from_le_bytes(self.array()?)),
+            _ => None,
+        }
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.varint(U64_BYTE)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.varint(U32_BYTE).and_then(|v| u32::try_from(v).ok())
+    }
+
+    /// A sequence length, refused when the rest of the payload cannot hold that many items of
+    /// at least `min_item` bytes (so nothing is allocated for a hostile length).
+    fn len(&mut self, min_item: usize) -> Option<usize> {
+        let len = usize::try_from(self.u64()?).ok()?;
+        (len <= self.buf.len() / min_item).then_some(len)
+    }
+
+    fn bytes(&mut self) -> Option<Bytes> {
+        let len = usize::try_from(self.u64()?).ok()?;
+        Some(Bytes::copy_from_slice(self.take(len)?))
+    }
+
+    fn option_bytes(&mut self) -> Option<Option<Bytes>> {
+        match self.byte()? {
+            0 => Some(None),
+            1 => Some(Some(self.bytes()?)),
+            _ => None,
+        }
+    }
+
+    fn writes(&mut self) -> Option<Vec<FieldWrite>> {
+        let n = self.len(MIN_WRITE)?;
+        let mut writes = Vec::with_capacity(n);
+        for _ in 0..n {
+            writes.push(FieldWrite {
+                object: ObjectId(self.u64()?),
+                field: FieldId(self.u32()?),
+                value: self.option_bytes()?,
+            });
+        }
+        Some(writes)
+    }
+
+    fn index_writes(&mut self) -> Option<Vec<IndexWrite>> {
+        let n = self.len(MIN_WRITE)?;
+        let mut writes = Vec::with_capacity(n);
+        for _ in 0..n {
+            writes.push(IndexWrite {
+                object: ObjectId(self.u64()?),
+                index: IndexId(self.u32()?),
+                value: self.option_bytes()?,
+            });
+        }
+        Some(writes)
+    }
+
+    fn deletes(&mut self) -> Option<Vec<ObjectId>> {
+        let n = self.len(1)?;
+        let mut deletes = Vec::with_capacity(n);
+        for _ in 0..n {
+            deletes.push(ObjectId(self.u64()?));
+        }
+        Some(deletes)
+    }
+
+    /// Succeeds when the whole payload was read.
+    fn end(&self) -> Option<()> {
+        self.buf.is_empty().then_some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ServerMessage {
+        let big = Bytes::from(vec![7u8; 70_000]);
+        ServerMessage::Commit(CommitData {
+            tid: Tid(u64::MAX),
+            writes: vec![
+                FieldWrite {
+                    object: ObjectId(1),
+                    field: FieldId(u32::MAX),
+                    value: Some(Bytes::new()),
+                },
+                FieldWrite {
+                    object: ObjectId(300),
+                    field: FieldId(70_000),
+                    value: None,
+                },
+                FieldWrite {
+                    object: ObjectId(1 << 40),
+                    field: FieldId(2),
+                    value: Some(big),
+                },
+            ],
+            index_writes: vec![IndexWrite {
+                object: ObjectId(250),
+                index: IndexId(251),
+                value: Some(Bytes::from_static(b"item-1")),
+            }],
+            deletes: vec![ObjectId(0), ObjectId(u64::MAX)],
+        })
+    }
+
+    #[test]
+    fn decodes_what_serde_encodes() {
+        let msg = sample();
+        let payload = super::super::encode(&msg).unwrap();
+        assert_eq!(decode(&payload), Some(msg));
+    }
+
+    #[test]
+    fn decodes_the_commit_requests_serde_encodes() {
+        let ServerMessage::Commit(data) = sample() else {
+            unreachable!()
+        };
+        let msg = ClientMessage::Commit {
+            request_id: RequestId(1 << 33),
+            commit: CommitRequest {
+                base_tid: Tid(251),
+                writes: data.writes,
+                index_writes: data.index_writes,
+                deletes: data.deletes,
+                reads: vec![(ObjectId(9), FieldId(70_000))],
+                index_reads: vec![
+                    (IndexId(1), Bytes::new()),
+                    (IndexId(2), Bytes::from_static(b"x")),
+                ],
+            },
+        };
+        let payload = super::super::encode(&msg).unwrap();
+        assert_eq!(decode_request(&payload), Some(msg));
+        for cut in 0..payload.len() {
+            assert_eq!(decode_request(&payload[..cut]), None);
+        }
+        assert_eq!(decode(&payload), None);
+    }
+
+    #[test]
+    fn gives_up_on_other_messages_and_on_damaged_ones() {
+        let other = ServerMessage::Heartbeat;
+        assert_eq!(decode(&super::super::encode(&other).unwrap()), None);
+        let payload = super::super::encode(&sample()).unwrap();
+        for cut in 0..payload.len() {
+            assert_eq!(decode(&payload[..cut]), None);
+        }
+        let mut trailing = payload.to_vec();
+        trailing.push(0);
+        assert_eq!(decode(&trailing), None);
+    }
+
+    #[test]
+    fn a_field_id_wider_than_u32_is_refused() {
+        let tag = server_commit_tag().unwrap();
+        // Commit, tid 0, one write: object 1, field as a u64 varint.
+        let mut payload = vec![tag, 0, 1, 1, U64_BYTE];
+        payload.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        payload.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(decode(&payload), None);
+        assert!(super::super::decode::<ServerMessage>(&payload).is_err());
+    }
+}

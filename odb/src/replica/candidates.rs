@@ -1,0 +1,147 @@
+//! Index lookup candidates: per index value, every object that had that value at some retained
+//! version.
+
+use bytes::Bytes;
+use odb_wire::hash::FastMap;
+use odb_wire::ObjectId;
+use std::collections::BTreeSet;
+
+/// The objects that had one index value at some retained version. Most index values belong
+/// to a single object, which is then stored without a set of its own.
+#[derive(Debug, Default)]
+pub(super) enum Candidates {
+    #[default]
+    None,
+    One(ObjectId),
+    // Boxed so that the common cases (none, one) take two words in the value map.
+    #[allow(clippy::box_collection)]
+    Many(Box<BTreeSet<ObjectId>>),
+}
+
+impl Candidates {
+    fn insert(&mut self, id: ObjectId) {
+        match self {
+            Candidates::None => *self = Candidates::One(id),
+            Candidates::One(one) if *one == id => {}
+            Candidates::One(one) => {
+                *self = Candidates::Many(Box::new(BTreeSet::from([*one, id])));
+            }
+            Candidates::Many(set) => {
+                set.insert(id);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: ObjectId) {
+        match self {
+            Candidates::One(one) if *one == id => *self = Candidates::None,
+            Candidates::None | Candidates::One(_) => {}
+            Candidates::Many(set) => {
+                set.remove(&id);
+                if set.is_empty() {
+                    *self = Candidates::None;
+                }
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Candidates::None)
+    }
+
+    /// The ids, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        let (one, many) = match self {
+            Candidates::None => (None, None),
+            Candidates::One(id) => (Some(*id), None),
+            Candidates::Many(set) => (None, Some(set.iter().copied())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
+
+/// The candidates of every value of one index.
+///
+/// The empty value (shared by every member of a type's all-objects index) is kept apart from
+/// the others: it is the most common one, and is then found without hashing or comparing it.
+#[derive(Debug, Default)]
+pub(super) struct IndexCandidates {
+    empty: Candidates,
+    values: FastMap<Bytes, Candidates>,
+}
+
+impl IndexCandidates {
+    /// Records that `id` has (or had) `value`.
+    pub fn insert(&mut self, value: &Bytes, id: ObjectId) {
+        if value.is_empty() {
+            self.empty.insert(id);
+            return;
+        }
+        match self.values.get_mut(value.as_ref()) {
+            Some(candidates) => candidates.insert(id),
+            None => {
+                self.values.insert(value.clone(), Candidates::One(id));
+            }
+        }
+    }
+
+    /// Forgets that `id` had `value`.
+    pub fn remove(&mut self, value: &[u8], id: ObjectId) {
+        if value.is_empty() {
+            self.empty.remove(id);
+            return;
+        }
+        if let Some(candidates) = self.values.get_mut(value) {
+            candidates.remove(id);
+            if candidates.is_empty() {
+                self.values.remove(value);
+            }
+        }
+    }
+
+    /// The objects that have or had `value`, if any.
+    pub fn get(&self, value: &[u8]) -> Option<&Candidates> {
+        let candidates = match value.is_empty() {
+            true => &self.empty,
+            false => self.values.get(value)?,
+        };
+        (!candidates.is_empty()).then_some(candidates)
+    }
+
+    /// Whether no object has or had any value.
+    pub fn is_empty(&self) -> bool {
+        self.empty.is_empty() && self.values.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_of_one_value_take_two_words() {
+        assert_eq!(std::mem::size_of::<Candidates>(), 16);
+    }
+
+    #[test]
+    fn empty_and_other_values_come_and_go() {
+        let mut c = IndexCandidates::default();
+        let x = Bytes::from_static(b"x");
+        c.insert(&Bytes::new(), ObjectId(2));
+        c.insert(&Bytes::from(Vec::new()), ObjectId(1));
+        c.insert(&x, ObjectId(3));
+        let ids = |v: &[u8], c: &IndexCandidates| {
+            c.get(v)
+                .map(|c| c.iter().collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        assert_eq!(ids(b"", &c), vec![ObjectId(1), ObjectId(2)]);
+        assert_eq!(ids(b"x", &c), vec![ObjectId(3)]);
+        c.remove(b"", ObjectId(1));
+        c.remove(b"", ObjectId(2));
+        assert!(c.get(b"").is_none());
+        assert!(!c.is_empty());
+        c.remove(b"x", ObjectId(3));
+        assert!(c.is_empty());
+    }
+}
