@@ -345,7 +345,7 @@ async fn read_loop<S: AsyncRead>(
             Some(Err(e)) => return End::Broken(e.to_string()),
             Some(Ok(frame)) => frame,
         };
-        let message = match odb_wire::decode::<ClientMessage>(&frame) {
+        let message = match odb_wire::decode_client_message(&frame) {
             Ok(ClientMessage::Heartbeat) => continue,
             Ok(ClientMessage::Hello { .. }) => {
                 return End::Protocol("a second Hello on an authenticated connection".into())
