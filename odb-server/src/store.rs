@@ -8,21 +8,25 @@
 
 use crate::registry::Registry;
 use bytes::Bytes;
-use odb_wire::hash::{fast_map, FastMap};
+use odb_wire::hash::{fast_map, FastBuild, FastMap};
 use odb_wire::{
     CommitOutcome, CommitRequest, FieldId, IndexId, Key, ObjectData, ObjectId, Tid, TypeId,
 };
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 
 mod history;
+mod index;
 mod limits;
 mod record;
+mod table;
 
 use history::History;
+use index::{index_key, IndexValue, IndexValues};
 pub(crate) use limits::Limits;
 pub(crate) use record::Obj;
 use record::Src;
+use table::{Keyed, Table};
 
 /// One object in plain form, as it is loaded and stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,73 +59,26 @@ pub(crate) struct Touched {
     pub writes: BTreeMap<FieldId, Option<Bytes>>,
 }
 
-/// The objects that have one index value, and the tid of the last change of that set.
+/// A live object with its id, as the object table holds it.
 #[derive(Debug)]
-struct IndexValue {
-    stamp: Tid,
-    members: Members,
+struct Live {
+    id: ObjectId,
+    obj: Obj,
 }
 
-/// A member set; most index values have a single member.
-#[derive(Debug)]
-enum Members {
-    One(ObjectId),
-    // Boxed so that the common single-member case takes 16 bytes, not a set's 24 or more.
-    #[allow(clippy::box_collection)]
-    Many(Box<BTreeSet<ObjectId>>),
-}
+impl Keyed for Live {
+    type Key = ObjectId;
 
-impl Members {
-    fn insert(&mut self, o: ObjectId) {
-        match self {
-            Members::One(only) if *only == o => {}
-            Members::One(only) => {
-                let set = BTreeSet::from([*only, o]);
-                *self = Members::Many(Box::new(set));
-            }
-            Members::Many(set) => {
-                set.insert(o);
-            }
-        }
+    fn key(&self) -> &ObjectId {
+        &self.id
     }
-
-    /// Removes a member; returns whether the set is empty now.
-    fn remove(&mut self, o: ObjectId) -> bool {
-        match self {
-            Members::One(only) => *only == o,
-            Members::Many(set) => {
-                set.remove(&o);
-                if set.len() == 1 {
-                    if let Some(&last) = set.first() {
-                        *self = Members::One(last);
-                    }
-                }
-                false
-            }
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = ObjectId> + '_ {
-        let (one, many) = match self {
-            Members::One(o) => (Some(*o), None),
-            Members::Many(set) => (None, Some(set.iter().copied())),
-        };
-        one.into_iter().chain(many.into_iter().flatten())
-    }
-}
-
-/// The key of an index value in the member map: the index id, then the value.
-fn index_key(out: &mut Vec<u8>, index: IndexId, value: &[u8]) {
-    out.clear();
-    out.extend_from_slice(&index.0.to_le_bytes());
-    out.extend_from_slice(value);
 }
 
 /// All data of the database, and its conflict history.
 #[derive(Default)]
 pub(crate) struct Store {
-    objects: FastMap<ObjectId, Obj>,
-    members: HashMap<Box<[u8]>, IndexValue>,
+    objects: Table<Live, FastBuild>,
+    members: IndexValues,
     history: History,
     limits: Limits,
     tid: Tid,
@@ -159,7 +116,7 @@ impl Store {
     /// horizon.
     pub fn last_write(&self, key: &Key) -> Tid {
         let live = match key {
-            Key::Field(o, f) => self.objects.get(o).and_then(|r| r.field_stamp(*f)),
+            Key::Field(o, f) => self.live(*o).and_then(|r| r.field_stamp(*f)),
             Key::Index(i, v) => {
                 let mut k = Vec::with_capacity(4 + v.len());
                 index_key(&mut k, *i, v);
@@ -207,7 +164,7 @@ impl Store {
         for (id, record) in objects {
             let obj = Obj::from_plain(record.ty, &record.fields, &record.indices, Tid(0));
             store.link(id, &obj);
-            store.objects.insert(id, obj);
+            store.put(id, obj);
         }
         store
     }
@@ -231,8 +188,8 @@ impl Store {
             .iter()
             .flat_map(|j| j.keys())
             .map(|id| {
-                let record = self.objects.get(id).map(|r| Record {
-                    ty: r.ty,
+                let record = self.live(*id).map(|r| Record {
+                    ty: r.ty(),
                     fields: r.field_list(),
                     indices: r.index_list(),
                 });
@@ -258,7 +215,7 @@ impl Store {
             return;
         };
         for (id, before) in journal {
-            let now = self.objects.remove(&id);
+            let now = self.objects.remove(&id).map(|l| l.obj);
             if let Some(now) = &now {
                 self.unlink(id, now);
                 for slot in now.field_slots() {
@@ -282,7 +239,7 @@ impl Store {
                     self.history.live_add(slot.stamp);
                 }
                 self.link(id, &restored);
-                self.objects.insert(id, restored);
+                self.put(id, restored);
             }
         }
         self.journal = Some(FastMap::default());
@@ -303,13 +260,7 @@ impl Store {
                 .take(&Key::Index(index, Bytes::copy_from_slice(value)))
                 .unwrap_or_default();
             self.history.live_add(stamp);
-            self.members.insert(
-                k.clone().into_boxed_slice(),
-                IndexValue {
-                    stamp,
-                    members: Members::One(o),
-                },
-            );
+            self.add_value(IndexValue::new(&k, stamp, o));
         }
     }
 
@@ -334,7 +285,24 @@ impl Store {
 
     /// A live object.
     pub fn record(&self, id: ObjectId) -> Option<&Obj> {
-        self.objects.get(&id)
+        self.live(id)
+    }
+
+    fn live(&self, id: ObjectId) -> Option<&Obj> {
+        self.objects.get(&id).map(|l| &l.obj)
+    }
+
+    /// Adds or replaces a live object.
+    fn put(&mut self, id: ObjectId, obj: Obj) {
+        if let Err((table::Full, _)) = self.objects.insert(Live { id, obj }) {
+            // Validation keeps the object count below the table's limit.
+            tracing::error!(object = id.0, "the object table is full; object dropped");
+        }
+    }
+
+    /// Adds a new index value.
+    fn add_value(&mut self, value: IndexValue) {
+        add_value(&mut self.members, value);
     }
 
     /// The objects whose `index` currently has exactly `value`, in ascending id order.
@@ -349,7 +317,7 @@ impl Store {
 
     /// The complete current data of a live object.
     pub fn object_data(&self, id: ObjectId) -> Option<ObjectData> {
-        self.objects.get(&id).map(|r| ObjectData {
+        self.live(id).map(|r| ObjectData {
             id,
             fields: r.field_list(),
             indices: r.index_list(),
@@ -400,7 +368,7 @@ impl Store {
             if last_live == Some(w.object) {
                 continue;
             }
-            if self.objects.contains_key(&w.object) {
+            if self.objects.position(&w.object).is_some() {
                 last_live = Some(w.object);
                 continue;
             }
@@ -414,9 +382,8 @@ impl Store {
             }
         }
         let type_of = |o: ObjectId| {
-            self.objects
-                .get(&o)
-                .map(|r| r.ty)
+            self.live(o)
+                .map(|r| r.ty())
                 .or_else(|| created.get(&o).copied())
         };
         let missing = |o: ObjectId, what: &str| {
@@ -544,7 +511,7 @@ impl Store {
                 continue;
             };
             slot.insert(entries.len());
-            let live = self.objects.get(&o);
+            let live = self.objects.get(&o).map(|l| &l.obj);
             if let Some(journal) = &mut self.journal {
                 journal.entry(o).or_insert_with(|| live.cloned());
             }
@@ -555,7 +522,7 @@ impl Store {
                 writes: BTreeMap::new(),
             };
             let ty = match (live, created_ty) {
-                (Some(r), _) => Some(r.ty),
+                (Some(r), _) => Some(r.ty()),
                 (None, ty) => ty,
             };
             let draft = ty.map(|ty| {
@@ -623,7 +590,7 @@ impl Store {
                 continue;
             };
             let Some(draft) = &mut e.draft else { continue };
-            let live = self.objects.get(&w.object);
+            let live = self.live(w.object);
             let new = w.value.as_deref();
             let pos = draft.indices.binary_search_by_key(&w.index, |(i, _)| *i);
             let old: Option<&[u8]> = match pos {
@@ -654,7 +621,7 @@ impl Store {
                 continue;
             }
             draft.deleted = true;
-            let live = self.objects.get(o);
+            let live = self.live(*o);
             let mut current: Vec<(IndexId, Vec<u8>)> = live
                 .map(|r| r.indices().map(|(i, v)| (i, v.to_vec())).collect())
                 .unwrap_or_default();
@@ -674,7 +641,7 @@ impl Store {
         for e in &entries {
             let Some(draft) = &e.draft else { continue };
             let o = e.id;
-            let Some(live) = self.objects.get(&o) else {
+            let Some(live) = self.objects.get(&o).map(|l| &l.obj) else {
                 continue;
             };
             if !draft.deleted && draft.indices.is_empty() {
@@ -714,7 +681,7 @@ impl Store {
             objects.push((o, touched));
             let Some(draft) = draft else { continue };
             if draft.deleted {
-                let live = self.objects.get(&o);
+                let live = self.objects.get(&o).map(|l| &l.obj);
                 if let Some(live) = live {
                     for slot in live.field_slots() {
                         self.history.live_drop(slot.stamp);
@@ -738,19 +705,20 @@ impl Store {
                 self.objects.remove(&o);
                 continue;
             }
-            let obj = match self.objects.entry(o) {
-                std::collections::hash_map::Entry::Occupied(mut slot) => {
-                    let obj = rebuild(&mut self.history, o, Some(slot.get()), &draft, tid);
-                    join_indices(&mut self.members, &mut k, o, Some(slot.get()), &draft);
-                    *slot.get_mut() = obj;
+            if let Some(pos) = self.objects.position(&o) {
+                let Some(live) = self.objects.at(pos).map(|l| &l.obj) else {
                     continue;
+                };
+                let obj = rebuild(&mut self.history, o, Some(live), &draft, tid);
+                join_indices(&mut self.members, &mut k, o, Some(live), &draft);
+                if let Some(slot) = self.objects.at_mut(pos) {
+                    slot.obj = obj;
                 }
-                std::collections::hash_map::Entry::Vacant(_) => {
-                    rebuild(&mut self.history, o, None, &draft, tid)
-                }
-            };
+                continue;
+            }
+            let obj = rebuild(&mut self.history, o, None, &draft, tid);
             join_indices(&mut self.members, &mut k, o, None, &draft);
-            self.objects.insert(o, obj);
+            self.put(o, obj);
         }
         for (i, v) in stamped {
             index_key(&mut k, i, &v);
@@ -787,7 +755,7 @@ struct Entry<'r> {
 /// Adds `o` to the member sets of the index values `draft` gives it that `live` (its state
 /// before the commit) did not have.
 fn join_indices(
-    members: &mut HashMap<Box<[u8]>, IndexValue>,
+    members: &mut IndexValues,
     k: &mut Vec<u8>,
     o: ObjectId,
     live: Option<&Obj>,
@@ -802,16 +770,16 @@ fn join_indices(
         index_key(k, *i, v);
         match members.get_mut(&k[..]) {
             Some(entry) => entry.members.insert(o),
-            None => {
-                members.insert(
-                    k.clone().into_boxed_slice(),
-                    IndexValue {
-                        stamp: Tid(0),
-                        members: Members::One(o),
-                    },
-                );
-            }
+            None => add_value(members, IndexValue::new(k, Tid(0), o)),
         }
+    }
+}
+
+/// Adds a new index value to `members`.
+fn add_value(members: &mut IndexValues, value: IndexValue) {
+    if let Err((table::Full, _)) = members.insert(value) {
+        // Validation keeps the index value count below the table's limit.
+        tracing::error!("the index value table is full; index value dropped");
     }
 }
 
@@ -939,7 +907,7 @@ fn merge_stamps(before: &Obj, now: &Obj) -> Obj {
     }
     fields.sort_by_key(|(f, _, _)| *f);
     let indices: Vec<(IndexId, &[u8])> = before.indices().collect();
-    Obj::build(before.ty, fields.into_iter(), indices.into_iter())
+    Obj::build(before.ty(), fields.into_iter(), indices.into_iter())
 }
 
 #[cfg(test)]

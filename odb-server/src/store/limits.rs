@@ -11,6 +11,7 @@
 //! which covers the object id, the field or index id and the length prefix in any encoding of
 //! the entry, so a count never underestimates the bytes on the wire.
 
+use super::table::MAX_ENTRIES;
 use super::Store;
 use odb_wire::hash::FastMap;
 use odb_wire::{CommitOutcome, CommitRequest, FieldId, IndexId, ObjectId, TypeId};
@@ -23,6 +24,9 @@ pub(crate) const ENTRY_OVERHEAD: usize = 24;
 pub(crate) const COMMIT_SIZE: &str = "commit size";
 /// How a refusal for the size of an object starts.
 pub(crate) const OBJECT_SIZE: &str = "object size";
+
+/// How a refusal because the store is full starts.
+pub(crate) const STORE_SIZE: &str = "store size";
 
 /// Bytes counted for each deleted object.
 const DELETE_SIZE: usize = 9;
@@ -81,13 +85,29 @@ impl Sizes {
 }
 
 impl Store {
-    /// Rejects a commit that writes more than [`Limits::commit_bytes`] or leaves an object
-    /// larger than [`Limits::object_bytes`]. `created` are the objects the commit creates.
+    /// Rejects a commit that would overfill the store's tables, writes more than
+    /// [`Limits::commit_bytes`] or leaves an object larger than [`Limits::object_bytes`].
+    /// `created` are the objects the commit creates.
     pub(super) fn check_sizes(
         &self,
         req: &CommitRequest,
         created: &FastMap<ObjectId, TypeId>,
     ) -> Result<(), CommitOutcome> {
+        // Each created object, and each index write, adds at most one entry to a table.
+        let objects = self.objects.len().saturating_add(created.len());
+        let values = (self.members.len())
+            .saturating_add(created.len())
+            .saturating_add(req.index_writes.len());
+        if objects.max(values) > MAX_ENTRIES {
+            return Err(CommitOutcome::Invalid {
+                reason: format!(
+                    "{STORE_SIZE}: the store holds {} objects and {} index values, and cannot \
+                     take the ones this commit would add",
+                    self.objects.len(),
+                    self.members.len()
+                ),
+            });
+        }
         let limits = self.limits;
         let entry = |len: usize| len.saturating_add(ENTRY_OVERHEAD);
         let written = req
@@ -125,7 +145,7 @@ impl Store {
                 return;
             }
             let mut s = Sizes::default();
-            if let Some(record) = self.objects.get(&o) {
+            if let Some(record) = self.live(o) {
                 s.fields = record.fields().map(|(f, v)| (f, v.len())).collect();
                 s.indices = record.indices().map(|(i, v)| (i, v.len())).collect();
             } else if created.contains_key(&o) {
@@ -185,7 +205,7 @@ impl Store {
                 Some((!repeated).then_some(o))
             })
             .flatten()
-            .filter_map(|o| self.objects.get(&o))
+            .filter_map(|o| self.live(o))
             .map(|r| {
                 r.fields()
                     .map(|(_, v)| v.len())

@@ -1,9 +1,9 @@
-//! The compact form in which the store keeps a live object: its type and one heap buffer holding
+//! The compact form in which the store keeps a live object: one heap buffer holding its type,
 //! every field value with the tid of the field's last write, and every index value.
 //!
-//! The buffer starts with the number of field slots, the number of index slots and the length of
-//! the slot table (all LEB128 varints), followed by the slot table and then the values, in slot
-//! order. A field slot is its id, the tid of its last write and its value length plus one (zero:
+//! The buffer starts with the type id, the number of field slots, the number of index slots and
+//! the length of the slot table (all LEB128 varints), followed by the slot table and then the
+//! values, in slot order. A field slot is its id, the tid of its last write and its value length plus one (zero:
 //! the field has no value, but its last write, a removal, is still remembered); an index slot is
 //! its id and its value length. Slots are sorted by id. Objects are small, so reading a field is a
 //! short linear scan, and a commit rebuilds each object it touches once.
@@ -14,8 +14,6 @@ use odb_wire::{FieldId, IndexId, Tid, TypeId};
 /// One live object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Obj {
-    /// Its type.
-    pub ty: TypeId,
     data: Box<[u8]>,
 }
 
@@ -138,12 +136,15 @@ impl Obj {
             table_len += put_len(u64::from(id.0)) + put_len(v.len() as u64);
             values_len += v.len();
         }
-        let total = put_len(field_count)
+        let ty_len = put_len(u64::from(ty.0));
+        let total = ty_len
+            + put_len(field_count)
             + put_len(index_count)
             + put_len(table_len as u64)
             + table_len
             + values_len;
         let mut data = Vec::with_capacity(total);
+        put(&mut data, u64::from(ty.0));
         put(&mut data, field_count);
         put(&mut data, index_count);
         put(&mut data, table_len as u64);
@@ -169,7 +170,6 @@ impl Obj {
         }
         debug_assert_eq!(data.len(), total);
         Obj {
-            ty,
             data: data.into_boxed_slice(),
         }
     }
@@ -195,8 +195,14 @@ impl Obj {
         )
     }
 
+    /// Its type.
+    pub fn ty(&self) -> TypeId {
+        TypeId(get(&self.data, &mut 0) as u32)
+    }
+
     fn slots(&self) -> Slots<'_> {
         let mut pos = 0;
+        get(&self.data, &mut pos);
         let fields_left = get(&self.data, &mut pos);
         let indices_left = get(&self.data, &mut pos);
         let table = get(&self.data, &mut pos) as usize;
@@ -285,6 +291,10 @@ mod tests {
         assert_eq!(o.field_stamp(FieldId(700)), Some(Tid(u64::MAX)));
         assert_eq!(o.index(IndexId(9)), Some(&b"key"[..]));
         assert_eq!(o.indices().count(), 2);
+        assert_eq!(o.ty(), TypeId(3));
+        let big = Obj::build(TypeId(u32::MAX), fields.iter().copied(), [].into_iter());
+        assert_eq!(big.ty(), TypeId(u32::MAX));
+        assert_eq!(big.field(FieldId(700)), Some(&b"hello"[..]));
     }
 
     #[test]

@@ -102,7 +102,7 @@ fn create_sets_fields_and_indices_at_tid_1() {
     assert_eq!(applied.tid, Tid(1));
     assert!(applied.objects[&ObjectId(1)].created);
     let record = f.store.record(ObjectId(1)).unwrap();
-    assert_eq!(record.ty, f.t.type_id);
+    assert_eq!(record.ty(), f.t.type_id);
     assert_eq!(record.fields().count(), 2);
     let members = |f: &Fixture, i, v: &str| f.store.members(i, &b(v)).collect::<Vec<_>>();
     assert_eq!(members(&f, f.t.all_index, ""), vec![ObjectId(1)]);
