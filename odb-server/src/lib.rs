@@ -20,6 +20,7 @@ mod config;
 mod connection;
 mod error;
 mod id_grants;
+mod id_set;
 mod limits;
 mod listener;
 mod liveness;

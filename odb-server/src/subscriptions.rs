@@ -11,6 +11,7 @@
 //! visible whatever it cancels. An object kept only because it left a cancelled index value is
 //! dropped with it, which is why each such object remembers which subscribed values it left.
 
+use crate::id_set::IdSet;
 use crate::store::{Applied, Store, Touched};
 use bytes::Bytes;
 use odb_wire::{CommitData, FieldWrite, IndexId, IndexWrite, ObjectId};
@@ -24,7 +25,7 @@ pub(crate) struct Visibility {
     /// Objects subscribed one by one, whether or not they exist yet.
     objects: HashSet<ObjectId>,
     /// Objects this connection created (and its own connection object): always visible.
-    created: HashSet<ObjectId>,
+    created: IdSet,
     /// Objects visible because they left subscribed index values, with those values.
     left: HashMap<ObjectId, Vec<(IndexId, Bytes)>>,
 }
@@ -128,20 +129,20 @@ impl Visibility {
 
     /// Whether an object is visible whatever its index values.
     fn sees_explicitly(&self, id: ObjectId) -> bool {
-        self.created.contains(&id) || self.objects.contains(&id) || self.left.contains_key(&id)
+        self.created.contains(id) || self.objects.contains(&id) || self.left.contains_key(&id)
     }
 
     /// Forgets an object that no longer exists.
     fn forget(&mut self, id: ObjectId) {
         self.objects.remove(&id);
-        self.created.remove(&id);
+        self.created.remove(id);
         self.left.remove(&id);
     }
 
     /// Records which subscribed index values a visible object left, going from `old` to `new`
     /// memberships: each of them keeps it visible.
     fn record_leaving(&mut self, id: ObjectId, old: &[(IndexId, Bytes)], new: &[(IndexId, Bytes)]) {
-        if self.index_subs.is_empty() || self.created.contains(&id) || self.objects.contains(&id) {
+        if self.index_subs.is_empty() || self.created.contains(id) || self.objects.contains(&id) {
             return;
         }
         let left: Vec<(IndexId, Bytes)> = old
