@@ -10,7 +10,8 @@
 //! dropped. Each commit's stamped keys are remembered in tid order, so dropping the oldest tids
 //! costs time proportional to what they stamped, never a scan of the whole map.
 
-use odb_wire::{Key, Tid};
+use bytes::Bytes;
+use odb_wire::{IndexId, Key, Tid};
 use std::collections::{HashMap, VecDeque};
 
 /// Stamps of the last write of every holderless key written after the horizon.
@@ -70,6 +71,12 @@ impl History {
     /// How many keys have a stamp after the horizon, live or holderless.
     pub fn len(&self) -> usize {
         self.last_write.len() + self.live_total as usize
+    }
+
+    /// How many live stamps are counted.
+    #[cfg(test)]
+    pub fn live_count(&self) -> u64 {
+        self.live_total
     }
 
     /// Changes how many tids are kept and forgets what falls out, as of the current tid.
@@ -155,6 +162,15 @@ impl History {
             return None;
         }
         self.last_write.remove(key)
+    }
+
+    /// [`History::take`] for an index value, without building its key when nothing is kept.
+    pub fn take_index(&mut self, index: IndexId, value: &[u8]) -> Option<Tid> {
+        if self.last_write.is_empty() {
+            return None;
+        }
+        self.last_write
+            .remove(&Key::Index(index, Bytes::copy_from_slice(value)))
     }
 
     /// Ends a commit at `tid` (newer than every tid recorded before): forgets what falls out of

@@ -229,6 +229,14 @@ impl Obj {
             .filter_map(|s| s.value.map(|v| (s.id, v)))
     }
 
+    /// The fields last written at `tid`, with their values (`None`: removed), sorted by field
+    /// id.
+    pub fn written_at(&self, tid: Tid) -> impl Iterator<Item = (FieldId, Option<&[u8]>)> + '_ {
+        self.field_slots()
+            .filter(move |s| s.stamp == tid)
+            .map(|s| (s.id, s.value))
+    }
+
     /// The value of one field.
     pub fn field(&self, field: FieldId) -> Option<&[u8]> {
         self.field_slots()

@@ -241,6 +241,12 @@ impl<E: Keyed, S: BuildHasher> Table<E, S> {
         }
     }
 
+    /// Every entry, in no particular order.
+    #[cfg(test)]
+    pub fn iter(&self) -> impl Iterator<Item = &E> {
+        self.entries.chunks.iter().flatten()
+    }
+
     /// How many entries the `Vec` and the hash table have room for.
     #[cfg(test)]
     pub fn capacity(&self) -> (usize, usize) {

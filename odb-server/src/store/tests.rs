@@ -100,7 +100,7 @@ fn create_sets_fields_and_indices_at_tid_1() {
     let mut f = fixture();
     let applied = f.commit(&f.create_t(1, "x")).unwrap();
     assert_eq!(applied.tid, Tid(1));
-    assert!(applied.objects[&ObjectId(1)].created);
+    assert!(applied.get(ObjectId(1)).unwrap().created());
     let record = f.store.record(ObjectId(1)).unwrap();
     assert_eq!(record.ty(), f.t.type_id);
     assert_eq!(record.fields().count(), 2);
@@ -270,7 +270,17 @@ fn index_reads_conflict_on_objects_entering_or_leaving_the_value() {
         ..Default::default()
     };
     let applied = f.commit(&moved).unwrap();
-    assert_eq!(applied.objects[&ObjectId(1)].old_indices.len(), 2);
+    assert_eq!(
+        applied
+            .get(ObjectId(1))
+            .unwrap()
+            .before
+            .as_ref()
+            .unwrap()
+            .indices()
+            .count(),
+        2
+    );
     for (req, v) in [(&lookup_x, "x"), (&lookup_y, "y")] {
         match f.commit(req) {
             Err(CommitOutcome::Conflict { key, written_at }) => {
@@ -326,6 +336,7 @@ fn create_and_delete_in_one_commit_leaves_nothing() {
     assert_eq!(f.store.members(f.t.all_index, &Bytes::new()).count(), 0);
 }
 
+mod commits;
 mod horizon;
 
 /// Times validation and application of one commit creating 100,000 objects, and a second one
