@@ -10,7 +10,7 @@
 use super::history::History;
 use super::index::{index_key, IndexValue, IndexValues};
 use super::plan::{Plan, Planned};
-use super::record::{FieldSlot, Obj, Src};
+use super::record::{FieldSlot, Obj, Scratch, Src};
 use super::{add_value, Store};
 use crate::registry::Registry;
 use bytes::Bytes;
@@ -69,14 +69,16 @@ impl Stamps {
         self.values.push((index, start..self.bytes.len()));
     }
 
-    /// Drops the stamps of value `v` of index `i` collected since the `since`th.
+    /// Drops the stamps of value `v` of index `i` collected since the `since`th (a few).
     fn forget_since(&mut self, since: usize, i: IndexId, v: &[u8]) {
-        let bytes = &self.bytes;
-        let mut k = 0;
-        self.values.retain(|(si, r)| {
-            k += 1;
-            k <= since || *si != i || bytes.get(r.clone()) != Some(v)
-        });
+        let mut k = since;
+        while let Some((si, r)) = self.values.get(k) {
+            if *si == i && self.bytes.get(r.clone()) == Some(v) {
+                self.values.remove(k);
+            } else {
+                k += 1;
+            }
+        }
     }
 
     fn iter(&self) -> impl Iterator<Item = (IndexId, &[u8])> + '_ {
@@ -195,6 +197,7 @@ impl Store {
         }
         self.objects.reserve(plan.created());
         let mut fields = Vec::new();
+        let mut scratch = Scratch::default();
         let mut objects = Vec::with_capacity(plan.objects.len());
         for (p, range) in plan.objects.iter().zip(ranges) {
             let o = p.id;
@@ -207,7 +210,7 @@ impl Store {
             let before = if p.deleted {
                 self.delete(o, &fields, tid)
             } else {
-                self.write(o, p.ty, &fields, draft, tid, &mut k)
+                self.write(&mut scratch, o, p.ty, &fields, draft, tid, &mut k)
             };
             objects.push(Touched { id: o, before });
         }
@@ -261,8 +264,10 @@ impl Store {
 
     /// Writes `fields` and `draft` to `o` (creating it), joining the index values it did not
     /// have. Returns the object as it was.
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &mut self,
+        scratch: &mut Scratch,
         o: ObjectId,
         ty: TypeId,
         fields: &[(FieldId, Option<&[u8]>)],
@@ -272,7 +277,7 @@ impl Store {
     ) -> Option<Obj> {
         let pos = self.objects.position(&o);
         let live = pos.and_then(|p| self.objects.at(p)).map(|l| &l.obj);
-        let obj = rebuild(&mut self.history, o, ty, live, fields, draft, tid);
+        let obj = rebuild(scratch, &mut self.history, o, ty, live, fields, draft, tid);
         for (i, v) in draft {
             let Some(v) = v else { continue };
             if live.is_none_or(|r| r.index(*i) != Some(v)) {
@@ -441,7 +446,9 @@ impl<'a, I: Iterator<Item = (IndexId, &'a [u8])>> Iterator for MergedIndices<'a,
 
 /// The object `o` after a commit at `tid` wrote `fields` and `draft` to it, counting the stamps
 /// it replaces and adds.
+#[allow(clippy::too_many_arguments)]
 fn rebuild(
+    scratch: &mut Scratch,
     history: &mut History,
     o: ObjectId,
     ty: TypeId,
@@ -470,5 +477,5 @@ fn rebuild(
         old: live.into_iter().flat_map(Obj::indices).peekable(),
         new: draft,
     };
-    Obj::build(ty, fields, indices)
+    Obj::build_in(scratch, ty, fields, indices)
 }

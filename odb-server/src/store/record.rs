@@ -17,6 +17,13 @@ pub(crate) struct Obj {
     data: Box<[u8]>,
 }
 
+/// Buffers reused while building objects.
+#[derive(Default)]
+pub(super) struct Scratch {
+    table: Vec<u8>,
+    values: Vec<u8>,
+}
+
 /// Where a value being assembled into an [`Obj`] comes from.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Src<'a> {
@@ -111,63 +118,58 @@ impl<'a> Iterator for Slots<'a> {
 }
 
 impl Obj {
-    /// Builds an object from its field slots and index values, each sorted by id. The buffer is
-    /// sized exactly up front, so building takes a single allocation.
+    /// Builds an object from its field slots and index values, each sorted by id.
     pub(super) fn build<'a>(
         ty: TypeId,
-        fields: impl Iterator<Item = (FieldId, Tid, Src<'a>)> + Clone,
-        indices: impl Iterator<Item = (IndexId, &'a [u8])> + Clone,
+        fields: impl Iterator<Item = (FieldId, Tid, Src<'a>)>,
+        indices: impl Iterator<Item = (IndexId, &'a [u8])>,
     ) -> Obj {
+        Obj::build_in(&mut Scratch::default(), ty, fields, indices)
+    }
+
+    /// [`Obj::build`] with reused buffers: the slots are read once, into `scratch`, and the
+    /// object's buffer is allocated once, at its exact size.
+    pub(super) fn build_in<'a>(
+        scratch: &mut Scratch,
+        ty: TypeId,
+        fields: impl Iterator<Item = (FieldId, Tid, Src<'a>)>,
+        indices: impl Iterator<Item = (IndexId, &'a [u8])>,
+    ) -> Obj {
+        let Scratch { table, values } = scratch;
+        table.clear();
+        values.clear();
         let (mut field_count, mut index_count) = (0u64, 0u64);
-        let (mut table_len, mut values_len) = (0usize, 0usize);
-        for (id, stamp, src) in fields.clone() {
+        for (id, stamp, src) in fields {
             field_count += 1;
-            table_len += put_len(u64::from(id.0)) + put_len(stamp.0);
+            put(table, u64::from(id.0));
+            put(table, stamp.0);
             match src {
-                Src::Absent => table_len += 1,
+                Src::Absent => put(table, 0),
                 Src::Value(v) => {
-                    table_len += put_len(v.len() as u64 + 1);
-                    values_len += v.len();
+                    put(table, v.len() as u64 + 1);
+                    values.extend_from_slice(v);
                 }
             }
         }
-        for (id, v) in indices.clone() {
+        for (id, v) in indices {
             index_count += 1;
-            table_len += put_len(u64::from(id.0)) + put_len(v.len() as u64);
-            values_len += v.len();
+            put(table, u64::from(id.0));
+            put(table, v.len() as u64);
+            values.extend_from_slice(v);
         }
-        let ty_len = put_len(u64::from(ty.0));
-        let total = ty_len
+        let total = put_len(u64::from(ty.0))
             + put_len(field_count)
             + put_len(index_count)
-            + put_len(table_len as u64)
-            + table_len
-            + values_len;
+            + put_len(table.len() as u64)
+            + table.len()
+            + values.len();
         let mut data = Vec::with_capacity(total);
         put(&mut data, u64::from(ty.0));
         put(&mut data, field_count);
         put(&mut data, index_count);
-        put(&mut data, table_len as u64);
-        for (id, stamp, src) in fields.clone() {
-            put(&mut data, u64::from(id.0));
-            put(&mut data, stamp.0);
-            match src {
-                Src::Absent => put(&mut data, 0),
-                Src::Value(v) => put(&mut data, v.len() as u64 + 1),
-            }
-        }
-        for (id, v) in indices.clone() {
-            put(&mut data, u64::from(id.0));
-            put(&mut data, v.len() as u64);
-        }
-        for (_, _, src) in fields {
-            if let Src::Value(v) = src {
-                data.extend_from_slice(v);
-            }
-        }
-        for (_, v) in indices {
-            data.extend_from_slice(v);
-        }
+        put(&mut data, table.len() as u64);
+        data.extend_from_slice(table);
+        data.extend_from_slice(values);
         debug_assert_eq!(data.len(), total);
         Obj {
             data: data.into_boxed_slice(),

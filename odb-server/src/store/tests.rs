@@ -339,8 +339,8 @@ fn create_and_delete_in_one_commit_leaves_nothing() {
 mod commits;
 mod horizon;
 
-/// Times validation and application of one commit creating 100,000 objects, and a second one
-/// rewriting them. Run with `cargo test --release -p odb-server -- --ignored --nocapture
+/// Times validation and application of one commit creating 100,000 objects, and of commits
+/// rewriting a field of each, moving each to another index value, and deleting them all. Run with `cargo test --release -p odb-server -- --ignored --nocapture
 /// bulk_commit_timing`.
 #[test]
 #[ignore]
@@ -373,6 +373,29 @@ fn bulk_commit_timing() {
     let started = std::time::Instant::now();
     f.commit(&update).unwrap();
     println!("update: {:?}", started.elapsed());
+    let mut reindex = CommitRequest {
+        base_tid: f.store.tid(),
+        ..CommitRequest::default()
+    };
+    for o in 1..=n {
+        let key = format!("moved-{o:08}");
+        reindex.writes.push(write(o, f.t.fields[0], Some(&key)));
+        reindex
+            .index_writes
+            .push(index(o, f.t.indices[0], Some(&key)));
+    }
+    let started = std::time::Instant::now();
+    f.commit(&reindex).unwrap();
+    println!("reindex: {:?}", started.elapsed());
+    let delete = CommitRequest {
+        base_tid: f.store.tid(),
+        deletes: (1..=n).map(ObjectId).collect(),
+        ..CommitRequest::default()
+    };
+    let started = std::time::Instant::now();
+    f.commit(&delete).unwrap();
+    println!("delete: {:?}", started.elapsed());
+    assert_eq!(f.store.object_count(), 0);
 }
 
 #[test]
