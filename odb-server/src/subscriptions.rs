@@ -14,14 +14,16 @@
 use crate::id_set::IdSet;
 use crate::store::{Applied, Obj, Store, Touched};
 use bytes::Bytes;
+use odb_wire::hash::FastMap;
 use odb_wire::{CommitData, FieldId, FieldWrite, IndexId, IndexWrite, ObjectId};
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::ops::Range;
 
 /// Subscribed index values, grouped by index so that a value can be looked up by its bytes.
+/// Index ids are assigned by the server; the values come from the client and keep the default,
+/// seeded hasher.
 #[derive(Default, Debug)]
 struct IndexSubs {
-    by_index: HashMap<IndexId, HashSet<Bytes>>,
+    by_index: FastMap<IndexId, HashSet<Bytes>>,
     len: usize,
 }
 
@@ -294,41 +296,32 @@ pub(crate) fn current<'a>(applied: &'a Applied, store: &'a Store) -> Vec<Current
         .collect()
 }
 
-/// Values collected into one buffer, so that a message's values share one allocation.
-#[derive(Default)]
-struct Values {
-    bytes: Vec<u8>,
+/// One entry of a push message.
+enum Item<'a> {
+    Field(ObjectId, FieldId, Option<&'a [u8]>),
+    Index(ObjectId, IndexId, Option<&'a [u8]>),
+    Delete(ObjectId),
 }
 
-impl Values {
-    fn add(&mut self, value: &[u8]) -> Range<usize> {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(value);
-        start..self.bytes.len()
-    }
-}
-
-/// Builds the message body for a selection.
-pub(crate) fn commit_data(selection: &Selection, applied: &Applied, store: &Store) -> CommitData {
-    let mut data = CommitData {
-        tid: applied.tid,
-        ..CommitData::default()
-    };
-    let mut values = Values::default();
-    let mut writes: Vec<(ObjectId, FieldId, Option<Range<usize>>)> = Vec::new();
-    let mut index_writes: Vec<(ObjectId, IndexId, Option<Range<usize>>)> = Vec::new();
+/// Calls `f` with every entry of the message for `selection`, in message order.
+fn items<'a>(
+    selection: &Selection,
+    applied: &'a Applied,
+    store: &'a Store,
+    mut f: impl FnMut(Item<'a>),
+) {
     for &(id, part) in selection {
         match part {
-            Part::Deleted => data.deletes.push(id),
+            Part::Deleted => f(Item::Delete(id)),
             Part::Full => {
                 let Some(record) = store.record(id) else {
                     continue;
                 };
-                for (f, v) in record.fields() {
-                    writes.push((id, f, Some(values.add(v))));
+                for (field, v) in record.fields() {
+                    f(Item::Field(id, field, Some(v)));
                 }
                 for (i, v) in record.indices() {
-                    index_writes.push((id, i, Some(values.add(v))));
+                    f(Item::Index(id, i, Some(v)));
                 }
             }
             Part::Changes => {
@@ -338,48 +331,73 @@ pub(crate) fn commit_data(selection: &Selection, applied: &Applied, store: &Stor
                 ) else {
                     continue;
                 };
-                for (f, v) in record.written_at(applied.tid) {
-                    writes.push((id, f, v.map(|v| values.add(v))));
+                for (field, v) in record.written_at(applied.tid) {
+                    f(Item::Field(id, field, v));
                 }
                 let (old, new) = (old.indices(), record.indices());
                 for (i, v) in new.clone() {
                     if !old.clone().any(|m| m == (i, v)) {
-                        index_writes.push((id, i, Some(values.add(v))));
+                        f(Item::Index(id, i, Some(v)));
                     }
                 }
                 for (i, _) in old {
                     if !new.clone().any(|(ni, _)| ni == i) {
-                        index_writes.push((id, i, None));
+                        f(Item::Index(id, i, None));
                     }
                 }
             }
         }
     }
-    let bytes = Bytes::from(values.bytes);
-    let slice = |r: Option<Range<usize>>| {
-        r.map(|r| {
-            if r.end <= bytes.len() {
-                bytes.slice(r)
-            } else {
-                Bytes::new()
-            }
-        })
+}
+
+/// Builds the message body for a selection. Its values are copied into one buffer, which they
+/// share.
+pub(crate) fn commit_data(selection: &Selection, applied: &Applied, store: &Store) -> CommitData {
+    let (mut writes, mut index_writes, mut deletes, mut len) = (0, 0, 0, 0);
+    items(selection, applied, store, |item| match item {
+        Item::Field(_, _, v) => {
+            writes += 1;
+            len += v.map_or(0, <[u8]>::len);
+        }
+        Item::Index(_, _, v) => {
+            index_writes += 1;
+            len += v.map_or(0, <[u8]>::len);
+        }
+        Item::Delete(_) => deletes += 1,
+    });
+    let mut buffer = Vec::with_capacity(len);
+    items(selection, applied, store, |item| {
+        if let Item::Field(_, _, Some(v)) | Item::Index(_, _, Some(v)) = item {
+            buffer.extend_from_slice(v);
+        }
+    });
+    let buffer = Bytes::from(buffer);
+    let mut data = CommitData {
+        tid: applied.tid,
+        writes: Vec::with_capacity(writes),
+        index_writes: Vec::with_capacity(index_writes),
+        deletes: Vec::with_capacity(deletes),
     };
-    data.writes = writes
-        .into_iter()
-        .map(|(object, field, r)| FieldWrite {
+    let mut at = 0;
+    let mut value = |v: Option<&[u8]>| {
+        let v = v?;
+        let end = (at + v.len()).min(buffer.len());
+        let slice = buffer.slice(at.min(end)..end);
+        at = end;
+        Some(slice)
+    };
+    items(selection, applied, store, |item| match item {
+        Item::Field(object, field, v) => data.writes.push(FieldWrite {
             object,
             field,
-            value: slice(r),
-        })
-        .collect();
-    data.index_writes = index_writes
-        .into_iter()
-        .map(|(object, index, r)| IndexWrite {
+            value: value(v),
+        }),
+        Item::Index(object, index, v) => data.index_writes.push(IndexWrite {
             object,
             index,
-            value: slice(r),
-        })
-        .collect();
+            value: value(v),
+        }),
+        Item::Delete(object) => data.deletes.push(object),
+    });
     data
 }
