@@ -1,11 +1,14 @@
 //! The compact form in which the store keeps a live object: one heap buffer holding its type,
 //! every field value with the tid of the field's last write, and every index value.
 //!
-//! The buffer starts with the type id, the number of field slots, the number of index slots and
-//! the length of the slot table (all LEB128 varints), followed by the slot table and then the
-//! values, in slot order. A field slot is its id, the tid of its last write and its value length plus one (zero:
-//! the field has no value, but its last write, a removal, is still remembered); an index slot is
-//! its id and its value length. Slots are sorted by id. Objects are small, so reading a field is a
+//! The buffer starts with the type id, the number of field slots and the number of index slots
+//! (all LEB128 varints), followed by the slots, fields first, each sorted by id. A field slot is
+//! its id, the tid of its last write and its value length plus one (zero: the field has no
+//! value, but its last write, a removal, is still remembered), followed by the value. An index
+//! slot is its id and a tag: an even tag is twice the value's length, and the value follows; an
+//! odd tag is twice the length plus one, and the value is the same bytes as a field value, whose
+//! offset from the first slot follows. A single-field index has the field's bytes as its value,
+//! so it takes two bytes instead of a second copy. Objects are small, so reading a field is a
 //! short linear scan, and a commit rebuilds each object it touches once.
 
 use bytes::Bytes;
@@ -20,8 +23,8 @@ pub(crate) struct Obj {
 /// Buffers reused while building objects.
 #[derive(Default)]
 pub(super) struct Scratch {
-    table: Vec<u8>,
-    values: Vec<u8>,
+    slots: Vec<u8>,
+    values: Vec<(usize, usize)>,
 }
 
 /// Where a value being assembled into an [`Obj`] comes from.
@@ -73,15 +76,25 @@ fn get(data: &[u8], pos: &mut usize) -> u64 {
 #[derive(Clone)]
 struct Slots<'a> {
     data: &'a [u8],
+    /// Where the slots start: offsets of index values count from here.
+    base: usize,
     fields_left: u64,
     indices_left: u64,
-    slot: usize,
-    value: usize,
+    pos: usize,
 }
 
 enum Slot<'a> {
     Field(FieldSlot<'a>),
     Index(IndexId, &'a [u8]),
+}
+
+impl<'a> Slots<'a> {
+    /// The `len` bytes at `start`.
+    fn bytes(&self, start: usize, len: usize) -> &'a [u8] {
+        self.data
+            .get(start..start.saturating_add(len))
+            .unwrap_or_default()
+    }
 }
 
 impl<'a> Iterator for Slots<'a> {
@@ -90,28 +103,32 @@ impl<'a> Iterator for Slots<'a> {
     fn next(&mut self) -> Option<Slot<'a>> {
         if self.fields_left > 0 {
             self.fields_left -= 1;
-            let id = FieldId(get(self.data, &mut self.slot) as u32);
-            let stamp = Tid(get(self.data, &mut self.slot));
-            let len = get(self.data, &mut self.slot) as usize;
+            let id = FieldId(get(self.data, &mut self.pos) as u32);
+            let stamp = Tid(get(self.data, &mut self.pos));
+            let len = get(self.data, &mut self.pos) as usize;
             let value = if len == 0 {
                 None
             } else {
-                let start = self.value;
-                self.value += len - 1;
-                Some(self.data.get(start..self.value).unwrap_or_default())
+                let value = self.bytes(self.pos, len - 1);
+                self.pos += len - 1;
+                Some(value)
             };
             return Some(Slot::Field(FieldSlot { id, stamp, value }));
         }
         if self.indices_left > 0 {
             self.indices_left -= 1;
-            let id = IndexId(get(self.data, &mut self.slot) as u32);
-            let len = get(self.data, &mut self.slot) as usize;
-            let start = self.value;
-            self.value += len;
-            return Some(Slot::Index(
-                id,
-                self.data.get(start..self.value).unwrap_or_default(),
-            ));
+            let id = IndexId(get(self.data, &mut self.pos) as u32);
+            let tag = get(self.data, &mut self.pos) as usize;
+            let len = tag / 2;
+            let value = if tag % 2 == 1 {
+                let at = get(self.data, &mut self.pos) as usize;
+                self.bytes(self.base.saturating_add(at), len)
+            } else {
+                let value = self.bytes(self.pos, len);
+                self.pos += len;
+                value
+            };
+            return Some(Slot::Index(id, value));
         }
         None
     }
@@ -135,42 +152,49 @@ impl Obj {
         fields: impl Iterator<Item = (FieldId, Tid, Src<'a>)>,
         indices: impl Iterator<Item = (IndexId, &'a [u8])>,
     ) -> Obj {
-        let Scratch { table, values } = scratch;
-        table.clear();
+        let Scratch { slots, values } = scratch;
+        slots.clear();
         values.clear();
         let (mut field_count, mut index_count) = (0u64, 0u64);
+        // Field values as (offset in `slots`, length), for index values to point at.
         for (id, stamp, src) in fields {
             field_count += 1;
-            put(table, u64::from(id.0));
-            put(table, stamp.0);
+            put(slots, u64::from(id.0));
+            put(slots, stamp.0);
             match src {
-                Src::Absent => put(table, 0),
+                Src::Absent => put(slots, 0),
                 Src::Value(v) => {
-                    put(table, v.len() as u64 + 1);
-                    values.extend_from_slice(v);
+                    put(slots, v.len() as u64 + 1);
+                    values.push((slots.len(), v.len()));
+                    slots.extend_from_slice(v);
                 }
             }
         }
         for (id, v) in indices {
             index_count += 1;
-            put(table, u64::from(id.0));
-            put(table, v.len() as u64);
-            values.extend_from_slice(v);
+            put(slots, u64::from(id.0));
+            let tag = 2 * v.len() as u64;
+            let same = values
+                .iter()
+                .find(|&&(at, len)| len == v.len() && slots.get(at..at + len) == Some(v));
+            match same {
+                Some(&(at, _)) if put_len(at as u64) < v.len() => {
+                    put(slots, tag + 1);
+                    put(slots, at as u64);
+                }
+                _ => {
+                    put(slots, tag);
+                    slots.extend_from_slice(v);
+                }
+            }
         }
-        let total = put_len(u64::from(ty.0))
-            + put_len(field_count)
-            + put_len(index_count)
-            + put_len(table.len() as u64)
-            + table.len()
-            + values.len();
-        let mut data = Vec::with_capacity(total);
+        let mut data = Vec::with_capacity(
+            put_len(u64::from(ty.0)) + put_len(field_count) + put_len(index_count) + slots.len(),
+        );
         put(&mut data, u64::from(ty.0));
         put(&mut data, field_count);
         put(&mut data, index_count);
-        put(&mut data, table.len() as u64);
-        data.extend_from_slice(table);
-        data.extend_from_slice(values);
-        debug_assert_eq!(data.len(), total);
+        data.extend_from_slice(slots);
         Obj {
             data: data.into_boxed_slice(),
         }
@@ -207,13 +231,12 @@ impl Obj {
         get(&self.data, &mut pos);
         let fields_left = get(&self.data, &mut pos);
         let indices_left = get(&self.data, &mut pos);
-        let table = get(&self.data, &mut pos) as usize;
         Slots {
             data: &self.data,
+            base: pos,
             fields_left,
             indices_left,
-            slot: pos,
-            value: pos + table,
+            pos,
         }
     }
 
@@ -305,6 +328,61 @@ mod tests {
         let big = Obj::build(TypeId(u32::MAX), fields.iter().copied(), [].into_iter());
         assert_eq!(big.ty(), TypeId(u32::MAX));
         assert_eq!(big.field(FieldId(700)), Some(&b"hello"[..]));
+    }
+
+    #[test]
+    fn an_index_value_equal_to_a_field_value_points_at_it() {
+        let key = b"item-00000001";
+        let fields = [
+            (FieldId(1), Tid(5), Src::Value(&b""[..])),
+            (FieldId(2), Tid(5), Src::Value(&key[..])),
+            (FieldId(3), Tid(5), Src::Value(&b"x"[..])),
+        ];
+        let indices: [(IndexId, &[u8]); 4] = [
+            (IndexId(1), b""),
+            (IndexId(2), key),
+            (IndexId(3), b"x"),
+            (IndexId(4), b"item-00000002"),
+        ];
+        let o = Obj::build(TypeId(3), fields.iter().copied(), indices.iter().copied());
+        assert_eq!(o.indices().collect::<Vec<_>>(), indices);
+        assert_eq!(o.field(FieldId(2)), Some(&key[..]));
+        let without = Obj::build(
+            TypeId(3),
+            fields.iter().copied(),
+            indices[..1].iter().copied(),
+        );
+        // The copy takes its id, tag and offset; "x" is as short as an offset, and stays.
+        assert_eq!(o.data.len(), without.data.len() + 3 + 3 + 15);
+    }
+
+    #[test]
+    fn many_slots_and_long_values() {
+        let long: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let values: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| {
+                let mut v = long[..(i as usize * 7) % 1000].to_vec();
+                v.push(i as u8);
+                v
+            })
+            .collect();
+        let fields: Vec<(FieldId, Tid, Src<'_>)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (FieldId(i as u32), Tid(i as u64 * 1000), Src::Value(&v[..])))
+            .collect();
+        let indices: Vec<(IndexId, &[u8])> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (IndexId(i as u32), &v[..]))
+            .collect();
+        let o = Obj::build(TypeId(9), fields.iter().copied(), indices.iter().copied());
+        assert_eq!(o.ty(), TypeId(9));
+        assert_eq!(o.indices().collect::<Vec<_>>(), indices);
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(o.field(FieldId(i as u32)), Some(&v[..]));
+            assert_eq!(o.field_stamp(FieldId(i as u32)), Some(Tid(i as u64 * 1000)));
+        }
     }
 
     #[test]
