@@ -17,6 +17,7 @@ mod apply;
 mod history;
 mod index;
 mod limits;
+mod member_set;
 mod plan;
 mod record;
 mod table;

@@ -2,10 +2,10 @@
 //! that member set. They are kept in a dense [`Table`] keyed by the index id followed by the
 //! value, and a short key is kept inline rather than in an allocation of its own.
 
+use super::member_set::MemberSet;
 use super::table::{Keyed, Table};
 use odb_wire::{IndexId, ObjectId, Tid};
 use std::collections::hash_map::RandomState;
-use std::collections::BTreeSet;
 
 /// The index values, by [`index_key`]. Index values come from clients, so their hash is keyed
 /// with a random seed.
@@ -83,9 +83,8 @@ pub(super) enum Members {
     /// The only member.
     One(ObjectId),
     /// Two members or more. Boxed so that the common single-member case takes 16 bytes, not a
-    /// set's 24 or more.
-    #[allow(clippy::box_collection)]
-    Many(Box<BTreeSet<ObjectId>>),
+    /// set's 32.
+    Many(Box<MemberSet>),
 }
 
 impl Members {
@@ -94,7 +93,7 @@ impl Members {
         match self {
             Members::One(only) if *only == o => {}
             Members::One(only) => {
-                let set = BTreeSet::from([*only, o]);
+                let set = [*only, o].into_iter().collect();
                 *self = Members::Many(Box::new(set));
             }
             Members::Many(set) => {
@@ -108,9 +107,9 @@ impl Members {
         match self {
             Members::One(only) => *only == o,
             Members::Many(set) => {
-                set.remove(&o);
+                set.remove(o);
                 if set.len() == 1 {
-                    if let Some(&last) = set.first() {
+                    if let Some(last) = set.first() {
                         *self = Members::One(last);
                     }
                 }
@@ -123,7 +122,7 @@ impl Members {
     pub fn iter(&self) -> impl Iterator<Item = ObjectId> + '_ {
         let (one, many) = match self {
             Members::One(o) => (Some(*o), None),
-            Members::Many(set) => (None, Some(set.iter().copied())),
+            Members::Many(set) => (None, Some(set.iter())),
         };
         one.into_iter().chain(many.into_iter().flatten())
     }
