@@ -92,7 +92,7 @@ impl Store {
             Key::Index(i, v) => {
                 let mut k = Vec::with_capacity(4 + v.len());
                 index_key(&mut k, *i, v);
-                self.members.get(&k[..]).map(|e| e.stamp)
+                self.members.get(&k[..]).map(|e| e.stamp())
             }
         };
         let stamp = live.unwrap_or_default().max(self.history.last_write(key));
@@ -224,7 +224,7 @@ impl Store {
         for (index, value) in obj.indices() {
             index_key(&mut k, index, value);
             if let Some(entry) = self.members.get_mut(&k[..]) {
-                entry.members.insert(o);
+                entry.insert(o);
                 continue;
             }
             let stamp = self
@@ -245,8 +245,8 @@ impl Store {
             let Some(entry) = self.members.get_mut(&k[..]) else {
                 continue;
             };
-            if entry.members.remove(o) {
-                let stamp = entry.stamp;
+            if entry.remove(o) {
+                let stamp = entry.stamp();
                 self.members.remove(&k[..]);
                 self.history.live_drop(stamp);
                 self.history
@@ -284,7 +284,7 @@ impl Store {
         self.members
             .get(&k[..])
             .into_iter()
-            .flat_map(|e| e.members.iter())
+            .flat_map(|e| e.members())
     }
 
     /// The complete current data of a live object.

@@ -218,9 +218,9 @@ impl Store {
             index_key(&mut k, i, v);
             match self.members.get_mut(&k) {
                 Some(entry) => {
-                    if entry.stamp != tid {
-                        self.history.live_restamp(entry.stamp, tid);
-                        entry.stamp = tid;
+                    if entry.stamp() != tid {
+                        self.history.live_restamp(entry.stamp(), tid);
+                        entry.set_stamp(tid);
                         self.history.take_index(i, v);
                     }
                 }
@@ -320,8 +320,8 @@ fn leave(
         }
         index_key(k, i, v);
         if let Some(entry) = members.get_mut(k) {
-            if entry.members.remove(o) {
-                let stamp = entry.stamp;
+            if entry.remove(o) {
+                let stamp = entry.stamp();
                 members.remove(k);
                 history.live_drop(stamp);
             }
@@ -354,10 +354,10 @@ fn join(
     index_key(k, i, v);
     match members.get_mut(k) {
         Some(entry) => {
-            entry.members.insert(o);
-            if entry.stamp != tid {
-                history.live_restamp(entry.stamp, tid);
-                entry.stamp = tid;
+            entry.insert(o);
+            if entry.stamp() != tid {
+                history.live_restamp(entry.stamp(), tid);
+                entry.set_stamp(tid);
                 history.take_index(i, v);
             }
         }

@@ -21,97 +21,157 @@ pub(super) fn index_key(out: &mut Vec<u8>, index: IndexId, value: &[u8]) {
 /// Longest key kept inline.
 const INLINE: usize = 22;
 
-/// The bytes of a key: inline when short.
+/// The objects that have one index value, and the tid of the last change of that set.
+///
+/// The key is kept inline when short, and a single member without a set; both choices share
+/// one tag, so that an index value takes 40 bytes.
 #[derive(Debug)]
-enum KeyBytes {
-    Inline { len: u8, bytes: [u8; INLINE] },
+pub(super) struct IndexValue(Repr);
+
+#[derive(Debug)]
+enum Repr {
+    InlineOne {
+        len: u8,
+        bytes: [u8; INLINE],
+        stamp: Tid,
+        one: ObjectId,
+    },
+    InlineMany {
+        len: u8,
+        bytes: [u8; INLINE],
+        stamp: Tid,
+        many: Box<MemberSet>,
+    },
+    HeapOne {
+        key: Box<[u8]>,
+        stamp: Tid,
+        one: ObjectId,
+    },
+    HeapMany {
+        key: Box<[u8]>,
+        stamp: Tid,
+        many: Box<MemberSet>,
+    },
+}
+
+/// An index value's key, taken apart.
+enum Key {
+    Inline(u8, [u8; INLINE]),
     Heap(Box<[u8]>),
 }
 
-impl KeyBytes {
-    fn new(key: &[u8]) -> KeyBytes {
-        let mut bytes = [0u8; INLINE];
-        match (bytes.get_mut(..key.len()), u8::try_from(key.len())) {
-            (Some(prefix), Ok(len)) => {
-                prefix.copy_from_slice(key);
-                KeyBytes::Inline { len, bytes }
-            }
-            _ => KeyBytes::Heap(key.into()),
-        }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            KeyBytes::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
-            KeyBytes::Heap(b) => b,
-        }
-    }
-}
-
-/// The objects that have one index value, and the tid of the last change of that set.
-#[derive(Debug)]
-pub(super) struct IndexValue {
-    key: KeyBytes,
-    /// The tid of the last change of the member set.
-    pub stamp: Tid,
-    /// The members.
-    pub members: Members,
+/// An index value's members, taken apart.
+enum Members {
+    One(ObjectId),
+    Many(Box<MemberSet>),
 }
 
 impl IndexValue {
     /// An index value with a single member.
     pub fn new(key: &[u8], stamp: Tid, member: ObjectId) -> IndexValue {
-        IndexValue {
-            key: KeyBytes::new(key),
-            stamp,
-            members: Members::One(member),
+        let mut bytes = [0u8; INLINE];
+        let key = match (bytes.get_mut(..key.len()), u8::try_from(key.len())) {
+            (Some(prefix), Ok(len)) => {
+                prefix.copy_from_slice(key);
+                Key::Inline(len, bytes)
+            }
+            _ => Key::Heap(key.into()),
+        };
+        IndexValue::from_parts(key, stamp, Members::One(member))
+    }
+
+    fn from_parts(key: Key, stamp: Tid, members: Members) -> IndexValue {
+        IndexValue(match (key, members) {
+            (Key::Inline(len, bytes), Members::One(one)) => Repr::InlineOne {
+                len,
+                bytes,
+                stamp,
+                one,
+            },
+            (Key::Inline(len, bytes), Members::Many(many)) => Repr::InlineMany {
+                len,
+                bytes,
+                stamp,
+                many,
+            },
+            (Key::Heap(key), Members::One(one)) => Repr::HeapOne { key, stamp, one },
+            (Key::Heap(key), Members::Many(many)) => Repr::HeapMany { key, stamp, many },
+        })
+    }
+
+    /// Takes the value apart, leaving an empty placeholder.
+    fn take_parts(&mut self) -> (Key, Tid, Members) {
+        let placeholder = Repr::InlineOne {
+            len: 0,
+            bytes: [0; INLINE],
+            stamp: Tid(0),
+            one: ObjectId(0),
+        };
+        match std::mem::replace(&mut self.0, placeholder) {
+            Repr::InlineOne {
+                len,
+                bytes,
+                stamp,
+                one,
+            } => (Key::Inline(len, bytes), stamp, Members::One(one)),
+            Repr::InlineMany {
+                len,
+                bytes,
+                stamp,
+                many,
+            } => (Key::Inline(len, bytes), stamp, Members::Many(many)),
+            Repr::HeapOne { key, stamp, one } => (Key::Heap(key), stamp, Members::One(one)),
+            Repr::HeapMany { key, stamp, many } => (Key::Heap(key), stamp, Members::Many(many)),
         }
     }
-}
 
-impl Keyed for IndexValue {
-    type Key = [u8];
-
-    fn key(&self) -> &[u8] {
-        self.key.as_slice()
+    /// The tid of the last change of the member set.
+    pub fn stamp(&self) -> Tid {
+        match &self.0 {
+            Repr::InlineOne { stamp, .. }
+            | Repr::InlineMany { stamp, .. }
+            | Repr::HeapOne { stamp, .. }
+            | Repr::HeapMany { stamp, .. } => *stamp,
+        }
     }
-}
 
-/// A member set; most index values have a single member.
-#[derive(Debug)]
-pub(super) enum Members {
-    /// The only member.
-    One(ObjectId),
-    /// Two members or more. Boxed so that the common single-member case takes 16 bytes, not a
-    /// set's 32.
-    Many(Box<MemberSet>),
-}
+    /// Sets the tid of the last change of the member set.
+    pub fn set_stamp(&mut self, tid: Tid) {
+        match &mut self.0 {
+            Repr::InlineOne { stamp, .. }
+            | Repr::InlineMany { stamp, .. }
+            | Repr::HeapOne { stamp, .. }
+            | Repr::HeapMany { stamp, .. } => *stamp = tid,
+        }
+    }
 
-impl Members {
     /// Adds a member.
     pub fn insert(&mut self, o: ObjectId) {
-        match self {
-            Members::One(only) if *only == o => {}
-            Members::One(only) => {
-                let set = [*only, o].into_iter().collect();
-                *self = Members::Many(Box::new(set));
+        match &mut self.0 {
+            Repr::InlineOne { one, .. } | Repr::HeapOne { one, .. } if *one == o => {}
+            Repr::InlineMany { many, .. } | Repr::HeapMany { many, .. } => {
+                many.insert(o);
             }
-            Members::Many(set) => {
-                set.insert(o);
+            Repr::InlineOne { .. } | Repr::HeapOne { .. } => {
+                let (key, stamp, members) = self.take_parts();
+                let set = match members {
+                    Members::One(one) => [one, o].into_iter().collect(),
+                    Members::Many(set) => *set,
+                };
+                *self = IndexValue::from_parts(key, stamp, Members::Many(Box::new(set)));
             }
         }
     }
 
     /// Removes a member; returns whether the set is empty now.
     pub fn remove(&mut self, o: ObjectId) -> bool {
-        match self {
-            Members::One(only) => *only == o,
-            Members::Many(set) => {
-                set.remove(o);
-                if set.len() == 1 {
-                    if let Some(last) = set.first() {
-                        *self = Members::One(last);
-                    }
+        match &mut self.0 {
+            Repr::InlineOne { one, .. } | Repr::HeapOne { one, .. } => *one == o,
+            Repr::InlineMany { many, .. } | Repr::HeapMany { many, .. } => {
+                many.remove(o);
+                if let (1, Some(last)) = (many.len(), many.first()) {
+                    let (key, stamp, _) = self.take_parts();
+                    *self = IndexValue::from_parts(key, stamp, Members::One(last));
                 }
                 false
             }
@@ -119,12 +179,27 @@ impl Members {
     }
 
     /// The members in ascending order.
-    pub fn iter(&self) -> impl Iterator<Item = ObjectId> + '_ {
-        let (one, many) = match self {
-            Members::One(o) => (Some(*o), None),
-            Members::Many(set) => (None, Some(set.iter())),
+    pub fn members(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        let (one, many) = match &self.0 {
+            Repr::InlineOne { one, .. } | Repr::HeapOne { one, .. } => (Some(*one), None),
+            Repr::InlineMany { many, .. } | Repr::HeapMany { many, .. } => {
+                (None, Some(many.iter()))
+            }
         };
         one.into_iter().chain(many.into_iter().flatten())
+    }
+}
+
+impl Keyed for IndexValue {
+    type Key = [u8];
+
+    fn key(&self) -> &[u8] {
+        match &self.0 {
+            Repr::InlineOne { len, bytes, .. } | Repr::InlineMany { len, bytes, .. } => {
+                bytes.get(..usize::from(*len)).unwrap_or_default()
+            }
+            Repr::HeapOne { key, .. } | Repr::HeapMany { key, .. } => key,
+        }
     }
 }
 
@@ -133,26 +208,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn short_keys_are_inline_and_an_index_value_takes_48_bytes() {
-        assert_eq!(std::mem::size_of::<IndexValue>(), 48);
+    fn short_keys_are_inline_and_an_index_value_takes_40_bytes() {
+        assert_eq!(std::mem::size_of::<IndexValue>(), 40);
         for len in [0, 1, INLINE - 1, INLINE, INLINE + 1, 300] {
             let key: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let k = KeyBytes::new(&key);
-            assert_eq!(k.as_slice(), &key[..]);
-            assert_eq!(matches!(k, KeyBytes::Inline { .. }), len <= INLINE, "{len}");
+            let mut v = IndexValue::new(&key, Tid(3), ObjectId(1));
+            assert_eq!(v.key(), &key[..]);
+            let inline = matches!(v.0, Repr::InlineOne { .. });
+            assert_eq!(inline, len <= INLINE, "{len}");
+            v.insert(ObjectId(2));
+            v.set_stamp(Tid(4));
+            assert_eq!((v.key(), v.stamp()), (&key[..], Tid(4)));
+            assert!(!v.remove(ObjectId(1)));
+            assert_eq!((v.key(), v.stamp()), (&key[..], Tid(4)));
+            assert!(v.remove(ObjectId(2)));
         }
     }
 
     #[test]
     fn members_shrink_back_to_one() {
-        let mut m = Members::One(ObjectId(5));
-        m.insert(ObjectId(3));
-        m.insert(ObjectId(9));
-        assert_eq!(m.iter().collect::<Vec<_>>(), [3, 5, 9].map(ObjectId));
-        assert!(!m.remove(ObjectId(5)));
-        assert!(!m.remove(ObjectId(9)));
-        assert!(matches!(m, Members::One(ObjectId(3))));
-        assert!(m.remove(ObjectId(3)));
+        let mut v = IndexValue::new(b"k", Tid(1), ObjectId(5));
+        v.insert(ObjectId(5));
+        assert!(matches!(v.0, Repr::InlineOne { .. }));
+        v.insert(ObjectId(3));
+        v.insert(ObjectId(9));
+        assert!(matches!(v.0, Repr::InlineMany { .. }));
+        assert_eq!(v.members().collect::<Vec<_>>(), [3, 5, 9].map(ObjectId));
+        assert!(!v.remove(ObjectId(5)));
+        assert!(!v.remove(ObjectId(9)));
+        assert!(matches!(
+            v.0,
+            Repr::InlineOne {
+                one: ObjectId(3),
+                ..
+            }
+        ));
+        assert!(!v.remove(ObjectId(4)), "not a member");
+        assert!(v.remove(ObjectId(3)));
     }
 
     #[test]
@@ -167,10 +259,10 @@ mod tests {
                 .is_none());
         }
         index_key(&mut k, IndexId(7 % 3), b"value-7");
-        assert!(matches!(
-            values.get(&k).map(|v| &v.members),
-            Some(Members::One(ObjectId(7)))
-        ));
+        assert_eq!(
+            values.get(&k).map(|v| v.members().collect::<Vec<_>>()),
+            Some(vec![ObjectId(7)])
+        );
         index_key(&mut k, IndexId(0), b"value-7");
         assert!(values.get(&k).is_none());
     }

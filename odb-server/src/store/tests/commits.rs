@@ -13,7 +13,7 @@ impl Store {
             .flat_map(|l| l.obj.field_slots())
             .map(|s| counts(s.stamp))
             .sum();
-        let values: u64 = self.members.iter().map(|v| counts(v.stamp)).sum();
+        let values: u64 = self.members.iter().map(|v| counts(v.stamp())).sum();
         assert_eq!(self.history.live_count(), fields + values);
     }
 }
