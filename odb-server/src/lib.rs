@@ -25,6 +25,7 @@ mod limits;
 mod listener;
 mod liveness;
 mod outbound;
+mod push;
 mod registry;
 mod sequencer;
 mod snapshot;

@@ -15,7 +15,7 @@ use crate::id_set::IdSet;
 use crate::store::{Applied, Obj, Store, Touched};
 use bytes::Bytes;
 use odb_wire::hash::FastMap;
-use odb_wire::{CommitData, FieldId, FieldWrite, IndexId, IndexWrite, ObjectId};
+use odb_wire::{IndexId, ObjectId};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// Subscribed index values, grouped by index so that a value can be looked up by its bytes.
@@ -294,110 +294,4 @@ pub(crate) fn current<'a>(applied: &'a Applied, store: &'a Store) -> Vec<Current
             }
         })
         .collect()
-}
-
-/// One entry of a push message.
-enum Item<'a> {
-    Field(ObjectId, FieldId, Option<&'a [u8]>),
-    Index(ObjectId, IndexId, Option<&'a [u8]>),
-    Delete(ObjectId),
-}
-
-/// Calls `f` with every entry of the message for `selection`, in message order.
-fn items<'a>(
-    selection: &Selection,
-    applied: &'a Applied,
-    store: &'a Store,
-    mut f: impl FnMut(Item<'a>),
-) {
-    for &(id, part) in selection {
-        match part {
-            Part::Deleted => f(Item::Delete(id)),
-            Part::Full => {
-                let Some(record) = store.record(id) else {
-                    continue;
-                };
-                for (field, v) in record.fields() {
-                    f(Item::Field(id, field, Some(v)));
-                }
-                for (i, v) in record.indices() {
-                    f(Item::Index(id, i, Some(v)));
-                }
-            }
-            Part::Changes => {
-                let (Some(record), Some(old)) = (
-                    store.record(id),
-                    applied.get(id).and_then(|t| t.before.as_ref()),
-                ) else {
-                    continue;
-                };
-                for (field, v) in record.written_at(applied.tid) {
-                    f(Item::Field(id, field, v));
-                }
-                let (old, new) = (old.indices(), record.indices());
-                for (i, v) in new.clone() {
-                    if !old.clone().any(|m| m == (i, v)) {
-                        f(Item::Index(id, i, Some(v)));
-                    }
-                }
-                for (i, _) in old {
-                    if !new.clone().any(|(ni, _)| ni == i) {
-                        f(Item::Index(id, i, None));
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Builds the message body for a selection. Its values are copied into one buffer, which they
-/// share.
-pub(crate) fn commit_data(selection: &Selection, applied: &Applied, store: &Store) -> CommitData {
-    let (mut writes, mut index_writes, mut deletes, mut len) = (0, 0, 0, 0);
-    items(selection, applied, store, |item| match item {
-        Item::Field(_, _, v) => {
-            writes += 1;
-            len += v.map_or(0, <[u8]>::len);
-        }
-        Item::Index(_, _, v) => {
-            index_writes += 1;
-            len += v.map_or(0, <[u8]>::len);
-        }
-        Item::Delete(_) => deletes += 1,
-    });
-    let mut buffer = Vec::with_capacity(len);
-    items(selection, applied, store, |item| {
-        if let Item::Field(_, _, Some(v)) | Item::Index(_, _, Some(v)) = item {
-            buffer.extend_from_slice(v);
-        }
-    });
-    let buffer = Bytes::from(buffer);
-    let mut data = CommitData {
-        tid: applied.tid,
-        writes: Vec::with_capacity(writes),
-        index_writes: Vec::with_capacity(index_writes),
-        deletes: Vec::with_capacity(deletes),
-    };
-    let mut at = 0;
-    let mut value = |v: Option<&[u8]>| {
-        let v = v?;
-        let end = (at + v.len()).min(buffer.len());
-        let slice = buffer.slice(at.min(end)..end);
-        at = end;
-        Some(slice)
-    };
-    items(selection, applied, store, |item| match item {
-        Item::Field(object, field, v) => data.writes.push(FieldWrite {
-            object,
-            field,
-            value: value(v),
-        }),
-        Item::Index(object, index, v) => data.index_writes.push(IndexWrite {
-            object,
-            index,
-            value: value(v),
-        }),
-        Item::Delete(object) => data.deletes.push(object),
-    });
-    data
 }
