@@ -5,6 +5,10 @@
 //! and consumes no tid. Validation covers ids and types, the size limits of [`Limits`], and the
 //! conflict history, which is kept for a bounded number of tids (see [`history`]): a commit whose
 //! base tid is older than that gets `TooOld`.
+//!
+//! Objects (in the compact form of [`record`]) and index values ([`index`]) are kept in dense
+//! [`table`]s. A commit is first grouped by object and checked ([`plan`]), then checked against
+//! the [`limits`], then applied ([`apply`]).
 
 use crate::registry::Registry;
 use bytes::Bytes;
@@ -141,7 +145,7 @@ impl Store {
         store
     }
 
-    /// Starts (or stops) journaling changed objects; see [`Store::take_changes`].
+    /// Starts (or stops) journaling changed objects; see [`Store::changes`].
     pub fn set_journaling(&mut self, on: bool) {
         self.journal = on.then(FastMap::default);
     }
