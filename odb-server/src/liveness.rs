@@ -88,7 +88,7 @@ impl ConnectionType {
 
     /// Whether a live object is a `core.Connection`.
     pub fn is_connection(&self, store: &Store, id: ObjectId) -> bool {
-        store.record(id).is_some_and(|r| r.ty == self.ids.type_id)
+        store.record(id).is_some_and(|r| r.ty() == self.ids.type_id)
     }
 
     /// Every `core.Connection` object in the store, in ascending id order.
@@ -143,7 +143,7 @@ impl ConnectionType {
         let Some(record) = store.record(id) else {
             return false;
         };
-        if record.ty != self.ids.type_id {
+        if record.ty() != self.ids.type_id {
             return false;
         }
         record

@@ -5,6 +5,7 @@
 //! schema share ids, and a client declaring an extra field simply adds it. Ids are never reused.
 
 use crate::storage::{StoredIndex, StoredRegistry, StoredSchema, StoredType};
+use odb_wire::hash::FastMap;
 use odb_wire::{FieldId, IndexId, SchemaDef, SchemaIds, TypeId, TypeIds};
 use std::collections::HashMap;
 
@@ -29,9 +30,11 @@ struct TypeEntry {
 pub(crate) struct Registry {
     /// schema name -> type name -> type entry.
     schemas: HashMap<String, HashMap<String, TypeEntry>>,
-    types: HashMap<TypeId, TypeInfo>,
-    field_type: HashMap<FieldId, TypeId>,
-    index_type: HashMap<IndexId, TypeId>,
+    // Looked up for every write of every commit: keyed by server-assigned ids, with the fast
+    // id hasher.
+    types: FastMap<TypeId, TypeInfo>,
+    field_type: FastMap<FieldId, TypeId>,
+    index_type: FastMap<IndexId, TypeId>,
     next_type: u32,
     next_field: u32,
     next_index: u32,

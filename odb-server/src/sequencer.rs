@@ -33,10 +33,11 @@ use crate::id_grants::IdGrants;
 use crate::limits;
 use crate::liveness::ConnectionType;
 use crate::outbound::Outbound;
+use crate::push;
 use crate::registry::Registry;
 use crate::snapshot::Snapshot;
 use crate::store::{Applied, Limits, Store};
-use crate::subscriptions::{commit_data, current, Selection, Visibility};
+use crate::subscriptions::{current, Selection, Visibility};
 use bytes::Bytes;
 use odb_wire::{
     ClientMessage, CommitOutcome, CommitRequest, IdBlock, ObjectData, ObjectId, RequestId,
@@ -438,10 +439,18 @@ impl Sequencer {
             if selection.is_empty() {
                 continue;
             }
-            let frame = encoded.entry(selection).or_insert_with_key(|selection| {
-                let message = ServerMessage::Commit(commit_data(selection, applied, store));
-                encode_or_log(&message)
-            });
+            let frame =
+                encoded
+                    .entry(selection)
+                    .or_insert_with_key(|selection| {
+                        match push::encode_commit(selection, applied, store) {
+                            Ok(frame) => Some(frame),
+                            Err(e) => {
+                                tracing::error!("cannot encode a commit push: {e}");
+                                None
+                            }
+                        }
+                    });
             let sent = match frame {
                 Some(frame) => durable::queue(
                     self.durable.as_mut(),

@@ -11,23 +11,68 @@
 //! visible whatever it cancels. An object kept only because it left a cancelled index value is
 //! dropped with it, which is why each such object remembers which subscribed values it left.
 
-use crate::id_runs::IdRuns;
-use crate::store::{Applied, Store, Touched};
+use crate::id_set::IdSet;
+use crate::store::{Applied, Obj, Store, Touched};
 use bytes::Bytes;
 use odb_wire::hash::{FastMap, FastSet};
-use odb_wire::{CommitData, FieldWrite, IndexId, IndexWrite, ObjectId};
+use odb_wire::{IndexId, ObjectId};
 use std::collections::{BTreeSet, HashSet};
+
+/// Subscribed index values, grouped by index so that a value can be looked up by its bytes.
+/// Index ids are assigned by the server; the values come from the client and keep the default,
+/// seeded hasher.
+#[derive(Default, Debug)]
+struct IndexSubs {
+    by_index: FastMap<IndexId, HashSet<Bytes>>,
+    len: usize,
+}
+
+impl IndexSubs {
+    fn insert(&mut self, index: IndexId, value: Bytes) {
+        if self.by_index.entry(index).or_default().insert(value) {
+            self.len += 1;
+        }
+    }
+
+    /// Removes a value; returns whether it was subscribed.
+    fn remove(&mut self, index: IndexId, value: &[u8]) -> bool {
+        let Some(values) = self.by_index.get_mut(&index) else {
+            return false;
+        };
+        let removed = values.remove(value);
+        if values.is_empty() {
+            self.by_index.remove(&index);
+        }
+        if removed {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    fn contains(&self, index: IndexId, value: &[u8]) -> bool {
+        self.by_index
+            .get(&index)
+            .is_some_and(|values| values.contains(value))
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
 
 /// One connection's subscriptions.
 #[derive(Default, Debug)]
 pub(crate) struct Visibility {
     /// Subscribed index values.
-    index_subs: HashSet<(IndexId, Bytes)>,
+    index_subs: IndexSubs,
     /// Objects subscribed one by one, whether or not they exist yet.
     objects: FastSet<ObjectId>,
     /// Objects this connection created (and its own connection object): always visible.
-    /// Kept as runs, since a connection creates objects from its id blocks in order.
-    created: IdRuns,
+    created: IdSet,
     /// Objects visible because they left subscribed index values, with those values.
     left: FastMap<ObjectId, Vec<(IndexId, Bytes)>>,
 }
@@ -50,7 +95,7 @@ pub(crate) type Selection = Vec<(ObjectId, Part)>;
 impl Visibility {
     /// Subscribes to every object whose `index` has `value`, now or later.
     pub fn add_index(&mut self, index: IndexId, value: Bytes) {
-        self.index_subs.insert((index, value));
+        self.index_subs.insert(index, value);
     }
 
     /// Subscribes to one object, whether or not it exists yet.
@@ -68,7 +113,7 @@ impl Visibility {
         let held = self.index_subs.len() + self.objects.len();
         let new_indices: HashSet<&(IndexId, Bytes)> = indices
             .iter()
-            .filter(|i| !self.index_subs.contains(*i))
+            .filter(|(i, v)| !self.index_subs.contains(*i, v))
             .collect();
         let new_objects: HashSet<&ObjectId> = objects
             .iter()
@@ -89,11 +134,10 @@ impl Visibility {
         let mut candidates = BTreeSet::new();
         let mut cancelled = HashSet::new();
         for (index, value) in indices {
-            let key = (*index, value.clone());
-            if self.index_subs.remove(&key) {
+            if self.index_subs.remove(*index, value) {
                 candidates.extend(store.members(*index, value));
             }
-            cancelled.insert(key);
+            cancelled.insert((*index, value.clone()));
         }
         if !cancelled.is_empty() {
             self.left.retain(|id, reasons| {
@@ -114,13 +158,17 @@ impl Visibility {
             .filter(|&id| {
                 store
                     .record(id)
-                    .is_some_and(|r| !self.sees(id, &r.index_list()))
+                    .is_some_and(|r| !self.sees(id, r.indices()))
             })
             .collect()
     }
 
     /// Whether an object with these index memberships is visible.
-    pub fn sees(&self, id: ObjectId, memberships: &[(IndexId, Bytes)]) -> bool {
+    pub fn sees<'a>(
+        &self,
+        id: ObjectId,
+        memberships: impl IntoIterator<Item = (IndexId, &'a [u8])>,
+    ) -> bool {
         self.sees_explicitly(id) || self.sees_by_index(memberships)
     }
 
@@ -149,14 +197,14 @@ impl Visibility {
 
     /// Records which subscribed index values a visible object left, going from `old` to `new`
     /// memberships: each of them keeps it visible.
-    fn record_leaving(&mut self, id: ObjectId, old: &[(IndexId, Bytes)], new: &[(IndexId, Bytes)]) {
+    fn record_leaving(&mut self, id: ObjectId, old: &Obj, new: &Obj) {
         if self.index_subs.is_empty() || self.created.contains(id) || self.objects.contains(&id) {
             return;
         }
         let left: Vec<(IndexId, Bytes)> = old
-            .iter()
-            .filter(|&m| !new.contains(m) && self.index_subs.contains(m))
-            .cloned()
+            .indices()
+            .filter(|&(i, v)| self.index_subs.contains(i, v) && !new.indices().any(|m| m == (i, v)))
+            .map(|(i, v)| (i, Bytes::copy_from_slice(v)))
             .collect();
         if left.is_empty() {
             return;
@@ -169,11 +217,14 @@ impl Visibility {
         }
     }
 
-    fn sees_by_index(&self, memberships: &[(IndexId, Bytes)]) -> bool {
+    fn sees_by_index<'a>(
+        &self,
+        memberships: impl IntoIterator<Item = (IndexId, &'a [u8])>,
+    ) -> bool {
         !self.index_subs.is_empty()
             && memberships
-                .iter()
-                .any(|(i, v)| self.index_subs.contains(&(*i, v.clone())))
+                .into_iter()
+                .any(|(i, v)| self.index_subs.contains(i, v))
     }
 
     /// Decides what this connection gets of a commit the store has just applied, and updates
@@ -184,132 +235,71 @@ impl Visibility {
     pub fn select(&mut self, current: &[Current<'_>], is_committer: bool) -> Selection {
         let mut selection = Vec::new();
         for object in current {
-            let (id, touched) = (object.id, object.touched);
-            let before = !touched.created && self.sees(id, &touched.old_indices);
-            let Some(indices) = &object.indices else {
+            let id = object.id;
+            let old = object.touched.before.as_ref();
+            let before = old.is_some_and(|old| self.sees(id, old.indices()));
+            let Some(record) = object.record else {
                 self.forget(id);
                 if before {
                     selection.push((id, Part::Deleted));
                 }
                 continue;
             };
-            if is_committer && touched.created {
+            if is_committer && object.touched.created() {
                 self.created.insert(id);
             }
-            if before {
-                self.record_leaving(id, &touched.old_indices, indices);
-                if has_changes(touched, indices) {
-                    selection.push((id, Part::Changes));
+            match old.filter(|_| before) {
+                Some(old) => {
+                    self.record_leaving(id, old, record);
+                    if object.changed {
+                        selection.push((id, Part::Changes));
+                    }
                 }
-            } else if self.sees_by_index(indices)
-                || self.sees_new(id, touched.created, is_committer)
-            {
-                selection.push((id, Part::Full));
+                None => {
+                    if self.sees_by_index(record.indices())
+                        || self.sees_new(id, object.touched.created(), is_committer)
+                    {
+                        selection.push((id, Part::Full));
+                    }
+                }
             }
         }
         selection
     }
 }
 
-/// One object a commit touched, with its index memberships after the commit.
+/// One object a commit touched, with what it is after the commit.
 pub(crate) struct Current<'a> {
     /// The object.
     pub id: ObjectId,
     /// What the commit did to it.
     pub touched: &'a Touched,
-    /// Its index memberships after the commit, sorted by index id; `None`: deleted.
-    pub indices: Option<Vec<(IndexId, Bytes)>>,
+    /// The object after the commit; `None`: deleted.
+    pub record: Option<&'a Obj>,
+    /// Whether the commit changed a field or an index membership of an object that existed
+    /// before and still does.
+    pub changed: bool,
 }
 
-/// The objects `applied` touched, in object order, with their memberships in `store`.
-pub(crate) fn current<'a>(applied: &'a Applied, store: &Store) -> Vec<Current<'a>> {
+/// The objects `applied` touched, in object order, with their records in `store`.
+pub(crate) fn current<'a>(applied: &'a Applied, store: &'a Store) -> Vec<Current<'a>> {
     applied
         .objects
         .iter()
-        .map(|(&id, touched)| Current {
-            id,
-            touched,
-            indices: store.record(id).map(|r| r.index_list()),
+        .map(|touched| {
+            let record = store.record(touched.id);
+            let changed = match (&touched.before, record) {
+                (Some(old), Some(new)) => {
+                    new.written_at(applied.tid).next().is_some() || !old.indices().eq(new.indices())
+                }
+                _ => false,
+            };
+            Current {
+                id: touched.id,
+                touched,
+                record,
+                changed,
+            }
         })
         .collect()
-}
-
-/// Whether a commit changed anything of a surviving object.
-fn has_changes(touched: &Touched, new_indices: &[(IndexId, Bytes)]) -> bool {
-    !touched.writes.is_empty() || touched.old_indices != new_indices
-}
-
-/// Builds the message body for a selection.
-pub(crate) fn commit_data(selection: &Selection, applied: &Applied, store: &Store) -> CommitData {
-    let mut data = CommitData {
-        tid: applied.tid,
-        ..CommitData::default()
-    };
-    for &(id, part) in selection {
-        match part {
-            Part::Deleted => data.deletes.push(id),
-            Part::Full => {
-                let Some(record) = store.record(id) else {
-                    continue;
-                };
-                data.writes.extend(record.fields().map(|(f, v)| FieldWrite {
-                    object: id,
-                    field: f,
-                    value: Some(Bytes::copy_from_slice(v)),
-                }));
-                data.index_writes
-                    .extend(record.indices().map(|(i, v)| IndexWrite {
-                        object: id,
-                        index: i,
-                        value: Some(Bytes::copy_from_slice(v)),
-                    }));
-            }
-            Part::Changes => {
-                let (Some(record), Some(touched)) = (store.record(id), applied.objects.get(&id))
-                else {
-                    continue;
-                };
-                data.writes
-                    .extend(touched.writes.iter().map(|(f, v)| FieldWrite {
-                        object: id,
-                        field: *f,
-                        value: v.clone(),
-                    }));
-                index_changes(
-                    id,
-                    &touched.old_indices,
-                    &record.index_list(),
-                    &mut data.index_writes,
-                );
-            }
-        }
-    }
-    data
-}
-
-/// The index writes that turn `old` memberships into `new` ones (both sorted by index id).
-fn index_changes(
-    id: ObjectId,
-    old: &[(IndexId, Bytes)],
-    new: &[(IndexId, Bytes)],
-    out: &mut Vec<IndexWrite>,
-) {
-    for (i, v) in new {
-        if !old.iter().any(|(oi, ov)| oi == i && ov == v) {
-            out.push(IndexWrite {
-                object: id,
-                index: *i,
-                value: Some(v.clone()),
-            });
-        }
-    }
-    for (i, _) in old {
-        if !new.iter().any(|(ni, _)| ni == i) {
-            out.push(IndexWrite {
-                object: id,
-                index: *i,
-                value: None,
-            });
-        }
-    }
 }

@@ -10,13 +10,77 @@
 //! dropped. Each commit's stamped keys are remembered in tid order, so dropping the oldest tids
 //! costs time proportional to what they stamped, never a scan of the whole map.
 
-use odb_wire::{Key, Tid};
+use bytes::Bytes;
+use odb_wire::hash::FastMap;
+use odb_wire::{FieldId, IndexId, Key, ObjectId, Tid};
 use std::collections::{HashMap, VecDeque};
+
+/// The stamps of holderless keys. Field keys, by server-granted object ids, use the fast id
+/// hasher; index values come from clients and keep the default, seeded one. Index values are
+/// grouped by index so that they can be looked up by their bytes.
+#[derive(Debug, Default)]
+struct Stamps {
+    fields: FastMap<(ObjectId, FieldId), Tid>,
+    values: FastMap<IndexId, HashMap<Bytes, Tid>>,
+    len: usize,
+}
+
+impl Stamps {
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn clear(&mut self) {
+        *self = Stamps::default();
+    }
+
+    fn get(&self, key: &Key) -> Option<Tid> {
+        match key {
+            Key::Field(o, f) => self.fields.get(&(*o, *f)).copied(),
+            Key::Index(i, v) => self.values.get(i)?.get(&v[..]).copied(),
+        }
+    }
+
+    fn insert(&mut self, key: &Key, tid: Tid) {
+        let previous = match key {
+            Key::Field(o, f) => self.fields.insert((*o, *f), tid),
+            Key::Index(i, v) => self.values.entry(*i).or_default().insert(v.clone(), tid),
+        };
+        if previous.is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<Tid> {
+        match key {
+            Key::Field(o, f) => {
+                let removed = self.fields.remove(&(*o, *f));
+                self.len -= usize::from(removed.is_some());
+                removed
+            }
+            Key::Index(i, v) => self.remove_index(*i, v),
+        }
+    }
+
+    fn remove_index(&mut self, index: IndexId, value: &[u8]) -> Option<Tid> {
+        let values = self.values.get_mut(&index)?;
+        let removed = values.remove(value);
+        if values.is_empty() {
+            self.values.remove(&index);
+        }
+        self.len -= usize::from(removed.is_some());
+        removed
+    }
+}
 
 /// Stamps of the last write of every holderless key written after the horizon.
 #[derive(Debug)]
 pub(crate) struct History {
-    last_write: HashMap<Key, Tid>,
+    last_write: Stamps,
     /// Keys stamped at each retained tid, oldest first.
     by_tid: VecDeque<(Tid, Vec<Key>)>,
     /// How many live stamps (kept by objects and index values) each retained tid holds.
@@ -40,7 +104,7 @@ impl History {
     /// An empty history keeping the stamps of the last `retained` tids.
     pub fn new(retained: u64) -> Self {
         History {
-            last_write: HashMap::new(),
+            last_write: Stamps::default(),
             by_tid: VecDeque::new(),
             live: VecDeque::new(),
             live_total: 0,
@@ -64,12 +128,18 @@ impl History {
         if self.last_write.is_empty() {
             return Tid(0);
         }
-        self.last_write.get(key).copied().unwrap_or_default()
+        self.last_write.get(key).unwrap_or_default()
     }
 
     /// How many keys have a stamp after the horizon, live or holderless.
     pub fn len(&self) -> usize {
         self.last_write.len() + self.live_total as usize
+    }
+
+    /// How many live stamps are counted.
+    #[cfg(test)]
+    pub fn live_count(&self) -> u64 {
+        self.live_total
     }
 
     /// Changes how many tids are kept and forgets what falls out, as of the current tid.
@@ -130,11 +200,11 @@ impl History {
             return;
         }
         if let Some(previous) = self.last_write.get(&key) {
-            if *previous >= tid {
+            if previous >= tid {
                 return;
             }
         }
-        self.last_write.insert(key.clone(), tid);
+        self.last_write.insert(&key, tid);
         match self.by_tid.back_mut() {
             Some((t, keys)) if *t == tid => keys.push(key),
             Some((t, _)) if *t > tid => {
@@ -155,6 +225,14 @@ impl History {
             return None;
         }
         self.last_write.remove(key)
+    }
+
+    /// [`History::take`] for an index value, without building its key.
+    pub fn take_index(&mut self, index: IndexId, value: &[u8]) -> Option<Tid> {
+        if self.last_write.is_empty() {
+            return None;
+        }
+        self.last_write.remove_index(index, value)
     }
 
     /// Ends a commit at `tid` (newer than every tid recorded before): forgets what falls out of
@@ -181,7 +259,7 @@ impl History {
                 break;
             };
             for key in keys {
-                if self.last_write.get(&key) == Some(&tid) {
+                if self.last_write.get(&key) == Some(tid) {
                     self.last_write.remove(&key);
                 }
             }

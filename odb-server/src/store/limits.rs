@@ -11,10 +11,10 @@
 //! which covers the object id, the field or index id and the length prefix in any encoding of
 //! the entry, so a count never underestimates the bytes on the wire.
 
+use super::plan::Plan;
+use super::table::MAX_ENTRIES;
 use super::Store;
-use odb_wire::hash::FastMap;
-use odb_wire::{CommitOutcome, CommitRequest, FieldId, IndexId, ObjectId, TypeId};
-use std::collections::{BTreeMap, HashMap};
+use odb_wire::{CommitOutcome, CommitRequest};
 
 /// Bytes counted for each field or index entry besides its value.
 pub(crate) const ENTRY_OVERHEAD: usize = 24;
@@ -23,6 +23,9 @@ pub(crate) const ENTRY_OVERHEAD: usize = 24;
 pub(crate) const COMMIT_SIZE: &str = "commit size";
 /// How a refusal for the size of an object starts.
 pub(crate) const OBJECT_SIZE: &str = "object size";
+
+/// How a refusal because the store is full starts.
+pub(crate) const STORE_SIZE: &str = "store size";
 
 /// Bytes counted for each deleted object.
 const DELETE_SIZE: usize = 9;
@@ -60,47 +63,78 @@ impl Limits {
     }
 }
 
-/// The sizes of one object's entries after a commit.
-#[derive(Default)]
-struct Sizes {
-    fields: BTreeMap<FieldId, usize>,
-    indices: BTreeMap<IndexId, usize>,
-    /// Entries the server adds.
-    extra: usize,
+/// Bytes counted for one entry whose value has `len` bytes.
+fn entry(len: usize) -> usize {
+    len.saturating_add(ENTRY_OVERHEAD)
 }
 
-impl Sizes {
-    fn total(&self) -> usize {
-        self.fields
-            .values()
-            .chain(self.indices.values())
-            .fold(self.extra, |sum, len| {
-                sum.saturating_add(len.saturating_add(ENTRY_OVERHEAD))
-            })
+/// The bytes counted for the entries of an object, given their value lengths.
+fn total(lens: impl Iterator<Item = usize>) -> usize {
+    lens.map(entry).fold(0, usize::saturating_add)
+}
+
+/// Merges an object's entries (id and value length, sorted by id) with the last write of each
+/// id (sorted by id; `None`: removed), and counts the result.
+fn merged_size<K: Ord + Copy>(
+    old: impl Iterator<Item = (K, usize)>,
+    writes: impl Iterator<Item = (K, Option<usize>)>,
+) -> usize {
+    let mut old = old.peekable();
+    let mut writes = writes.peekable();
+    let mut size = 0usize;
+    loop {
+        let len = match (old.peek(), writes.peek()) {
+            (None, None) => return size,
+            (Some(_), None) => old.next().map(|(_, len)| len),
+            (Some(x), Some(y)) if x.0 < y.0 => old.next().map(|(_, len)| len),
+            (_, Some(&(k, _))) => {
+                old.next_if(|x| x.0 == k);
+                let mut last = None;
+                while let Some((_, len)) = writes.next_if(|w| w.0 == k) {
+                    last = len;
+                }
+                last
+            }
+        };
+        if let Some(len) = len {
+            size = size.saturating_add(entry(len));
+        }
     }
 }
 
 impl Store {
-    /// Rejects a commit that writes more than [`Limits::commit_bytes`] or leaves an object
-    /// larger than [`Limits::object_bytes`]. `created` are the objects the commit creates.
+    /// Rejects a commit that would overfill the store's tables, writes more than
+    /// [`Limits::commit_bytes`] or leaves an object larger than [`Limits::object_bytes`].
     pub(super) fn check_sizes(
         &self,
         req: &CommitRequest,
-        created: &FastMap<ObjectId, TypeId>,
+        plan: &Plan<'_>,
     ) -> Result<(), CommitOutcome> {
+        // Each created object, and each index write, adds at most one entry to a table.
+        let created = plan.created();
+        let objects = self.objects.len().saturating_add(created);
+        let values = (self.members.len())
+            .saturating_add(created)
+            .saturating_add(req.index_writes.len());
+        if objects.max(values) > MAX_ENTRIES {
+            return Err(CommitOutcome::Invalid {
+                reason: format!(
+                    "{STORE_SIZE}: the store holds {} objects and {} index values, and cannot \
+                     take the ones this commit would add",
+                    self.objects.len(),
+                    self.members.len()
+                ),
+            });
+        }
         let limits = self.limits;
-        let entry = |len: usize| len.saturating_add(ENTRY_OVERHEAD);
-        let written = req
-            .writes
-            .iter()
-            .map(|w| entry(w.value.as_ref().map_or(0, |v| v.len())))
-            .chain(
-                req.index_writes
-                    .iter()
-                    .map(|w| entry(w.value.as_ref().map_or(0, |v| v.len()))),
-            )
-            .fold(0usize, usize::saturating_add)
-            .saturating_add(req.deletes.len().saturating_mul(DELETE_SIZE));
+        let value_len = |v: &Option<bytes::Bytes>| v.as_ref().map_or(0, |v| v.len());
+        let written = total(
+            req.writes
+                .iter()
+                .map(|w| value_len(&w.value))
+                .chain(req.index_writes.iter().map(|w| value_len(&w.value))),
+        )
+        .saturating_add(req.deletes.len().saturating_mul(DELETE_SIZE));
         if written > limits.commit_bytes {
             return Err(CommitOutcome::Invalid {
                 reason: format!(
@@ -110,91 +144,49 @@ impl Store {
                 ),
             });
         }
-        // No object grows by more than what the commit writes to it (plus the all-objects index
-        // entry of a created object), so in the common case a cheap bound settles it.
-        let bound = self
-            .largest_touched(req)
-            .saturating_add(written)
-            .saturating_add(ENTRY_OVERHEAD);
-        if bound <= limits.object_bytes {
-            return Ok(());
-        }
-        let mut sizes: HashMap<ObjectId, Sizes> = HashMap::new();
-        let start = |sizes: &mut HashMap<ObjectId, Sizes>, o: ObjectId| {
-            if sizes.contains_key(&o) {
-                return;
+        for p in plan.objects.iter().filter(|p| !p.deleted) {
+            let live = self.record(p.id);
+            let writes = || plan.writes.range(p.writes.clone());
+            let index_writes = || plan.index_writes.range(p.index_writes.clone());
+            // The server adds every created object to its type's all-objects index.
+            let extra = if p.created { ENTRY_OVERHEAD } else { 0 };
+            let live_size = live.map_or(0, |r| {
+                total(r.fields().map(|(_, v)| v.len()))
+                    .saturating_add(total(r.indices().map(|(_, v)| v.len())))
+            });
+            // No object grows by more than what the commit writes to it: in the common case
+            // this cheap bound settles it.
+            let bound = total(
+                writes()
+                    .map(|w| value_len(&w.value))
+                    .chain(index_writes().map(|w| value_len(&w.value))),
+            )
+            .saturating_add(live_size)
+            .saturating_add(extra);
+            if bound <= limits.object_bytes {
+                continue;
             }
-            let mut s = Sizes::default();
-            if let Some(record) = self.objects.get(&o) {
-                s.fields = record.fields().map(|(f, v)| (f, v.len())).collect();
-                s.indices = record.indices().map(|(i, v)| (i, v.len())).collect();
-            } else if created.contains_key(&o) {
-                // The server adds every created object to its type's all-objects index.
-                s.extra = ENTRY_OVERHEAD;
-            }
-            sizes.insert(o, s);
-        };
-        for w in &req.writes {
-            start(&mut sizes, w.object);
-            if let Some(s) = sizes.get_mut(&w.object) {
-                match &w.value {
-                    Some(v) => s.fields.insert(w.field, v.len()),
-                    None => s.fields.remove(&w.field),
-                };
-            }
-        }
-        for w in &req.index_writes {
-            start(&mut sizes, w.object);
-            if let Some(s) = sizes.get_mut(&w.object) {
-                match &w.value {
-                    Some(v) => s.indices.insert(w.index, v.len()),
-                    None => s.indices.remove(&w.index),
-                };
+            let fields = merged_size(
+                live.into_iter()
+                    .flat_map(|r| r.fields().map(|(f, v)| (f, v.len()))),
+                writes().map(|w| (w.field, w.value.as_ref().map(|v| v.len()))),
+            );
+            let indices = merged_size(
+                live.into_iter()
+                    .flat_map(|r| r.indices().map(|(i, v)| (i, v.len()))),
+                index_writes().map(|w| (w.index, w.value.as_ref().map(|v| v.len()))),
+            );
+            let size = fields.saturating_add(indices).saturating_add(extra);
+            if size > limits.object_bytes {
+                return Err(CommitOutcome::Invalid {
+                    reason: format!(
+                        "{OBJECT_SIZE}: object {} would take about {size} bytes, over the limit \
+                         of {} bytes per object",
+                        p.id, limits.object_bytes
+                    ),
+                });
             }
         }
-        for o in &req.deletes {
-            sizes.remove(o);
-        }
-        let too_big = sizes
-            .iter()
-            .map(|(o, s)| (*o, s.total()))
-            .filter(|(_, size)| *size > limits.object_bytes)
-            .min_by_key(|(o, _)| *o);
-        match too_big {
-            Some((o, size)) => Err(CommitOutcome::Invalid {
-                reason: format!(
-                    "{OBJECT_SIZE}: object {o} would take about {size} bytes, over the limit of \
-                     {} bytes per object",
-                    limits.object_bytes
-                ),
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// The size of the largest existing object a commit writes to.
-    fn largest_touched(&self, req: &CommitRequest) -> usize {
-        req.writes
-            .iter()
-            .map(|w| w.object)
-            .chain(req.index_writes.iter().map(|w| w.object))
-            .scan(None, |last, o| {
-                // Writes usually come grouped by object: measure each group once.
-                let repeated = *last == Some(o);
-                *last = Some(o);
-                Some((!repeated).then_some(o))
-            })
-            .flatten()
-            .filter_map(|o| self.objects.get(&o))
-            .map(|r| {
-                r.fields()
-                    .map(|(_, v)| v.len())
-                    .chain(r.indices().map(|(_, v)| v.len()))
-                    .fold(0usize, |sum, len| {
-                        sum.saturating_add(len.saturating_add(ENTRY_OVERHEAD))
-                    })
-            })
-            .max()
-            .unwrap_or(0)
+        Ok(())
     }
 }

@@ -1,11 +1,14 @@
-//! The compact form in which the store keeps a live object: its type and one heap buffer holding
+//! The compact form in which the store keeps a live object: one heap buffer holding its type,
 //! every field value with the tid of the field's last write, and every index value.
 //!
-//! The buffer starts with the number of field slots, the number of index slots and the length of
-//! the slot table (all LEB128 varints), followed by the slot table and then the values, in slot
-//! order. A field slot is its id, the tid of its last write and its value length plus one (zero:
-//! the field has no value, but its last write, a removal, is still remembered); an index slot is
-//! its id and its value length. Slots are sorted by id. Objects are small, so reading a field is a
+//! The buffer starts with the type id, the number of field slots and the number of index slots
+//! (all LEB128 varints), followed by the slots, fields first, each sorted by id. A field slot is
+//! its id, the tid of its last write and its value length plus one (zero: the field has no
+//! value, but its last write, a removal, is still remembered), followed by the value. An index
+//! slot is its id and a tag: an even tag is twice the value's length, and the value follows; an
+//! odd tag is twice the length plus one, and the value is the same bytes as a field value, whose
+//! offset from the first slot follows. A single-field index has the field's bytes as its value,
+//! so it takes two bytes instead of a second copy. Objects are small, so reading a field is a
 //! short linear scan, and a commit rebuilds each object it touches once.
 
 use bytes::Bytes;
@@ -14,9 +17,14 @@ use odb_wire::{FieldId, IndexId, Tid, TypeId};
 /// One live object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Obj {
-    /// Its type.
-    pub ty: TypeId,
     data: Box<[u8]>,
+}
+
+/// Buffers reused while building objects.
+#[derive(Default)]
+pub(super) struct Scratch {
+    slots: Vec<u8>,
+    values: Vec<(usize, usize)>,
 }
 
 /// Where a value being assembled into an [`Obj`] comes from.
@@ -68,15 +76,25 @@ fn get(data: &[u8], pos: &mut usize) -> u64 {
 #[derive(Clone)]
 struct Slots<'a> {
     data: &'a [u8],
+    /// Where the slots start: offsets of index values count from here.
+    base: usize,
     fields_left: u64,
     indices_left: u64,
-    slot: usize,
-    value: usize,
+    pos: usize,
 }
 
 enum Slot<'a> {
     Field(FieldSlot<'a>),
     Index(IndexId, &'a [u8]),
+}
+
+impl<'a> Slots<'a> {
+    /// The `len` bytes at `start`.
+    fn bytes(&self, start: usize, len: usize) -> &'a [u8] {
+        self.data
+            .get(start..start.saturating_add(len))
+            .unwrap_or_default()
+    }
 }
 
 impl<'a> Iterator for Slots<'a> {
@@ -85,91 +103,99 @@ impl<'a> Iterator for Slots<'a> {
     fn next(&mut self) -> Option<Slot<'a>> {
         if self.fields_left > 0 {
             self.fields_left -= 1;
-            let id = FieldId(get(self.data, &mut self.slot) as u32);
-            let stamp = Tid(get(self.data, &mut self.slot));
-            let len = get(self.data, &mut self.slot) as usize;
+            let id = FieldId(get(self.data, &mut self.pos) as u32);
+            let stamp = Tid(get(self.data, &mut self.pos));
+            let len = get(self.data, &mut self.pos) as usize;
             let value = if len == 0 {
                 None
             } else {
-                let start = self.value;
-                self.value += len - 1;
-                Some(self.data.get(start..self.value).unwrap_or_default())
+                let value = self.bytes(self.pos, len - 1);
+                self.pos += len - 1;
+                Some(value)
             };
             return Some(Slot::Field(FieldSlot { id, stamp, value }));
         }
         if self.indices_left > 0 {
             self.indices_left -= 1;
-            let id = IndexId(get(self.data, &mut self.slot) as u32);
-            let len = get(self.data, &mut self.slot) as usize;
-            let start = self.value;
-            self.value += len;
-            return Some(Slot::Index(
-                id,
-                self.data.get(start..self.value).unwrap_or_default(),
-            ));
+            let id = IndexId(get(self.data, &mut self.pos) as u32);
+            let tag = get(self.data, &mut self.pos) as usize;
+            let len = tag / 2;
+            let value = if tag % 2 == 1 {
+                let at = get(self.data, &mut self.pos) as usize;
+                self.bytes(self.base.saturating_add(at), len)
+            } else {
+                let value = self.bytes(self.pos, len);
+                self.pos += len;
+                value
+            };
+            return Some(Slot::Index(id, value));
         }
         None
     }
 }
 
 impl Obj {
-    /// Builds an object from its field slots and index values, each sorted by id. The buffer is
-    /// sized exactly up front, so building takes a single allocation.
+    /// Builds an object from its field slots and index values, each sorted by id.
     pub(super) fn build<'a>(
         ty: TypeId,
-        fields: impl Iterator<Item = (FieldId, Tid, Src<'a>)> + Clone,
-        indices: impl Iterator<Item = (IndexId, &'a [u8])> + Clone,
+        fields: impl Iterator<Item = (FieldId, Tid, Src<'a>)>,
+        indices: impl Iterator<Item = (IndexId, &'a [u8])>,
     ) -> Obj {
+        Obj::build_in(&mut Scratch::default(), ty, fields, indices)
+    }
+
+    /// [`Obj::build`] with reused buffers: the slots are read once, into `scratch`, and the
+    /// object's buffer is allocated once, at its exact size.
+    pub(super) fn build_in<'a>(
+        scratch: &mut Scratch,
+        ty: TypeId,
+        fields: impl Iterator<Item = (FieldId, Tid, Src<'a>)>,
+        indices: impl Iterator<Item = (IndexId, &'a [u8])>,
+    ) -> Obj {
+        let Scratch { slots, values } = scratch;
+        slots.clear();
+        values.clear();
         let (mut field_count, mut index_count) = (0u64, 0u64);
-        let (mut table_len, mut values_len) = (0usize, 0usize);
-        for (id, stamp, src) in fields.clone() {
+        // Field values as (offset in `slots`, length), for index values to point at.
+        for (id, stamp, src) in fields {
             field_count += 1;
-            table_len += put_len(u64::from(id.0)) + put_len(stamp.0);
+            put(slots, u64::from(id.0));
+            put(slots, stamp.0);
             match src {
-                Src::Absent => table_len += 1,
+                Src::Absent => put(slots, 0),
                 Src::Value(v) => {
-                    table_len += put_len(v.len() as u64 + 1);
-                    values_len += v.len();
+                    put(slots, v.len() as u64 + 1);
+                    values.push((slots.len(), v.len()));
+                    slots.extend_from_slice(v);
                 }
             }
         }
-        for (id, v) in indices.clone() {
+        for (id, v) in indices {
             index_count += 1;
-            table_len += put_len(u64::from(id.0)) + put_len(v.len() as u64);
-            values_len += v.len();
+            put(slots, u64::from(id.0));
+            let tag = 2 * v.len() as u64;
+            let same = values
+                .iter()
+                .find(|&&(at, len)| len == v.len() && slots.get(at..at + len) == Some(v));
+            match same {
+                Some(&(at, _)) if put_len(at as u64) < v.len() => {
+                    put(slots, tag + 1);
+                    put(slots, at as u64);
+                }
+                _ => {
+                    put(slots, tag);
+                    slots.extend_from_slice(v);
+                }
+            }
         }
-        let total = put_len(field_count)
-            + put_len(index_count)
-            + put_len(table_len as u64)
-            + table_len
-            + values_len;
-        let mut data = Vec::with_capacity(total);
+        let mut data = Vec::with_capacity(
+            put_len(u64::from(ty.0)) + put_len(field_count) + put_len(index_count) + slots.len(),
+        );
+        put(&mut data, u64::from(ty.0));
         put(&mut data, field_count);
         put(&mut data, index_count);
-        put(&mut data, table_len as u64);
-        for (id, stamp, src) in fields.clone() {
-            put(&mut data, u64::from(id.0));
-            put(&mut data, stamp.0);
-            match src {
-                Src::Absent => put(&mut data, 0),
-                Src::Value(v) => put(&mut data, v.len() as u64 + 1),
-            }
-        }
-        for (id, v) in indices.clone() {
-            put(&mut data, u64::from(id.0));
-            put(&mut data, v.len() as u64);
-        }
-        for (_, _, src) in fields {
-            if let Src::Value(v) = src {
-                data.extend_from_slice(v);
-            }
-        }
-        for (_, v) in indices {
-            data.extend_from_slice(v);
-        }
-        debug_assert_eq!(data.len(), total);
+        data.extend_from_slice(slots);
         Obj {
-            ty,
             data: data.into_boxed_slice(),
         }
     }
@@ -195,17 +221,22 @@ impl Obj {
         )
     }
 
+    /// Its type.
+    pub fn ty(&self) -> TypeId {
+        TypeId(get(&self.data, &mut 0) as u32)
+    }
+
     fn slots(&self) -> Slots<'_> {
         let mut pos = 0;
+        get(&self.data, &mut pos);
         let fields_left = get(&self.data, &mut pos);
         let indices_left = get(&self.data, &mut pos);
-        let table = get(&self.data, &mut pos) as usize;
         Slots {
             data: &self.data,
+            base: pos,
             fields_left,
             indices_left,
-            slot: pos,
-            value: pos + table,
+            pos,
         }
     }
 
@@ -221,6 +252,14 @@ impl Obj {
     pub fn fields(&self) -> impl Iterator<Item = (FieldId, &[u8])> + '_ {
         self.field_slots()
             .filter_map(|s| s.value.map(|v| (s.id, v)))
+    }
+
+    /// The fields last written at `tid`, with their values (`None`: removed), sorted by field
+    /// id.
+    pub fn written_at(&self, tid: Tid) -> impl Iterator<Item = (FieldId, Option<&[u8]>)> + '_ {
+        self.field_slots()
+            .filter(move |s| s.stamp == tid)
+            .map(|s| (s.id, s.value))
     }
 
     /// The value of one field.
@@ -285,6 +324,65 @@ mod tests {
         assert_eq!(o.field_stamp(FieldId(700)), Some(Tid(u64::MAX)));
         assert_eq!(o.index(IndexId(9)), Some(&b"key"[..]));
         assert_eq!(o.indices().count(), 2);
+        assert_eq!(o.ty(), TypeId(3));
+        let big = Obj::build(TypeId(u32::MAX), fields.iter().copied(), [].into_iter());
+        assert_eq!(big.ty(), TypeId(u32::MAX));
+        assert_eq!(big.field(FieldId(700)), Some(&b"hello"[..]));
+    }
+
+    #[test]
+    fn an_index_value_equal_to_a_field_value_points_at_it() {
+        let key = b"item-00000001";
+        let fields = [
+            (FieldId(1), Tid(5), Src::Value(&b""[..])),
+            (FieldId(2), Tid(5), Src::Value(&key[..])),
+            (FieldId(3), Tid(5), Src::Value(&b"x"[..])),
+        ];
+        let indices: [(IndexId, &[u8]); 4] = [
+            (IndexId(1), b""),
+            (IndexId(2), key),
+            (IndexId(3), b"x"),
+            (IndexId(4), b"item-00000002"),
+        ];
+        let o = Obj::build(TypeId(3), fields.iter().copied(), indices.iter().copied());
+        assert_eq!(o.indices().collect::<Vec<_>>(), indices);
+        assert_eq!(o.field(FieldId(2)), Some(&key[..]));
+        let without = Obj::build(
+            TypeId(3),
+            fields.iter().copied(),
+            indices[..1].iter().copied(),
+        );
+        // The copy takes its id, tag and offset; "x" is as short as an offset, and stays.
+        assert_eq!(o.data.len(), without.data.len() + 3 + 3 + 15);
+    }
+
+    #[test]
+    fn many_slots_and_long_values() {
+        let long: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let values: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| {
+                let mut v = long[..(i as usize * 7) % 1000].to_vec();
+                v.push(i as u8);
+                v
+            })
+            .collect();
+        let fields: Vec<(FieldId, Tid, Src<'_>)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (FieldId(i as u32), Tid(i as u64 * 1000), Src::Value(&v[..])))
+            .collect();
+        let indices: Vec<(IndexId, &[u8])> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (IndexId(i as u32), &v[..]))
+            .collect();
+        let o = Obj::build(TypeId(9), fields.iter().copied(), indices.iter().copied());
+        assert_eq!(o.ty(), TypeId(9));
+        assert_eq!(o.indices().collect::<Vec<_>>(), indices);
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(o.field(FieldId(i as u32)), Some(&v[..]));
+            assert_eq!(o.field_stamp(FieldId(i as u32)), Some(Tid(i as u64 * 1000)));
+        }
     }
 
     #[test]

@@ -100,9 +100,9 @@ fn create_sets_fields_and_indices_at_tid_1() {
     let mut f = fixture();
     let applied = f.commit(&f.create_t(1, "x")).unwrap();
     assert_eq!(applied.tid, Tid(1));
-    assert!(applied.objects[&ObjectId(1)].created);
+    assert!(applied.get(ObjectId(1)).unwrap().created());
     let record = f.store.record(ObjectId(1)).unwrap();
-    assert_eq!(record.ty, f.t.type_id);
+    assert_eq!(record.ty(), f.t.type_id);
     assert_eq!(record.fields().count(), 2);
     let members = |f: &Fixture, i, v: &str| f.store.members(i, &b(v)).collect::<Vec<_>>();
     assert_eq!(members(&f, f.t.all_index, ""), vec![ObjectId(1)]);
@@ -270,7 +270,17 @@ fn index_reads_conflict_on_objects_entering_or_leaving_the_value() {
         ..Default::default()
     };
     let applied = f.commit(&moved).unwrap();
-    assert_eq!(applied.objects[&ObjectId(1)].old_indices.len(), 2);
+    assert_eq!(
+        applied
+            .get(ObjectId(1))
+            .unwrap()
+            .before
+            .as_ref()
+            .unwrap()
+            .indices()
+            .count(),
+        2
+    );
     for (req, v) in [(&lookup_x, "x"), (&lookup_y, "y")] {
         match f.commit(req) {
             Err(CommitOutcome::Conflict { key, written_at }) => {
@@ -326,10 +336,11 @@ fn create_and_delete_in_one_commit_leaves_nothing() {
     assert_eq!(f.store.members(f.t.all_index, &Bytes::new()).count(), 0);
 }
 
+mod commits;
 mod horizon;
 
-/// Times validation and application of one commit creating 100,000 objects, and a second one
-/// rewriting them. Run with `cargo test --release -p odb-server -- --ignored --nocapture
+/// Times validation and application of one commit creating 100,000 objects, and of commits
+/// rewriting a field of each, moving each to another index value, and deleting them all. Run with `cargo test --release -p odb-server -- --ignored --nocapture
 /// bulk_commit_timing`.
 #[test]
 #[ignore]
@@ -362,6 +373,29 @@ fn bulk_commit_timing() {
     let started = std::time::Instant::now();
     f.commit(&update).unwrap();
     println!("update: {:?}", started.elapsed());
+    let mut reindex = CommitRequest {
+        base_tid: f.store.tid(),
+        ..CommitRequest::default()
+    };
+    for o in 1..=n {
+        let key = format!("moved-{o:08}");
+        reindex.writes.push(write(o, f.t.fields[0], Some(&key)));
+        reindex
+            .index_writes
+            .push(index(o, f.t.indices[0], Some(&key)));
+    }
+    let started = std::time::Instant::now();
+    f.commit(&reindex).unwrap();
+    println!("reindex: {:?}", started.elapsed());
+    let delete = CommitRequest {
+        base_tid: f.store.tid(),
+        deletes: (1..=n).map(ObjectId).collect(),
+        ..CommitRequest::default()
+    };
+    let started = std::time::Instant::now();
+    f.commit(&delete).unwrap();
+    println!("delete: {:?}", started.elapsed());
+    assert_eq!(f.store.object_count(), 0);
 }
 
 #[test]
