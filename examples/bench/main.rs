@@ -134,7 +134,7 @@ const SCALING: [(&str, Knob, [usize; 3]); 7] = [
     ("contended", Knob::Clients, [2, 8, 16]),
     ("aggregate", Knob::AggregateClients, [8, 64, 256]),
     ("fanout", Knob::Subscribers, [1, 4, 16]),
-    ("bulk", Knob::Objects, [10_000, 100_000, 300_000]),
+    ("bulk", Knob::Objects, [10_000, 50_000, 150_000]),
     ("reads", Knob::Objects, [10_000, 100_000, 1_000_000]),
     ("memory", Knob::Objects, [100_000, 300_000, 1_000_000]),
 ];
