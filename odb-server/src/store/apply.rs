@@ -379,17 +379,24 @@ struct MergedFields<'a, I: Iterator<Item = FieldSlot<'a>>> {
     horizon: Tid,
 }
 
+/// Which side of a merge of two id-sorted sequences comes next, given their next ids:
+/// `Some(true)` the old one, `Some(false)` the new one (also on equal ids, as the new entry
+/// replaces the old), `None` when both are done.
+fn old_first<K: Ord>(old: Option<K>, new: Option<K>) -> Option<bool> {
+    match (old, new) {
+        (None, None) => None,
+        (Some(_), None) => Some(true),
+        (None, Some(_)) => Some(false),
+        (Some(x), Some(y)) => Some(x < y),
+    }
+}
+
 impl<'a, I: Iterator<Item = FieldSlot<'a>>> Iterator for MergedFields<'a, I> {
     type Item = (FieldId, Tid, Src<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let take_old = match (self.old.peek(), self.new.first()) {
-                (None, None) => return None,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (Some(x), Some(y)) => x.id < y.0,
-            };
+            let take_old = old_first(self.old.peek().map(|x| x.id), self.new.first().map(|y| y.0))?;
             if take_old {
                 let slot = self.old.next()?;
                 match slot.value {
@@ -423,12 +430,7 @@ impl<'a, I: Iterator<Item = (IndexId, &'a [u8])>> Iterator for MergedIndices<'a,
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let take_old = match (self.old.peek(), self.new.first()) {
-                (None, None) => return None,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (Some(x), Some(y)) => x.0 < y.0,
-            };
+            let take_old = old_first(self.old.peek().map(|x| x.0), self.new.first().map(|y| y.0))?;
             if take_old {
                 return self.old.next();
             }
