@@ -142,6 +142,60 @@ async fn subscribers_see_connections_appear_and_disappear() -> anyhow::Result<()
     Ok(())
 }
 
+#[tokio::test]
+async fn clients_may_only_set_the_suspend_flag_on_their_own_connection_object() -> anyhow::Result<()>
+{
+    let server = start(None).await?;
+    let a = tcp_client(&server, "a").await?;
+    let b = tcp_client(&server, "b").await?;
+    a.subscribe_type::<Connection>().await?;
+    wait_for_live(&a, &BTreeSet::from([a.connection_id(), b.connection_id()])).await?;
+    let theirs = <Ref<Connection> as odb::Handle>::from_id(b.connection_id());
+    let mine = a.connection();
+
+    fn assert_refused<T: std::fmt::Debug>(result: odb::Result<T>) {
+        let message = format!("{result:?}");
+        assert!(
+            result.is_err() && message.contains("maintained by the server"),
+            "{message}"
+        );
+    }
+    assert_refused(a.transaction(|tx| theirs.delete(tx)).await);
+    assert_refused(
+        a.transaction(|tx| theirs.set_suspend_heartbeat_checks(tx, true))
+            .await,
+    );
+    assert_refused(
+        a.transaction(|tx| mine.set_client_name(tx, "someone else".to_string()))
+            .await,
+    );
+    assert_refused(a.transaction(|tx| mine.delete(tx)).await);
+    assert_refused(
+        a.transaction(|tx| {
+            Connection::create(
+                tx,
+                Connection {
+                    client_name: "forged".into(),
+                    suspend_heartbeat_checks: false,
+                },
+            )
+        })
+        .await,
+    );
+
+    // Nothing changed, and what a client may do still works.
+    assert_eq!(a.view(|v| theirs.client_name(v))?, "b");
+    assert!(!a.view(|v| theirs.suspend_heartbeat_checks(v))?);
+    assert_eq!(
+        live(&a)?,
+        BTreeSet::from([a.connection_id(), b.connection_id()])
+    );
+    a.transaction(|tx| mine.set_suspend_heartbeat_checks(tx, true))
+        .await?;
+    assert!(a.view(|v| mine.suspend_heartbeat_checks(v))?);
+    Ok(())
+}
+
 /// A peer speaking raw frames over TCP, to go silent in ways a real client never does.
 struct RawPeer {
     read: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,

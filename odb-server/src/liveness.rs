@@ -86,6 +86,49 @@ impl ConnectionType {
         self.suspend
     }
 
+    /// Refuses what a client may not do to `core.Connection` objects, which the server
+    /// maintains: create or delete one, change one's index memberships, or write any field but
+    /// `suspend_heartbeat_checks`, and that one only on the client's own object (`conn`).
+    pub fn check_client_commit(
+        &self,
+        registry: &Registry,
+        store: &Store,
+        conn: ObjectId,
+        commit: &CommitRequest,
+    ) -> Result<(), String> {
+        let ty = self.ids.type_id;
+        let refused = |what: String| {
+            Err(format!(
+                "{what}: {SCHEMA}.{CONNECTION} objects are maintained by the server; a client may \
+                 only set {SUSPEND_HEARTBEAT_CHECKS} on its own"
+            ))
+        };
+        for w in &commit.writes {
+            if registry.field_type(w.field) == Some(ty)
+                && (w.object != conn || w.field != self.suspend)
+            {
+                return refused(format!(
+                    "field {} of object {} cannot be written",
+                    w.field, w.object
+                ));
+            }
+        }
+        for w in &commit.index_writes {
+            if registry.index_type(w.index) == Some(ty) {
+                return refused(format!(
+                    "index {} of object {} cannot be written",
+                    w.index, w.object
+                ));
+            }
+        }
+        for &id in &commit.deletes {
+            if self.is_connection(store, id) {
+                return refused(format!("object {id} cannot be deleted"));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether a live object is a `core.Connection`.
     pub fn is_connection(&self, store: &Store, id: ObjectId) -> bool {
         store.record(id).is_some_and(|r| r.ty() == self.ids.type_id)

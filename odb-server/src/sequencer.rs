@@ -380,7 +380,12 @@ impl Sequencer {
 
     fn commit(&mut self, conn: ObjectId, request_id: RequestId, commit: &CommitRequest) {
         let checked = limits::check_commit(&self.config, commit)
-            .and_then(|()| self.check_created_ids(conn, commit));
+            .and_then(|()| self.check_created_ids(conn, commit))
+            .and_then(|()| {
+                self.connection_type
+                    .check_client_commit(&self.registry, &self.store, conn, commit)
+                    .map_err(|reason| CommitOutcome::Invalid { reason })
+            });
         let outcome = match checked.and_then(|()| self.store.commit(&self.registry, commit)) {
             Ok(applied) => {
                 self.publish();

@@ -17,6 +17,8 @@
 //! Setting [`Connection::suspend_heartbeat_checks`] to `true` on its own object keeps the server
 //! from closing the connection for missed heartbeats, for example while the program is paused in
 //! a debugger. The server reads the flag each time the connection's idle timeout expires.
+//! That flag, on its own object, is all a client may write: the server refuses commits that
+//! create or delete connection objects or write anything else to them.
 //!
 //! [`Client::connection`]: crate::Client::connection
 
