@@ -45,6 +45,9 @@ pub(crate) struct ConnContext {
     pub queues: Arc<outbound::Totals>,
     /// The sequencer's request channel.
     pub sequencer: mpsc::Sender<Request>,
+    /// Byte budget of the requests waiting in [`ConnContext::sequencer`]: one permit per frame
+    /// byte (see [`queue_budget`]).
+    pub queued_bytes: Arc<Semaphore>,
     /// Cancelled when the server stops.
     pub stop: CancellationToken,
     /// Owns every task the server spawns.
@@ -353,16 +356,39 @@ async fn read_loop<S: AsyncRead>(
             Ok(message) => message,
             Err(e) => return End::Protocol(format!("{e}")),
         };
-        let request = Request::Message { conn, message };
         let forwarded = tokio::select! {
             biased;
             _ = &mut cancelled => return End::Closed,
-            sent = ctx.sequencer.send(request) => sent.is_ok(),
+            sent = forward(ctx, conn, message, frame.len()) => sent,
         };
         if !forwarded || outbound.is_closed() {
             return End::Closed;
         }
     }
+}
+
+/// The byte budget of queued requests: `frames` frames of the largest size, within what a
+/// semaphore can count.
+pub(crate) fn queue_budget(max_frame: usize, frames: usize) -> usize {
+    max_frame
+        .saturating_mul(frames)
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize))
+}
+
+/// Hands a message to the sequencer once its frame's bytes fit in the budget of queued
+/// requests; `false` if the sequencer is gone.
+async fn forward(ctx: &ConnContext, conn: ObjectId, message: ClientMessage, bytes: usize) -> bool {
+    // A frame is at most `max_frame` bytes and the budget holds several of those.
+    let wanted = u32::try_from(bytes.clamp(1, ctx.config.max_frame)).unwrap_or(u32::MAX);
+    let Ok(permit) = ctx.queued_bytes.clone().acquire_many_owned(wanted).await else {
+        return false;
+    };
+    let request = Request::Message {
+        conn,
+        message,
+        _budget: Some(permit),
+    };
+    ctx.sequencer.send(request).await.is_ok()
 }
 
 /// Asks the sequencer whether the connection's `core.Connection` object currently suspends
@@ -430,6 +456,18 @@ async fn write_loop<S: AsyncWrite>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_queue_budget_holds_whole_frames_and_fits_a_semaphore() {
+        assert_eq!(queue_budget(64 << 20, 4), 256 << 20);
+        let largest = odb_wire::MAX_FRAME_CAP;
+        assert!(
+            queue_budget(largest, 4) >= largest,
+            "a frame of any allowed size fits"
+        );
+        assert!(queue_budget(largest, 4) <= u32::MAX as usize);
+        assert_eq!(queue_budget(0, 4), 1);
+    }
 
     fn hello(version: u32, token: &str) -> ClientMessage {
         ClientMessage::Hello {

@@ -56,6 +56,10 @@ use tracing::Instrument;
 /// Requests that may wait for the sequencer before connection tasks are slowed down.
 const SEQUENCER_QUEUE: usize = 4096;
 
+/// Bytes of request frames that may wait for the sequencer before connection tasks are slowed
+/// down, as a multiple of the frame limit (a single frame of any allowed size always fits).
+const SEQUENCER_QUEUE_FRAMES: usize = 4;
+
 /// Buffer size of each direction of an in-process connection.
 const IN_PROCESS_BUFFER: usize = 256 << 10;
 
@@ -149,6 +153,10 @@ impl Server {
                 config.max_connections.min(Semaphore::MAX_PERMITS),
             )),
             refusals: Arc::new(Semaphore::new(connection::MAX_REFUSALS)),
+            queued_bytes: Arc::new(Semaphore::new(connection::queue_budget(
+                config.max_frame,
+                SEQUENCER_QUEUE_FRAMES,
+            ))),
             auth_throttle: Arc::new(AuthThrottle::default()),
             queues: Arc::default(),
             config,

@@ -20,9 +20,10 @@
 //! moving into a subscribed index value in one commit) closes that connection with the reason
 //! logged instead of sending a frame the client cannot read.
 //!
-//! The request channel is bounded by a number of requests, not bytes (see `SEQUENCER_QUEUE` in
-//! the crate root): connection tasks wait when it is full, which slows clients down rather than
-//! growing memory.
+//! The request channel is bounded both by a number of requests and by the bytes of the frames
+//! they came in (see `SEQUENCER_QUEUE` and `SEQUENCER_QUEUE_BYTES` in the crate root):
+//! connection tasks wait when either is used up, which slows clients down rather than growing
+//! memory.
 //!
 //! The sequencer also maintains the `core.Connection` object of every live connection (see
 //! [`crate::liveness`]): created by a commit right after the connection's `Welcome`, deleted by
@@ -46,7 +47,7 @@ use odb_wire::{
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 /// Most object ids granted by one request, so that one client cannot exhaust the id space.
@@ -74,6 +75,9 @@ pub(crate) enum Request {
         conn: ObjectId,
         /// What it sent.
         message: ClientMessage,
+        /// The message's share of the byte budget of queued requests, given back when the
+        /// request has been handled (`None` for requests made inside the server).
+        _budget: Option<OwnedSemaphorePermit>,
     },
     /// The connection is gone.
     Disconnect {
@@ -208,7 +212,7 @@ impl Sequencer {
                 client_name,
                 reply,
             } => self.register(outbound, &client_name, reply),
-            Request::Message { conn, message } => self.message(conn, message),
+            Request::Message { conn, message, .. } => self.message(conn, message),
             Request::Disconnect { conn } => self.drop_conn(conn),
             Request::Silent { conn, reply } => {
                 let suspended = self.conns.contains_key(&conn)

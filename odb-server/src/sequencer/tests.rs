@@ -28,6 +28,7 @@ fn harness(config: ServerConfig) -> (Harness, Client) {
     let mut first = connect(&mut seq, usize::MAX);
     seq.handle(Request::Message {
         conn: first.id,
+        _budget: None,
         message: ClientMessage::DefineSchema {
             request_id: RequestId(1),
             schema: SchemaDef {
@@ -103,6 +104,7 @@ impl Harness {
         self.seq.handle(Request::Message {
             conn: client.id,
             message,
+            _budget: None,
         });
     }
 
@@ -214,6 +216,7 @@ fn ids_start_at_one_and_are_never_reused() {
     ] {
         seq.handle(Request::Message {
             conn: connection,
+            _budget: None,
             message: ClientMessage::RequestIds {
                 request_id: RequestId(1),
                 count,
