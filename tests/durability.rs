@@ -60,6 +60,30 @@ impl Drop for TempDir {
     }
 }
 
+#[tokio::test]
+async fn an_embedded_server_on_a_directory_keeps_its_data_across_restarts() -> anyhow::Result<()> {
+    let dir = TempDir::new("embedded");
+    let first = odb::server::Server::in_dir(dir.path())?.start().await?;
+    let db = first.client().await?;
+    let half = db
+        .transaction(|tx| Half::create(tx, Half { seq: 7, part: 1 }))
+        .await?;
+    let tid = db.current_tid();
+    assert!(
+        odb::server::Server::in_dir(dir.path()).is_err(),
+        "a second server on a directory in use is refused"
+    );
+    drop(db);
+    first.shutdown().await;
+
+    let second = odb::server::Server::in_dir(dir.path())?.start().await?;
+    let db = second.client().await?;
+    db.subscribe_type::<Half>().await?;
+    assert_eq!(db.view(|v| half.get(v))?, Half { seq: 7, part: 1 });
+    assert!(db.current_tid() > tid, "tids continue after the restart");
+    Ok(())
+}
+
 fn nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -13,8 +13,10 @@
 
 use crate::{Client, Error, Result};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
+pub use odb_server::storage::{self, Storage};
 pub use odb_server::ServerConfig;
 
 /// Entry point for starting an embedded server.
@@ -27,15 +29,48 @@ impl Server {
         ServerBuilder {
             config: ServerConfig::new(random_token()),
             listen: None,
+            storage: None,
+        }
+    }
+
+    /// A server that also stores its data in an embedded database in the directory `dir`
+    /// (created if missing), like `odb-server --data-dir`: a server started later on the same
+    /// directory continues with its data, tids and ids. Every commit is stored before it is
+    /// acknowledged.
+    ///
+    /// Fails with [`Error::Server`] if the directory cannot be opened, for example because
+    /// another server holds it.
+    pub fn in_dir(dir: impl AsRef<Path>) -> Result<ServerBuilder> {
+        let dir = dir.as_ref();
+        let storage = odb_server::storage::FileStorage::open(dir)
+            .map_err(|e| Error::Server(format!("cannot open {}: {e}", dir.display())))?;
+        Ok(Self::with_storage(storage))
+    }
+
+    /// A server that also stores its data in `storage` (see [`storage`], which also has a
+    /// Redis backend), loading what it already holds when it starts.
+    pub fn with_storage(storage: impl Storage) -> ServerBuilder {
+        ServerBuilder {
+            storage: Some(Box::new(storage)),
+            ..Self::in_memory()
         }
     }
 }
 
 /// Configures an embedded server before starting it.
-#[derive(Debug)]
 pub struct ServerBuilder {
     config: ServerConfig,
     listen: Option<SocketAddr>,
+    storage: Option<Box<dyn Storage>>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("listen", &self.listen)
+            .field("storage", &self.storage.as_ref().map(|s| s.describe()))
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerBuilder {
@@ -67,12 +102,17 @@ impl ServerBuilder {
 
     /// Starts the server's tasks on the current tokio runtime.
     ///
-    /// Fails with [`Error::Io`] when the listen address cannot be bound.
+    /// Fails with [`Error::Io`] when the listen address cannot be bound or the storage cannot
+    /// be read.
     pub async fn start(self) -> Result<RunningServer> {
         let token = self.config.token.clone();
-        let server = odb_server::Server::start(self.config, self.listen)
-            .await
-            .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+        let started = match self.storage {
+            Some(storage) => {
+                odb_server::Server::start_with_storage(self.config, self.listen, storage).await
+            }
+            None => odb_server::Server::start(self.config, self.listen).await,
+        };
+        let server = started.map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
         Ok(RunningServer { server, token })
     }
 }
