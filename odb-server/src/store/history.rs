@@ -158,13 +158,22 @@ impl History {
         self.horizon = self.horizon.max(now);
     }
 
-    /// Counts a new live stamp at `tid`, the newest tid so far.
+    /// Counts a live stamp at `tid`: usually the newest tid so far; an older one (a roll-back
+    /// restoring the stamps it undid) is counted in its place, so `live` stays sorted.
     pub fn live_add(&mut self, tid: Tid) {
         if !self.counts(tid) {
             return;
         }
         match self.live.back_mut() {
             Some((t, n)) if *t == tid => *n += 1,
+            Some((t, _)) if *t > tid => match self.live.binary_search_by_key(&tid, |(t, _)| *t) {
+                Ok(p) => {
+                    if let Some((_, n)) = self.live.get_mut(p) {
+                        *n += 1;
+                    }
+                }
+                Err(p) => self.live.insert(p, (tid, 1)),
+            },
             _ => self.live.push_back((tid, 1)),
         }
         self.live_total += 1;

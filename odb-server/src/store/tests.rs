@@ -338,6 +338,7 @@ fn create_and_delete_in_one_commit_leaves_nothing() {
 
 mod commits;
 mod horizon;
+mod model;
 
 /// Times validation and application of one commit creating 100,000 objects, and of commits
 /// rewriting a field of each, moving each to another index value, and deleting them all. Run with `cargo test --release -p odb-server -- --ignored --nocapture
