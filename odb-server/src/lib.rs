@@ -6,7 +6,7 @@
 //! # async fn demo() -> Result<(), odb_server::ServerError> {
 //! use odb_server::{Server, ServerConfig};
 //!
-//! let server = Server::start(ServerConfig::new("token"), Some("127.0.0.1:0".parse().unwrap())).await?;
+//! let server = Server::start(ServerConfig::new("token"), "127.0.0.1:0".parse().ok()).await?;
 //! println!("listening on {:?}", server.local_addr());
 //! server.shutdown().await;
 //! # Ok(())
@@ -14,6 +14,8 @@
 //! ```
 
 #![warn(missing_docs)]
+// Library code answers bad input with errors, never panics: no unwrap/expect outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod auth_throttle;
 mod config;

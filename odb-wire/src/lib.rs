@@ -3,6 +3,8 @@
 //! to it.
 
 #![warn(missing_docs)]
+// Library code answers bad input with errors, never panics: no unwrap/expect outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod codec;
 pub mod hash;

@@ -29,6 +29,8 @@
 //! The user guide (the `book/` directory of the repository) explains the conflict rules,
 //! subscriptions and the protocol.
 #![warn(missing_docs)]
+// Library code answers bad input with errors, never panics: no unwrap/expect outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 // The derive macros generate `::odb::` paths; this lets them work inside this crate too.
 extern crate self as odb;
