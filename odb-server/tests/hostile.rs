@@ -18,9 +18,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
+mod common;
+use common::*;
+
 const TOKEN: &str = "hostile-test-token";
 /// Upper bound for anything the server should do promptly.
-const PATIENCE: Duration = Duration::from_secs(10);
 
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
@@ -180,42 +182,8 @@ impl Raw {
     }
 }
 
-async fn start(config: ServerConfig) -> Server {
-    Server::start(config, Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .expect("server starts")
-}
-
 fn config() -> ServerConfig {
     ServerConfig::new(TOKEN)
-}
-
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
-
-fn create(t: &TypeIds, o: u64, a: &str) -> CommitRequest {
-    CommitRequest {
-        base_tid: Tid(0),
-        writes: vec![
-            FieldWrite {
-                object: ObjectId(o),
-                field: t.exists_field,
-                value: Some(Bytes::new()),
-            },
-            FieldWrite {
-                object: ObjectId(o),
-                field: t.fields[0],
-                value: Some(b(a)),
-            },
-        ],
-        index_writes: vec![IndexWrite {
-            object: ObjectId(o),
-            index: t.indices[0],
-            value: Some(b(a)),
-        }],
-        ..CommitRequest::default()
-    }
 }
 
 fn invalid_reason(outcome: CommitOutcome) -> String {
@@ -238,7 +206,9 @@ impl Canary {
         let mut raw = Raw::tcp(server).await;
         let session = raw.login().await;
         let t = session.schema[0].clone();
-        let outcome = raw.commit(create(&t, session.ids.start, "canary")).await;
+        let outcome = raw
+            .commit(create(&t, session.ids.start, "canary", Tid(0)))
+            .await;
         assert!(
             matches!(outcome, CommitOutcome::Committed { .. }),
             "{outcome:?}"
@@ -272,18 +242,6 @@ impl Canary {
         fresh.login().await;
         assert_eq!(fresh.snapshot(self.t().type_id).await, self.data);
     }
-}
-
-/// Waits, without sleeping as synchronisation, until a condition on the server holds.
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let wait = async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    timeout(PATIENCE, wait)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
 }
 
 #[tokio::test]
@@ -370,19 +328,19 @@ async fn well_formed_nonsense_is_refused_and_changes_nothing() {
     let own = hostile.login().await.ids;
 
     // Unknown field id.
-    let mut commit = create(&t, own.start, "x");
+    let mut commit = create(&t, own.start, "x", Tid(0));
     commit.writes[1].field = FieldId(9_999);
     let reason = invalid_reason(hostile.commit(commit).await);
     assert!(reason.contains("unknown field id"), "{reason}");
 
     // An index of another type.
-    let mut commit = create(&t, own.start, "x");
+    let mut commit = create(&t, own.start, "x", Tid(0));
     commit.index_writes[0].index = u.indices[0];
     let reason = invalid_reason(hostile.commit(commit).await);
     assert!(reason.contains("belongs to type"), "{reason}");
 
     // An unknown index id.
-    let mut commit = create(&t, own.start, "x");
+    let mut commit = create(&t, own.start, "x", Tid(0));
     commit.index_writes[0].index = IndexId(9_999);
     let reason = invalid_reason(hostile.commit(commit).await);
     assert!(reason.contains("unknown index id"), "{reason}");
@@ -393,7 +351,7 @@ async fn well_formed_nonsense_is_refused_and_changes_nothing() {
         canary.session.ids.start + canary.session.ids.len - 1,
         own.start + own.len + 1_000_000,
     ] {
-        let reason = invalid_reason(hostile.commit(create(&t, id, "x")).await);
+        let reason = invalid_reason(hostile.commit(create(&t, id, "x", Tid(0))).await);
         assert!(reason.contains("not granted"), "{reason}");
     }
 
@@ -411,7 +369,7 @@ async fn well_formed_nonsense_is_refused_and_changes_nothing() {
 
     // Writing to or deleting an object that does not exist, reading unknown fields, a base tid
     // from the future.
-    let mut commit = create(&t, own.start, "x");
+    let mut commit = create(&t, own.start, "x", Tid(0));
     commit.writes.remove(0);
     commit.index_writes.clear();
     invalid_reason(hostile.commit(commit).await);
@@ -435,12 +393,12 @@ async fn well_formed_nonsense_is_refused_and_changes_nothing() {
         hostile
             .commit(CommitRequest {
                 base_tid: Tid(u64::MAX),
-                ..create(&t, own.start, "x")
+                ..create(&t, own.start, "x", Tid(0))
             })
             .await,
     );
     // The maintained all-objects index cannot be written.
-    let mut commit = create(&t, own.start, "x");
+    let mut commit = create(&t, own.start, "x", Tid(0));
     commit.index_writes[0] = IndexWrite {
         object: ObjectId(own.start),
         index: t.all_index,
@@ -492,7 +450,7 @@ async fn well_formed_nonsense_is_refused_and_changes_nothing() {
     // After all that, the one valid creation with a granted id still works.
     let mut honest = Raw::tcp(&server).await;
     let ids = honest.login().await.ids;
-    let outcome = honest.commit(create(&u, ids.start, "fine")).await;
+    let outcome = honest.commit(create(&u, ids.start, "fine", Tid(0))).await;
     assert!(
         matches!(outcome, CommitOutcome::Committed { .. }),
         "{outcome:?}"
@@ -508,7 +466,9 @@ async fn well_formed_nonsense_is_refused_and_changes_nothing() {
         ServerMessage::Ids { block, .. } => block,
         other => panic!("expected Ids, got {other:?}"),
     };
-    let outcome = honest.commit(create(&u, block.start, "later")).await;
+    let outcome = honest
+        .commit(create(&u, block.start, "later", Tid(0)))
+        .await;
     assert!(
         matches!(outcome, CommitOutcome::Committed { .. }),
         "{outcome:?}"
@@ -532,7 +492,7 @@ async fn limits_are_refused_with_their_names() {
     let mut client = Raw::tcp(&server).await;
     let ids = client.login().await.ids;
 
-    let mut too_many = create(&t, ids.start, "x");
+    let mut too_many = create(&t, ids.start, "x", Tid(0));
     too_many.deletes = vec![ObjectId(ids.start + 1), ObjectId(ids.start + 2)];
     let reason = invalid_reason(client.commit(too_many).await);
     assert_eq!(
@@ -541,7 +501,7 @@ async fn limits_are_refused_with_their_names() {
         "{reason}"
     );
 
-    let mut reads = create(&t, ids.start, "x");
+    let mut reads = create(&t, ids.start, "x", Tid(0));
     reads.reads = vec![(ObjectId(1), t.fields[0]); 3];
     let reason = invalid_reason(client.commit(reads).await);
     assert_eq!(
@@ -551,7 +511,7 @@ async fn limits_are_refused_with_their_names() {
     );
 
     let big = "v".repeat(65);
-    let reason = invalid_reason(client.commit(create(&t, ids.start, &big)).await);
+    let reason = invalid_reason(client.commit(create(&t, ids.start, &big, Tid(0))).await);
     assert_eq!(
         limits::named_in(&reason),
         Some(limits::VALUE_SIZE),
@@ -591,7 +551,7 @@ async fn limits_are_refused_with_their_names() {
         ));
     }
 
-    let outcome = client.commit(create(&t, ids.start, "ok")).await;
+    let outcome = client.commit(create(&t, ids.start, "ok", Tid(0))).await;
     assert!(
         matches!(outcome, CommitOutcome::Committed { .. }),
         "{outcome:?}"
@@ -638,7 +598,9 @@ async fn a_client_that_never_reads_is_disconnected() {
     let value = "w".repeat(32 << 10);
     let mut n = 0;
     while server.connection_count() > 2 || n == 0 {
-        let outcome = writer.commit(create(&t, ids.start + n, &value)).await;
+        let outcome = writer
+            .commit(create(&t, ids.start + n, &value, Tid(0)))
+            .await;
         assert!(
             matches!(outcome, CommitOutcome::Committed { .. }),
             "{outcome:?}"

@@ -4,8 +4,8 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use odb_server::{Server, ServerConfig};
 use odb_wire::{
-    ClientMessage, CommitOutcome, CommitRequest, FieldWrite, IndexDef, IndexWrite, Key, ObjectId,
-    RejectReason, RequestId, SchemaDef, ServerMessage, SubscriptionTarget, Tid, TypeDef, TypeIds,
+    ClientMessage, CommitOutcome, CommitRequest, FieldWrite, IndexDef, Key, ObjectId, RejectReason,
+    RequestId, SchemaDef, ServerMessage, SubscriptionTarget, Tid, TypeDef, TypeIds,
     PROTOCOL_VERSION,
 };
 use std::time::Duration;
@@ -13,9 +13,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
+mod common;
+use common::*;
+
 const TOKEN: &str = "test-token";
 /// Upper bound for anything the server should do promptly.
-const PATIENCE: Duration = Duration::from_secs(10);
 
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
@@ -167,56 +169,9 @@ impl Raw {
     }
 }
 
-async fn start(config: ServerConfig) -> Server {
-    Server::start(config, Some("127.0.0.1:0".parse().unwrap()))
-        .await
-        .expect("server starts")
-}
-
 /// A value encoded as clients encode field values.
 fn encoded(s: &str) -> Bytes {
     odb_wire::encode(s).unwrap()
-}
-
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
-
-fn create(t: &TypeIds, o: u64, a: &str, base: Tid) -> CommitRequest {
-    CommitRequest {
-        base_tid: base,
-        writes: vec![
-            FieldWrite {
-                object: ObjectId(o),
-                field: t.exists_field,
-                value: Some(Bytes::new()),
-            },
-            FieldWrite {
-                object: ObjectId(o),
-                field: t.fields[0],
-                value: Some(b(a)),
-            },
-        ],
-        index_writes: vec![IndexWrite {
-            object: ObjectId(o),
-            index: t.indices[0],
-            value: Some(b(a)),
-        }],
-        ..CommitRequest::default()
-    }
-}
-
-/// Waits, without sleeping as synchronisation, until a condition on the server holds.
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let wait = async {
-        while !condition() {
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    timeout(PATIENCE, wait)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
 }
 
 #[tokio::test]
