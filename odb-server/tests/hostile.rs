@@ -22,7 +22,6 @@ mod common;
 use common::*;
 
 const TOKEN: &str = "hostile-test-token";
-/// Upper bound for anything the server should do promptly.
 
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;

@@ -17,7 +17,6 @@ mod common;
 use common::*;
 
 const TOKEN: &str = "test-token";
-/// Upper bound for anything the server should do promptly.
 
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
