@@ -146,6 +146,8 @@ fn level(
         let r: anyhow::Result<()> = run_now(async {
             for _ in 0..n {
                 let db = if rng.below(2) == 0 { &p.a } else { &p.b };
+                // The model holds the other client's commits too: catch up with them first.
+                db.flush().await?;
                 random_commit(db, rng, model, ever).await?;
             }
             p.a.flush().await?;
