@@ -219,6 +219,7 @@ impl RawPeer {
             protocol_version: PROTOCOL_VERSION,
             token: TOKEN.into(),
             client_name: "raw-peer".into(),
+            oldest_protocol_version: PROTOCOL_VERSION,
         })
         .await?;
         match peer.recv().await? {

@@ -8,7 +8,9 @@ use crate::outbound::{self, Outbound, OutboundReceiver};
 use crate::sequencer::Request;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use odb_wire::{ClientMessage, ObjectId, RejectReason, ServerMessage, PROTOCOL_VERSION};
+use odb_wire::{
+    ClientMessage, ObjectId, RejectReason, ServerMessage, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -244,6 +246,14 @@ async fn authenticate<S: AsyncRead>(
     }
     match odb_wire::decode::<ClientMessage>(&frame) {
         Ok(hello) => check_hello(&ctx.config, hello).map_err(Some),
+        // A hello of another protocol version may not decode as this version's: its leading
+        // version number still tells why.
+        Err(_) if odb_wire::hello_version(&frame).is_some_and(|v| v != PROTOCOL_VERSION) => {
+            Err(Some(RejectReason::ProtocolVersion {
+                server: PROTOCOL_VERSION,
+                oldest: OLDEST_PROTOCOL_VERSION,
+            }))
+        }
         Err(e) => Err(Some(RejectReason::Other(format!(
             "first message unreadable: {e}"
         )))),
@@ -256,6 +266,7 @@ fn check_hello(config: &ServerConfig, message: ClientMessage) -> Result<String, 
         protocol_version,
         token,
         client_name,
+        oldest_protocol_version,
     } = message
     else {
         return Err(RejectReason::Other(format!(
@@ -263,9 +274,10 @@ fn check_hello(config: &ServerConfig, message: ClientMessage) -> Result<String, 
             message_name(&message)
         )));
     };
-    if protocol_version != PROTOCOL_VERSION {
+    if protocol_version < OLDEST_PROTOCOL_VERSION || oldest_protocol_version > PROTOCOL_VERSION {
         return Err(RejectReason::ProtocolVersion {
             server: PROTOCOL_VERSION,
+            oldest: OLDEST_PROTOCOL_VERSION,
         });
     }
     if !bool::from(token.as_bytes().ct_eq(config.token.as_bytes())) {
@@ -284,6 +296,8 @@ fn message_name(message: &ClientMessage) -> &'static str {
         ClientMessage::Commit { .. } => "Commit",
         ClientMessage::Flush { .. } => "Flush",
         ClientMessage::Heartbeat => "Heartbeat",
+        ClientMessage::Resume { .. } => "Resume",
+        ClientMessage::QueryCommits { .. } => "QueryCommits",
     }
 }
 
@@ -474,6 +488,7 @@ mod tests {
             protocol_version: version,
             token: token.into(),
             client_name: "test".into(),
+            oldest_protocol_version: version,
         }
     }
 
@@ -495,9 +510,20 @@ mod tests {
         assert_eq!(
             check_hello(&config, hello(PROTOCOL_VERSION + 1, "secret")),
             Err(RejectReason::ProtocolVersion {
-                server: PROTOCOL_VERSION
+                server: PROTOCOL_VERSION,
+                oldest: OLDEST_PROTOCOL_VERSION,
             })
         );
+        // A client that also speaks this version is welcomed.
+        let mut wide = hello(PROTOCOL_VERSION + 1, "secret");
+        if let ClientMessage::Hello {
+            oldest_protocol_version,
+            ..
+        } = &mut wide
+        {
+            *oldest_protocol_version = OLDEST_PROTOCOL_VERSION;
+        }
+        assert_eq!(check_hello(&config, wide), Ok("test".into()));
         assert!(matches!(
             check_hello(&config, ClientMessage::Heartbeat),
             Err(RejectReason::Other(_))

@@ -41,8 +41,8 @@ use crate::store::{Applied, Limits, Store};
 use crate::subscriptions::{current, Selection, Visibility};
 use bytes::Bytes;
 use odb_wire::{
-    ClientMessage, CommitOutcome, CommitRequest, IdBlock, ObjectData, ObjectId, RequestId,
-    ServerMessage, SubscriptionTarget, PROTOCOL_VERSION,
+    ClientMessage, CommitOutcome, CommitRequest, DatabaseId, IdBlock, ObjectData, ObjectId,
+    RequestId, ServerMessage, SubscriptionTarget, PROTOCOL_VERSION,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -130,6 +130,8 @@ pub(crate) struct Sequencer {
     /// The storage, when the database is durable; see [`durable`].
     durable: Option<durable::Durable>,
     status: Arc<Status>,
+    /// The identity of the database, sent in every `Welcome`.
+    database: DatabaseId,
 }
 
 impl Sequencer {
@@ -164,6 +166,7 @@ impl Sequencer {
             next_id: next_id.max(1),
             durable: None,
             status,
+            database: DatabaseId(rand_u128()),
         };
         seq.ended = seq.connection_type.all(&seq.store);
         if !seq.ended.is_empty() {
@@ -244,6 +247,7 @@ impl Sequencer {
             tid: self.store.tid(),
             heartbeat_interval_ms: duration_ms(self.config.heartbeat_interval),
             max_frame: self.config.max_frame as u64,
+            database: self.database,
         };
         let mut grants = IdGrants::default();
         grants.grant(ids);
@@ -368,6 +372,10 @@ impl Sequencer {
             ClientMessage::Flush { request_id } => {
                 let tid = self.store.tid();
                 self.send(conn, &ServerMessage::Flushed { request_id, tid });
+            }
+            ClientMessage::Resume { request_id, .. }
+            | ClientMessage::QueryCommits { request_id, .. } => {
+                self.fail(conn, request_id, "not supported yet".into())
             }
             // Liveness is the connection task's business (it asks with `Request::Silent`); a
             // second hello is refused there.
@@ -670,6 +678,17 @@ fn encode_or_log(message: &ServerMessage) -> Option<Bytes> {
             None
         }
     }
+}
+
+/// A random 128-bit number, from the standard library's randomly seeded hasher.
+fn rand_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let half = || {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(std::process::id().into());
+        h.finish()
+    };
+    (u128::from(half()) << 64) | u128::from(half())
 }
 
 /// Waits until `at`; forever without it.

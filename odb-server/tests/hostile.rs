@@ -91,6 +91,7 @@ impl Raw {
             protocol_version: PROTOCOL_VERSION,
             token: token.into(),
             client_name: "hostile-test".into(),
+            oldest_protocol_version: PROTOCOL_VERSION,
         })
         .await;
         self.recv().await
@@ -442,6 +443,7 @@ async fn well_formed_nonsense_is_refused_and_changes_nothing() {
             protocol_version: PROTOCOL_VERSION,
             token: TOKEN.into(),
             client_name: "again".into(),
+            oldest_protocol_version: PROTOCOL_VERSION,
         })
         .await;
     hostile.expect_closed().await;
@@ -897,6 +899,7 @@ mod arbitrary {
                     deletes,
                     reads,
                     index_reads,
+                    commit_id: None,
                 },
             )
     }
@@ -909,6 +912,7 @@ mod arbitrary {
                     protocol_version: v,
                     token,
                     client_name,
+                    oldest_protocol_version: v,
                 }
             }),
             3 => (id.clone(), schema())

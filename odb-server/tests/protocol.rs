@@ -78,6 +78,7 @@ impl Raw {
             protocol_version: PROTOCOL_VERSION,
             token: token.into(),
             client_name: "protocol-test".into(),
+            oldest_protocol_version: PROTOCOL_VERSION,
         })
         .await;
         let answer = self.recv().await;
@@ -194,7 +195,8 @@ async fn wrong_token_is_rejected_while_others_keep_working() {
         old.recv().await,
         Some(ServerMessage::Rejected {
             reason: RejectReason::ProtocolVersion {
-                server: PROTOCOL_VERSION
+                server: PROTOCOL_VERSION,
+                oldest: odb_wire::OLDEST_PROTOCOL_VERSION,
             }
         })
     );
@@ -229,6 +231,7 @@ async fn send_hello_version(raw: &mut Raw, version: u32) {
         protocol_version: version,
         token: TOKEN.into(),
         client_name: "old".into(),
+        oldest_protocol_version: version,
     })
     .await;
 }

@@ -132,3 +132,24 @@ mod tests {
         );
     }
 }
+
+/// The protocol version a hello announces, read from its first bytes only: the variant index of
+/// [`ClientMessage::Hello`] followed by its leading `protocol_version`. Works on a hello of any
+/// protocol version, even one whose other fields this version cannot decode. `None` when the
+/// frame does not start like a hello.
+pub fn hello_version(frame: &[u8]) -> Option<u32> {
+    let hello_tag = encode(&crate::ClientMessage::Hello {
+        protocol_version: 0,
+        token: String::new(),
+        client_name: String::new(),
+        oldest_protocol_version: 0,
+    })
+    .ok()?;
+    let (&tag, rest) = frame.split_first()?;
+    if Some(&tag) != hello_tag.first() {
+        return None;
+    }
+    let config = bincode::config::standard().with_limit::<16>();
+    let (version, _): (u32, usize) = bincode::serde::decode_from_slice(rest, config).ok()?;
+    Some(version)
+}

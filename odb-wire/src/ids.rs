@@ -50,6 +50,39 @@ id_type!(
     RequestId(u64)
 );
 
+/// The identity of a database: random when it is created, kept by durable storage.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseId(pub u128);
+
+impl fmt::Debug for DatabaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseId({:032x})", self.0)
+    }
+}
+
+impl fmt::Display for DatabaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// A commit's identity, chosen by the client: its session (random, one per client) and the
+/// commit's number in that session.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct CommitId {
+    /// The client session, random.
+    pub session: u128,
+    /// The commit's number in the session, counting from 1.
+    pub seq: u64,
+}
+
+impl fmt::Display for CommitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}/{}", self.session, self.seq)
+    }
+}
+
 impl Tid {
     /// The tid that follows this one.
     pub fn next(self) -> Tid {

@@ -14,7 +14,10 @@ mod message;
 
 pub use codec::{
     decode, decode_client_message, decode_server_message, encode, encode_exact, framing,
-    CodecError, DEFAULT_MAX_FRAME, MAX_FRAME_CAP,
+    hello_version, CodecError, DEFAULT_MAX_FRAME, MAX_FRAME_CAP,
 };
-pub use ids::{bytes_eq, FieldId, IdBlock, IndexId, Key, ObjectId, RequestId, Tid, TypeId};
+pub use ids::{
+    bytes_eq, CommitId, DatabaseId, FieldId, IdBlock, IndexId, Key, ObjectId, RequestId, Tid,
+    TypeId,
+};
 pub use message::*;

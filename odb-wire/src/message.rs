@@ -6,24 +6,34 @@
 //! message with the same id. Pushed commits ([`ServerMessage::Commit`]) arrive in tid order and
 //! always before any answer that mentions a later tid.
 
-use crate::ids::{FieldId, IdBlock, IndexId, Key, ObjectId, RequestId, Tid, TypeId};
+use crate::ids::{
+    CommitId, DatabaseId, FieldId, IdBlock, IndexId, Key, ObjectId, RequestId, Tid, TypeId,
+};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-/// The protocol version spoken by this crate. A server rejects a `Hello` with another version.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The newest protocol version spoken by this crate.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest protocol version spoken by this crate. A client says in its `Hello` which
+/// versions it speaks (`oldest_protocol_version ..= protocol_version`); the server answers with
+/// the newest version both speak, or refuses when there is none.
+pub const OLDEST_PROTOCOL_VERSION: u32 = 2;
 
 /// A message sent by a client.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub enum ClientMessage {
     /// First message of every connection; nothing else is accepted before it.
     Hello {
-        /// Must equal [`PROTOCOL_VERSION`].
+        /// The newest protocol version the client speaks (kept first, so that any server can
+        /// read it whatever the version).
         protocol_version: u32,
         /// The service token; compared by the server in constant time.
         token: String,
         /// A free-form name for logs (program name, host).
         client_name: String,
+        /// The oldest protocol version the client speaks.
+        oldest_protocol_version: u32,
     },
     /// Declares a schema; answered by [`ServerMessage::SchemaDefined`] with its ids.
     DefineSchema {
@@ -71,6 +81,30 @@ pub enum ClientMessage {
     },
     /// Liveness signal; the server never answers it.
     Heartbeat,
+    /// Restores a session on a new connection: subscribes to every target at one snapshot, and
+    /// makes the objects created with ids of the `own` blocks visible, as a connection's own
+    /// creations are. Answered like [`ClientMessage::Subscribe`], by zero or more
+    /// [`ServerMessage::SubscriptionData`] chunks, then [`ServerMessage::Resumed`].
+    Resume {
+        /// Correlation id.
+        request_id: RequestId,
+        /// Everything the session was subscribed to.
+        targets: Vec<SubscriptionTarget>,
+        /// The id blocks granted to the session on earlier connections.
+        own: Vec<IdBlock>,
+        /// The tid the client last applied, from a connection to the same database: the server
+        /// may then send only what changed since. `None` asks for the full data.
+        since: Option<Tid>,
+    },
+    /// Asks what became of commits whose answer the client did not receive (its connection
+    /// broke first); answered by [`ServerMessage::CommitStatuses`]. A commit reported as not
+    /// applied can no longer be applied: the server refuses its id from then on.
+    QueryCommits {
+        /// Correlation id.
+        request_id: RequestId,
+        /// Each commit's id and the base tid it was sent with.
+        commits: Vec<(CommitId, Tid)>,
+    },
 }
 
 /// A message sent by the server.
@@ -90,6 +124,10 @@ pub enum ServerMessage {
         heartbeat_interval_ms: u64,
         /// The largest frame the server accepts or sends, in bytes.
         max_frame: u64,
+        /// The identity of the database behind the server: the same across restarts of a
+        /// durable server, new for each start of an in-memory one. Tids, ids and commit ids
+        /// only carry over between connections to the same database.
+        database: DatabaseId,
     },
     /// The hello was refused; the server closes the connection after sending this.
     Rejected {
@@ -163,6 +201,41 @@ pub enum ServerMessage {
     },
     /// Liveness signal.
     Heartbeat,
+    /// Answer to [`ClientMessage::Resume`], after the chunks of its data: the session's data
+    /// is complete and consistent as of `tid`.
+    Resumed {
+        /// Correlation id.
+        request_id: RequestId,
+        /// The snapshot's tid.
+        tid: Tid,
+        /// `false`: the chunks hold every object the connection sees, and any other object the
+        /// client holds is gone. `true`: the chunks hold only the objects that changed since the
+        /// resume's `since` tid, and `gone` lists the objects no longer visible.
+        delta: bool,
+        /// With `delta`, the objects deleted or no longer visible since `since`.
+        gone: Vec<ObjectId>,
+    },
+    /// Answer to [`ClientMessage::QueryCommits`]: one status per asked commit, in order.
+    CommitStatuses {
+        /// Correlation id.
+        request_id: RequestId,
+        /// What became of each commit.
+        statuses: Vec<CommitStatus>,
+    },
+}
+
+/// What became of a commit, as answered to [`ClientMessage::QueryCommits`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum CommitStatus {
+    /// It was applied at this tid.
+    Applied {
+        /// The commit's tid.
+        tid: Tid,
+    },
+    /// It was not applied and never will be.
+    NotApplied,
+    /// The server cannot tell: the commit is older than the window of commit ids it keeps.
+    Unknown,
 }
 
 /// Why a hello was refused.
@@ -172,8 +245,10 @@ pub enum RejectReason {
     Unauthorized,
     /// The client speaks another protocol version.
     ProtocolVersion {
-        /// The version the server speaks.
+        /// The newest version the server speaks.
         server: u32,
+        /// The oldest version the server speaks.
+        oldest: u32,
     },
     /// The first message was not a hello, or the server refuses for another reason.
     Other(String),
@@ -297,6 +372,11 @@ pub struct CommitRequest {
     pub reads: Vec<(ObjectId, FieldId)>,
     /// Index values looked up.
     pub index_reads: Vec<(IndexId, Bytes)>,
+    /// The commit's id, chosen by the client, unique in its session. The server records the
+    /// ids of applied commits (with the data, in durable storage) for a window of time and
+    /// count, answers a repeated id "already applied" without applying it again, and answers
+    /// [`ClientMessage::QueryCommits`] from the record.
+    pub commit_id: Option<CommitId>,
 }
 
 /// A commit as pushed to a subscriber: only the parts it can see.
@@ -338,5 +418,10 @@ pub enum CommitOutcome {
     Invalid {
         /// Why.
         reason: String,
+    },
+    /// A commit with this commit id was already applied, at this tid; it was not applied again.
+    AlreadyApplied {
+        /// The tid at which it was applied.
+        tid: Tid,
     },
 }

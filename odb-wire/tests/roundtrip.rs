@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use odb_wire::*;
 use proptest::collection::vec;
+use proptest::option;
 use proptest::prelude::*;
 
 fn bytes() -> impl Strategy<Value = Bytes> {
@@ -100,17 +101,28 @@ fn commit_request() -> impl Strategy<Value = CommitRequest> {
         vec(oid(), 0..3),
         vec((oid(), fid()), 0..4),
         vec((iid(), bytes()), 0..3),
+        option::of(commit_id()),
     )
         .prop_map(
-            |(base_tid, writes, index_writes, deletes, reads, index_reads)| CommitRequest {
-                base_tid,
-                writes,
-                index_writes,
-                deletes,
-                reads,
-                index_reads,
+            |(base_tid, writes, index_writes, deletes, reads, index_reads, commit_id)| {
+                CommitRequest {
+                    base_tid,
+                    writes,
+                    index_writes,
+                    deletes,
+                    reads,
+                    index_reads,
+                    commit_id,
+                }
             },
         )
+}
+
+fn commit_id() -> impl Strategy<Value = CommitId> {
+    prop_oneof![
+        (any::<u128>(), any::<u64>()).prop_map(|(session, seq)| CommitId { session, seq }),
+        (0u128..300, 0u64..300).prop_map(|(session, seq)| CommitId { session, seq }),
+    ]
 }
 fn commit_data() -> impl Strategy<Value = CommitData> {
     (
@@ -129,13 +141,16 @@ fn commit_data() -> impl Strategy<Value = CommitData> {
 
 fn client_message() -> impl Strategy<Value = ClientMessage> {
     prop_oneof![
-        (any::<u32>(), ".*", ".*").prop_map(|(protocol_version, token, client_name)| {
-            ClientMessage::Hello {
-                protocol_version,
-                token,
-                client_name,
+        (any::<u32>(), ".*", ".*", any::<u32>()).prop_map(
+            |(protocol_version, token, client_name, oldest_protocol_version)| {
+                ClientMessage::Hello {
+                    protocol_version,
+                    token,
+                    client_name,
+                    oldest_protocol_version,
+                }
             }
-        }),
+        ),
         (rid(), schema_def())
             .prop_map(|(request_id, schema)| ClientMessage::DefineSchema { request_id, schema }),
         (rid(), any::<u64>())
@@ -152,6 +167,24 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             .prop_map(|(request_id, commit)| ClientMessage::Commit { request_id, commit }),
         rid().prop_map(|request_id| ClientMessage::Flush { request_id }),
         Just(ClientMessage::Heartbeat),
+        (
+            rid(),
+            vec(target(), 0..4),
+            vec(block(), 0..3),
+            option::of(tid())
+        )
+            .prop_map(|(request_id, targets, own, since)| ClientMessage::Resume {
+                request_id,
+                targets,
+                own,
+                since
+            }),
+        (rid(), vec((commit_id(), tid()), 0..4)).prop_map(|(request_id, commits)| {
+            ClientMessage::QueryCommits {
+                request_id,
+                commits,
+            }
+        }),
     ]
 }
 
@@ -161,13 +194,23 @@ fn outcome() -> impl Strategy<Value = CommitOutcome> {
         (key(), tid()).prop_map(|(key, written_at)| CommitOutcome::Conflict { key, written_at }),
         (tid(), tid()).prop_map(|(base_tid, horizon)| CommitOutcome::TooOld { base_tid, horizon }),
         ".*".prop_map(|reason| CommitOutcome::Invalid { reason }),
+        tid().prop_map(|tid| CommitOutcome::AlreadyApplied { tid }),
+    ]
+}
+
+fn commit_status() -> impl Strategy<Value = CommitStatus> {
+    prop_oneof![
+        tid().prop_map(|tid| CommitStatus::Applied { tid }),
+        Just(CommitStatus::NotApplied),
+        Just(CommitStatus::Unknown),
     ]
 }
 
 fn server_message() -> impl Strategy<Value = ServerMessage> {
     let reject = prop_oneof![
         Just(RejectReason::Unauthorized),
-        any::<u32>().prop_map(|server| RejectReason::ProtocolVersion { server }),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(server, oldest)| RejectReason::ProtocolVersion { server, oldest }),
         ".*".prop_map(RejectReason::Other),
     ];
     prop_oneof![
@@ -177,10 +220,11 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             block(),
             tid(),
             any::<u64>(),
-            any::<u64>()
+            any::<u64>(),
+            any::<u128>()
         )
             .prop_map(
-                |(protocol_version, connection, ids, tid, heartbeat_interval_ms, max_frame)| {
+                |(protocol_version, connection, ids, tid, heartbeat_interval_ms, max_frame, db)| {
                     ServerMessage::Welcome {
                         protocol_version,
                         connection,
@@ -188,6 +232,7 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                         tid,
                         heartbeat_interval_ms,
                         max_frame,
+                        database: DatabaseId(db),
                     }
                 }
             ),
@@ -220,6 +265,20 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             .prop_map(|(request_id, reason)| ServerMessage::RequestFailed { request_id, reason }),
         ".*".prop_map(|reason| ServerMessage::Closing { reason }),
         Just(ServerMessage::Heartbeat),
+        (rid(), tid(), any::<bool>(), vec(oid(), 0..3)).prop_map(
+            |(request_id, tid, delta, gone)| ServerMessage::Resumed {
+                request_id,
+                tid,
+                delta,
+                gone
+            }
+        ),
+        (rid(), vec(commit_status(), 0..4)).prop_map(|(request_id, statuses)| {
+            ServerMessage::CommitStatuses {
+                request_id,
+                statuses,
+            }
+        }),
     ]
 }
 

@@ -175,6 +175,7 @@ where
         protocol_version: PROTOCOL_VERSION,
         token: token.to_string(),
         client_name: client_name.to_string(),
+        oldest_protocol_version: odb_wire::OLDEST_PROTOCOL_VERSION,
     };
     writer.send(encode(&hello)?).await?;
     let first = match reader.next().await {
@@ -209,7 +210,7 @@ where
             reason: RejectReason::Unauthorized,
         } => return Err(Error::Unauthorized),
         ServerMessage::Rejected {
-            reason: RejectReason::ProtocolVersion { server },
+            reason: RejectReason::ProtocolVersion { server, .. },
         } => {
             return Err(Error::Protocol(format!(
                 "the server speaks protocol version {server}, this client {PROTOCOL_VERSION}; upgrade the older side"
@@ -392,6 +393,10 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
                 conn.resolve(request_id, Reply::Failed(reason))
             }
             ServerMessage::Closing { reason } => closing = Some(reason),
+            ServerMessage::Resumed { request_id, .. }
+            | ServerMessage::CommitStatuses { request_id, .. } => {
+                conn.resolve(request_id, Reply::Failed("unexpected answer".into()))
+            }
             ServerMessage::Heartbeat => {}
             other @ (ServerMessage::Welcome { .. } | ServerMessage::Rejected { .. }) => {
                 break format!("unexpected message from the server: {other:?}")

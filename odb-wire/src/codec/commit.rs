@@ -10,7 +10,7 @@
 use crate::message::{
     ClientMessage, CommitData, CommitRequest, FieldWrite, IndexWrite, ServerMessage,
 };
-use crate::{FieldId, IndexId, ObjectId, RequestId, Tid};
+use crate::{CommitId, FieldId, IndexId, ObjectId, RequestId, Tid};
 use bytes::Bytes;
 use std::sync::OnceLock;
 
@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 const U16_BYTE: u8 = 251;
 const U32_BYTE: u8 = 252;
 const U64_BYTE: u8 = 253;
+const U128_BYTE: u8 = 254;
 
 /// The smallest encoding of a field or index write: object, field or index, and `None`.
 const MIN_WRITE: usize = 3;
@@ -65,6 +66,7 @@ pub(super) fn decode_request(payload: &[u8]) -> Option<ClientMessage> {
     for _ in 0..n {
         index_reads.push((IndexId(r.u32()?), r.bytes()?));
     }
+    let commit_id = r.commit_id()?;
     r.end()?;
     Some(ClientMessage::Commit {
         request_id,
@@ -75,6 +77,7 @@ pub(super) fn decode_request(payload: &[u8]) -> Option<ClientMessage> {
             deletes,
             reads,
             index_reads,
+            commit_id,
         },
     })
 }
@@ -147,6 +150,26 @@ impl<'a> Reader<'a> {
 
     fn u64(&mut self) -> Option<u64> {
         self.varint(U64_BYTE)
+    }
+
+    fn u128(&mut self) -> Option<u128> {
+        if self.buf.first() == Some(&U128_BYTE) {
+            self.byte()?;
+            return Some(u128::from_le_bytes(self.array()?));
+        }
+        self.varint(U64_BYTE).map(u128::from)
+    }
+
+    /// An optional commit id: `None` is one zero byte, `Some` a one and the id.
+    fn commit_id(&mut self) -> Option<Option<CommitId>> {
+        match self.byte()? {
+            0 => Some(None),
+            1 => Some(Some(CommitId {
+                session: self.u128()?,
+                seq: self.u64()?,
+            })),
+            _ => None,
+        }
     }
 
     fn u32(&mut self) -> Option<u32> {
@@ -272,6 +295,10 @@ mod tests {
                     (IndexId(1), Bytes::new()),
                     (IndexId(2), Bytes::from_static(b"x")),
                 ],
+                commit_id: Some(CommitId {
+                    session: u128::MAX - 7,
+                    seq: 1 << 40,
+                }),
             },
         };
         let payload = super::super::encode(&msg).unwrap();
