@@ -115,24 +115,6 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exact_encoding_matches_the_plain_one() {
-        let long = "x".repeat(1000);
-        for value in ["", "item-00000001", long.as_str()] {
-            let exact = encode_exact(value).unwrap();
-            assert_eq!(exact, encode(value).unwrap());
-        }
-        assert_eq!(
-            encode_exact(&(7u64, "k")).unwrap(),
-            encode(&(7u64, "k")).unwrap()
-        );
-    }
-}
-
 /// The protocol version a hello announces, read from its first bytes only: the variant index of
 /// [`ClientMessage::Hello`] followed by its leading `protocol_version`. Works on a hello of any
 /// protocol version, even one whose other fields this version cannot decode. `None` when the
@@ -152,4 +134,22 @@ pub fn hello_version(frame: &[u8]) -> Option<u32> {
     let config = bincode::config::standard().with_limit::<16>();
     let (version, _): (u32, usize) = bincode::serde::decode_from_slice(rest, config).ok()?;
     Some(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_encoding_matches_the_plain_one() {
+        let long = "x".repeat(1000);
+        for value in ["", "item-00000001", long.as_str()] {
+            let exact = encode_exact(value).unwrap();
+            assert_eq!(exact, encode(value).unwrap());
+        }
+        assert_eq!(
+            encode_exact(&(7u64, "k")).unwrap(),
+            encode(&(7u64, "k")).unwrap()
+        );
+    }
 }
