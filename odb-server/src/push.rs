@@ -3,18 +3,16 @@
 //!
 //! A large commit's push holds hundreds of thousands of entries. Rather than building its
 //! `CommitData` (an allocation per entry, and tens of megabytes of fresh memory for a bulk
-//! commit), [`encode_commit`] serializes a view that walks the selection, giving the same bytes
-//! as encoding `ServerMessage::Commit` with the `CommitData` that `commit_data` (kept for the tests) builds.
+//! commit), [`encode_commit`] walks the selection and lets odb-wire's push encoder (the owner of
+//! the byte format) write each entry, giving the same bytes as encoding `ServerMessage::Commit`
+//! with the `CommitData` that `commit_data` (kept for the tests) builds.
 
 use crate::store::{Applied, Store};
 use crate::subscriptions::{Part, Selection};
 use bytes::Bytes;
-use odb_wire::{CodecError, CommitData, FieldId, IndexId, ObjectId, ServerMessage};
+use odb_wire::{CodecError, FieldId, IndexId, ObjectId, PushEntry};
 #[cfg(test)]
-use odb_wire::{FieldWrite, IndexWrite};
-use serde::ser::{SerializeSeq, SerializeStruct};
-use serde::{Serialize, Serializer};
-use std::sync::OnceLock;
+use odb_wire::{CommitData, FieldWrite, IndexWrite};
 
 /// One entry of a push message.
 enum Item<'a> {
@@ -123,176 +121,22 @@ pub(crate) fn commit_data(selection: &Selection, applied: &Applied, store: &Stor
     data
 }
 
-/// How many entries of each kind a selection's message has.
-#[derive(Clone, Copy, Default)]
-struct Counts {
-    writes: usize,
-    index_writes: usize,
-    deletes: usize,
-}
-
-/// The message body for a selection, serialized as `CommitData` is.
-struct View<'a> {
-    selection: &'a Selection,
-    applied: &'a Applied,
-    store: &'a Store,
-    counts: Counts,
-}
-
-/// A value, serialized as `Bytes` is.
-struct Raw<'a>(&'a [u8]);
-
-impl Serialize for Raw<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(self.0)
-    }
-}
-
-/// One field write, serialized as `FieldWrite` is.
-struct FieldEntry<'a>(ObjectId, FieldId, Option<&'a [u8]>);
-
-impl Serialize for FieldEntry<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("FieldWrite", 3)?;
-        st.serialize_field("object", &self.0)?;
-        st.serialize_field("field", &self.1)?;
-        st.serialize_field("value", &self.2.map(Raw))?;
-        st.end()
-    }
-}
-
-/// One index write, serialized as `IndexWrite` is.
-struct IndexEntry<'a>(ObjectId, IndexId, Option<&'a [u8]>);
-
-impl Serialize for IndexEntry<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("IndexWrite", 3)?;
-        st.serialize_field("object", &self.0)?;
-        st.serialize_field("index", &self.1)?;
-        st.serialize_field("value", &self.2.map(Raw))?;
-        st.end()
-    }
-}
-
-/// Which entries of the message a [`Seq`] serializes.
-#[derive(Clone, Copy)]
-enum Kind {
-    Writes,
-    IndexWrites,
-    Deletes,
-}
-
-/// One of the message's lists, serialized as a `Vec` is.
-struct Seq<'a> {
-    view: &'a View<'a>,
-    kind: Kind,
-}
-
-impl Serialize for Seq<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let View {
-            selection,
-            applied,
-            store,
-            counts,
-        } = self.view;
-        let len = match self.kind {
-            Kind::Writes => counts.writes,
-            Kind::IndexWrites => counts.index_writes,
-            Kind::Deletes => counts.deletes,
-        };
-        let mut seq = s.serialize_seq(Some(len))?;
-        // The first error stops the walk and is returned.
-        let mut failed = None;
-        items(selection, applied, store, |item| {
-            if failed.is_some() {
-                return;
-            }
-            let done = match (self.kind, item) {
-                (Kind::Writes, Item::Field(o, f, v)) => seq.serialize_element(&FieldEntry(o, f, v)),
-                (Kind::IndexWrites, Item::Index(o, i, v)) => {
-                    seq.serialize_element(&IndexEntry(o, i, v))
-                }
-                (Kind::Deletes, Item::Delete(o)) => seq.serialize_element(&o),
-                _ => Ok(()),
-            };
-            failed = done.err();
-        });
-        match failed {
-            Some(e) => Err(e),
-            None => seq.end(),
-        }
-    }
-}
-
-impl Serialize for View<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("CommitData", 4)?;
-        st.serialize_field("tid", &self.applied.tid)?;
-        for (name, kind) in [
-            ("writes", Kind::Writes),
-            ("index_writes", Kind::IndexWrites),
-            ("deletes", Kind::Deletes),
-        ] {
-            st.serialize_field(name, &Seq { view: self, kind })?;
-        }
-        st.end()
-    }
-}
-
-/// The push message: the view as the content of `ServerMessage::Commit`.
-struct Message<'a> {
-    variant: u32,
-    view: View<'a>,
-}
-
-impl Serialize for Message<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_newtype_variant("ServerMessage", self.variant, "Commit", &self.view)
-    }
-}
-
-/// The variant index of `ServerMessage::Commit`, found once by comparing encodings.
-static VARIANT: OnceLock<Option<u32>> = OnceLock::new();
-
-/// Empty `CommitData`, as the content of variant `variant` of `ServerMessage`.
-struct Probe(u32);
-
-impl Serialize for Probe {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_newtype_variant("ServerMessage", self.0, "Commit", &CommitData::default())
-    }
-}
-
-fn commit_variant() -> Result<u32, CodecError> {
-    let variant = VARIANT.get_or_init(|| {
-        let expected = odb_wire::encode(&ServerMessage::Commit(CommitData::default())).ok()?;
-        (0..256).find(|&v| odb_wire::encode(&Probe(v)).ok().as_ref() == Some(&expected))
-    });
-    variant.ok_or_else(|| CodecError::Encode("cannot find how a commit message is encoded".into()))
-}
-
 /// Encodes the push of `applied` for a selection: the same bytes as encoding
-/// `ServerMessage::Commit(commit_data(selection, applied, store))`.
+/// `ServerMessage::Commit(commit_data(selection, applied, store))`, written by odb-wire's push
+/// encoder straight from the store.
 pub(crate) fn encode_commit(
     selection: &Selection,
     applied: &Applied,
     store: &Store,
 ) -> Result<Bytes, CodecError> {
-    let mut counts = Counts::default();
-    items(selection, applied, store, |item| match item {
-        Item::Field(..) => counts.writes += 1,
-        Item::Index(..) => counts.index_writes += 1,
-        Item::Delete(_) => counts.deletes += 1,
-    });
-    odb_wire::encode(&Message {
-        variant: commit_variant()?,
-        view: View {
-            selection,
-            applied,
-            store,
-            counts,
-        },
+    odb_wire::encode_commit_push(applied.tid, |sink| {
+        items(selection, applied, store, |item| {
+            sink(match item {
+                Item::Field(o, f, v) => PushEntry::Field(o, f, v),
+                Item::Index(o, i, v) => PushEntry::Index(o, i, v),
+                Item::Delete(o) => PushEntry::Delete(o),
+            })
+        })
     })
 }
 
@@ -300,7 +144,7 @@ pub(crate) fn encode_commit(
 mod tests {
     use super::*;
     use crate::registry::Registry;
-    use odb_wire::{CommitRequest, IndexDef, SchemaDef, Tid, TypeDef};
+    use odb_wire::{CommitRequest, IndexDef, SchemaDef, ServerMessage, Tid, TypeDef};
 
     fn b(s: &str) -> Option<Bytes> {
         Some(Bytes::copy_from_slice(s.as_bytes()))

@@ -292,6 +292,16 @@ pub struct SchemaIds {
     pub types: Vec<TypeIds>,
 }
 
+/// The value of a live object's existence field ([`TypeIds::exists_field`]): empty. An object
+/// exists exactly while this field has a value; creating an object writes it, deleting removes
+/// it.
+pub const EXISTS_VALUE: Bytes = Bytes::new();
+
+/// The value every live object has in its type's all-objects index ([`TypeIds::all_index`]):
+/// empty. The server maintains this index itself from the existence field; a commit that
+/// writes it is refused. Subscribing to a type is subscribing to this value.
+pub const ALL_OBJECTS_VALUE: Bytes = Bytes::new();
+
 /// The ids of one type.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct TypeIds {

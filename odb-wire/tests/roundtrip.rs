@@ -335,6 +335,29 @@ proptest! {
     }
 
     #[test]
+    fn the_push_encoder_writes_what_serde_writes(data in commit_data(), big in vec(any::<u8>(), 250..300)) {
+        let mut data = data;
+        // Values and lengths around the one-byte varint limit.
+        if let Some(w) = data.writes.first_mut() {
+            w.value = Some(Bytes::from(big));
+        }
+        let expected = encode(&ServerMessage::Commit(data.clone())).unwrap();
+        let pushed = encode_commit_push(data.tid, |sink| {
+            for w in &data.writes {
+                sink(PushEntry::Field(w.object, w.field, w.value.as_deref()));
+            }
+            for w in &data.index_writes {
+                sink(PushEntry::Index(w.object, w.index, w.value.as_deref()));
+            }
+            for &d in &data.deletes {
+                sink(PushEntry::Delete(d));
+            }
+        })
+        .unwrap();
+        prop_assert_eq!(pushed, expected);
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic_the_decoder(data in vec(any::<u8>(), 0..512)) {
         let _ = decode::<ClientMessage>(&data);
         let _ = decode::<ServerMessage>(&data);

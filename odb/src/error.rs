@@ -85,9 +85,27 @@ pub enum Error {
     /// The operation is not allowed here (e.g. writing an object this transaction deleted).
     #[error("invalid operation: {0}")]
     Invalid(String),
-    /// The connection to the server is closed.
-    #[error("disconnected from the server: {0}; create a new client to reconnect")]
+    /// The client is closed: closed by the program, or it stopped reconnecting (see
+    /// [`ReconnectPolicy`](crate::ReconnectPolicy)).
+    #[error("disconnected from the server: {0}")]
     Disconnected(String),
+    /// The commit was not applied, and never will be: the connection broke before the server
+    /// received it. [`Client::transaction`](crate::Client::transaction) runs the closure again
+    /// (as after a conflict); with [`Client::transaction_async`](crate::Client::transaction_async)
+    /// the program may simply try again.
+    #[error("the commit was not applied: {reason}")]
+    CommitNotApplied {
+        /// Why.
+        reason: String,
+    },
+    /// Whether the commit was applied cannot be known: the connection broke after it was sent,
+    /// and the server that could have said lost its memory (an in-memory server restarted),
+    /// or the client stopped reconnecting. Read the data to find out.
+    #[error("the outcome of the commit is unknown: {reason}; read the data again to find out whether it was applied")]
+    CommitOutcomeUnknown {
+        /// Why.
+        reason: String,
+    },
     /// The server refused the service token.
     #[error("unauthorized: the server rejected the service token; check the token passed to Client::builder(..).token(..) (ODB_TOKEN in the examples)")]
     Unauthorized,
@@ -133,7 +151,10 @@ impl Error {
 
     /// True for errors that a new attempt on a fresh snapshot may not hit again.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Conflict { .. } | Error::TooOld { .. })
+        matches!(
+            self,
+            Error::Conflict { .. } | Error::TooOld { .. } | Error::CommitNotApplied { .. }
+        )
     }
 }
 

@@ -3,13 +3,27 @@
 use odb_wire::{IdBlock, ObjectId};
 use std::collections::VecDeque;
 
-/// The unused ids of the blocks this client holds.
+/// The unused ids of the blocks this client holds. Blocks belong to the connection they were
+/// granted on: the server accepts creations only with ids granted to the connection that sends
+/// them, so a new connection starts an empty pool ([`IdPool::reset`]).
 #[derive(Debug, Default)]
 pub(crate) struct IdPool {
     blocks: VecDeque<IdBlock>,
+    link: u64,
 }
 
 impl IdPool {
+    /// Forgets every block: connection `link` starts with none.
+    pub fn reset(&mut self, link: u64) {
+        self.blocks.clear();
+        self.link = link;
+    }
+
+    /// The connection the ids in the pool were granted on.
+    pub fn link(&self) -> u64 {
+        self.link
+    }
+
     pub fn add(&mut self, block: IdBlock) {
         if block.len > 0 {
             self.blocks.push_back(block);

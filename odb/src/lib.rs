@@ -35,11 +35,12 @@
 // The derive macros generate `::odb::` paths; this lets them work inside this crate too.
 extern crate self as odb;
 
+mod builder;
 mod changes;
 mod client;
 mod commits;
-mod connection;
 pub mod core;
+mod driver;
 mod error;
 mod ids;
 mod local;
@@ -51,12 +52,18 @@ mod replica;
 mod schema;
 #[cfg(feature = "server")]
 pub mod server;
+mod session;
+mod subscribe;
 mod tls;
+mod transact;
 mod transaction;
 mod view;
 
 pub use changes::AppliedCommit;
-pub use client::{Client, ClientBuilder, ClientStats, TxOptions, DEFAULT_MAX_RETRIES};
+pub use builder::ClientBuilder;
+pub use client::{Client, ClientStats, DEFAULT_MAX_RETRIES};
+pub use session::{ConnectionStatus, ReconnectPolicy};
+pub use transact::TxOptions;
 pub use commits::Commits;
 pub use error::{Error, Result};
 pub use object::{encode_value, Handle, IndexArg, Object, Ref};

@@ -6,9 +6,9 @@ use crate::replica::Replica;
 use crate::schema::TypeDef;
 use crate::{Error, Result};
 use odb_wire::hash::{FastMap, FastSet};
-use odb_wire::{CommitData, ObjectData, ObjectId, RequestId, Tid, TypeId};
+use odb_wire::{CommitData, ObjectData, ObjectId, Tid, TypeId};
 use parking_lot::RwLock;
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -40,9 +40,10 @@ pub(crate) struct Shared {
     /// Every change of the replica, for `wait_for`, reactors and `Client::commits`. Sent while
     /// the replica's lock is held, so changes arrive in version order.
     pub changes: broadcast::Sender<Arc<Change>>,
-    /// Types each subscription in flight makes readable, by request id; they become readable
-    /// together with the subscription's data.
-    pub subscribing: parking_lot::Mutex<HashMap<RequestId, Vec<TypeId>>>,
+    /// Whether the session is connected: views opened while it is not may read stale data.
+    connected: AtomicBool,
+    /// The id of the session's current connection.
+    connection: AtomicU64,
 }
 
 impl Shared {
@@ -55,8 +56,27 @@ impl Shared {
             registry: RwLock::new(Registry::default()),
             ids: parking_lot::Mutex::new(crate::ids::IdPool::default()),
             changes: broadcast::channel(CHANGE_BUFFER).0,
-            subscribing: parking_lot::Mutex::new(HashMap::new()),
+            connected: AtomicBool::new(false),
+            connection: AtomicU64::new(0),
         }
+    }
+
+    /// Whether the session is connected now.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    pub fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Release);
+    }
+
+    /// The id of the session's current connection.
+    pub fn connection(&self) -> ObjectId {
+        ObjectId(self.connection.load(Ordering::Acquire))
+    }
+
+    pub fn set_connection(&self, connection: ObjectId) {
+        self.connection.store(connection.0, Ordering::Release);
     }
 
     /// The ids of a type whose schema was defined on this client.
@@ -163,6 +183,42 @@ impl Shared {
         local
             .replica
             .apply_snapshot(objects, tid, listening.then_some(&mut keys));
+        if listening {
+            self.publish(&local, keys, None);
+        }
+    }
+
+    /// Applies a session's restore as one change: see [`Replica::apply_resync`]. `types` (those
+    /// of the session's subscriptions) and the types of the objects it holds are what the
+    /// session can read afterwards.
+    pub fn apply_resync(
+        &self,
+        objects: Vec<ObjectData>,
+        types: &[TypeId],
+        tid: Tid,
+        delta: bool,
+        gone: Vec<ObjectId>,
+    ) {
+        let seen: Vec<TypeId> = {
+            let registry = self.registry.read();
+            objects
+                .iter()
+                .flat_map(|o| o.fields.iter())
+                .filter_map(|(f, _)| registry.by_exists_field(*f).map(|t| t.type_id))
+                .collect()
+        };
+        let mut local = self.local.write();
+        if delta {
+            local.readable.extend(types.iter().copied().chain(seen));
+        } else {
+            local.readable = types.iter().copied().chain(seen).collect();
+            local.type_tids.clear();
+        }
+        let listening = self.changes.receiver_count() > 0;
+        let mut keys = ChangedKeys::default();
+        local
+            .replica
+            .apply_resync(objects, tid, !delta, gone, listening.then_some(&mut keys));
         if listening {
             self.publish(&local, keys, None);
         }

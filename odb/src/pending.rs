@@ -1,8 +1,9 @@
 //! Requests sent to the server whose answers are awaited later: asynchronous commits and
 //! non-blocking subscriptions.
 
-use crate::client::unexpected;
-use crate::connection::{Conn, Reply};
+use crate::driver::Session;
+use crate::session::Reply;
+use crate::transact::unexpected;
 use crate::{Client, Error, Result};
 use futures::future::BoxFuture;
 use odb_wire::Tid;
@@ -15,12 +16,15 @@ use tokio::sync::oneshot;
 /// A commit sent by [`Client::transaction_async`], resolving when the server answers.
 ///
 /// Awaiting it gives the closure's value once the commit is confirmed (and visible in this
-/// client's replica), or the commit's error: [`Error::Conflict`] is not retried. Dropping it
-/// does not withdraw the commit.
+/// client's replica), or the commit's error: [`Error::Conflict`] and
+/// [`Error::CommitNotApplied`] are not retried. If the connection breaks before the answer,
+/// the client asks the server after reconnecting, so the answer is still definite, except for
+/// [`Error::CommitOutcomeUnknown`] when the server lost its memory. Dropping it does not
+/// withdraw the commit.
 #[must_use = "the commit's outcome is only known by awaiting it"]
 pub struct PendingCommit<T> {
     value: Option<T>,
-    sent: Option<(Client, oneshot::Receiver<Reply>)>,
+    sent: Option<(Client, oneshot::Receiver<Result<Reply>>)>,
 }
 
 // The value is never pinned: it is only moved out once the answer arrived.
@@ -34,7 +38,7 @@ impl<T> PendingCommit<T> {
         }
     }
 
-    pub(crate) fn sent(client: Client, answer: oneshot::Receiver<Reply>, value: T) -> Self {
+    pub(crate) fn sent(client: Client, answer: oneshot::Receiver<Result<Reply>>, value: T) -> Self {
         PendingCommit {
             value: Some(value),
             sent: Some((client, answer)),
@@ -57,8 +61,12 @@ impl<T> Future for PendingCommit<T> {
         let this = self.get_mut();
         if let Some((client, answer)) = &mut this.sent {
             let received = ready!(Pin::new(answer).poll(cx));
-            let outcome = Conn::answer(received, || client.inner.conn.disconnected())
-                .and_then(|reply| client.commit_outcome(reply));
+            let outcome = match received {
+                Ok(Ok(Reply::Committed(_))) => Ok(()),
+                Ok(Ok(other)) => Err(unexpected(other)),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(client.inner.session.closed_error()),
+            };
             this.sent = None;
             if let Err(e) = outcome {
                 this.value = None;
@@ -85,7 +93,7 @@ pub struct PendingSubscription {
 
 enum State {
     Ready(Option<Result<Tid>>),
-    Sent(Arc<Conn>, oneshot::Receiver<Reply>),
+    Sent(Arc<Session>, oneshot::Receiver<Result<Reply>>),
     Task(tokio::task::JoinHandle<Result<Tid>>),
     Lazy(BoxFuture<'static, Result<Tid>>),
 }
@@ -97,9 +105,9 @@ impl PendingSubscription {
         }
     }
 
-    pub(crate) fn sent(conn: Arc<Conn>, answer: oneshot::Receiver<Reply>) -> Self {
+    pub(crate) fn sent(session: Arc<Session>, answer: oneshot::Receiver<Result<Reply>>) -> Self {
         PendingSubscription {
-            state: State::Sent(conn, answer),
+            state: State::Sent(session, answer),
         }
     }
 
@@ -137,14 +145,12 @@ impl Future for PendingSubscription {
                     "a PendingSubscription was polled after it completed".into(),
                 ))
             }),
-            State::Sent(conn, answer) => {
-                let received = ready!(Pin::new(answer).poll(cx));
-                match Conn::answer(received, || conn.disconnected()) {
-                    Ok(Reply::Subscribed(tid)) => Ok(tid),
-                    Ok(other) => Err(unexpected(other)),
-                    Err(e) => Err(e),
-                }
-            }
+            State::Sent(session, answer) => match ready!(Pin::new(answer).poll(cx)) {
+                Ok(Ok(Reply::Subscribed(tid))) => Ok(tid),
+                Ok(Ok(other)) => Err(unexpected(other)),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(session.closed_error()),
+            },
             State::Task(task) => match ready!(Pin::new(task).poll(cx)) {
                 Ok(result) => result,
                 Err(e) => Err(Error::Invalid(format!("the subscription task failed: {e}"))),

@@ -1,7 +1,7 @@
 //! Reactors: a transaction run to a fixed point, then again whenever what it read changes.
 
 use crate::changes::{wait_for_change, Woken};
-use crate::client::Outcome;
+use crate::transact::Outcome;
 use crate::{Client, Error, Result, Transaction};
 use odb_wire::Tid;
 use std::time::Duration;
@@ -82,7 +82,7 @@ async fn react<F>(client: &Client, mut f: F, status: &watch::Sender<Status>) -> 
 where
     F: FnMut(&mut Transaction<'_>) -> Result<()>,
 {
-    let max_retries = client.inner.max_retries();
+    let max_retries = client.inner.max_retries;
     loop {
         // Listening starts before the run, so no change after its snapshot is missed.
         let mut changes = client.inner.shared.changes.subscribe();

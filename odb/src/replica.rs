@@ -17,7 +17,7 @@
 
 use crate::changes::ChangedKeys;
 use bytes::Bytes;
-use odb_wire::hash::FastMap;
+use odb_wire::hash::{FastMap, FastSet};
 use odb_wire::{bytes_eq, CommitData, FieldId, IndexId, ObjectData, ObjectId, Tid};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -454,6 +454,51 @@ impl Replica {
             .get(&id)
             .into_iter()
             .flat_map(|o| o.fields.iter().map(|c| c.key()))
+    }
+
+    /// Applies a session's restore after a reconnection: `objects` with their complete state
+    /// at `tid`, the `gone` objects removed, and with `full` every other live object removed
+    /// too (the restore holds everything the session sees). Nothing is visible until all of it
+    /// is; `changed` is as for [`Replica::apply_commit`]. A `tid` lower than the replica's (a
+    /// new database) replaces it, and the history kept for [`Replica::open_snapshot_at`] starts
+    /// again.
+    pub fn apply_resync(
+        &mut self,
+        objects: Vec<ObjectData>,
+        tid: Tid,
+        full: bool,
+        mut gone: Vec<ObjectId>,
+        mut changed: Option<&mut ChangedKeys>,
+    ) {
+        if full {
+            let kept: FastSet<ObjectId> = objects.iter().map(|o| o.id).collect();
+            for (&page, slots) in &self.objects.pages {
+                for (slot, obj) in slots.slots.iter().enumerate() {
+                    let id = ObjectId(page * PAGE + slot as u64);
+                    let live = obj
+                        .as_ref()
+                        .is_some_and(|o| o.fields.iter().any(|c| c.latest().is_some()));
+                    if live && !kept.contains(&id) {
+                        gone.push(id);
+                    }
+                }
+            }
+        }
+        if tid < self.tid {
+            self.applied.clear();
+            self.tid = tid;
+        }
+        // Removing and refreshing happen under the caller's one write lock: no reader sees
+        // the replica between the two.
+        self.apply_commit(
+            CommitData {
+                tid,
+                deletes: gone,
+                ..CommitData::default()
+            },
+            changed.as_deref_mut(),
+        );
+        self.apply_snapshot(objects, tid, changed);
     }
 
     /// Moves the replica's tid forward without data (a flush, or a conflict reported at a tid

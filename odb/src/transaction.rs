@@ -93,6 +93,8 @@ pub struct Transaction<'a> {
     /// The type of the last object created, so that creating many objects of one type looks
     /// it up once.
     created_type: Option<Arc<TypeInfo>>,
+    /// The connection the ids of created objects were granted on (`u64::MAX`: on several).
+    ids_link: Option<u64>,
 }
 
 impl<'a> Transaction<'a> {
@@ -106,7 +108,13 @@ impl<'a> Transaction<'a> {
             need: None,
             created: 0,
             created_type: None,
+            ids_link: None,
         }
+    }
+
+    /// The connection the ids of the objects this transaction created were granted on.
+    pub(crate) fn ids_link(&self) -> Option<u64> {
+        self.ids_link
     }
 
     pub(crate) fn take_need(&mut self) -> Option<Need> {
@@ -165,7 +173,7 @@ impl<'a> Transaction<'a> {
         let info = self.snap.type_info(T::type_def())?;
         self.index_reads
             .borrow_mut()
-            .insert((info.all_index, Bytes::new()));
+            .insert((info.all_index, odb_wire::ALL_OBJECTS_VALUE));
         Ok(())
     }
 
@@ -215,7 +223,15 @@ impl<'a> Transaction<'a> {
                 schema.name()
             )));
         };
-        let Some(id) = self.snap.shared.ids.lock().take() else {
+        let (id, link) = {
+            let mut pool = self.snap.shared.ids.lock();
+            (pool.take(), pool.link())
+        };
+        self.ids_link = match self.ids_link {
+            Some(seen) if seen != link => Some(u64::MAX),
+            _ => Some(link),
+        };
+        let Some(id) = id else {
             self.need = Some(Need::Ids(self.created.max(1) * 2));
             return Err(Error::Invalid(
                 "out of object ids; the transaction runs again once more are granted".into(),
@@ -358,18 +374,12 @@ impl<'a> Transaction<'a> {
                     req.deletes.push(id);
                     continue;
                 }
-                (true, false) => {
-                    req.writes.push(FieldWrite {
-                        object: id,
-                        field: info.exists_field,
-                        value: Some(Bytes::new()),
-                    });
-                    req.index_writes.push(IndexWrite {
-                        object: id,
-                        index: info.all_index,
-                        value: Some(Bytes::new()),
-                    });
-                }
+                // The server adds a created object to its type's all-objects index.
+                (true, false) => req.writes.push(FieldWrite {
+                    object: id,
+                    field: info.exists_field,
+                    value: Some(odb_wire::EXISTS_VALUE),
+                }),
                 (false, false) => {}
             }
             for (i, def) in info.def.indices.iter().enumerate() {

@@ -16,9 +16,9 @@ use std::sync::OnceLock;
 
 /// Varint markers of bincode's standard configuration: values up to 250 are one byte; these
 /// announce a little-endian u16, u32 or u64.
-const U16_BYTE: u8 = 251;
-const U32_BYTE: u8 = 252;
-const U64_BYTE: u8 = 253;
+pub(super) const U16_BYTE: u8 = 251;
+pub(super) const U32_BYTE: u8 = 252;
+pub(super) const U64_BYTE: u8 = 253;
 const U128_BYTE: u8 = 254;
 
 /// The smallest encoding of a field or index write: object, field or index, and `None`.
@@ -84,7 +84,7 @@ pub(super) fn decode_request(payload: &[u8]) -> Option<ClientMessage> {
 
 /// The first byte of an encoded [`ServerMessage::Commit`] (its variant index), taken from the
 /// serde encoding itself so that it follows the enum's declaration.
-fn server_commit_tag() -> Option<u8> {
+pub(super) fn server_commit_tag() -> Option<u8> {
     static TAG: OnceLock<Option<u8>> = OnceLock::new();
     *TAG.get_or_init(|| first_byte(&ServerMessage::Commit(CommitData::default())))
 }

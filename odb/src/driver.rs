@@ -1,0 +1,392 @@
+//! The tokio driver of a [`ClientCore`]: it dials, moves frames between the socket and the core,
+//! keeps the core's timers, and hands the core's answers to the requests waiting for them.
+//! Everything that decides anything is in the core.
+//!
+//! One task per client runs [`run`]: while a connection is up, a read half (frames to
+//! [`ClientCore::on_message`]) and a write half (what [`ClientCore::poll_transmit`] gives, plus
+//! heartbeats at [`ClientCore::poll_timeout`]) run side by side; when the connection ends, the
+//! task waits as long as the core says, dials the next server URL, and starts over.
+
+use crate::local::Shared;
+use crate::session::{ClientCore, ConnectionStatus, Dial, Event, Reply};
+use crate::{Error, Result};
+use futures::future::BoxFuture;
+use futures::{SinkExt, StreamExt};
+use odb_wire::{RejectReason, RequestId, ServerMessage};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::sync::{oneshot, watch, Notify};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+
+/// A byte stream a client speaks the protocol on.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// A boxed byte stream.
+pub(crate) type BoxStream = Box<dyn Stream>;
+
+/// Opens a byte stream to server URL number `index`.
+pub(crate) type Dialer = Arc<dyn Fn(usize) -> BoxFuture<'static, Result<BoxStream>> + Send + Sync>;
+
+/// A connection that completed its hello.
+pub(crate) struct Transport {
+    reader: FramedRead<ReadHalf<BoxStream>, LengthDelimitedCodec>,
+    writer: FramedWrite<WriteHalf<BoxStream>, LengthDelimitedCodec>,
+}
+
+/// The core with the requests waiting for its answers.
+struct Locked {
+    core: ClientCore,
+    waiters: HashMap<RequestId, oneshot::Sender<Result<Reply>>>,
+}
+
+/// A client's session, shared by its handles and its driver task.
+pub(crate) struct Session {
+    /// What views and transactions read.
+    pub shared: Arc<Shared>,
+    locked: Mutex<Locked>,
+    /// Wakes the writer: frames to send, or the core's timers changed.
+    wake: Notify,
+    status: watch::Sender<ConnectionStatus>,
+    /// Stops the driver.
+    pub cancel: CancellationToken,
+    max_frame: usize,
+    connect_timeout: Duration,
+}
+
+impl Session {
+    pub fn new(core: ClientCore, max_frame: usize, connect_timeout: Duration) -> Arc<Session> {
+        Arc::new(Session {
+            shared: core.shared().clone(),
+            status: watch::channel(core.status()).0,
+            locked: Mutex::new(Locked {
+                core,
+                waiters: HashMap::new(),
+            }),
+            wake: Notify::new(),
+            cancel: CancellationToken::new(),
+            max_frame,
+            connect_timeout,
+        })
+    }
+
+    /// Runs `f` on the core, then delivers the events it produced and wakes the writer.
+    pub fn with_core<T>(&self, f: impl FnOnce(&mut ClientCore) -> T) -> T {
+        let mut locked = self.locked.lock();
+        let out = f(&mut locked.core);
+        self.dispatch(&mut locked);
+        out
+    }
+
+    /// Starts a request; its answer arrives on the returned channel.
+    pub fn start(
+        &self,
+        command: impl FnOnce(&mut ClientCore) -> Result<RequestId>,
+    ) -> Result<oneshot::Receiver<Result<Reply>>> {
+        let mut locked = self.locked.lock();
+        let id = command(&mut locked.core)?;
+        let (tx, rx) = oneshot::channel();
+        locked.waiters.insert(id, tx);
+        self.dispatch(&mut locked);
+        Ok(rx)
+    }
+
+    /// Sends a request and waits for its answer.
+    pub async fn request(
+        &self,
+        command: impl FnOnce(&mut ClientCore) -> Result<RequestId>,
+    ) -> Result<Reply> {
+        let answer = self.start(command)?;
+        self.finish(answer).await
+    }
+
+    /// Waits for the answer of a request made with [`Session::start`].
+    pub async fn finish(&self, answer: oneshot::Receiver<Result<Reply>>) -> Result<Reply> {
+        answer.await.unwrap_or_else(|_| Err(self.closed_error()))
+    }
+
+    /// The error of a request whose answer will never come.
+    pub fn closed_error(&self) -> Error {
+        Error::Disconnected(
+            self.closed_reason()
+                .unwrap_or_else(|| "the client was closed".into()),
+        )
+    }
+
+    /// Why the session closed, if it did.
+    pub fn closed_reason(&self) -> Option<String> {
+        self.locked.lock().core.closed_reason().map(str::to_string)
+    }
+
+    /// Watches the connection status.
+    pub fn status(&self) -> watch::Receiver<ConnectionStatus> {
+        self.status.subscribe()
+    }
+
+    /// Waits until connected, closed, or `deadline`.
+    pub async fn connected(&self, deadline: Option<tokio::time::Instant>) -> Result<()> {
+        let mut status = self.status.subscribe();
+        loop {
+            match &*status.borrow_and_update() {
+                ConnectionStatus::Connected => return Ok(()),
+                ConnectionStatus::Closed { reason } => {
+                    return Err(Error::Disconnected(reason.clone()))
+                }
+                ConnectionStatus::Reconnecting { .. } => {}
+            }
+            let changed = status.changed();
+            let ok = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, changed)
+                    .await
+                    .map_err(|_| Error::Timeout(Duration::ZERO, "the connection".into()))?,
+                None => changed.await,
+            };
+            if ok.is_err() {
+                return Err(self.closed_error());
+            }
+        }
+    }
+
+    /// Closes the session: every request fails, and the driver stops.
+    pub fn close(&self, reason: &str) {
+        self.with_core(|core| core.close(reason.to_string()));
+        self.cancel.cancel();
+    }
+
+    fn dispatch(&self, locked: &mut Locked) {
+        while let Some(event) = locked.core.poll_event() {
+            match event {
+                Event::Answer { id, result } => {
+                    if let Some(waiter) = locked.waiters.remove(&id) {
+                        // A waiter that went away (a dropped future) needs no answer.
+                        let _ = waiter.send(result);
+                    }
+                }
+                Event::Status(status) => {
+                    self.status.send_replace(status);
+                }
+            }
+        }
+        if locked.core.closed_reason().is_some() {
+            // Nobody will answer these any more.
+            locked.waiters.clear();
+            self.wake.notify_one();
+        } else if locked.core.has_transmit() {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// Performs the hello on a fresh stream. A refusal becomes the error a caller of
+/// `connect()` should see.
+pub(crate) async fn handshake(session: &Session, stream: BoxStream) -> Result<Transport> {
+    let (read, write) = tokio::io::split(stream);
+    let mut transport = Transport {
+        reader: FramedRead::new(read, odb_wire::framing(session.max_frame)),
+        writer: FramedWrite::new(write, odb_wire::framing(session.max_frame)),
+    };
+    let frames = session.with_core(|core| {
+        core.on_connected(Instant::now());
+        std::iter::from_fn(|| core.poll_transmit()).collect::<Vec<_>>()
+    });
+    for frame in frames {
+        transport.writer.feed(frame).await?;
+    }
+    SinkExt::<bytes::Bytes>::flush(&mut transport.writer).await?;
+    let first = match transport.reader.next().await {
+        Some(Ok(frame)) => frame,
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return Err(Error::Protocol(format!("{NOT_ODB} ({e})")))
+        }
+        Some(Err(e)) => return Err(e.into()),
+        None => {
+            return Err(Error::Disconnected(format!(
+                "the server closed the connection during the hello; {IF_TLS}"
+            )))
+        }
+    };
+    let first = odb_wire::decode_server_message(&first)
+        .map_err(|e| Error::Protocol(format!("{NOT_ODB} ({e})")))?;
+    let refusal = match &first {
+        ServerMessage::Welcome { .. } => None,
+        ServerMessage::Rejected { reason } => Some(rejection_error(reason)),
+        other => Some(Error::Protocol(format!(
+            "expected Welcome, got {}",
+            message_name(other)
+        ))),
+    };
+    if let Some(error) = refusal {
+        return Err(error);
+    }
+    session.with_core(|core| core.on_message(first, Instant::now()));
+    Ok(transport)
+}
+
+/// Whether an error of a first connection attempt makes trying another URL pointless.
+pub(crate) fn is_permanent(error: &Error) -> bool {
+    matches!(error, Error::Unauthorized | Error::Protocol(_))
+}
+
+fn rejection_error(reason: &RejectReason) -> Error {
+    match reason {
+        RejectReason::Unauthorized => Error::Unauthorized,
+        RejectReason::ProtocolVersion { server, oldest } => Error::Protocol(format!(
+            "the server speaks protocol versions {oldest} to {server}, this client {} to {}; upgrade the older side",
+            odb_wire::OLDEST_PROTOCOL_VERSION,
+            odb_wire::PROTOCOL_VERSION
+        )),
+        RejectReason::Other(reason) => Error::Server(reason.clone()),
+    }
+}
+
+/// What a client says when the first answer is not an ODB message.
+const NOT_ODB: &str = "the server did not answer the ODB protocol; is it a TLS port (use odbs://)?";
+/// A hint for a connection closed before any answer.
+const IF_TLS: &str = "if it is a TLS port, use odbs://";
+
+fn message_name(message: &ServerMessage) -> &'static str {
+    match message {
+        ServerMessage::Welcome { .. } => "Welcome",
+        ServerMessage::Rejected { .. } => "Rejected",
+        ServerMessage::Heartbeat => "Heartbeat",
+        ServerMessage::Closing { .. } => "Closing",
+        _ => "an answer to a request",
+    }
+}
+
+/// The driver task: runs connections one after the other until the session closes.
+pub(crate) async fn run(session: Arc<Session>, dialer: Option<Dialer>, first: Transport) {
+    let mut transport = Some(first);
+    loop {
+        if let Some(t) = transport.take() {
+            let reason = run_link(&session, t).await;
+            session.with_core(|core| core.on_disconnected(reason, Instant::now()));
+        }
+        if session.cancel.is_cancelled() {
+            break;
+        }
+        let dial = session.with_core(|core| core.poll_dial(Instant::now()));
+        match (dial, &dialer) {
+            (Dial::Now(index), Some(dialer)) => {
+                let timeout = session.connect_timeout;
+                let dialed = tokio::select! {
+                    _ = session.cancel.cancelled() => break,
+                    dialed = tokio::time::timeout(timeout, async {
+                        let stream = dialer(index).await?;
+                        handshake(&session, stream).await
+                    }) => dialed,
+                };
+                match dialed {
+                    Ok(Ok(t)) => transport = Some(t),
+                    Ok(Err(e)) => {
+                        let permanent = is_permanent(&e);
+                        session.with_core(|core| {
+                            core.on_connect_failed(e.to_string(), permanent, Instant::now())
+                        });
+                    }
+                    Err(_) => session.with_core(|core| {
+                        core.on_connect_failed(
+                            format!("no connection within {timeout:?}"),
+                            false,
+                            Instant::now(),
+                        )
+                    }),
+                }
+            }
+            (Dial::At(at), _) => {
+                tokio::select! {
+                    _ = session.cancel.cancelled() => break,
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                }
+            }
+            (Dial::Now(_), None) | (Dial::Idle, _) => {
+                if session.closed_reason().is_some() {
+                    break;
+                }
+                tokio::select! {
+                    _ = session.cancel.cancelled() => break,
+                    _ = session.wake.notified() => {}
+                }
+            }
+        }
+    }
+    tracing::debug!("client driver stopped");
+}
+
+/// Runs one connection until it ends; returns why.
+async fn run_link(session: &Session, transport: Transport) -> String {
+    let Transport { reader, writer } = transport;
+    tokio::select! {
+        reason = read_half(session, reader) => reason,
+        reason = write_half(session, writer) => reason,
+        _ = session.cancel.cancelled() => "the client was closed".into(),
+    }
+}
+
+async fn read_half(
+    session: &Session,
+    mut reader: FramedRead<ReadHalf<BoxStream>, LengthDelimitedCodec>,
+) -> String {
+    loop {
+        let frame = match reader.next().await {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return format!("reading from the server failed: {e}"),
+            None => return "the server closed the connection".into(),
+        };
+        let message = match odb_wire::decode_server_message(&frame) {
+            Ok(message) => message,
+            Err(e) => return format!("the server sent an undecodable message: {e}"),
+        };
+        let open = session.with_core(|core| {
+            core.on_message(message, Instant::now());
+            core.transport_open()
+        });
+        if !open {
+            return "the connection was refused".into();
+        }
+    }
+}
+
+async fn write_half(
+    session: &Session,
+    mut writer: FramedWrite<WriteHalf<BoxStream>, LengthDelimitedCodec>,
+) -> String {
+    let mut frames = Vec::new();
+    loop {
+        let (open, timeout) = session.with_core(|core| {
+            let now = Instant::now();
+            if core.poll_timeout().is_some_and(|at| at <= now) && core.handle_timeout(now) {
+                return (false, None);
+            }
+            frames.extend(std::iter::from_fn(|| core.poll_transmit()));
+            (core.transport_open(), core.poll_timeout())
+        });
+        if !open {
+            return "the connection was closed by the client".into();
+        }
+        if !frames.is_empty() {
+            for frame in frames.drain(..) {
+                if let Err(e) = writer.feed(frame).await {
+                    return format!("sending failed: {e}");
+                }
+            }
+            if let Err(e) = SinkExt::<bytes::Bytes>::flush(&mut writer).await {
+                return format!("sending failed: {e}");
+            }
+            continue;
+        }
+        match timeout {
+            Some(at) => {
+                tokio::select! {
+                    _ = session.wake.notified() => {}
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                }
+            }
+            None => session.wake.notified().await,
+        }
+    }
+}

@@ -1,0 +1,1261 @@
+//! The client's session as a synchronous state machine, without I/O: [`ClientCore`].
+//!
+//! The core owns everything a session is: the schema registry and the id pool (in
+//! [`Shared`], where views and transactions read them without the core's lock), the requests
+//! waiting for answers, the chunks of subscriptions in flight, the write side of the replica,
+//! the session's subscriptions, the commits whose outcome is not known yet, and the reconnect
+//! state. A driver moves bytes: it tells the core that a transport is up
+//! ([`ClientCore::on_connected`]) or gone ([`ClientCore::on_disconnected`]), hands it every
+//! message received ([`ClientCore::on_message`]), writes what [`ClientCore::poll_transmit`]
+//! gives, wakes it at [`ClientCore::poll_timeout`] ([`ClientCore::handle_timeout`]), dials when
+//! [`ClientCore::poll_dial`] says so, and delivers [`ClientCore::poll_event`]'s answers. The
+//! tokio driver is `crate::driver`; the simulation tests drive cores by hand.
+//!
+//! A session outlives its connections. When one breaks, the core keeps every request: on the
+//! next connection it first restores the session (one `Resume` with every subscription and the
+//! id blocks it was granted, answered by one consistent snapshot), then asks what became of the
+//! commits sent on the broken connection (`QueryCommits`), then sends again what was waiting.
+//! Each commit carries a commit id, so the server can tell whether it was applied; a commit
+//! never reaches the wire twice. A commit not yet written when the connection broke is
+//! reported as not applied (the transaction runs again); one written but not answered is
+//! settled by the query: applied (with its tid) or not applied, or, when the server lost its
+//! memory (a new database), [`Error::CommitOutcomeUnknown`].
+
+mod policy;
+mod targets;
+
+pub use policy::ReconnectPolicy;
+pub(crate) use policy::Rng;
+pub(crate) use targets::{Target, TypeKey};
+
+use crate::local::{CommitKind, Shared};
+use crate::registry::TypeInfo;
+use crate::schema::Schema;
+use crate::{Error, Result};
+use bytes::Bytes;
+use odb_wire::{
+    ClientMessage, CommitId, CommitOutcome, CommitRequest, CommitStatus, DatabaseId, IdBlock,
+    IndexDef, ObjectData, ObjectId, RejectReason, RequestId, SchemaDef, SchemaIds, ServerMessage,
+    Tid, TypeDef as WireTypeDef, TypeId, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use targets::Targets;
+
+/// How many heartbeat intervals of silence from the server end a connection.
+const MISSED_HEARTBEATS: u32 = 4;
+
+/// Where a client's connection stands, as [`Client::status`](crate::Client::status) reports
+/// it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionStatus {
+    /// Connected: commits go to the server, and the replica follows it.
+    Connected,
+    /// The connection broke and the client is trying to reconnect. Views read the replica as
+    /// it was when the connection broke; transactions wait for the connection.
+    Reconnecting {
+        /// Attempts made since the connection broke.
+        attempt: u32,
+        /// When the connection broke.
+        since: Instant,
+    },
+    /// The client is closed for good: closed by the program, or reconnecting stopped (see
+    /// [`ReconnectPolicy`]). Every request fails with this reason.
+    Closed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A successful answer to a request.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// The schema's ids are in the registry.
+    Schema,
+    /// The ids are in the pool.
+    Ids,
+    /// The subscription's data is visible as of this tid.
+    Subscribed(Tid),
+    /// The cancelled subscriptions no longer apply as of this tid.
+    Unsubscribed(Tid),
+    /// The commit was applied at this tid, and the replica holds it.
+    Committed(Tid),
+    /// Every commit the server made before the flush has arrived.
+    Flushed(Tid),
+}
+
+/// Something the driver must act on.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// The final answer to a request.
+    Answer {
+        /// The request.
+        id: RequestId,
+        /// Its result.
+        result: Result<Reply>,
+    },
+    /// The connection status changed.
+    Status(ConnectionStatus),
+}
+
+/// What the driver should do about dialing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dial {
+    /// Connect to the server URL with this index now, then call [`ClientCore::on_connected`]
+    /// or [`ClientCore::on_connect_failed`].
+    Now(usize),
+    /// Ask again at this time.
+    At(Instant),
+    /// Nothing to dial: connected, connecting, or closed.
+    Idle,
+}
+
+/// The settings of a session.
+#[derive(Debug, Clone)]
+pub(crate) struct CoreConfig {
+    pub token: String,
+    pub name: String,
+    pub max_frame: usize,
+    pub policy: ReconnectPolicy,
+    /// How many server URLs the driver can dial (0: it cannot dial at all).
+    pub urls: usize,
+    pub retain_history: usize,
+    pub seed: u64,
+}
+
+/// Where the session's connection stands.
+#[derive(Debug)]
+enum State {
+    /// Not connected; the next attempt is due at `retry_at`.
+    Down {
+        attempt: u32,
+        since: Instant,
+        retry_at: Instant,
+    },
+    /// The driver is connecting, or the hello is on its way.
+    Connecting { attempt: u32, since: Instant },
+    /// Welcomed by the server.
+    Up,
+    /// Closed for good.
+    Closed { reason: String },
+}
+
+/// A request waiting for its answer.
+#[derive(Debug)]
+enum Pending {
+    /// A schema definition; sent again on a new connection until answered.
+    Schema {
+        schema: &'static Schema,
+        /// Asked by the session itself to restore a subscription on a new database.
+        internal: bool,
+    },
+    /// An id grant; sent again on a new connection until answered.
+    Ids { count: u64 },
+    /// A flush; sent again on a new connection until answered.
+    Flush,
+    /// A subscription. If its connection breaks, the session's restore answers it.
+    Subscribe {
+        /// Targets this request added to the session's set (removed again if it fails).
+        added: Vec<Target>,
+        /// Types whose objects become readable with its data.
+        types: Vec<TypeId>,
+        /// The connection it was sent on (0: waiting for the restore).
+        link: u64,
+    },
+    /// A cancellation; if its connection breaks, the session's restore answers it.
+    Unsubscribe { link: u64 },
+    /// A commit.
+    Commit {
+        id: CommitId,
+        base: Tid,
+        /// Handed to the driver for writing.
+        sent: bool,
+        /// Its connection broke before the answer: to be asked about.
+        unsettled: bool,
+    },
+    /// The session's restore on a new connection.
+    Resume,
+    /// A question about unsettled commits (their request ids).
+    Query { commits: Vec<RequestId> },
+}
+
+/// The client's session: see the module documentation.
+pub(crate) struct ClientCore {
+    shared: Arc<Shared>,
+    config: CoreConfig,
+    rng: Rng,
+    /// The commit-id session: random, one per client.
+    session: u128,
+    next_commit: u64,
+    next_request: u64,
+    state: State,
+    /// Connection generation, counting from 1; 0 before the first.
+    link: u64,
+    /// The URL the next attempt dials.
+    next_url: usize,
+    /// The database of the last welcome.
+    database: Option<DatabaseId>,
+    connection: ObjectId,
+    /// Negotiated on the current connection.
+    max_frame: usize,
+    heartbeat: Duration,
+    last_received: Instant,
+    next_heartbeat: Instant,
+    /// Why the server said it would close the connection.
+    closing: Option<String>,
+    requests: HashMap<RequestId, Pending>,
+    /// Encoded frames for the driver, with the request each belongs to.
+    outbox: VecDeque<(Option<RequestId>, Bytes)>,
+    events: VecDeque<Event>,
+    targets: Targets,
+    /// Every schema defined on the current database, to define again on a new one.
+    schemas: Vec<&'static Schema>,
+    /// Schemas still to be defined before the restore can be sent (a new database).
+    redefining: usize,
+    /// Id blocks granted on earlier connections to the current database.
+    granted: Vec<IdBlock>,
+    /// Chunks of subscriptions and restores in flight.
+    buffers: HashMap<RequestId, Vec<ObjectData>>,
+}
+
+impl ClientCore {
+    /// A session that is not connected yet; the driver connects first thing.
+    pub fn new(config: CoreConfig, now: Instant) -> ClientCore {
+        let mut rng = Rng::new(config.seed);
+        let session = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+        let shared = Arc::new(Shared::new(Tid(0)));
+        shared
+            .local
+            .write()
+            .replica
+            .set_retain(config.retain_history);
+        ClientCore {
+            shared,
+            max_frame: config.max_frame,
+            config,
+            rng,
+            session,
+            next_commit: 1,
+            next_request: 1,
+            state: State::Down {
+                attempt: 0,
+                since: now,
+                retry_at: now,
+            },
+            link: 0,
+            next_url: 0,
+            database: None,
+            connection: ObjectId(0),
+            heartbeat: Duration::from_secs(1),
+            last_received: now,
+            next_heartbeat: now,
+            closing: None,
+            requests: HashMap::new(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            targets: Targets::default(),
+            schemas: Vec::new(),
+            redefining: 0,
+            granted: Vec::new(),
+            buffers: HashMap::new(),
+        }
+    }
+
+    /// The state views and transactions read.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The connection status.
+    pub fn status(&self) -> ConnectionStatus {
+        match &self.state {
+            State::Up => ConnectionStatus::Connected,
+            State::Down { attempt, since, .. } | State::Connecting { attempt, since } => {
+                ConnectionStatus::Reconnecting {
+                    attempt: *attempt,
+                    since: *since,
+                }
+            }
+            State::Closed { reason } => ConnectionStatus::Closed {
+                reason: reason.clone(),
+            },
+        }
+    }
+
+    /// Why the session is closed, if it is.
+    pub fn closed_reason(&self) -> Option<&str> {
+        match &self.state {
+            State::Closed { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Whether the driver's transport should stay open: connected, or connecting.
+    pub fn transport_open(&self) -> bool {
+        matches!(self.state, State::Up | State::Connecting { .. })
+    }
+
+    /// Whether [`ClientCore::poll_transmit`] has frames.
+    pub fn has_transmit(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// Whether connected and welcomed.
+    pub fn is_up(&self) -> bool {
+        matches!(self.state, State::Up)
+    }
+
+    // ---- driver interface -------------------------------------------------------------
+
+    /// Whether and when the driver should connect.
+    pub fn poll_dial(&mut self, now: Instant) -> Dial {
+        match self.state {
+            State::Down {
+                attempt,
+                since,
+                retry_at,
+            } if self.config.urls > 0 => {
+                if now < retry_at {
+                    return Dial::At(retry_at);
+                }
+                let url = self.next_url % self.config.urls;
+                self.next_url = self.next_url.wrapping_add(1);
+                self.state = State::Connecting {
+                    attempt: attempt + 1,
+                    since,
+                };
+                self.events.push_back(Event::Status(self.status()));
+                Dial::Now(url)
+            }
+            _ => Dial::Idle,
+        }
+    }
+
+    /// A transport is up: the hello goes out first.
+    pub fn on_connected(&mut self, now: Instant) {
+        if let State::Down { attempt, since, .. } = self.state {
+            self.state = State::Connecting { attempt, since };
+        }
+        self.outbox.clear();
+        self.closing = None;
+        self.last_received = now;
+        let hello = ClientMessage::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            token: self.config.token.clone(),
+            client_name: self.config.name.clone(),
+            oldest_protocol_version: OLDEST_PROTOCOL_VERSION,
+        };
+        match odb_wire::encode(&hello) {
+            Ok(frame) => self.outbox.push_back((None, frame)),
+            Err(e) => self.close(format!("cannot encode the hello: {e}")),
+        }
+    }
+
+    /// Connecting failed (dialing, TLS, or the hello). `permanent` errors (a refused token, no
+    /// common protocol version) close the session; others are tried again after a backoff.
+    pub fn on_connect_failed(&mut self, reason: String, permanent: bool, now: Instant) {
+        if permanent {
+            self.close(reason);
+            return;
+        }
+        let (attempt, since) = match self.state {
+            State::Connecting { attempt, since } | State::Down { attempt, since, .. } => {
+                (attempt, since)
+            }
+            State::Up => (0, now),
+            State::Closed { .. } => return,
+        };
+        self.schedule_retry(attempt, since, reason, now);
+    }
+
+    /// The connection broke (or was closed by the core: see [`ClientCore::handle_timeout`]).
+    pub fn on_disconnected(&mut self, reason: String, now: Instant) {
+        let reason = match self.closing.take() {
+            Some(said) => format!("{reason} (the server said: {said})"),
+            None => reason,
+        };
+        match self.state {
+            State::Closed { .. } => return,
+            State::Connecting { attempt, since } => {
+                self.schedule_retry(attempt, since, reason, now);
+                return;
+            }
+            State::Down { .. } => return,
+            State::Up => {}
+        }
+        tracing::info!(%reason, "connection to the server lost");
+        self.shared.set_connected(false);
+        self.outbox.clear();
+        self.buffers.clear();
+        if !self.config.policy.allows(0) || self.config.urls == 0 {
+            self.close(reason);
+            return;
+        }
+        let ids: Vec<RequestId> = self.requests.keys().copied().collect();
+        for id in ids {
+            let Some(pending) = self.requests.get_mut(&id) else {
+                continue;
+            };
+            match pending {
+                Pending::Commit {
+                    sent: true,
+                    unsettled,
+                    ..
+                } => *unsettled = true,
+                Pending::Commit { sent: false, .. } => {
+                    self.requests.remove(&id);
+                    self.answer(
+                        id,
+                        Err(Error::CommitNotApplied {
+                            reason: format!("the connection broke before it was sent: {reason}"),
+                        }),
+                    );
+                }
+                Pending::Resume | Pending::Query { .. } => {
+                    self.requests.remove(&id);
+                }
+                Pending::Schema { internal: true, .. } => {
+                    self.requests.remove(&id);
+                }
+                Pending::Subscribe { link, .. } | Pending::Unsubscribe { link } => *link = 0,
+                Pending::Schema { .. } | Pending::Ids { .. } | Pending::Flush => {}
+            }
+        }
+        self.state = State::Down {
+            attempt: 0,
+            since: now,
+            retry_at: now + self.rng.jitter(self.config.policy.delay(1)),
+        };
+        self.events.push_back(Event::Status(self.status()));
+    }
+
+    /// Handles one message from the server.
+    pub fn on_message(&mut self, message: ServerMessage, now: Instant) {
+        self.last_received = now;
+        match message {
+            ServerMessage::Welcome {
+                protocol_version: _,
+                connection,
+                ids,
+                tid,
+                heartbeat_interval_ms,
+                max_frame,
+                database,
+            } => self.welcome(connection, ids, tid, heartbeat_interval_ms, max_frame, database, now),
+            ServerMessage::Rejected { reason } => {
+                let (message, permanent) = describe_rejection(&reason);
+                self.on_connect_failed(message, permanent, now);
+            }
+            ServerMessage::Commit(data) => self.shared.apply_commit(data, CommitKind::Pushed),
+            ServerMessage::SubscriptionData {
+                request_id,
+                objects,
+            } => self.buffers.entry(request_id).or_default().extend(objects),
+            ServerMessage::SubscriptionComplete { request_id, tid } => {
+                let objects = self.buffers.remove(&request_id).unwrap_or_default();
+                if let Some(Pending::Subscribe { types, .. }) = self.requests.remove(&request_id)
+                {
+                    self.shared.apply_snapshot(objects, &types, tid);
+                    self.answer(request_id, Ok(Reply::Subscribed(tid)));
+                }
+            }
+            ServerMessage::Resumed {
+                request_id,
+                tid,
+                delta,
+                gone,
+            } => {
+                let objects = self.buffers.remove(&request_id).unwrap_or_default();
+                if self.requests.remove(&request_id).is_some() {
+                    self.resumed(objects, tid, delta, gone);
+                }
+            }
+            ServerMessage::Unsubscribed {
+                request_id,
+                tid,
+                dropped,
+            } => {
+                if self.requests.remove(&request_id).is_some() {
+                    // Objects no longer sent are removed, so nothing stale stays readable.
+                    self.shared.apply_commit(
+                        odb_wire::CommitData {
+                            tid,
+                            deletes: dropped,
+                            ..odb_wire::CommitData::default()
+                        },
+                        CommitKind::Dropped,
+                    );
+                    self.answer(request_id, Ok(Reply::Unsubscribed(tid)));
+                }
+            }
+            ServerMessage::CommitResult {
+                request_id,
+                outcome,
+            } => {
+                if self.requests.remove(&request_id).is_some() {
+                    let result = self.commit_outcome(outcome);
+                    self.answer(request_id, result);
+                }
+            }
+            ServerMessage::CommitStatuses {
+                request_id,
+                statuses,
+            } => self.commit_statuses(request_id, statuses),
+            ServerMessage::Flushed { request_id, tid } => {
+                if self.requests.remove(&request_id).is_some() {
+                    self.shared.advance(tid);
+                    self.answer(request_id, Ok(Reply::Flushed(tid)));
+                }
+            }
+            ServerMessage::SchemaDefined { request_id, schema } => {
+                self.schema_defined(request_id, schema)
+            }
+            ServerMessage::Ids { request_id, block } => {
+                if self.requests.remove(&request_id).is_some() {
+                    self.add_ids(block);
+                    self.answer(request_id, Ok(Reply::Ids));
+                }
+            }
+            ServerMessage::RequestFailed { request_id, reason } => {
+                self.request_failed(request_id, reason)
+            }
+            ServerMessage::Closing { reason } => self.closing = Some(reason),
+            ServerMessage::Heartbeat => {}
+        }
+    }
+
+    /// The next frame to write.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        let (id, frame) = self.outbox.pop_front()?;
+        if let Some(Pending::Commit { sent, .. }) = id.and_then(|id| self.requests.get_mut(&id)) {
+            *sent = true;
+        }
+        Some(frame)
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`ClientCore::handle_timeout`] should run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Up | State::Connecting { .. } => Some(self.next_heartbeat.min(self.silence())),
+            State::Down { retry_at, .. } => Some(retry_at),
+            State::Closed { .. } => None,
+        }
+    }
+
+    /// Sends heartbeats, and ends a connection the server has been silent on for too long.
+    /// Returns `true` when the connection was ended: the driver drops its transport.
+    pub fn handle_timeout(&mut self, now: Instant) -> bool {
+        match self.state {
+            State::Up | State::Connecting { .. } => {
+                if now >= self.silence() {
+                    let limit = self.heartbeat * MISSED_HEARTBEATS;
+                    self.on_disconnected(
+                        format!("the server sent nothing for {limit:?} (not even a heartbeat)"),
+                        now,
+                    );
+                    return true;
+                }
+                if now >= self.next_heartbeat && self.is_up() {
+                    if let Ok(frame) = odb_wire::encode(&ClientMessage::Heartbeat) {
+                        self.outbox.push_back((None, frame));
+                    }
+                    self.next_heartbeat = now + self.heartbeat;
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Closes the session for good: every request fails with `reason`.
+    pub fn close(&mut self, reason: String) {
+        if matches!(self.state, State::Closed { .. }) {
+            return;
+        }
+        tracing::debug!(%reason, "client closed");
+        self.shared.set_connected(false);
+        self.state = State::Closed {
+            reason: reason.clone(),
+        };
+        self.outbox.clear();
+        self.buffers.clear();
+        let requests: Vec<(RequestId, Pending)> = self.requests.drain().collect();
+        for (id, pending) in requests {
+            let error = match pending {
+                Pending::Commit { sent: true, .. } => Error::CommitOutcomeUnknown {
+                    reason: format!(
+                        "the connection closed before the server answered, and the client will not reconnect: {reason}"
+                    ),
+                },
+                Pending::Commit { sent: false, .. } => Error::CommitNotApplied {
+                    reason: reason.clone(),
+                },
+                _ => Error::Disconnected(reason.clone()),
+            };
+            self.answer(id, Err(error));
+        }
+        self.shared.publish_closed();
+        self.events.push_back(Event::Status(self.status()));
+    }
+
+    // ---- commands ---------------------------------------------------------------------
+
+    /// Defines a schema on the server (answered [`Reply::Schema`] once its ids are in the
+    /// registry).
+    pub fn define_schema(&mut self, schema: &'static Schema) -> Result<RequestId> {
+        self.request(Pending::Schema {
+            schema,
+            internal: false,
+        })
+    }
+
+    /// Asks for at least `count` more object ids.
+    pub fn request_ids(&mut self, count: u64) -> Result<RequestId> {
+        self.request(Pending::Ids { count })
+    }
+
+    /// Asks for every commit made so far.
+    pub fn flush(&mut self) -> Result<RequestId> {
+        self.request(Pending::Flush)
+    }
+
+    /// Subscribes to targets whose types are defined (answered [`Reply::Subscribed`]).
+    pub fn subscribe(&mut self, targets: &[Target]) -> Result<RequestId> {
+        self.check_open()?;
+        let added = self.targets.add(targets);
+        let (wire, types) = self.wire_targets(targets)?;
+        let id = self.next_id();
+        let link = if self.is_up() { self.link } else { 0 };
+        self.requests.insert(id, Pending::Subscribe { added, types, link });
+        if link != 0 {
+            self.queue(
+                Some(id),
+                &ClientMessage::Subscribe {
+                    request_id: id,
+                    targets: wire,
+                },
+            )?;
+        }
+        Ok(id)
+    }
+
+    /// Cancels subscriptions (answered [`Reply::Unsubscribed`]).
+    pub fn unsubscribe(&mut self, targets: &[Target]) -> Result<RequestId> {
+        self.check_open()?;
+        let (wire, _) = self.wire_targets(targets)?;
+        self.targets.remove(targets);
+        let id = self.next_id();
+        let link = if self.is_up() { self.link } else { 0 };
+        self.requests.insert(id, Pending::Unsubscribe { link });
+        if link != 0 {
+            self.queue(
+                Some(id),
+                &ClientMessage::Unsubscribe {
+                    request_id: id,
+                    targets: wire,
+                },
+            )?;
+        }
+        Ok(id)
+    }
+
+    /// Commits a transaction whose created objects took ids on connection `ids_link` (`None`:
+    /// it created nothing). Answered [`Reply::Committed`] or an error:
+    /// [`Error::CommitNotApplied`] when the commit could not be sent on the connection its ids
+    /// belong to (run the transaction again).
+    pub fn commit(&mut self, mut request: CommitRequest, ids_link: Option<u64>) -> Result<RequestId> {
+        self.check_open()?;
+        let id = self.next_id();
+        if !self.is_up() || ids_link.is_some_and(|link| link != self.link) {
+            let reason = if self.is_up() {
+                "its object ids were granted on a connection that broke since"
+            } else {
+                "the client is not connected"
+            };
+            self.answer(
+                id,
+                Err(Error::CommitNotApplied {
+                    reason: reason.into(),
+                }),
+            );
+            return Ok(id);
+        }
+        let commit_id = CommitId {
+            session: self.session,
+            seq: self.next_commit,
+        };
+        self.next_commit += 1;
+        let base = request.base_tid;
+        request.commit_id = Some(commit_id);
+        self.queue(
+            Some(id),
+            &ClientMessage::Commit {
+                request_id: id,
+                commit: request,
+            },
+        )?;
+        self.requests.insert(
+            id,
+            Pending::Commit {
+                id: commit_id,
+                base,
+                sent: false,
+                unsettled: false,
+            },
+        );
+        Ok(id)
+    }
+
+    // ---- internals --------------------------------------------------------------------
+
+    fn next_id(&mut self) -> RequestId {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        id
+    }
+
+    fn check_open(&self) -> Result<()> {
+        match &self.state {
+            State::Closed { reason } => Err(Error::Disconnected(reason.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Registers a request that is sent again on a new connection until answered; sends it
+    /// now if connected.
+    fn request(&mut self, pending: Pending) -> Result<RequestId> {
+        self.check_open()?;
+        let id = self.next_id();
+        if self.is_up() {
+            self.send_request(id, &pending)?;
+        }
+        self.requests.insert(id, pending);
+        Ok(id)
+    }
+
+    /// Queues the message of a schema, id or flush request.
+    fn send_request(&mut self, id: RequestId, pending: &Pending) -> Result<()> {
+        let message = match pending {
+            Pending::Schema { schema, .. } => ClientMessage::DefineSchema {
+                request_id: id,
+                schema: schema_def(schema),
+            },
+            Pending::Ids { count } => ClientMessage::RequestIds {
+                request_id: id,
+                count: *count,
+            },
+            Pending::Flush => ClientMessage::Flush { request_id: id },
+            _ => return Ok(()),
+        };
+        self.queue(Some(id), &message)
+    }
+
+    /// Encodes a message for the driver. A message over the frame limit fails alone.
+    fn queue(&mut self, id: Option<RequestId>, message: &ClientMessage) -> Result<()> {
+        let frame = odb_wire::encode(message).map_err(|e| Error::Encode(e.to_string()))?;
+        if frame.len() > self.max_frame {
+            return Err(Error::LimitExceeded {
+                what: format!(
+                    "a request of {} bytes exceeds the maximum frame size of {} bytes; split the transaction or raise the frame limit on both sides",
+                    frame.len(),
+                    self.max_frame
+                ),
+            });
+        }
+        self.outbox.push_back((id, frame));
+        Ok(())
+    }
+
+    fn answer(&mut self, id: RequestId, result: Result<Reply>) {
+        self.events.push_back(Event::Answer { id, result });
+    }
+
+    fn silence(&self) -> Instant {
+        self.last_received + self.heartbeat * MISSED_HEARTBEATS
+    }
+
+    fn schedule_retry(&mut self, failed: u32, since: Instant, reason: String, now: Instant) {
+        if !self.config.policy.allows(failed) || self.config.urls == 0 {
+            let reason = if failed > 0 && self.config.policy.is_enabled() {
+                format!("gave up reconnecting after {failed} attempts: {reason}")
+            } else {
+                reason
+            };
+            self.close(reason);
+            return;
+        }
+        tracing::debug!(attempt = failed, %reason, "reconnecting");
+        let delay = self.rng.jitter(self.config.policy.delay(failed + 1));
+        self.state = State::Down {
+            attempt: failed,
+            since,
+            retry_at: now + delay,
+        };
+        self.events.push_back(Event::Status(self.status()));
+    }
+
+    /// Targets in server ids, and their types.
+    fn wire_targets(
+        &self,
+        targets: &[Target],
+    ) -> Result<(Vec<odb_wire::SubscriptionTarget>, Vec<TypeId>)> {
+        let registry = self.shared.registry.read();
+        let mut wire = Vec::with_capacity(targets.len());
+        let mut types = Vec::with_capacity(targets.len());
+        for t in targets {
+            let (target, ty) = t.wire(&registry).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "type {} is not defined on the server yet",
+                    t.ty().qualified_name()
+                ))
+            })?;
+            wire.push(target);
+            types.push(ty);
+        }
+        Ok((wire, types))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn welcome(
+        &mut self,
+        connection: ObjectId,
+        ids: IdBlock,
+        tid: Tid,
+        heartbeat_interval_ms: u64,
+        max_frame: u64,
+        database: DatabaseId,
+        now: Instant,
+    ) {
+        if !matches!(self.state, State::Connecting { .. }) {
+            self.on_disconnected("the server sent a second welcome".into(), now);
+            return;
+        }
+        let first = self.database.is_none();
+        let same = self.database == Some(database);
+        self.link += 1;
+        self.state = State::Up;
+        self.connection = connection;
+        self.heartbeat = Duration::from_millis(heartbeat_interval_ms.max(10));
+        self.next_heartbeat = now + self.heartbeat;
+        self.max_frame = self
+            .config
+            .max_frame
+            .min(usize::try_from(max_frame).unwrap_or(usize::MAX));
+        if !same {
+            self.granted.clear();
+        }
+        if first {
+            self.shared.local.write().replica.advance(tid);
+        }
+        self.database = Some(database);
+        self.shared.ids.lock().reset(self.link);
+        self.add_ids(ids);
+        self.shared.set_connection(connection);
+        self.shared.set_connected(true);
+        self.events.push_back(Event::Status(ConnectionStatus::Connected));
+        if first {
+            self.send_waiting();
+            return;
+        }
+        tracing::info!(%connection, same_database = same, "reconnected to the server");
+        if same {
+            self.restore();
+        } else {
+            self.new_database();
+        }
+    }
+
+    /// On a connection to the same database as before: restore the subscriptions, ask about
+    /// unsettled commits, then send what waits.
+    fn restore(&mut self) {
+        self.send_resume(true);
+        let unsettled: Vec<(RequestId, CommitId, Tid)> = self
+            .requests
+            .iter()
+            .filter_map(|(&rid, p)| match p {
+                Pending::Commit {
+                    id,
+                    base,
+                    unsettled: true,
+                    ..
+                } => Some((rid, *id, *base)),
+                _ => None,
+            })
+            .collect();
+        if !unsettled.is_empty() {
+            let id = self.next_id();
+            let message = ClientMessage::QueryCommits {
+                request_id: id,
+                commits: unsettled.iter().map(|&(_, c, b)| (c, b)).collect(),
+            };
+            if let Err(e) = self.queue(Some(id), &message) {
+                for (rid, ..) in unsettled {
+                    self.requests.remove(&rid);
+                    self.answer(
+                        rid,
+                        Err(Error::CommitOutcomeUnknown {
+                            reason: format!("cannot ask the server about it: {e}"),
+                        }),
+                    );
+                }
+            } else {
+                self.requests.insert(
+                    id,
+                    Pending::Query {
+                        commits: unsettled.iter().map(|&(r, ..)| r).collect(),
+                    },
+                );
+            }
+        }
+        self.send_waiting();
+    }
+
+    /// On a connection to another database (an in-memory server that restarted): nothing of
+    /// the old one carries over. Unsettled commits cannot be settled; schemas are defined again
+    /// and the subscriptions restored once they are.
+    fn new_database(&mut self) {
+        tracing::warn!("the server's database changed (an in-memory server restarted?); fetching everything again");
+        let unsettled: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter_map(|(&rid, p)| {
+                matches!(p, Pending::Commit { unsettled: true, .. }).then_some(rid)
+            })
+            .collect();
+        for rid in unsettled {
+            self.requests.remove(&rid);
+            self.answer(
+                rid,
+                Err(Error::CommitOutcomeUnknown {
+                    reason: "the server restarted without its data, so whether the commit was applied before cannot be known".into(),
+                }),
+            );
+        }
+        *self.shared.registry.write() = crate::registry::Registry::default();
+        let schemas = std::mem::take(&mut self.schemas);
+        self.redefining = schemas.len();
+        for schema in schemas {
+            let pending = Pending::Schema {
+                schema,
+                internal: true,
+            };
+            let id = self.next_id();
+            if self.send_request(id, &pending).is_ok() {
+                self.requests.insert(id, pending);
+            } else {
+                self.redefining -= 1;
+            }
+        }
+        if self.redefining == 0 {
+            self.send_resume(false);
+        }
+        self.send_waiting();
+    }
+
+    /// Sends the restore: every subscription, the id blocks of earlier connections, and the
+    /// tid the replica holds when the server may send only what changed.
+    fn send_resume(&mut self, same_database: bool) {
+        let targets: Vec<Target> = self.targets.iter().cloned().collect();
+        let registry = self.shared.registry.read();
+        let wire: Vec<_> = targets
+            .iter()
+            .filter_map(|t| t.wire(&registry).map(|(w, _)| w))
+            .collect();
+        drop(registry);
+        let id = self.next_id();
+        let since = same_database.then(|| self.shared.local.read().replica.tid());
+        let message = ClientMessage::Resume {
+            request_id: id,
+            targets: wire,
+            own: self.granted.clone(),
+            since,
+        };
+        match self.queue(Some(id), &message) {
+            Ok(()) => {
+                self.requests.insert(id, Pending::Resume);
+            }
+            Err(e) => self.fail_waiting_subscriptions(&format!("cannot restore the subscriptions: {e}")),
+        }
+    }
+
+    /// Sends the schema, id and flush requests that waited for a connection.
+    fn send_waiting(&mut self) {
+        let mut waiting: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, p)| {
+                matches!(
+                    p,
+                    Pending::Schema {
+                        internal: false,
+                        ..
+                    } | Pending::Ids { .. }
+                        | Pending::Flush
+                )
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        waiting.sort();
+        for id in waiting {
+            if let Some(pending) = self.requests.remove(&id) {
+                match self.send_request(id, &pending) {
+                    Ok(()) => {
+                        self.requests.insert(id, pending);
+                    }
+                    Err(e) => self.answer(id, Err(e)),
+                }
+            }
+        }
+    }
+
+    /// The restore's data arrived: apply it as one change and answer the subscriptions and
+    /// cancellations that waited for it.
+    fn resumed(&mut self, objects: Vec<ObjectData>, tid: Tid, delta: bool, gone: Vec<ObjectId>) {
+        let registry = self.shared.registry.read();
+        let mut types: Vec<TypeId> = self
+            .targets
+            .iter()
+            .filter_map(|t| t.wire(&registry).map(|(_, ty)| ty))
+            .collect();
+        if let Some(info) = registry.get(<crate::core::Connection as crate::Object>::type_def()) {
+            types.push(info.type_id);
+        }
+        drop(registry);
+        self.shared.apply_resync(objects, &types, tid, delta, gone);
+        let waiting: Vec<(RequestId, bool)> = self
+            .requests
+            .iter()
+            .filter_map(|(&id, p)| match p {
+                Pending::Subscribe { link: 0, .. } => Some((id, true)),
+                Pending::Unsubscribe { link: 0 } => Some((id, false)),
+                _ => None,
+            })
+            .collect();
+        for (id, subscribe) in waiting {
+            self.requests.remove(&id);
+            let reply = if subscribe {
+                Reply::Subscribed(tid)
+            } else {
+                Reply::Unsubscribed(tid)
+            };
+            self.answer(id, Ok(reply));
+        }
+    }
+
+    fn fail_waiting_subscriptions(&mut self, reason: &str) {
+        let waiting: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, p)| {
+                matches!(
+                    p,
+                    Pending::Subscribe { link: 0, .. } | Pending::Unsubscribe { link: 0 }
+                )
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in waiting {
+            self.requests.remove(&id);
+            self.answer(id, Err(Error::Server(reason.to_string())));
+        }
+    }
+
+    fn schema_defined(&mut self, request_id: RequestId, ids: SchemaIds) {
+        let Some(Pending::Schema { schema, internal }) = self.requests.remove(&request_id) else {
+            return;
+        };
+        let result = if ids.types.len() != schema.types().len() {
+            Err(Error::Protocol(format!(
+                "the server answered {} types for schema {}, which has {}",
+                ids.types.len(),
+                schema.name(),
+                schema.types().len()
+            )))
+        } else {
+            let infos = schema
+                .types()
+                .iter()
+                .zip(&ids.types)
+                .map(|(def, ids)| TypeInfo::new(def, ids))
+                .collect();
+            self.shared.registry.write().insert_schema(infos);
+            if !self.schemas.iter().any(|s| std::ptr::eq(*s, schema)) {
+                self.schemas.push(schema);
+            }
+            Ok(Reply::Schema)
+        };
+        if internal {
+            if let Err(e) = result {
+                tracing::error!("cannot define schema {} again: {e}", schema.name());
+            }
+            self.schema_redefined();
+        } else {
+            self.answer(request_id, result);
+        }
+    }
+
+    fn schema_redefined(&mut self) {
+        self.redefining = self.redefining.saturating_sub(1);
+        if self.redefining == 0 {
+            self.send_resume(false);
+        }
+    }
+
+    fn add_ids(&mut self, block: IdBlock) {
+        self.shared.ids.lock().add(block);
+        match self.granted.last_mut() {
+            Some(last) if last.start + last.len == block.start => last.len += block.len,
+            _ => self.granted.push(block),
+        }
+    }
+
+    fn request_failed(&mut self, request_id: RequestId, reason: String) {
+        self.buffers.remove(&request_id);
+        let Some(pending) = self.requests.remove(&request_id) else {
+            return;
+        };
+        let error = if odb_wire::limits::named_in(&reason).is_some() {
+            Error::LimitExceeded {
+                what: reason.clone(),
+            }
+        } else {
+            Error::Server(reason.clone())
+        };
+        match pending {
+            Pending::Subscribe { added, .. } => {
+                self.targets.remove(&added);
+                self.answer(request_id, Err(error));
+            }
+            Pending::Resume => {
+                tracing::error!(%reason, "the server refused to restore the subscriptions");
+                self.fail_waiting_subscriptions(&reason);
+            }
+            Pending::Query { commits } => {
+                for rid in commits {
+                    self.requests.remove(&rid);
+                    self.answer(
+                        rid,
+                        Err(Error::CommitOutcomeUnknown {
+                            reason: format!("the server could not say: {reason}"),
+                        }),
+                    );
+                }
+            }
+            Pending::Schema { internal: true, schema } => {
+                tracing::error!(%reason, "cannot define schema {} again", schema.name());
+                self.schema_redefined();
+            }
+            Pending::Commit { .. } => {
+                self.answer(request_id, Err(error));
+            }
+            _ => self.answer(request_id, Err(error)),
+        }
+    }
+
+    /// What the server's answer to a commit means.
+    fn commit_outcome(&mut self, outcome: CommitOutcome) -> Result<Reply> {
+        match outcome {
+            CommitOutcome::Committed { tid } => Ok(Reply::Committed(tid)),
+            CommitOutcome::AlreadyApplied { tid } => {
+                self.shared.advance(tid);
+                Ok(Reply::Committed(tid))
+            }
+            CommitOutcome::Conflict { key, written_at } => {
+                // Everything this connection can see up to `written_at` has arrived (the stream
+                // is FIFO), so the next snapshot may start there even if that commit itself was
+                // invisible here; otherwise a retry would reuse the same stale base tid.
+                self.shared.advance(written_at);
+                let described = self.shared.registry.read().describe(&key);
+                Err(Error::Conflict {
+                    key: described,
+                    written_at,
+                    raw: key,
+                })
+            }
+            CommitOutcome::TooOld { base_tid, horizon } => Err(Error::TooOld { base_tid, horizon }),
+            CommitOutcome::Invalid { reason } => match odb_wire::limits::named_in(&reason) {
+                Some(_) => Err(Error::LimitExceeded { what: reason }),
+                None => Err(Error::Server(reason)),
+            },
+        }
+    }
+
+    fn commit_statuses(&mut self, request_id: RequestId, statuses: Vec<CommitStatus>) {
+        let Some(Pending::Query { commits }) = self.requests.remove(&request_id) else {
+            return;
+        };
+        if statuses.len() != commits.len() {
+            tracing::error!(
+                asked = commits.len(),
+                answered = statuses.len(),
+                "the server answered a commit query with the wrong number of statuses"
+            );
+        }
+        for (i, rid) in commits.into_iter().enumerate() {
+            if self.requests.remove(&rid).is_none() {
+                continue;
+            }
+            let result = match statuses.get(i) {
+                Some(CommitStatus::Applied { tid }) => {
+                    // Every commit this connection sees up to the query has arrived.
+                    self.shared.advance(*tid);
+                    Ok(Reply::Committed(*tid))
+                }
+                Some(CommitStatus::NotApplied) => Err(Error::CommitNotApplied {
+                    reason: "the connection broke before the server received it".into(),
+                }),
+                Some(CommitStatus::Unknown) | None => Err(Error::CommitOutcomeUnknown {
+                    reason: "the server no longer remembers commits that old".into(),
+                }),
+            };
+            self.answer(rid, result);
+        }
+    }
+}
+
+/// A refused hello in words, and whether reconnecting is pointless.
+fn describe_rejection(reason: &RejectReason) -> (String, bool) {
+    match reason {
+        RejectReason::Unauthorized => (Error::Unauthorized.to_string(), true),
+        RejectReason::ProtocolVersion { server, oldest } => (
+            format!(
+                "the server speaks protocol versions {oldest} to {server}, this client {OLDEST_PROTOCOL_VERSION} to {PROTOCOL_VERSION}; upgrade the older side"
+            ),
+            true,
+        ),
+        RejectReason::Other(reason) => (format!("the server refused the connection: {reason}"), false),
+    }
+}
+
+/// The wire definition of a schema: names only.
+pub(crate) fn schema_def(schema: &Schema) -> SchemaDef {
+    SchemaDef {
+        name: schema.name().to_string(),
+        types: schema
+            .types()
+            .iter()
+            .map(|t| WireTypeDef {
+                name: t.name.to_string(),
+                fields: t.fields.iter().map(|f| f.name.to_string()).collect(),
+                indices: t
+                    .indices
+                    .iter()
+                    .map(|i| IndexDef {
+                        name: i.name.to_string(),
+                        fields: i
+                            .fields
+                            .iter()
+                            .filter_map(|&f| t.fields.get(f).map(|f| f.name.to_string()))
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,562 @@
+//! Sessions that survive: a client whose connection breaks reconnects by itself, restores its
+//! subscriptions, and settles the commit that was in flight exactly once. Connections are cut
+//! by a TCP relay between the clients and an embedded server.
+
+mod relay;
+
+use odb::server::{RunningServer, Server};
+use odb::{Client, ConnectionStatus, Error, ReconnectPolicy, Ref};
+use odb_server::storage::MemoryStorage;
+use relay::Relay;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const TOKEN: &str = "sessions-test-token";
+const WAIT: Duration = Duration::from_secs(20);
+
+#[odb::schema]
+pub mod sessions {
+    #[derive(odb::Object, Debug, Clone, PartialEq)]
+    pub struct Entry {
+        #[index]
+        pub tag: String,
+        pub n: u64,
+    }
+
+    #[derive(odb::Object, Debug, Clone, PartialEq)]
+    pub struct Account {
+        pub name: String,
+        pub balance: i64,
+    }
+
+    #[derive(odb::Object, Debug, Clone, PartialEq)]
+    pub struct Transfer {
+        #[index]
+        pub client: u32,
+        pub seq: u32,
+    }
+}
+use sessions::{Account, Entry, Transfer};
+
+/// A server keeping its data in `storage`, so that a restart continues where it stopped.
+async fn durable(storage: &MemoryStorage) -> RunningServer {
+    Server::with_storage(storage.clone())
+        .token(TOKEN)
+        .listen("127.0.0.1:0".parse().expect("an address"))
+        .start()
+        .await
+        .expect("the server starts")
+}
+
+async fn in_memory() -> RunningServer {
+    Server::in_memory()
+        .token(TOKEN)
+        .listen("127.0.0.1:0".parse().expect("an address"))
+        .start()
+        .await
+        .expect("the server starts")
+}
+
+fn addr(server: &RunningServer) -> std::net::SocketAddr {
+    server.local_addr().expect("a TCP listener")
+}
+
+/// Reconnects quickly, so that the tests do not wait for the default backoff.
+fn quick() -> ReconnectPolicy {
+    ReconnectPolicy::default()
+        .initial_delay(Duration::from_millis(10))
+        .max_delay(Duration::from_millis(200))
+}
+
+async fn through(relay: &Relay) -> Client {
+    Client::builder(relay.url())
+        .token(TOKEN)
+        .reconnect(quick())
+        .connect()
+        .await
+        .expect("connects through the relay")
+}
+
+async fn direct(server: &RunningServer) -> Client {
+    Client::builder(server.url().expect("a URL"))
+        .token(TOKEN)
+        .connect()
+        .await
+        .expect("connects")
+}
+
+fn entry(tag: &str, n: u64) -> Entry {
+    Entry {
+        tag: tag.into(),
+        n,
+    }
+}
+
+async fn entries(db: &Client) -> usize {
+    db.view(|v| Entry::lookup_all(v))
+        .map(|e| e.len())
+        .unwrap_or(0)
+}
+
+/// Waits until the client's status satisfies `want`.
+async fn status_becomes(db: &Client, want: impl Fn(&ConnectionStatus) -> bool) {
+    let mut status = db.status();
+    tokio::time::timeout(WAIT, async {
+        while !want(&status.borrow_and_update()) {
+            if status.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the status changes in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_connection_comes_back_with_its_subscriptions() {
+    let storage = MemoryStorage::new();
+    let server = durable(&storage).await;
+    let relay = Relay::start(addr(&server)).await.expect("relay");
+    let writer = direct(&server).await;
+    let reader = through(&relay).await;
+    reader.subscribe_type::<Entry>().await.expect("subscribes");
+    let first_connection = reader.connection_id();
+
+    writer
+        .transaction(|tx| Entry::create(tx, entry("a", 1)))
+        .await
+        .expect("commits");
+    reader
+        .wait_for(|v| Ok(Entry::lookup_all(v)?.len() == 1), WAIT)
+        .await
+        .expect("the reader sees the first entry");
+
+    let mut status = reader.status();
+    relay.refuse(true);
+    relay.cut();
+    status_becomes(&reader, |s| matches!(s, ConnectionStatus::Reconnecting { .. })).await;
+    assert!(!reader.is_connected());
+    // While the client reconnects, views read the replica as it was.
+    assert_eq!(entries(&reader).await, 1);
+    writer
+        .transaction(|tx| Entry::create(tx, entry("a", 2)))
+        .await
+        .expect("commits while the reader is away");
+    relay.refuse(false);
+    reader
+        .wait_for(|v| Ok(Entry::lookup_all(v)?.len() == 2), WAIT)
+        .await
+        .expect("the reader catches up after reconnecting");
+    assert!(matches!(*status.borrow_and_update(), ConnectionStatus::Connected));
+    assert_ne!(reader.connection_id(), first_connection, "a new connection");
+    // The reader can write again, with ids granted on its new connection.
+    reader
+        .transaction(|tx| Entry::create(tx, entry("b", 3)))
+        .await
+        .expect("the reader commits after reconnecting");
+    writer
+        .wait_for(|v| Ok(Entry::lookup_all(v)?.len() == 3), WAIT)
+        .await
+        .expect("the writer sees the reader's entry");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_was_lost_is_applied_once() {
+    let storage = MemoryStorage::new();
+    let server = durable(&storage).await;
+    let relay = Relay::start(addr(&server)).await.expect("relay");
+    let observer = direct(&server).await;
+    observer.subscribe_type::<Account>().await.expect("subscribes");
+    let db = through(&relay).await;
+    db.subscribe_type::<Account>().await.expect("subscribes");
+    let account = db
+        .transaction(|tx| {
+            Account::create(
+                tx,
+                Account {
+                    name: "a".into(),
+                    balance: 0,
+                },
+            )
+        })
+        .await
+        .expect("creates");
+
+    relay.hold_answers(true);
+    let runs = Arc::new(AtomicU32::new(0));
+    let commit = {
+        let db = db.clone();
+        let runs = runs.clone();
+        tokio::spawn(async move {
+            db.transaction(|tx| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                let balance = account.balance(tx)?;
+                account.set_balance(tx, balance + 10)
+            })
+            .await
+        })
+    };
+    // The server applied it; its answer is stuck in the relay.
+    observer
+        .wait_for(|v| Ok(account.balance(v)? == 10), WAIT)
+        .await
+        .expect("the server applies the commit");
+    relay.hold_answers(false);
+    relay.cut();
+    commit
+        .await
+        .expect("the task ends")
+        .expect("the commit is reported applied");
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the closure ran once");
+    assert_eq!(db.view(|v| account.balance(v)).expect("reads"), 10);
+    observer.flush().await.expect("flushes");
+    assert_eq!(
+        observer.view(|v| account.balance(v)).expect("reads"),
+        10,
+        "applied exactly once"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_never_arrived_runs_again() {
+    let storage = MemoryStorage::new();
+    let server = durable(&storage).await;
+    let relay = Relay::start(addr(&server)).await.expect("relay");
+    let db = through(&relay).await;
+    db.subscribe_type::<Account>().await.expect("subscribes");
+    let account = db
+        .transaction(|tx| {
+            Account::create(
+                tx,
+                Account {
+                    name: "a".into(),
+                    balance: 0,
+                },
+            )
+        })
+        .await
+        .expect("creates");
+
+    relay.hold_requests(true);
+    let runs = Arc::new(AtomicU32::new(0));
+    let commit = {
+        let db = db.clone();
+        let runs = runs.clone();
+        tokio::spawn(async move {
+            db.transaction(|tx| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                let balance = account.balance(tx)?;
+                account.set_balance(tx, balance + 10)
+            })
+            .await
+        })
+    };
+    // Wait until the closure ran and its commit went into the relay.
+    tokio::time::timeout(WAIT, async {
+        while runs.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the closure runs");
+    relay.cut();
+    relay.hold_requests(false);
+    commit
+        .await
+        .expect("the task ends")
+        .expect("the commit is applied after reconnecting");
+    assert!(runs.load(Ordering::SeqCst) >= 1);
+    let observer = direct(&server).await;
+    observer.subscribe_type::<Account>().await.expect("subscribes");
+    assert_eq!(
+        observer.view(|v| account.balance(v)).expect("reads"),
+        10,
+        "applied exactly once"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_wait_for_the_connection_up_to_their_timeout() {
+    let server = in_memory().await;
+    let relay = Relay::start(addr(&server)).await.expect("relay");
+    let db = through(&relay).await;
+    db.subscribe_type::<Entry>().await.expect("subscribes");
+    relay.refuse(true);
+    relay.cut();
+    status_becomes(&db, |s| matches!(s, ConnectionStatus::Reconnecting { .. })).await;
+    let options = odb::TxOptions::default().timeout(Duration::from_millis(300));
+    let err = db
+        .transaction_with(options, |tx| Entry::create(tx, entry("late", 1)))
+        .await
+        .expect_err("no connection within the timeout");
+    assert!(matches!(err, Error::Timeout(..)), "{err}");
+    let pending = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            db.transaction(|tx| Entry::create(tx, entry("later", 2)))
+                .await
+        })
+    };
+    relay.refuse(false);
+    pending
+        .await
+        .expect("the task ends")
+        .expect("commits once reconnected");
+    assert_eq!(entries(&db).await, 1, "only the second transaction committed");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_server_restart_is_resumed() {
+    let storage = MemoryStorage::new();
+    let server = durable(&storage).await;
+    let relay = Relay::start(addr(&server)).await.expect("relay");
+    let db = through(&relay).await;
+    db.subscribe_index(Entry::tag_index("x"))
+        .await
+        .expect("subscribes to one tag");
+    let mine = db
+        .transaction(|tx| Entry::create(tx, entry("mine", 1)))
+        .await
+        .expect("creates an object outside the subscription");
+    db.transaction(|tx| Entry::create(tx, entry("x", 2)))
+        .await
+        .expect("creates");
+    server.shutdown().await;
+
+    let server = durable(&storage).await;
+    relay.set_upstream(addr(&server));
+    relay.cut();
+    let other = direct(&server).await;
+    other
+        .transaction(|tx| {
+            Entry::create(tx, entry("x", 3))?;
+            Entry::create(tx, entry("y", 4))
+        })
+        .await
+        .expect("commits on the restarted server");
+    db.wait_for(|v| Ok(Entry::lookup_all_by_tag(v, "x")?.len() == 2), WAIT)
+        .await
+        .expect("the client resumes its index subscription");
+    // Its own creation is still visible; what it never subscribed to is not.
+    assert_eq!(db.view(|v| mine.n(v)).expect("reads its own object"), 1);
+    assert_eq!(
+        db.view(|v| Entry::lookup_all_by_tag(v, "y")).expect("looks up").len(),
+        0
+    );
+    let again: Ref<Entry> = db
+        .transaction(|tx| Entry::create(tx, entry("x", 5)))
+        .await
+        .expect("creates after the restart");
+    assert_ne!(again.id(), mine.id());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_server_restart_is_a_new_database() {
+    let server = in_memory().await;
+    let relay = Relay::start(addr(&server)).await.expect("relay");
+    let db = through(&relay).await;
+    db.subscribe_type::<Entry>().await.expect("subscribes");
+    db.transaction(|tx| Entry::create(tx, entry("old", 1)))
+        .await
+        .expect("creates");
+    server.shutdown().await;
+
+    let server = in_memory().await;
+    relay.set_upstream(addr(&server));
+    relay.cut();
+    let other = direct(&server).await;
+    other
+        .transaction(|tx| Entry::create(tx, entry("new", 2)))
+        .await
+        .expect("commits on the new server");
+    db.wait_for(
+        |v| {
+            let all = Entry::lookup_all(v)?;
+            Ok(all.len() == 1 && all[0].tag(v)? == "new")
+        },
+        WAIT,
+    )
+    .await
+    .expect("the client drops the old database's objects and fetches the new ones");
+    db.transaction(|tx| Entry::create(tx, entry("mine", 3)))
+        .await
+        .expect("the client defines its schema again and commits");
+    other
+        .wait_for(|v| Ok(Entry::lookup_all(v)?.len() == 2), WAIT)
+        .await
+        .expect("the other client sees it");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_reconnecting_a_break_closes_the_client() {
+    let server = in_memory().await;
+    let relay = Relay::start(addr(&server)).await.expect("relay");
+    let db = Client::builder(relay.url())
+        .token(TOKEN)
+        .reconnect(ReconnectPolicy::disabled())
+        .connect()
+        .await
+        .expect("connects");
+    db.subscribe_type::<Entry>().await.expect("subscribes");
+    relay.cut();
+    status_becomes(&db, |s| matches!(s, ConnectionStatus::Closed { .. })).await;
+    assert!(db.closed_reason().is_some());
+    let err = db
+        .transaction(|tx| Entry::create(tx, entry("x", 1)))
+        .await
+        .expect_err("a closed client cannot commit");
+    assert!(matches!(err, Error::Disconnected(_)), "{err}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_urls_are_tried_in_turn() {
+    let server = in_memory().await;
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        listener.local_addr().expect("an address")
+    };
+    let db = Client::builder(format!("odb://{dead},{}", server.url().expect("a URL")))
+        .token(TOKEN)
+        .connect()
+        .await
+        .expect("the second URL answers");
+    db.transaction(|tx| Entry::create(tx, entry("x", 1)))
+        .await
+        .expect("commits");
+    db.close();
+    assert!(matches!(
+        *db.status().borrow(),
+        ConnectionStatus::Closed { .. }
+    ));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_transfers_survive_random_cuts() {
+    const ACCOUNTS: usize = 6;
+    const CLIENTS: u32 = 4;
+    const TRANSFERS: u32 = 40;
+    let seed = std::env::var("ODB_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("bank_transfers_survive_random_cuts: ODB_TEST_SEED={seed}");
+    let storage = MemoryStorage::new();
+    let server = durable(&storage).await;
+    let relay = Arc::new(Relay::start(addr(&server)).await.expect("relay"));
+    let setup = direct(&server).await;
+    let accounts: Vec<Ref<Account>> = setup
+        .transaction(|tx| {
+            (0..ACCOUNTS)
+                .map(|i| {
+                    Account::create(
+                        tx,
+                        Account {
+                            name: format!("acct{i}"),
+                            balance: 100,
+                        },
+                    )
+                })
+                .collect()
+        })
+        .await
+        .expect("creates the accounts");
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cutter = {
+        let relay = relay.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut rng = seed | 1;
+            let mut cuts = 0;
+            while !stop.load(Ordering::SeqCst) {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                tokio::time::sleep(Duration::from_millis(5 + rng % 40)).await;
+                relay.cut();
+                cuts += 1;
+            }
+            cuts
+        })
+    };
+    let mut workers = Vec::new();
+    for client in 0..CLIENTS {
+        let db = through(&relay).await;
+        db.subscribe_type::<Account>().await.expect("subscribes");
+        let accounts = accounts.clone();
+        let mut rng = seed.wrapping_add(u64::from(client) * 7919) | 1;
+        workers.push(tokio::spawn(async move {
+            let mut done = 0u32;
+            for seq in 0..TRANSFERS {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let from = accounts[(rng % ACCOUNTS as u64) as usize];
+                let to = accounts[((rng >> 8) % ACCOUNTS as u64) as usize];
+                let amount = (rng >> 16) as i64 % 20 + 1;
+                db.transaction(|tx| {
+                    let a = from.balance(tx)?;
+                    from.set_balance(tx, a - amount)?;
+                    let b = to.balance(tx)?;
+                    to.set_balance(tx, b + amount)?;
+                    Transfer::create(tx, Transfer { client, seq })?;
+                    Ok(())
+                })
+                .await
+                .unwrap_or_else(|e| panic!("transfer {client}/{seq} failed: {e}"));
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut acknowledged = 0;
+    for w in workers {
+        acknowledged += tokio::time::timeout(Duration::from_secs(120), w)
+            .await
+            .expect("the transfers finish")
+            .expect("no worker panicked");
+    }
+    stop.store(true, Ordering::SeqCst);
+    let cuts = cutter.await.expect("the cutter ends");
+    eprintln!("{acknowledged} transfers acknowledged across {cuts} cuts");
+
+    let check = direct(&server).await;
+    check.subscribe(sessions::schema()).await.expect("subscribes");
+    let (total, records) = check
+        .view(|v| {
+            let total: i64 = accounts
+                .iter()
+                .map(|a| a.balance(v))
+                .sum::<odb::Result<i64>>()?;
+            let mut records: Vec<(u32, u32)> = Transfer::lookup_all(v)?
+                .into_iter()
+                .map(|t| Ok((t.client(v)?, t.seq(v)?)))
+                .collect::<odb::Result<_>>()?;
+            records.sort();
+            Ok((total, records))
+        })
+        .expect("reads");
+    assert_eq!(total, 100 * ACCOUNTS as i64, "money is conserved");
+    let mut unique = records.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), records.len(), "no transfer recorded twice");
+    assert_eq!(
+        records.len() as u32,
+        acknowledged,
+        "every acknowledged transfer recorded once"
+    );
+    server.shutdown().await;
+}
