@@ -37,6 +37,9 @@ pub(super) struct Durable {
     stored_tid: Tid,
     stored_next_id: u64,
     stored_registry: (u32, u32, u32),
+    /// Whether the database's identity is stored (it is not in a new storage, nor in data
+    /// written before identities were).
+    stored_database: bool,
     retry_at: Option<Instant>,
 }
 
@@ -147,6 +150,9 @@ pub(crate) async fn open(
     );
     let mut seq = Sequencer::from_parts(config, status, registry, store, loaded.next_id)
         .map_err(ServerError::Config)?;
+    if let Some(database) = loaded.database {
+        seq.database = database;
+    }
     seq.durable = Some(Durable {
         storage,
         held: Vec::new(),
@@ -157,6 +163,7 @@ pub(crate) async fn open(
             loaded.registry.last_field,
             loaded.registry.last_index,
         ),
+        stored_database: loaded.database.is_some(),
         retry_at: None,
     });
     seq.settle()
@@ -197,6 +204,7 @@ impl Sequencer {
             || self.store.tid() != durable.stored_tid
             || self.next_id != durable.stored_next_id
             || self.registry.generation() != durable.stored_registry
+            || !durable.stored_database
     }
 
     /// Stores what changed since the last stored batch and releases the held frames; repeated
@@ -229,6 +237,7 @@ impl Sequencer {
             durable.stored_tid = self.store.tid();
             durable.stored_next_id = self.next_id;
             durable.stored_registry = self.registry.generation();
+            durable.stored_database = true;
             durable.retry_at = None;
             self.store.clear_journal();
             let held = std::mem::take(&mut durable.held);
@@ -251,6 +260,7 @@ impl Sequencer {
             .durable
             .as_ref()
             .is_some_and(|d| d.stored_registry != self.registry.generation());
+        let database_unstored = self.durable.as_ref().is_some_and(|d| !d.stored_database);
         Batch {
             tid: self.store.tid(),
             next_id: self.next_id,
@@ -268,6 +278,7 @@ impl Sequencer {
                     (id, object)
                 })
                 .collect(),
+            database: database_unstored.then_some(self.database),
         }
     }
 

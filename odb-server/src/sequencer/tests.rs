@@ -691,5 +691,6 @@ fn stale_connection_objects_are_deleted_at_start() {
 }
 
 mod limits;
+mod sessions;
 mod streaming;
 mod unsubscribe;

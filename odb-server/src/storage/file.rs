@@ -3,7 +3,8 @@
 //! Layout of the file `odb.redb` in the data directory:
 //!
 //! - table `meta` (`&str` -> bytes): `format` (the format version, `u32` little-endian), `tid`
-//!   and `next_id` (`u64` little-endian), `registry` (the encoded [`StoredRegistry`]).
+//!   and `next_id` (`u64` little-endian), `registry` (the encoded [`StoredRegistry`]),
+//!   `database` (the database's identity, `u128` little-endian).
 //! - table `objects` (`u64` object id -> the encoded [`StoredObject`]).
 //!
 //! Every batch is one write transaction committed with redb's default (immediate) durability,
@@ -13,7 +14,7 @@ use super::{
     decode, decode_u64, encode, Batch, Loaded, Storage, StorageError, StorageFuture, StoredObject,
     StoredRegistry, FORMAT_VERSION,
 };
-use odb_wire::{ObjectId, Tid};
+use odb_wire::{DatabaseId, ObjectId, Tid};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -149,6 +150,15 @@ impl FileStorage {
             .map(|b| decode::<StoredRegistry>(&b, "registry"))
             .transpose()?
             .unwrap_or_default();
+        let database = get("database")?
+            .map(|b| {
+                <[u8; 16]>::try_from(b.as_slice())
+                    .map(|a| DatabaseId(u128::from_le_bytes(a)))
+                    .map_err(|_| {
+                        StorageError::Corrupt(format!("database: {} bytes, not 16", b.len()))
+                    })
+            })
+            .transpose()?;
         let table = txn.open_table(OBJECTS).map_err(|e| err(e.into()))?;
         let mut objects = Vec::new();
         for entry in table.iter().map_err(|e| err(e.into()))? {
@@ -162,6 +172,7 @@ impl FileStorage {
             next_id,
             registry,
             objects,
+            database,
         })
     }
 
@@ -181,6 +192,10 @@ impl FileStorage {
                 .map_err(|e| err(e.into()))?;
             if let Some(registry) = &registry {
                 meta.insert("registry", registry.as_slice())
+                    .map_err(|e| err(e.into()))?;
+            }
+            if let Some(database) = batch.database {
+                meta.insert("database", database.0.to_le_bytes().as_slice())
                     .map_err(|e| err(e.into()))?;
             }
             let mut objects = txn.open_table(OBJECTS).map_err(|e| err(e.into()))?;

@@ -1,7 +1,7 @@
 //! The in-process backend: keeps the stored image in memory, shared by its clones.
 
 use super::{Batch, Loaded, Storage, StorageError, StorageFuture, StoredObject, StoredRegistry};
-use odb_wire::{ObjectId, Tid};
+use odb_wire::{DatabaseId, ObjectId, Tid};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,7 @@ struct Image {
     next_id: u64,
     registry: StoredRegistry,
     objects: BTreeMap<ObjectId, StoredObject>,
+    database: Option<DatabaseId>,
 }
 
 #[derive(Default)]
@@ -85,6 +86,7 @@ impl Storage for MemoryStorage {
                     .iter()
                     .map(|(id, o)| (*id, o.clone()))
                     .collect(),
+                database: image.database,
             });
         Box::pin(std::future::ready(loaded))
     }
@@ -98,6 +100,9 @@ impl Storage for MemoryStorage {
             self.shared.image.lock().map_err(poisoned).map(|mut image| {
                 image.tid = batch.tid;
                 image.next_id = batch.next_id;
+                if let Some(database) = batch.database {
+                    image.database = Some(database);
+                }
                 if let Some(registry) = batch.registry {
                     image.registry = registry;
                 }

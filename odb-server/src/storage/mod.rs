@@ -2,7 +2,9 @@
 //!
 //! At start the server calls [`Storage::load`] once and gets everything back: the objects with
 //! their fields and index values, the schema registry (type, field and index ids by name), the
-//! next object id to hand out and the tid of the last commit. While it runs, the sequencer calls
+//! next object id to hand out, the tid of the last commit and the database's identity (random,
+//! chosen when the database is created, and sent to every client in its `Welcome`, so that
+//! a client can tell a restarted server on the same data from a different database). While it runs, the sequencer calls
 //! [`Storage::persist`] once per batch of requests (group commit) with everything the batch
 //! changed, and only answers the batch's requests once that call has succeeded: an acknowledged
 //! commit is stored.
@@ -29,7 +31,7 @@ pub use memory::MemoryStorage;
 pub use redis::{RedisStorage, DEFAULT_REDIS_PREFIX};
 
 use bytes::Bytes;
-use odb_wire::{FieldId, IndexId, ObjectId, Tid, TypeId};
+use odb_wire::{DatabaseId, FieldId, IndexId, ObjectId, Tid, TypeId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
@@ -136,6 +138,9 @@ pub struct Loaded {
     pub registry: StoredRegistry,
     /// Every live object.
     pub objects: Vec<(ObjectId, StoredObject)>,
+    /// The identity of the database; `None` for an empty storage, or data written before
+    /// identities were stored (the server then picks one and stores it with its first batch).
+    pub database: Option<DatabaseId>,
 }
 
 /// What one batch of requests changed, to be stored atomically by [`Storage::persist`].
@@ -149,6 +154,9 @@ pub struct Batch {
     pub registry: Option<StoredRegistry>,
     /// Every object the batch changed, with its new contents (`None`: deleted).
     pub objects: Vec<(ObjectId, Option<StoredObject>)>,
+    /// The identity of the database, if it is not stored yet (the first batch of a new
+    /// database); it never changes once stored.
+    pub database: Option<DatabaseId>,
 }
 
 /// The future a [`Storage`] method returns.

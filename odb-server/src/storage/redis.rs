@@ -8,6 +8,7 @@
 //! | `{prefix}tid` | string | the tid of the last stored commit, decimal |
 //! | `{prefix}next_id` | string | the next object id to hand out, decimal |
 //! | `{prefix}registry` | string | the encoded schema registry |
+//! | `{prefix}database` | string | the database's identity, 32 hexadecimal digits |
 //! | `{prefix}objects` | hash | object id (decimal) -> the encoded object |
 //!
 //! Every batch is one `MULTI`/`EXEC` transaction, so Redis applies all of it or none of it.
@@ -21,7 +22,7 @@ use super::{
     decode, encode, Batch, Loaded, Storage, StorageError, StorageFuture, StoredObject,
     StoredRegistry, FORMAT_VERSION,
 };
-use odb_wire::{ObjectId, Tid};
+use odb_wire::{DatabaseId, ObjectId, Tid};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client};
 use std::time::Duration;
@@ -135,6 +136,7 @@ impl RedisStorage {
                         .arg(self.key("next_id"))
                         .arg(self.key("registry"))
                         .arg(self.key("objects"))
+                        .arg(self.key("database"))
                         .query_async(conn)
                         .await
                         .map_err(&err)?;
@@ -161,14 +163,26 @@ impl RedisStorage {
 
     async fn load_on(&self, conn: &mut MultiplexedConnection) -> Result<Loaded, StorageError> {
         let err = unavailable("cannot read from Redis");
-        let (tid, next_id, registry): (Option<u64>, Option<u64>, Option<Vec<u8>>) =
-            redis::cmd("MGET")
-                .arg(self.key("tid"))
-                .arg(self.key("next_id"))
-                .arg(self.key("registry"))
-                .query_async(conn)
-                .await
-                .map_err(&err)?;
+        let (tid, next_id, registry, database): (
+            Option<u64>,
+            Option<u64>,
+            Option<Vec<u8>>,
+            Option<String>,
+        ) = redis::cmd("MGET")
+            .arg(self.key("tid"))
+            .arg(self.key("next_id"))
+            .arg(self.key("registry"))
+            .arg(self.key("database"))
+            .query_async(conn)
+            .await
+            .map_err(&err)?;
+        let database = database
+            .map(|hex| {
+                u128::from_str_radix(&hex, 16)
+                    .map(DatabaseId)
+                    .map_err(|_| StorageError::Corrupt(format!("database identity {hex:?}")))
+            })
+            .transpose()?;
         let registry = registry
             .map(|b| decode::<StoredRegistry>(&b, "registry"))
             .transpose()?
@@ -215,6 +229,7 @@ impl RedisStorage {
             next_id: next_id.unwrap_or(0),
             registry,
             objects,
+            database,
         })
     }
 
@@ -226,6 +241,10 @@ impl RedisStorage {
         pipe.set(self.key("next_id"), batch.next_id).ignore();
         if let Some(registry) = &batch.registry {
             pipe.set(self.key("registry"), encode(registry)?).ignore();
+        }
+        if let Some(database) = batch.database {
+            pipe.set(self.key("database"), database.to_string())
+                .ignore();
         }
         let mut written = Vec::new();
         let mut deleted = Vec::new();

@@ -1,7 +1,7 @@
 //! Tests of the storage helpers and the embedded backend.
 
 use super::*;
-use odb_wire::{FieldId, IndexId, ObjectId, Tid, TypeId};
+use odb_wire::{DatabaseId, FieldId, IndexId, ObjectId, Tid, TypeId};
 
 fn object(value: &str) -> StoredObject {
     StoredObject {
@@ -43,6 +43,7 @@ async fn round_trip(storage: &mut dyn Storage) -> Loaded {
                 (ObjectId(7), Some(object("x"))),
                 (ObjectId(8), Some(object("y"))),
             ],
+            database: Some(DatabaseId(0x1234_5678_9abc_def0_0fed_cba9_8765_4321)),
         })
         .await
         .unwrap();
@@ -52,6 +53,7 @@ async fn round_trip(storage: &mut dyn Storage) -> Loaded {
             next_id: 200,
             registry: None,
             objects: vec![(ObjectId(8), None), (ObjectId(9), Some(object("z")))],
+            database: None,
         })
         .await
         .unwrap();
@@ -62,6 +64,11 @@ fn check(loaded: &Loaded) {
     assert_eq!(loaded.tid, Tid(4));
     assert_eq!(loaded.next_id, 200);
     assert_eq!(loaded.registry, registry());
+    assert_eq!(
+        loaded.database,
+        Some(DatabaseId(0x1234_5678_9abc_def0_0fed_cba9_8765_4321)),
+        "the identity stays once stored"
+    );
     let mut objects = loaded.objects.clone();
     objects.sort_by_key(|(id, _)| *id);
     assert_eq!(
