@@ -119,6 +119,11 @@ impl Server {
                 "max_frame must be at least 1 byte".into(),
             ));
         }
+        if config.commit_id_window_count == 0 {
+            return Err(ServerError::Config(
+                "commit_id_window_count must be at least 1".into(),
+            ));
+        }
         if config.max_connections == 0 || config.max_hello_frame == 0 {
             return Err(ServerError::Config(
                 "max_connections and max_hello_frame must be at least 1".into(),

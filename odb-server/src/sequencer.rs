@@ -40,9 +40,10 @@ use crate::snapshot::Snapshot;
 use crate::store::{Applied, Limits, Store};
 use crate::subscriptions::{current, Selection, Visibility};
 use bytes::Bytes;
+use commit_ids::{Clock, CommitIds, Fence};
 use odb_wire::{
-    ClientMessage, CommitOutcome, CommitRequest, DatabaseId, IdBlock, ObjectData, ObjectId,
-    RequestId, ServerMessage, SubscriptionTarget, PROTOCOL_VERSION,
+    ClientMessage, CommitId, CommitOutcome, CommitRequest, DatabaseId, IdBlock, ObjectData,
+    ObjectId, RequestId, ServerMessage, SubscriptionTarget, Tid, PROTOCOL_VERSION,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -132,6 +133,10 @@ pub(crate) struct Sequencer {
     status: Arc<Status>,
     /// The identity of the database, sent in every `Welcome`.
     database: DatabaseId,
+    /// The ids of applied commits; see [`commit_ids`].
+    commit_ids: CommitIds,
+    /// The time of commit-id records.
+    clock: Clock,
 }
 
 impl Sequencer {
@@ -167,7 +172,13 @@ impl Sequencer {
             durable: None,
             status,
             database: DatabaseId(rand_u128()),
+            commit_ids: CommitIds::new(0, std::time::Duration::ZERO),
+            clock: Clock::default(),
         };
+        seq.commit_ids = CommitIds::new(
+            seq.config.commit_id_window_count,
+            seq.config.commit_id_window_time,
+        );
         seq.ended = seq.connection_type.all(&seq.store);
         if !seq.ended.is_empty() {
             tracing::info!(
@@ -373,8 +384,11 @@ impl Sequencer {
                 let tid = self.store.tid();
                 self.send(conn, &ServerMessage::Flushed { request_id, tid });
             }
-            ClientMessage::Resume { request_id, .. }
-            | ClientMessage::QueryCommits { request_id, .. } => {
+            ClientMessage::QueryCommits {
+                request_id,
+                commits,
+            } => self.query_commits(conn, request_id, &commits),
+            ClientMessage::Resume { request_id, .. } => {
                 self.fail(conn, request_id, "not supported yet".into())
             }
             // Liveness is the connection task's business (it asks with `Request::Silent`); a
@@ -391,6 +405,16 @@ impl Sequencer {
     }
 
     fn commit(&mut self, conn: ObjectId, request_id: RequestId, commit: &CommitRequest) {
+        if let Some(outcome) = commit.commit_id.and_then(|id| self.settled_commit(id)) {
+            self.send(
+                conn,
+                &ServerMessage::CommitResult {
+                    request_id,
+                    outcome,
+                },
+            );
+            return;
+        }
         let checked = limits::check_commit(&self.config, commit)
             .and_then(|()| self.check_created_ids(conn, commit))
             .and_then(|()| {
@@ -400,6 +424,10 @@ impl Sequencer {
             });
         let outcome = match checked.and_then(|()| self.store.commit(&self.registry, commit)) {
             Ok(applied) => {
+                if let Some(id) = commit.commit_id {
+                    let now = self.clock.now_ms();
+                    self.commit_ids.record(id, applied.tid, now);
+                }
                 self.publish();
                 self.fan_out(Some(conn), &applied);
                 CommitOutcome::Committed { tid: applied.tid }
@@ -411,6 +439,45 @@ impl Sequencer {
             &ServerMessage::CommitResult {
                 request_id,
                 outcome,
+            },
+        );
+    }
+
+    /// The answer to a commit whose id is already settled: recorded as applied, or fenced.
+    fn settled_commit(&self, id: CommitId) -> Option<CommitOutcome> {
+        if let Some(tid) = self.commit_ids.applied(id) {
+            return Some(CommitOutcome::AlreadyApplied { tid });
+        }
+        let reason = match self.commit_ids.fence_of(id)? {
+            Fence::NotApplied => format!(
+                "commit {id} was reported not applied to a commit query, so it can no longer \
+                 be applied; run the transaction again under a new commit id"
+            ),
+            Fence::Doubtful => format!(
+                "the outcome of commit {id} is unknown (storing it failed, and it may have \
+                 landed), so it is not applied again"
+            ),
+        };
+        Some(CommitOutcome::Invalid { reason })
+    }
+
+    /// Answers what became of each commit asked about; see [`commit_ids`].
+    fn query_commits(
+        &mut self,
+        conn: ObjectId,
+        request_id: RequestId,
+        commits: &[(CommitId, Tid)],
+    ) {
+        let now = self.clock.now_ms();
+        let statuses = commits
+            .iter()
+            .map(|&(id, base_tid)| self.commit_ids.status(id, base_tid, now))
+            .collect();
+        self.send(
+            conn,
+            &ServerMessage::CommitStatuses {
+                request_id,
+                statuses,
             },
         );
     }
@@ -703,6 +770,7 @@ fn duration_ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+mod commit_ids;
 mod durable;
 
 pub(crate) use durable::open;

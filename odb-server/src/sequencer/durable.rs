@@ -1,17 +1,18 @@
 //! Group commit to a durable [`Storage`].
 //!
 //! With a storage attached, nothing the sequencer queues for a connection leaves at once: frames
-//! are held, the batch's changes (objects, registry, tid and id counter) are stored by one
-//! [`Storage::persist`] call, and only then are the held frames released. An acknowledged commit
+//! are held, the batch's changes (objects, registry, tid, id counter and commit-id records) are
+//! stored by one [`Storage::persist`] call, and only then are the held frames released. An acknowledged commit
 //! (a `CommitResult` with `Committed`) or a granted id block is therefore stored.
 //!
 //! When storing fails, the batch's object changes are undone in memory (the tid and the id
 //! counter keep their new values, so no tid and no id is ever handed out twice), pushed commits
 //! are dropped, commit results become `Invalid` with a reason starting with
 //! `storage unavailable:`, id grants and new schema ids are refused, and a connection that was
-//! being welcomed is closed. Requests that answer from the current state (subscribe, unsubscribe,
-//! flush) are processed only once everything before them is stored, so no answer ever shows
-//! data that could still be undone.
+//! being welcomed is closed. The batch's commit-id records are undone too (see
+//! [`super::commit_ids`]). Requests that answer from the current state (subscribe, unsubscribe,
+//! flush, resume, commit queries) are processed only once everything before them is stored, so
+//! no answer ever shows data, or reports a commit applied, that could still be undone.
 
 use super::{queue_frame, Request, Sequencer, Status};
 use crate::config::ServerConfig;
@@ -119,7 +120,9 @@ pub(super) fn reads_state(request: &Request) -> bool {
         Request::Message {
             message: ClientMessage::Subscribe { .. }
                 | ClientMessage::Unsubscribe { .. }
-                | ClientMessage::Flush { .. },
+                | ClientMessage::Flush { .. }
+                | ClientMessage::Resume { .. }
+                | ClientMessage::QueryCommits { .. },
             ..
         }
     )
@@ -153,6 +156,10 @@ pub(crate) async fn open(
     if let Some(database) = loaded.database {
         seq.database = database;
     }
+    seq.commit_ids.set_journaling();
+    seq.commit_ids
+        .load(loaded.commits.clone(), loaded.commit_horizon);
+    seq.commit_ids.prune(seq.clock.now_ms());
     seq.durable = Some(Durable {
         storage,
         held: Vec::new(),
@@ -205,6 +212,7 @@ impl Sequencer {
             || self.next_id != durable.stored_next_id
             || self.registry.generation() != durable.stored_registry
             || !durable.stored_database
+            || self.commit_ids.has_changes()
     }
 
     /// Stores what changed since the last stored batch and releases the held frames; repeated
@@ -240,6 +248,7 @@ impl Sequencer {
             durable.stored_database = true;
             durable.retry_at = None;
             self.store.clear_journal();
+            self.commit_ids.clear_journal();
             let held = std::mem::take(&mut durable.held);
             let mut failed = Vec::new();
             for h in held {
@@ -279,6 +288,7 @@ impl Sequencer {
                 })
                 .collect(),
             database: database_unstored.then_some(self.database),
+            commits: self.commit_ids.changes(),
         }
     }
 
@@ -290,6 +300,8 @@ impl Sequencer {
         };
         tracing::warn!("a batch could not be stored; its commits fail: {reason}");
         self.store.roll_back();
+        let now = self.clock.now_ms();
+        self.commit_ids.roll_back(now);
         let Some(durable) = &mut self.durable else {
             return;
         };

@@ -1,7 +1,9 @@
 //! The in-process backend: keeps the stored image in memory, shared by its clones.
 
-use super::{Batch, Loaded, Storage, StorageError, StorageFuture, StoredObject, StoredRegistry};
-use odb_wire::{DatabaseId, ObjectId, Tid};
+use super::{
+    Batch, Loaded, Storage, StorageError, StorageFuture, StoredCommit, StoredObject, StoredRegistry,
+};
+use odb_wire::{CommitId, DatabaseId, ObjectId, Tid};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +15,8 @@ struct Image {
     registry: StoredRegistry,
     objects: BTreeMap<ObjectId, StoredObject>,
     database: Option<DatabaseId>,
+    commits: BTreeMap<CommitId, StoredCommit>,
+    commit_horizon: Tid,
 }
 
 #[derive(Default)]
@@ -87,6 +91,8 @@ impl Storage for MemoryStorage {
                     .map(|(id, o)| (*id, o.clone()))
                     .collect(),
                 database: image.database,
+                commits: image.commits.values().copied().collect(),
+                commit_horizon: image.commit_horizon,
             });
         Box::pin(std::future::ready(loaded))
     }
@@ -106,6 +112,13 @@ impl Storage for MemoryStorage {
                 if let Some(registry) = batch.registry {
                     image.registry = registry;
                 }
+                for record in batch.commits.added {
+                    image.commits.insert(record.id, record);
+                }
+                for id in batch.commits.pruned {
+                    image.commits.remove(&id);
+                }
+                image.commit_horizon = batch.commits.horizon;
                 for (id, object) in batch.objects {
                     match object {
                         Some(object) => image.objects.insert(id, object),
