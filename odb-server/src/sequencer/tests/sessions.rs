@@ -229,3 +229,187 @@ fn a_commit_reported_not_applied_is_fenced_against_a_late_copy() {
         "the answer stays the same"
     );
 }
+
+/// Registers a connection; returns it with the id block of its `Welcome`.
+fn connect_with_block(seq: &mut Sequencer) -> (Client, IdBlock) {
+    let closed = CancellationToken::new();
+    let (outbound, queue) = outbound::channel(usize::MAX, closed.clone(), Arc::default());
+    let (reply, mut id) = oneshot::channel();
+    seq.handle(Request::Register {
+        outbound,
+        client_name: "test".into(),
+        reply,
+    });
+    let id = id.try_recv().expect("registered");
+    let mut client = Client { id, queue, closed };
+    let Some(ServerMessage::Welcome { ids, .. }) = client.next() else {
+        panic!("expected a Welcome");
+    };
+    client.commit_push();
+    (client, ids)
+}
+
+impl Harness {
+    /// Creates object `o` with value `a` as `client`'s commit; checks that it commits.
+    fn create_as(&mut self, client: &mut Client, o: u64, a: &str) {
+        let req = self.create(o, a);
+        self.commit(client, req);
+        loop {
+            match client.next() {
+                Some(ServerMessage::Commit(_)) => continue,
+                Some(ServerMessage::CommitResult { outcome, .. }) => {
+                    assert!(
+                        matches!(outcome, CommitOutcome::Committed { .. }),
+                        "{outcome:?}"
+                    );
+                    return;
+                }
+                other => panic!("expected a commit result, got {other:?}"),
+            }
+        }
+    }
+
+    /// Resumes on `client`; returns the objects of the answer and its final message.
+    fn resume(
+        &mut self,
+        client: &mut Client,
+        targets: Vec<SubscriptionTarget>,
+        own: Vec<IdBlock>,
+    ) -> (Vec<ObjectId>, ServerMessage) {
+        self.send(
+            client,
+            ClientMessage::Resume {
+                request_id: RequestId(31),
+                targets,
+                own,
+                since: None,
+            },
+        );
+        let mut objects = Vec::new();
+        loop {
+            match client.next() {
+                Some(ServerMessage::SubscriptionData { objects: chunk, .. }) => {
+                    objects.extend(chunk.into_iter().map(|o| o.id))
+                }
+                Some(end) => return (objects, end),
+                None => panic!("the resume was not answered"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_resumed_session_sees_its_own_objects_and_its_targets_but_not_others() {
+    let (mut h, _first) = harness(ServerConfig::new("t"));
+    let (mut a, a_block) = connect_with_block(&mut h.seq);
+    let (mut other, other_block) = connect_with_block(&mut h.seq);
+    let own = |n: u64| a_block.start + n;
+    h.create_as(&mut a, own(0), "x");
+    h.create_as(&mut a, own(1), "x");
+    h.create_as(&mut a, own(2), "y");
+    h.create_as(&mut other, other_block.start, "x");
+    h.create_as(&mut other, other_block.start + 1, "y");
+    h.seq.handle(Request::Disconnect { conn: a.id });
+
+    let (mut c, _) = connect_with_block(&mut h.seq);
+    let by_y = SubscriptionTarget::Index {
+        index: h.t.indices[0],
+        value: b("y"),
+    };
+    let (objects, end) = h.resume(&mut c, vec![by_y], vec![a_block]);
+    let mut expected = vec![
+        ObjectId(own(0)),
+        ObjectId(own(1)),
+        ObjectId(own(2)),
+        ObjectId(other_block.start + 1),
+        c.id,
+    ];
+    expected.sort();
+    assert_eq!(
+        objects, expected,
+        "own objects, the target's, and its connection object"
+    );
+    assert_eq!(
+        end,
+        ServerMessage::Resumed {
+            request_id: RequestId(31),
+            tid: h.seq.store.tid(),
+            delta: false,
+            gone: Vec::new(),
+        }
+    );
+
+    // Changes to own objects reach the resumed connection, whoever makes them; others' do not.
+    let change = h.set_a(own(0), "z");
+    h.commit(&other, change);
+    assert!(matches!(c.commit_push().writes[0].object, o if o == ObjectId(own(0))));
+    let change = h.set_a(other_block.start, "w");
+    h.commit(&other, change);
+    assert!(c.next().is_none());
+}
+
+#[test]
+fn ids_not_yet_handed_out_are_never_a_resumed_sessions_own() {
+    let (mut h, _first) = harness(ServerConfig::new("t"));
+    let (mut c, _) = connect_with_block(&mut h.seq);
+    let claimed = IdBlock {
+        start: h.seq.next_id,
+        len: 10_000_000,
+    };
+    let (objects, _) = h.resume(&mut c, Vec::new(), vec![claimed]);
+    assert_eq!(objects, vec![c.id]);
+    let (mut d, d_block) = connect_with_block(&mut h.seq);
+    assert!(d_block.start >= claimed.start);
+    h.create_as(&mut d, d_block.start, "x");
+    while let Some(message) = c.next() {
+        if let ServerMessage::Commit(data) = message {
+            assert!(
+                data.writes
+                    .iter()
+                    .all(|w| w.object != ObjectId(d_block.start)),
+                "another connection's object leaked: {data:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_resume_over_the_limits_fails_and_changes_nothing() {
+    let config = ServerConfig {
+        max_subscriptions: 2,
+        ..ServerConfig::new("t")
+    };
+    let (mut h, _first) = harness(config);
+    let (mut a, a_block) = connect_with_block(&mut h.seq);
+    h.create_as(&mut a, a_block.start, "x");
+    h.seq.handle(Request::Disconnect { conn: a.id });
+    let (mut c, _) = connect_with_block(&mut h.seq);
+    let targets = (1..=3)
+        .map(|o| SubscriptionTarget::Object(ObjectId(o)))
+        .collect();
+    let (objects, end) = h.resume(&mut c, targets, vec![a_block]);
+    assert!(objects.is_empty());
+    match end {
+        ServerMessage::RequestFailed { reason, .. } => assert!(
+            reason.starts_with(odb_wire::limits::SUBSCRIPTIONS_PER_CONNECTION),
+            "{reason}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let unknown = vec![SubscriptionTarget::Type(odb_wire::TypeId(999))];
+    let (_, end) = h.resume(&mut c, unknown, vec![a_block]);
+    assert!(
+        matches!(end, ServerMessage::RequestFailed { .. }),
+        "{end:?}"
+    );
+    let too_many =
+        vec![IdBlock { start: 1, len: 1 }; crate::sequencer::sessions::MAX_OWN_BLOCKS + 1];
+    let (_, end) = h.resume(&mut c, Vec::new(), too_many);
+    assert!(
+        matches!(end, ServerMessage::RequestFailed { .. }),
+        "{end:?}"
+    );
+    // Nothing was added: a resume within the limits sees only the connection's own object.
+    let (objects, _) = h.resume(&mut c, Vec::new(), Vec::new());
+    assert_eq!(objects, vec![c.id]);
+}
