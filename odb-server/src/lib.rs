@@ -30,6 +30,8 @@ mod outbound;
 mod push;
 mod registry;
 mod sequencer;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 mod snapshot;
 mod stats;
 pub mod storage;

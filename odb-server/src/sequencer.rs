@@ -45,7 +45,8 @@ use crate::snapshot::Snapshot;
 use crate::store::{Applied, Limits, Store};
 use crate::subscriptions::{current, Selection, Visibility};
 use bytes::Bytes;
-use commit_ids::{Clock, CommitIds};
+pub(crate) use commit_ids::Clock;
+use commit_ids::CommitIds;
 use odb_wire::{
     ClientMessage, CommitOutcome, CommitRequest, DatabaseId, IdBlock, ObjectData, ObjectId,
     RequestId, ServerMessage, SubscriptionTarget, PROTOCOL_VERSION,
@@ -217,6 +218,18 @@ impl Sequencer {
         seq.delete_ended_connections();
         seq.publish();
         Ok(seq)
+    }
+
+    /// The identity of the database.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn database(&self) -> DatabaseId {
+        self.database
+    }
+
+    /// The tid of the last commit.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn tid(&self) -> odb_wire::Tid {
+        self.store.tid()
     }
 
     /// Processes requests until the channel closes or `stop` is cancelled.
@@ -777,6 +790,8 @@ mod durable;
 mod sessions;
 
 pub(crate) use durable::open;
+#[cfg(any(test, feature = "sim"))]
+pub(crate) use durable::{open_with_clock, reads_state};
 
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,7 @@
 //! flush, resume, commit queries) are processed only once everything before them is stored, so
 //! no answer ever shows data, or reports a commit applied, that could still be undone.
 
+use super::commit_ids::Clock;
 use super::{queue_frame, Request, Sequencer, Status};
 use crate::config::ServerConfig;
 use crate::error::ServerError;
@@ -114,7 +115,7 @@ pub(super) fn queue(
 
 /// Whether a request answers from the current state, so that everything before it must be
 /// stored first.
-pub(super) fn reads_state(request: &Request) -> bool {
+pub(crate) fn reads_state(request: &Request) -> bool {
     matches!(
         request,
         Request::Message {
@@ -136,8 +137,20 @@ pub(crate) async fn open(
     status: Arc<Status>,
     storage: Option<Box<dyn Storage>>,
 ) -> Result<Sequencer, ServerError> {
+    open_with_clock(config, status, storage, Clock::System).await
+}
+
+/// Like [`open`], with commit-id records timed by `clock`.
+pub(crate) async fn open_with_clock(
+    config: Arc<ServerConfig>,
+    status: Arc<Status>,
+    storage: Option<Box<dyn Storage>>,
+    clock: Clock,
+) -> Result<Sequencer, ServerError> {
     let Some(mut storage) = storage else {
-        return Sequencer::new(config, status).map_err(ServerError::Config);
+        let mut seq = Sequencer::new(config, status).map_err(ServerError::Config)?;
+        seq.clock = clock;
+        return Ok(seq);
     };
     let what = storage.describe();
     let loaded = storage
@@ -156,6 +169,7 @@ pub(crate) async fn open(
     if let Some(database) = loaded.database {
         seq.database = database;
     }
+    seq.clock = clock;
     seq.commit_ids.set_journaling();
     seq.commit_ids
         .load(loaded.commits.clone(), loaded.commit_horizon);
@@ -218,7 +232,7 @@ impl Sequencer {
     /// Stores what changed since the last stored batch and releases the held frames; repeated
     /// while releasing them ends connections whose objects must be deleted. Without a storage,
     /// does nothing. On failure, undoes the batch as described in the module documentation.
-    pub(super) async fn settle(&mut self) -> Result<(), StorageError> {
+    pub(crate) async fn settle(&mut self) -> Result<(), StorageError> {
         loop {
             let Some(durable) = &self.durable else {
                 return Ok(());
