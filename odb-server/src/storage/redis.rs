@@ -291,6 +291,25 @@ impl RedisStorage {
         if !deleted.is_empty() {
             pipe.hdel(&objects_key, &deleted).ignore();
         }
+        let commits_key = self.key("commits");
+        let mut records = Vec::with_capacity(batch.commits.added.len());
+        for record in &batch.commits.added {
+            records.push((record.id.to_string(), encode(record)?));
+        }
+        if !records.is_empty() {
+            pipe.hset_multiple(&commits_key, &records).ignore();
+        }
+        if !batch.commits.pruned.is_empty() {
+            let pruned: Vec<String> = batch
+                .commits
+                .pruned
+                .iter()
+                .map(|id| id.to_string())
+                .collect();
+            pipe.hdel(&commits_key, &pruned).ignore();
+        }
+        pipe.set(self.key("commit_horizon"), batch.commits.horizon.0)
+            .ignore();
         let mut conn = self.conn().await?;
         let result = pipe.query_async::<()>(&mut conn).await.map_err(|e| {
             StorageError::Unavailable(format!("cannot write to Redis at {}: {e}", self.url))
