@@ -48,6 +48,14 @@ pub struct ServerConfig {
     /// Most connections open at once, authenticated or not (in-process ones included); one more
     /// is refused with `Rejected { Other("server full ...") }` and closed. Default 4096.
     pub max_connections: usize,
+    /// Most commit-id records kept: once more newer ones exist, the oldest is dropped. A client
+    /// can learn what became of a commit whose answer it lost (and a repeated commit is refused
+    /// as already applied) only while its record is kept. Memory grows by about 60 bytes per
+    /// record. Must be at least 1. Default 100 000.
+    pub commit_id_window_count: usize,
+    /// Longest time a commit-id record is kept; older ones are dropped (whichever of this and
+    /// [`ServerConfig::commit_id_window_count`] drops a record first wins). Default 10 minutes.
+    pub commit_id_window_time: Duration,
     /// TLS for TCP connections; `None` (the default) serves plaintext. In-process connections
     /// never use TLS.
     pub tls: Option<TlsConfig>,
@@ -91,6 +99,8 @@ impl Default for ServerConfig {
             max_value_bytes: 16 << 20,
             max_subscriptions: 10_000,
             max_connections: 4096,
+            commit_id_window_count: 100_000,
+            commit_id_window_time: Duration::from_secs(600),
             tls: None,
             allow_plaintext: false,
         }

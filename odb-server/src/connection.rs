@@ -244,19 +244,24 @@ async fn authenticate<S: AsyncRead>(
             }
         }
     }
-    match odb_wire::decode::<ClientMessage>(&frame) {
-        Ok(hello) => check_hello(&ctx.config, hello).map_err(Some),
+    accept_hello(&ctx.config, &frame).map_err(Some)
+}
+
+/// Reads and checks the first frame of a connection; returns the client's name.
+pub(crate) fn accept_hello(config: &ServerConfig, frame: &[u8]) -> Result<String, RejectReason> {
+    match odb_wire::decode::<ClientMessage>(frame) {
+        Ok(hello) => check_hello(config, hello),
         // A hello of another protocol version may not decode as this version's: its leading
         // version number still tells why.
-        Err(_) if odb_wire::hello_version(&frame).is_some_and(|v| v != PROTOCOL_VERSION) => {
-            Err(Some(RejectReason::ProtocolVersion {
+        Err(_) if odb_wire::hello_version(frame).is_some_and(|v| v != PROTOCOL_VERSION) => {
+            Err(RejectReason::ProtocolVersion {
                 server: PROTOCOL_VERSION,
                 oldest: OLDEST_PROTOCOL_VERSION,
-            }))
+            })
         }
-        Err(e) => Err(Some(RejectReason::Other(format!(
+        Err(e) => Err(RejectReason::Other(format!(
             "first message unreadable: {e}"
-        )))),
+        ))),
     }
 }
 

@@ -43,6 +43,33 @@ impl IdSet {
         self.ranges.insert(first, after.unwrap_or(id));
     }
 
+    /// Adds every id from `first` to `last` (inclusive).
+    pub fn insert_range(&mut self, first: u64, last: u64) {
+        if first > last {
+            return;
+        }
+        // Every range overlapping or touching the new one joins it.
+        let joined: Vec<(u64, u64)> = self
+            .ranges
+            .range(..=last.saturating_add(1))
+            .rev()
+            .take_while(|(_, &l)| l.saturating_add(1) >= first)
+            .map(|(&f, &l)| (f, l))
+            .collect();
+        let (mut first, mut last) = (first, last);
+        for (f, l) in joined {
+            self.ranges.remove(&f);
+            first = first.min(f);
+            last = last.max(l);
+        }
+        self.ranges.insert(first, last);
+    }
+
+    /// The ranges, as (first, last) inclusive, in ascending order.
+    pub fn iter_ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.ranges.iter().map(|(&f, &l)| (f, l))
+    }
+
     /// Removes `id`.
     pub fn remove(&mut self, id: ObjectId) {
         let id = id.0;
@@ -99,6 +126,27 @@ mod tests {
         assert_eq!(s.ranges(), 2);
         let members: Vec<u64> = (0..30).filter(|&i| s.contains(ObjectId(i))).collect();
         assert_eq!(members, [11, 12, 13, 14, 16, 17, 18]);
+    }
+
+    #[test]
+    fn ranges_join_what_they_overlap_or_touch() {
+        let mut s = IdSet::default();
+        s.insert(ObjectId(5));
+        s.insert_range(10, 19);
+        s.insert_range(30, 39);
+        s.insert_range(20, 29);
+        assert_eq!(s.iter_ranges().collect::<Vec<_>>(), [(5, 5), (10, 39)]);
+        s.insert_range(0, 6);
+        s.insert_range(8, 9);
+        s.insert_range(u64::MAX - 1, u64::MAX);
+        assert_eq!(
+            s.iter_ranges().collect::<Vec<_>>(),
+            [(0, 6), (8, 39), (u64::MAX - 1, u64::MAX)]
+        );
+        s.insert_range(3, 2);
+        assert_eq!(s.ranges(), 3, "an empty range adds nothing");
+        s.remove(ObjectId(20));
+        assert!(!s.contains(ObjectId(20)) && s.contains(ObjectId(21)));
     }
 
     #[test]

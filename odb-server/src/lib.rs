@@ -30,6 +30,8 @@ mod outbound;
 mod push;
 mod registry;
 mod sequencer;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 mod snapshot;
 mod stats;
 pub mod storage;
@@ -117,6 +119,11 @@ impl Server {
         if config.max_frame == 0 {
             return Err(ServerError::Config(
                 "max_frame must be at least 1 byte".into(),
+            ));
+        }
+        if config.commit_id_window_count == 0 {
+            return Err(ServerError::Config(
+                "commit_id_window_count must be at least 1".into(),
             ));
         }
         if config.max_connections == 0 || config.max_hello_frame == 0 {

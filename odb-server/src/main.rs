@@ -96,6 +96,12 @@ struct Args {
     /// Most connections open at once; more are refused ("server full").
     #[arg(long, value_name = "N", default_value_t = ServerConfig::default().max_connections)]
     max_connections: usize,
+    /// Most commit-id records kept (for exactly-once commits and commit queries).
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().commit_id_window_count)]
+    commit_id_window_count: usize,
+    /// Longest time a commit-id record is kept, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = ServerConfig::default().commit_id_window_time.as_secs())]
+    commit_id_window_secs: u64,
 }
 
 fn main() -> ExitCode {
@@ -166,6 +172,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_subscriptions: args.max_subscriptions,
         outbound_limit_bytes: args.max_outbound_bytes,
         max_connections: args.max_connections,
+        commit_id_window_count: args.commit_id_window_count,
+        commit_id_window_time: Duration::from_secs(args.commit_id_window_secs),
         tls,
         allow_plaintext: args.allow_plaintext,
         ..ServerConfig::default()

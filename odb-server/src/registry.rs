@@ -276,6 +276,11 @@ impl Registry {
         self.types.get(&ty).copied()
     }
 
+    /// The all-objects index of every type.
+    pub fn all_indices(&self) -> impl Iterator<Item = IndexId> + '_ {
+        self.types.values().map(|t| t.all_index)
+    }
+
     /// The type a field belongs to, if the field is known.
     pub fn field_type(&self, field: FieldId) -> Option<TypeId> {
         self.field_type.get(&field).copied()

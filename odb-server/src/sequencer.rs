@@ -25,6 +25,11 @@
 //! connection tasks wait when either is used up, which slows clients down rather than growing
 //! memory.
 //!
+//! Commits may carry a client-chosen commit id: applied ids are recorded for a window (see
+//! [`commit_ids`]), so a repeated commit is not applied twice and a client can ask what became
+//! of commits whose answer it lost. A client that reconnects resumes its session (see
+//! [`sessions`]).
+//!
 //! The sequencer also maintains the `core.Connection` object of every live connection (see
 //! [`crate::liveness`]): created by a commit right after the connection's `Welcome`, deleted by
 //! a commit once the connection has ended, whatever the reason.
@@ -40,6 +45,8 @@ use crate::snapshot::Snapshot;
 use crate::store::{Applied, Limits, Store};
 use crate::subscriptions::{current, Selection, Visibility};
 use bytes::Bytes;
+pub(crate) use commit_ids::Clock;
+use commit_ids::CommitIds;
 use odb_wire::{
     ClientMessage, CommitOutcome, CommitRequest, DatabaseId, IdBlock, ObjectData, ObjectId,
     RequestId, ServerMessage, SubscriptionTarget, PROTOCOL_VERSION,
@@ -115,6 +122,29 @@ struct Conn {
     grants: IdGrants,
 }
 
+/// Checked subscription targets and the objects they cover now.
+#[derive(Default)]
+struct Planned {
+    /// Subscribed index values (a type is its all-objects index with the empty value).
+    indices: Vec<(odb_wire::IndexId, Bytes)>,
+    /// Objects subscribed one by one.
+    objects: Vec<ObjectId>,
+    /// The live objects the targets cover.
+    covered: BTreeSet<ObjectId>,
+}
+
+impl Planned {
+    /// Adds the targets to a connection's visibility.
+    fn add_to(&self, visibility: &mut Visibility) {
+        for (index, value) in &self.indices {
+            visibility.add_index(*index, value.clone());
+        }
+        for object in &self.objects {
+            visibility.add_object(*object);
+        }
+    }
+}
+
 /// The sequencer's state. All methods are synchronous: the async part is [`Sequencer::run`].
 pub(crate) struct Sequencer {
     config: Arc<ServerConfig>,
@@ -132,6 +162,10 @@ pub(crate) struct Sequencer {
     status: Arc<Status>,
     /// The identity of the database, sent in every `Welcome`.
     database: DatabaseId,
+    /// The ids of applied commits; see [`commit_ids`].
+    commit_ids: CommitIds,
+    /// The time of commit-id records.
+    clock: Clock,
 }
 
 impl Sequencer {
@@ -167,7 +201,13 @@ impl Sequencer {
             durable: None,
             status,
             database: DatabaseId(rand_u128()),
+            commit_ids: CommitIds::new(0, std::time::Duration::ZERO),
+            clock: Clock::default(),
         };
+        seq.commit_ids = CommitIds::new(
+            seq.config.commit_id_window_count,
+            seq.config.commit_id_window_time,
+        );
         seq.ended = seq.connection_type.all(&seq.store);
         if !seq.ended.is_empty() {
             tracing::info!(
@@ -178,6 +218,18 @@ impl Sequencer {
         seq.delete_ended_connections();
         seq.publish();
         Ok(seq)
+    }
+
+    /// The identity of the database.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn database(&self) -> DatabaseId {
+        self.database
+    }
+
+    /// The tid of the last commit.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn tid(&self) -> odb_wire::Tid {
+        self.store.tid()
     }
 
     /// Processes requests until the channel closes or `stop` is cancelled.
@@ -373,10 +425,16 @@ impl Sequencer {
                 let tid = self.store.tid();
                 self.send(conn, &ServerMessage::Flushed { request_id, tid });
             }
-            ClientMessage::Resume { request_id, .. }
-            | ClientMessage::QueryCommits { request_id, .. } => {
-                self.fail(conn, request_id, "not supported yet".into())
-            }
+            ClientMessage::QueryCommits {
+                request_id,
+                commits,
+            } => self.query_commits(conn, request_id, &commits),
+            ClientMessage::Resume {
+                request_id,
+                targets,
+                own,
+                since: _,
+            } => self.resume(conn, request_id, &targets, &own),
             // Liveness is the connection task's business (it asks with `Request::Silent`); a
             // second hello is refused there.
             ClientMessage::Heartbeat | ClientMessage::Hello { .. } => {}
@@ -391,6 +449,16 @@ impl Sequencer {
     }
 
     fn commit(&mut self, conn: ObjectId, request_id: RequestId, commit: &CommitRequest) {
+        if let Some(outcome) = commit.commit_id.and_then(|id| self.settled_commit(id)) {
+            self.send(
+                conn,
+                &ServerMessage::CommitResult {
+                    request_id,
+                    outcome,
+                },
+            );
+            return;
+        }
         let checked = limits::check_commit(&self.config, commit)
             .and_then(|()| self.check_created_ids(conn, commit))
             .and_then(|()| {
@@ -400,6 +468,10 @@ impl Sequencer {
             });
         let outcome = match checked.and_then(|()| self.store.commit(&self.registry, commit)) {
             Ok(applied) => {
+                if let Some(id) = commit.commit_id {
+                    let now = self.clock.now_ms();
+                    self.commit_ids.record(id, applied.tid, now);
+                }
                 self.publish();
                 self.fan_out(Some(conn), &applied);
                 CommitOutcome::Committed { tid: applied.tid }
@@ -492,60 +564,16 @@ impl Sequencer {
     }
 
     fn subscribe(&mut self, conn: ObjectId, request_id: RequestId, targets: &[SubscriptionTarget]) {
-        let mut covered = BTreeSet::new();
-        let mut additions = Vec::with_capacity(targets.len());
-        for target in targets {
-            match target {
-                SubscriptionTarget::Type(ty) => {
-                    let Some(info) = self.registry.type_info(*ty) else {
-                        return self.fail(conn, request_id, format!("unknown type id {ty}"));
-                    };
-                    covered.extend(self.store.members(info.all_index, &Bytes::new()));
-                    additions.push((Some((info.all_index, Bytes::new())), None));
-                }
-                SubscriptionTarget::Index { index, value } => {
-                    if self.registry.index_type(*index).is_none() {
-                        return self.fail(conn, request_id, format!("unknown index id {index}"));
-                    }
-                    covered.extend(self.store.members(*index, value));
-                    additions.push((Some((*index, value.clone())), None));
-                }
-                SubscriptionTarget::Object(id) => {
-                    if self.store.record(*id).is_some() {
-                        covered.insert(*id);
-                    }
-                    additions.push((None, Some(*id)));
-                }
-            }
-        }
+        let planned = match self.plan_subscription(conn, targets) {
+            Ok(planned) => planned,
+            Err(reason) => return self.fail(conn, request_id, reason),
+        };
         let Some(state) = self.conns.get_mut(&conn) else {
             return;
         };
-        let indices: Vec<(odb_wire::IndexId, Bytes)> =
-            additions.iter().filter_map(|(i, _)| i.clone()).collect();
-        let objects: Vec<ObjectId> = additions.iter().filter_map(|(_, o)| *o).collect();
-        let (held, new) = state.visibility.subscription_count(&indices, &objects);
-        let limit = self.config.max_subscriptions;
-        if held.saturating_add(new) > limit {
-            let reason = odb_wire::limits::reason(
-                odb_wire::limits::SUBSCRIPTIONS_PER_CONNECTION,
-                format_args!(
-                    "{held} subscriptions held and {new} more asked for, over the server's \
-                     limit of {limit} per connection; subscribe to a type or an index value \
-                     instead of many single objects"
-                ),
-            );
-            return self.fail(conn, request_id, reason);
-        }
-        for (index, object) in additions {
-            if let Some((index, value)) = index {
-                state.visibility.add_index(index, value);
-            }
-            if let Some(object) = object {
-                state.visibility.add_object(object);
-            }
-        }
-        let objects: Vec<ObjectData> = covered
+        planned.add_to(&mut state.visibility);
+        let objects: Vec<ObjectData> = planned
+            .covered
             .into_iter()
             .filter_map(|id| self.store.object_data(id))
             .collect();
@@ -558,6 +586,60 @@ impl Sequencer {
         if !state.outbound.send_snapshot(snapshot) {
             self.drop_conn(conn);
         }
+    }
+
+    /// Checks subscription targets (known ids, the subscription limit) and finds the objects
+    /// they cover now; changes nothing.
+    fn plan_subscription(
+        &self,
+        conn: ObjectId,
+        targets: &[SubscriptionTarget],
+    ) -> Result<Planned, String> {
+        let mut planned = Planned::default();
+        for target in targets {
+            match target {
+                SubscriptionTarget::Type(ty) => {
+                    let Some(info) = self.registry.type_info(*ty) else {
+                        return Err(format!("unknown type id {ty}"));
+                    };
+                    planned
+                        .covered
+                        .extend(self.store.members(info.all_index, &Bytes::new()));
+                    planned.indices.push((info.all_index, Bytes::new()));
+                }
+                SubscriptionTarget::Index { index, value } => {
+                    if self.registry.index_type(*index).is_none() {
+                        return Err(format!("unknown index id {index}"));
+                    }
+                    planned.covered.extend(self.store.members(*index, value));
+                    planned.indices.push((*index, value.clone()));
+                }
+                SubscriptionTarget::Object(id) => {
+                    if self.store.record(*id).is_some() {
+                        planned.covered.insert(*id);
+                    }
+                    planned.objects.push(*id);
+                }
+            }
+        }
+        let Some(state) = self.conns.get(&conn) else {
+            return Ok(planned);
+        };
+        let (held, new) = state
+            .visibility
+            .subscription_count(&planned.indices, &planned.objects);
+        let limit = self.config.max_subscriptions;
+        if held.saturating_add(new) > limit {
+            return Err(odb_wire::limits::reason(
+                odb_wire::limits::SUBSCRIPTIONS_PER_CONNECTION,
+                format_args!(
+                    "{held} subscriptions held and {new} more asked for, over the server's \
+                     limit of {limit} per connection; subscribe to a type or an index value \
+                     instead of many single objects"
+                ),
+            ));
+        }
+        Ok(planned)
     }
 
     /// Cancels subscriptions and tells the connection which objects it no longer sees. Unknown
@@ -703,9 +785,13 @@ fn duration_ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+mod commit_ids;
 mod durable;
+mod sessions;
 
 pub(crate) use durable::open;
+#[cfg(any(test, feature = "sim"))]
+pub(crate) use durable::{open_with_clock, reads_state};
 
 #[cfg(test)]
 mod tests;

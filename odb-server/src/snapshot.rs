@@ -3,7 +3,8 @@
 //! The sequencer takes the snapshot (the complete data of every covered object at one tid) and
 //! queues it on the connection's outbound queue as one item; the connection's writer turns it
 //! into `SubscriptionData` frames of at most [`CHUNK_OBJECTS`] objects and about half the frame
-//! limit each, then `SubscriptionComplete`, encoding each frame only when the socket can take it.
+//! limit each, then `SubscriptionComplete` (or `Resumed`, for a resumed session), encoding each
+//! frame only when the socket can take it.
 //! So the sequencer never encodes a large snapshot, and at most one chunk of it is encoded at any
 //! time. Field values are shared `Bytes`, so holding the snapshot copies no value.
 
@@ -24,6 +25,9 @@ pub(crate) struct Snapshot {
     /// Most bytes of object data in one chunk (a larger object travels alone).
     chunk_bytes: usize,
     complete_sent: bool,
+    /// Whether the snapshot answers a `Resume`, ending with `Resumed` rather than
+    /// `SubscriptionComplete`.
+    resumed: bool,
 }
 
 impl Snapshot {
@@ -41,6 +45,21 @@ impl Snapshot {
             objects: objects.into_iter().peekable(),
             chunk_bytes,
             complete_sent: false,
+            resumed: false,
+        }
+    }
+
+    /// Like [`Snapshot::new`], answering a `Resume` with every object the connection sees: it
+    /// ends with a full (not delta) `Resumed`.
+    pub fn resumed(
+        request_id: RequestId,
+        tid: Tid,
+        objects: Vec<ObjectData>,
+        chunk_bytes: usize,
+    ) -> Snapshot {
+        Snapshot {
+            resumed: true,
+            ..Snapshot::new(request_id, tid, objects, chunk_bytes)
         }
     }
 
@@ -58,10 +77,20 @@ impl Snapshot {
                 return None;
             }
             self.complete_sent = true;
-            return Some(odb_wire::encode(&ServerMessage::SubscriptionComplete {
-                request_id: self.request_id,
-                tid: self.tid,
-            }));
+            let end = if self.resumed {
+                ServerMessage::Resumed {
+                    request_id: self.request_id,
+                    tid: self.tid,
+                    delta: false,
+                    gone: Vec::new(),
+                }
+            } else {
+                ServerMessage::SubscriptionComplete {
+                    request_id: self.request_id,
+                    tid: self.tid,
+                }
+            };
+            return Some(odb_wire::encode(&end));
         }
         let mut chunk = Vec::new();
         let mut bytes = 0usize;

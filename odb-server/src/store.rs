@@ -291,6 +291,23 @@ impl Store {
             .flat_map(|e| e.members())
     }
 
+    /// The objects whose `index` currently has exactly `value` and whose ids lie from `lo` to
+    /// `hi` (inclusive), in ascending id order.
+    pub fn members_in(
+        &self,
+        index: IndexId,
+        value: &[u8],
+        lo: ObjectId,
+        hi: ObjectId,
+    ) -> impl Iterator<Item = ObjectId> + '_ {
+        let mut k = Vec::with_capacity(4 + value.len());
+        index_key(&mut k, index, value);
+        self.members
+            .get(&k[..])
+            .into_iter()
+            .flat_map(move |e| e.members_in(lo, hi))
+    }
+
     /// The complete current data of a live object.
     pub fn object_data(&self, id: ObjectId) -> Option<ObjectData> {
         self.live(id).map(|r| ObjectData {

@@ -103,6 +103,37 @@ impl Visibility {
         self.objects.insert(id);
     }
 
+    /// Makes every object with an id from `first` to `last` (inclusive) visible as this
+    /// connection's own creation, whoever created it: a resumed session's objects.
+    pub fn add_own(&mut self, first: u64, last: u64) {
+        self.created.insert_range(first, last);
+    }
+
+    /// Every live object this connection sees, in ascending order. Own objects are found by
+    /// range queries on the all-objects index of each type in `all_indices`, not by a scan of
+    /// the store.
+    pub fn visible_objects(
+        &self,
+        store: &Store,
+        all_indices: impl Iterator<Item = IndexId>,
+    ) -> BTreeSet<ObjectId> {
+        let mut visible = BTreeSet::new();
+        for (index, values) in &self.index_subs.by_index {
+            for value in values {
+                visible.extend(store.members(*index, value));
+            }
+        }
+        let explicit = self.objects.iter().chain(self.left.keys());
+        visible.extend(explicit.filter(|&&id| store.record(id).is_some()));
+        let all_indices: Vec<IndexId> = all_indices.collect();
+        for (first, last) in self.created.iter_ranges() {
+            for &index in &all_indices {
+                visible.extend(store.members_in(index, &[], ObjectId(first), ObjectId(last)));
+            }
+        }
+        visible
+    }
+
     /// How many targets (index values and single objects) this connection is subscribed to,
     /// and how many of `indices` and `objects` it is not subscribed to yet.
     pub fn subscription_count(

@@ -1,18 +1,20 @@
 //! Group commit to a durable [`Storage`].
 //!
 //! With a storage attached, nothing the sequencer queues for a connection leaves at once: frames
-//! are held, the batch's changes (objects, registry, tid and id counter) are stored by one
-//! [`Storage::persist`] call, and only then are the held frames released. An acknowledged commit
+//! are held, the batch's changes (objects, registry, tid, id counter and commit-id records) are
+//! stored by one [`Storage::persist`] call, and only then are the held frames released. An acknowledged commit
 //! (a `CommitResult` with `Committed`) or a granted id block is therefore stored.
 //!
 //! When storing fails, the batch's object changes are undone in memory (the tid and the id
 //! counter keep their new values, so no tid and no id is ever handed out twice), pushed commits
 //! are dropped, commit results become `Invalid` with a reason starting with
 //! `storage unavailable:`, id grants and new schema ids are refused, and a connection that was
-//! being welcomed is closed. Requests that answer from the current state (subscribe, unsubscribe,
-//! flush) are processed only once everything before them is stored, so no answer ever shows
-//! data that could still be undone.
+//! being welcomed is closed. The batch's commit-id records are undone too (see
+//! [`super::commit_ids`]). Requests that answer from the current state (subscribe, unsubscribe,
+//! flush, resume, commit queries) are processed only once everything before them is stored, so
+//! no answer ever shows data, or reports a commit applied, that could still be undone.
 
+use super::commit_ids::Clock;
 use super::{queue_frame, Request, Sequencer, Status};
 use crate::config::ServerConfig;
 use crate::error::ServerError;
@@ -37,6 +39,9 @@ pub(super) struct Durable {
     stored_tid: Tid,
     stored_next_id: u64,
     stored_registry: (u32, u32, u32),
+    /// Whether the database's identity is stored (it is not in a new storage, nor in data
+    /// written before identities were).
+    stored_database: bool,
     retry_at: Option<Instant>,
 }
 
@@ -110,13 +115,15 @@ pub(super) fn queue(
 
 /// Whether a request answers from the current state, so that everything before it must be
 /// stored first.
-pub(super) fn reads_state(request: &Request) -> bool {
+pub(crate) fn reads_state(request: &Request) -> bool {
     matches!(
         request,
         Request::Message {
             message: ClientMessage::Subscribe { .. }
                 | ClientMessage::Unsubscribe { .. }
-                | ClientMessage::Flush { .. },
+                | ClientMessage::Flush { .. }
+                | ClientMessage::Resume { .. }
+                | ClientMessage::QueryCommits { .. },
             ..
         }
     )
@@ -130,8 +137,20 @@ pub(crate) async fn open(
     status: Arc<Status>,
     storage: Option<Box<dyn Storage>>,
 ) -> Result<Sequencer, ServerError> {
+    open_with_clock(config, status, storage, Clock::System).await
+}
+
+/// Like [`open`], with commit-id records timed by `clock`.
+pub(crate) async fn open_with_clock(
+    config: Arc<ServerConfig>,
+    status: Arc<Status>,
+    storage: Option<Box<dyn Storage>>,
+    clock: Clock,
+) -> Result<Sequencer, ServerError> {
     let Some(mut storage) = storage else {
-        return Sequencer::new(config, status).map_err(ServerError::Config);
+        let mut seq = Sequencer::new(config, status).map_err(ServerError::Config)?;
+        seq.clock = clock;
+        return Ok(seq);
     };
     let what = storage.describe();
     let loaded = storage
@@ -147,6 +166,14 @@ pub(crate) async fn open(
     );
     let mut seq = Sequencer::from_parts(config, status, registry, store, loaded.next_id)
         .map_err(ServerError::Config)?;
+    if let Some(database) = loaded.database {
+        seq.database = database;
+    }
+    seq.clock = clock;
+    seq.commit_ids.set_journaling();
+    seq.commit_ids
+        .load(loaded.commits.clone(), loaded.commit_horizon);
+    seq.commit_ids.prune(seq.clock.now_ms());
     seq.durable = Some(Durable {
         storage,
         held: Vec::new(),
@@ -157,6 +184,7 @@ pub(crate) async fn open(
             loaded.registry.last_field,
             loaded.registry.last_index,
         ),
+        stored_database: loaded.database.is_some(),
         retry_at: None,
     });
     seq.settle()
@@ -197,12 +225,14 @@ impl Sequencer {
             || self.store.tid() != durable.stored_tid
             || self.next_id != durable.stored_next_id
             || self.registry.generation() != durable.stored_registry
+            || !durable.stored_database
+            || self.commit_ids.has_changes()
     }
 
     /// Stores what changed since the last stored batch and releases the held frames; repeated
     /// while releasing them ends connections whose objects must be deleted. Without a storage,
     /// does nothing. On failure, undoes the batch as described in the module documentation.
-    pub(super) async fn settle(&mut self) -> Result<(), StorageError> {
+    pub(crate) async fn settle(&mut self) -> Result<(), StorageError> {
         loop {
             let Some(durable) = &self.durable else {
                 return Ok(());
@@ -229,8 +259,10 @@ impl Sequencer {
             durable.stored_tid = self.store.tid();
             durable.stored_next_id = self.next_id;
             durable.stored_registry = self.registry.generation();
+            durable.stored_database = true;
             durable.retry_at = None;
             self.store.clear_journal();
+            self.commit_ids.clear_journal();
             let held = std::mem::take(&mut durable.held);
             let mut failed = Vec::new();
             for h in held {
@@ -251,6 +283,7 @@ impl Sequencer {
             .durable
             .as_ref()
             .is_some_and(|d| d.stored_registry != self.registry.generation());
+        let database_unstored = self.durable.as_ref().is_some_and(|d| !d.stored_database);
         Batch {
             tid: self.store.tid(),
             next_id: self.next_id,
@@ -268,6 +301,8 @@ impl Sequencer {
                     (id, object)
                 })
                 .collect(),
+            database: database_unstored.then_some(self.database),
+            commits: self.commit_ids.changes(),
         }
     }
 
@@ -279,6 +314,8 @@ impl Sequencer {
         };
         tracing::warn!("a batch could not be stored; its commits fail: {reason}");
         self.store.roll_back();
+        let now = self.clock.now_ms();
+        self.commit_ids.roll_back(now);
         let Some(durable) = &mut self.durable else {
             return;
         };

@@ -691,5 +691,7 @@ fn stale_connection_objects_are_deleted_at_start() {
 }
 
 mod limits;
+mod sessions;
+mod stored_sessions;
 mod streaming;
 mod unsubscribe;

@@ -3,23 +3,36 @@
 //! Layout of the file `odb.redb` in the data directory:
 //!
 //! - table `meta` (`&str` -> bytes): `format` (the format version, `u32` little-endian), `tid`
-//!   and `next_id` (`u64` little-endian), `registry` (the encoded [`StoredRegistry`]).
+//!   and `next_id` (`u64` little-endian), `registry` (the encoded [`StoredRegistry`]),
+//!   `database` (the database's identity, `u128` little-endian), `commit_horizon` (`u64`
+//!   little-endian: the newest tid whose commit-id record was dropped).
 //! - table `objects` (`u64` object id -> the encoded [`StoredObject`]).
+//! - table `commits` (a commit id as 24 bytes, its session then its number, little-endian ->
+//!   the encoded [`StoredCommit`]): the commit-id records.
 //!
 //! Every batch is one write transaction committed with redb's default (immediate) durability,
 //! so it is on disk before the commits in it are acknowledged.
 
 use super::{
-    decode, decode_u64, encode, Batch, Loaded, Storage, StorageError, StorageFuture, StoredObject,
-    StoredRegistry, FORMAT_VERSION,
+    decode, decode_u64, encode, Batch, Loaded, Storage, StorageError, StorageFuture, StoredCommit,
+    StoredObject, StoredRegistry, FORMAT_VERSION,
 };
-use odb_wire::{ObjectId, Tid};
+use odb_wire::{CommitId, DatabaseId, ObjectId, Tid};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const OBJECTS: TableDefinition<u64, &[u8]> = TableDefinition::new("objects");
+const COMMITS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("commits");
+
+/// The key of a commit id in the `commits` table.
+fn commit_key(id: &CommitId) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..16].copy_from_slice(&id.session.to_le_bytes());
+    key[16..].copy_from_slice(&id.seq.to_le_bytes());
+    key
+}
 
 /// The name of the database file inside the data directory.
 pub const FILE_NAME: &str = "odb.redb";
@@ -149,6 +162,31 @@ impl FileStorage {
             .map(|b| decode::<StoredRegistry>(&b, "registry"))
             .transpose()?
             .unwrap_or_default();
+        let database = get("database")?
+            .map(|b| {
+                <[u8; 16]>::try_from(b.as_slice())
+                    .map(|a| DatabaseId(u128::from_le_bytes(a)))
+                    .map_err(|_| {
+                        StorageError::Corrupt(format!("database: {} bytes, not 16", b.len()))
+                    })
+            })
+            .transpose()?;
+        let commit_horizon = get("commit_horizon")?
+            .map(|b| decode_u64(&b, "commit_horizon"))
+            .transpose()?
+            .unwrap_or(0);
+        let mut commits = Vec::new();
+        // A database written before commit ids were recorded has no such table.
+        match txn.open_table(COMMITS) {
+            Ok(table) => {
+                for entry in table.iter().map_err(|e| err(e.into()))? {
+                    let (_, value) = entry.map_err(|e| err(e.into()))?;
+                    commits.push(decode::<StoredCommit>(value.value(), "commit record")?);
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(err(e.into())),
+        }
         let table = txn.open_table(OBJECTS).map_err(|e| err(e.into()))?;
         let mut objects = Vec::new();
         for entry in table.iter().map_err(|e| err(e.into()))? {
@@ -162,6 +200,9 @@ impl FileStorage {
             next_id,
             registry,
             objects,
+            database,
+            commits,
+            commit_horizon: Tid(commit_horizon),
         })
     }
 
@@ -172,6 +213,10 @@ impl FileStorage {
             encoded.push((id.0, object.as_ref().map(encode).transpose()?));
         }
         let registry = batch.registry.as_ref().map(encode).transpose()?;
+        let mut records = Vec::with_capacity(batch.commits.added.len());
+        for record in &batch.commits.added {
+            records.push((commit_key(&record.id), encode(record)?));
+        }
         let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
@@ -181,6 +226,26 @@ impl FileStorage {
                 .map_err(|e| err(e.into()))?;
             if let Some(registry) = &registry {
                 meta.insert("registry", registry.as_slice())
+                    .map_err(|e| err(e.into()))?;
+            }
+            if let Some(database) = batch.database {
+                meta.insert("database", database.0.to_le_bytes().as_slice())
+                    .map_err(|e| err(e.into()))?;
+            }
+            meta.insert(
+                "commit_horizon",
+                batch.commits.horizon.0.to_le_bytes().as_slice(),
+            )
+            .map_err(|e| err(e.into()))?;
+            let mut commits = txn.open_table(COMMITS).map_err(|e| err(e.into()))?;
+            for (key, value) in &records {
+                commits
+                    .insert(key.as_slice(), value.as_slice())
+                    .map_err(|e| err(e.into()))?;
+            }
+            for id in &batch.commits.pruned {
+                commits
+                    .remove(commit_key(id).as_slice())
                     .map_err(|e| err(e.into()))?;
             }
             let mut objects = txn.open_table(OBJECTS).map_err(|e| err(e.into()))?;

@@ -1,7 +1,9 @@
 //! The in-process backend: keeps the stored image in memory, shared by its clones.
 
-use super::{Batch, Loaded, Storage, StorageError, StorageFuture, StoredObject, StoredRegistry};
-use odb_wire::{ObjectId, Tid};
+use super::{
+    Batch, Loaded, Storage, StorageError, StorageFuture, StoredCommit, StoredObject, StoredRegistry,
+};
+use odb_wire::{CommitId, DatabaseId, ObjectId, Tid};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +14,9 @@ struct Image {
     next_id: u64,
     registry: StoredRegistry,
     objects: BTreeMap<ObjectId, StoredObject>,
+    database: Option<DatabaseId>,
+    commits: BTreeMap<CommitId, StoredCommit>,
+    commit_horizon: Tid,
 }
 
 #[derive(Default)]
@@ -85,6 +90,9 @@ impl Storage for MemoryStorage {
                     .iter()
                     .map(|(id, o)| (*id, o.clone()))
                     .collect(),
+                database: image.database,
+                commits: image.commits.values().copied().collect(),
+                commit_horizon: image.commit_horizon,
             });
         Box::pin(std::future::ready(loaded))
     }
@@ -98,9 +106,19 @@ impl Storage for MemoryStorage {
             self.shared.image.lock().map_err(poisoned).map(|mut image| {
                 image.tid = batch.tid;
                 image.next_id = batch.next_id;
+                if let Some(database) = batch.database {
+                    image.database = Some(database);
+                }
                 if let Some(registry) = batch.registry {
                     image.registry = registry;
                 }
+                for record in batch.commits.added {
+                    image.commits.insert(record.id, record);
+                }
+                for id in batch.commits.pruned {
+                    image.commits.remove(&id);
+                }
+                image.commit_horizon = batch.commits.horizon;
                 for (id, object) in batch.objects {
                     match object {
                         Some(object) => image.objects.insert(id, object),

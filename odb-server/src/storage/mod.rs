@@ -2,7 +2,9 @@
 //!
 //! At start the server calls [`Storage::load`] once and gets everything back: the objects with
 //! their fields and index values, the schema registry (type, field and index ids by name), the
-//! next object id to hand out and the tid of the last commit. While it runs, the sequencer calls
+//! next object id to hand out, the tid of the last commit and the database's identity (random,
+//! chosen when the database is created, and sent to every client in its `Welcome`, so that
+//! a client can tell a restarted server on the same data from a different database). While it runs, the sequencer calls
 //! [`Storage::persist`] once per batch of requests (group commit) with everything the batch
 //! changed, and only answers the batch's requests once that call has succeeded: an acknowledged
 //! commit is stored.
@@ -29,7 +31,7 @@ pub use memory::MemoryStorage;
 pub use redis::{RedisStorage, DEFAULT_REDIS_PREFIX};
 
 use bytes::Bytes;
-use odb_wire::{FieldId, IndexId, ObjectId, Tid, TypeId};
+use odb_wire::{CommitId, DatabaseId, FieldId, IndexId, ObjectId, Tid, TypeId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
@@ -136,6 +138,35 @@ pub struct Loaded {
     pub registry: StoredRegistry,
     /// Every live object.
     pub objects: Vec<(ObjectId, StoredObject)>,
+    /// The identity of the database; `None` for an empty storage, or data written before
+    /// identities were stored (the server then picks one and stores it with its first batch).
+    pub database: Option<DatabaseId>,
+    /// The recorded ids of applied commits, in any order.
+    pub commits: Vec<StoredCommit>,
+    /// The newest tid whose commit-id record was dropped (`Tid(0)` if none was).
+    pub commit_horizon: Tid,
+}
+
+/// The record of one applied commit's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredCommit {
+    /// The commit's id.
+    pub id: CommitId,
+    /// The tid at which it was applied.
+    pub tid: Tid,
+    /// When it was applied, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// How one batch changes the commit-id records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitChanges {
+    /// New records.
+    pub added: Vec<StoredCommit>,
+    /// Ids whose records are dropped.
+    pub pruned: Vec<CommitId>,
+    /// The newest tid whose record was dropped, after the batch.
+    pub horizon: Tid,
 }
 
 /// What one batch of requests changed, to be stored atomically by [`Storage::persist`].
@@ -149,6 +180,12 @@ pub struct Batch {
     pub registry: Option<StoredRegistry>,
     /// Every object the batch changed, with its new contents (`None`: deleted).
     pub objects: Vec<(ObjectId, Option<StoredObject>)>,
+    /// The identity of the database, if it is not stored yet (the first batch of a new
+    /// database); it never changes once stored.
+    pub database: Option<DatabaseId>,
+    /// The commit-id records the batch adds and drops, stored in the same atomic write as the
+    /// objects.
+    pub commits: CommitChanges,
 }
 
 /// The future a [`Storage`] method returns.

@@ -8,7 +8,10 @@
 //! | `{prefix}tid` | string | the tid of the last stored commit, decimal |
 //! | `{prefix}next_id` | string | the next object id to hand out, decimal |
 //! | `{prefix}registry` | string | the encoded schema registry |
+//! | `{prefix}database` | string | the database's identity, 32 hexadecimal digits |
 //! | `{prefix}objects` | hash | object id (decimal) -> the encoded object |
+//! | `{prefix}commits` | hash | commit id (`SESSION/SEQ`, hexadecimal/decimal) -> its encoded record |
+//! | `{prefix}commit_horizon` | string | the newest tid whose commit-id record was dropped, decimal |
 //!
 //! Every batch is one `MULTI`/`EXEC` transaction, so Redis applies all of it or none of it.
 //! How durable an acknowledged batch is depends on Redis's own settings: with
@@ -18,16 +21,25 @@
 //! anew, so commits succeed again as soon as Redis is back.
 
 use super::{
-    decode, encode, Batch, Loaded, Storage, StorageError, StorageFuture, StoredObject,
-    StoredRegistry, FORMAT_VERSION,
+    decode, encode, Batch, Loaded, Storage, StorageError, StorageFuture, StoredCommit,
+    StoredObject, StoredRegistry, FORMAT_VERSION,
 };
-use odb_wire::{ObjectId, Tid};
+use odb_wire::{DatabaseId, ObjectId, Tid};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client};
 use std::time::Duration;
 
 /// The key prefix used unless another one is configured.
 pub const DEFAULT_REDIS_PREFIX: &str = "odb:";
+
+/// The single keys read at load: tid, next id, registry, database identity, commit horizon.
+type Meta = (
+    Option<u64>,
+    Option<u64>,
+    Option<Vec<u8>>,
+    Option<String>,
+    Option<u64>,
+);
 
 /// How many hash entries one `HSCAN` asks for while loading.
 const SCAN_COUNT: usize = 1000;
@@ -135,6 +147,8 @@ impl RedisStorage {
                         .arg(self.key("next_id"))
                         .arg(self.key("registry"))
                         .arg(self.key("objects"))
+                        .arg(self.key("database"))
+                        .arg(self.key("commits"))
                         .query_async(conn)
                         .await
                         .map_err(&err)?;
@@ -161,53 +175,47 @@ impl RedisStorage {
 
     async fn load_on(&self, conn: &mut MultiplexedConnection) -> Result<Loaded, StorageError> {
         let err = unavailable("cannot read from Redis");
-        let (tid, next_id, registry): (Option<u64>, Option<u64>, Option<Vec<u8>>) =
-            redis::cmd("MGET")
-                .arg(self.key("tid"))
-                .arg(self.key("next_id"))
-                .arg(self.key("registry"))
-                .query_async(conn)
-                .await
-                .map_err(&err)?;
+        let (tid, next_id, registry, database, commit_horizon): Meta = redis::cmd("MGET")
+            .arg(self.key("tid"))
+            .arg(self.key("next_id"))
+            .arg(self.key("registry"))
+            .arg(self.key("database"))
+            .arg(self.key("commit_horizon"))
+            .query_async(conn)
+            .await
+            .map_err(&err)?;
+        let database = database
+            .map(|hex| {
+                u128::from_str_radix(&hex, 16)
+                    .map(DatabaseId)
+                    .map_err(|_| StorageError::Corrupt(format!("database identity {hex:?}")))
+            })
+            .transpose()?;
         let registry = registry
             .map(|b| decode::<StoredRegistry>(&b, "registry"))
             .transpose()?
             .unwrap_or_default();
         let mut objects = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, entries): (u64, Vec<Vec<u8>>) = redis::cmd("HSCAN")
-                .arg(self.key("objects"))
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(conn)
-                .await
-                .map_err(&err)?;
-            for pair in entries.chunks(2) {
-                let [id, value] = pair else {
-                    return Err(StorageError::Corrupt(
-                        "HSCAN returned an odd number of items".into(),
-                    ));
-                };
-                let id = std::str::from_utf8(id)
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or_else(|| {
-                        StorageError::Corrupt(format!(
-                            "object key {:?} is not a number",
-                            String::from_utf8_lossy(id)
-                        ))
-                    })?;
-                let object: StoredObject = decode(value, &format!("object {id}"))?;
-                objects.push((ObjectId(id), object));
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
+        for (id, value) in self.scan_hash(conn, "objects").await? {
+            let id = std::str::from_utf8(&id)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    StorageError::Corrupt(format!(
+                        "object key {:?} is not a number",
+                        String::from_utf8_lossy(&id)
+                    ))
+                })?;
+            let object: StoredObject = decode(&value, &format!("object {id}"))?;
+            objects.push((ObjectId(id), object));
+        }
+        let mut commits = Vec::new();
+        for (_, value) in self.scan_hash(conn, "commits").await? {
+            commits.push(decode::<StoredCommit>(&value, "commit record")?);
         }
         // HSCAN may return an entry more than once.
+        commits.sort_by_key(|r| r.id);
+        commits.dedup_by_key(|r| r.id);
         objects.sort_by_key(|(id, _)| *id);
         objects.dedup_by_key(|(id, _)| *id);
         Ok(Loaded {
@@ -215,7 +223,45 @@ impl RedisStorage {
             next_id: next_id.unwrap_or(0),
             registry,
             objects,
+            database,
+            commits,
+            commit_horizon: Tid(commit_horizon.unwrap_or(0)),
         })
+    }
+
+    /// Every field and value of the hash `{prefix}{name}`, read in steps with `HSCAN` (which may
+    /// return an entry more than once).
+    async fn scan_hash(
+        &self,
+        conn: &mut MultiplexedConnection,
+        name: &str,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let err = unavailable("cannot read from Redis");
+        let mut entries = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, items): (u64, Vec<Vec<u8>>) = redis::cmd("HSCAN")
+                .arg(self.key(name))
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(conn)
+                .await
+                .map_err(&err)?;
+            let mut items = items.into_iter();
+            while let Some(field) = items.next() {
+                let Some(value) = items.next() else {
+                    return Err(StorageError::Corrupt(
+                        "HSCAN returned an odd number of items".into(),
+                    ));
+                };
+                entries.push((field, value));
+            }
+            if next == 0 {
+                return Ok(entries);
+            }
+            cursor = next;
+        }
     }
 
     async fn persist_batch(&mut self, batch: Batch) -> Result<(), StorageError> {
@@ -226,6 +272,10 @@ impl RedisStorage {
         pipe.set(self.key("next_id"), batch.next_id).ignore();
         if let Some(registry) = &batch.registry {
             pipe.set(self.key("registry"), encode(registry)?).ignore();
+        }
+        if let Some(database) = batch.database {
+            pipe.set(self.key("database"), database.to_string())
+                .ignore();
         }
         let mut written = Vec::new();
         let mut deleted = Vec::new();
@@ -241,6 +291,25 @@ impl RedisStorage {
         if !deleted.is_empty() {
             pipe.hdel(&objects_key, &deleted).ignore();
         }
+        let commits_key = self.key("commits");
+        let mut records = Vec::with_capacity(batch.commits.added.len());
+        for record in &batch.commits.added {
+            records.push((record.id.to_string(), encode(record)?));
+        }
+        if !records.is_empty() {
+            pipe.hset_multiple(&commits_key, &records).ignore();
+        }
+        if !batch.commits.pruned.is_empty() {
+            let pruned: Vec<String> = batch
+                .commits
+                .pruned
+                .iter()
+                .map(|id| id.to_string())
+                .collect();
+            pipe.hdel(&commits_key, &pruned).ignore();
+        }
+        pipe.set(self.key("commit_horizon"), batch.commits.horizon.0)
+            .ignore();
         let mut conn = self.conn().await?;
         let result = pipe.query_async::<()>(&mut conn).await.map_err(|e| {
             StorageError::Unavailable(format!("cannot write to Redis at {}: {e}", self.url))

@@ -1,7 +1,7 @@
 //! Tests of the storage helpers and the embedded backend.
 
 use super::*;
-use odb_wire::{FieldId, IndexId, ObjectId, Tid, TypeId};
+use odb_wire::{CommitId, DatabaseId, FieldId, IndexId, ObjectId, Tid, TypeId};
 
 fn object(value: &str) -> StoredObject {
     StoredObject {
@@ -33,6 +33,18 @@ fn registry() -> StoredRegistry {
     }
 }
 
+/// The record of commit `seq` of one session, applied at `tid`.
+fn record(seq: u64, tid: u64) -> StoredCommit {
+    StoredCommit {
+        id: CommitId {
+            session: u128::MAX - 5,
+            seq,
+        },
+        tid: Tid(tid),
+        at_ms: 1_700_000_000_000 + seq,
+    }
+}
+
 async fn round_trip(storage: &mut dyn Storage) -> Loaded {
     storage
         .persist(Batch {
@@ -43,6 +55,12 @@ async fn round_trip(storage: &mut dyn Storage) -> Loaded {
                 (ObjectId(7), Some(object("x"))),
                 (ObjectId(8), Some(object("y"))),
             ],
+            database: Some(DatabaseId(0x1234_5678_9abc_def0_0fed_cba9_8765_4321)),
+            commits: CommitChanges {
+                added: vec![record(1, 2), record(2, 3)],
+                pruned: Vec::new(),
+                horizon: Tid(0),
+            },
         })
         .await
         .unwrap();
@@ -52,6 +70,12 @@ async fn round_trip(storage: &mut dyn Storage) -> Loaded {
             next_id: 200,
             registry: None,
             objects: vec![(ObjectId(8), None), (ObjectId(9), Some(object("z")))],
+            database: None,
+            commits: CommitChanges {
+                added: vec![record(3, 4)],
+                pruned: vec![record(1, 2).id],
+                horizon: Tid(2),
+            },
         })
         .await
         .unwrap();
@@ -62,6 +86,15 @@ fn check(loaded: &Loaded) {
     assert_eq!(loaded.tid, Tid(4));
     assert_eq!(loaded.next_id, 200);
     assert_eq!(loaded.registry, registry());
+    assert_eq!(
+        loaded.database,
+        Some(DatabaseId(0x1234_5678_9abc_def0_0fed_cba9_8765_4321)),
+        "the identity stays once stored"
+    );
+    let mut commits = loaded.commits.clone();
+    commits.sort_by_key(|r| r.tid);
+    assert_eq!(commits, vec![record(2, 3), record(3, 4)]);
+    assert_eq!(loaded.commit_horizon, Tid(2));
     let mut objects = loaded.objects.clone();
     objects.sort_by_key(|(id, _)| *id);
     assert_eq!(

@@ -178,6 +178,19 @@ impl IndexValue {
         }
     }
 
+    /// The members from `lo` to `hi` (inclusive) in ascending order.
+    pub fn members_in(&self, lo: ObjectId, hi: ObjectId) -> impl Iterator<Item = ObjectId> + '_ {
+        let (one, many) = match &self.0 {
+            Repr::InlineOne { one, .. } | Repr::HeapOne { one, .. } => {
+                ((lo <= *one && *one <= hi).then_some(*one), None)
+            }
+            Repr::InlineMany { many, .. } | Repr::HeapMany { many, .. } => {
+                (None, Some(many.range(lo, hi)))
+            }
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+
     /// The members in ascending order.
     pub fn members(&self) -> impl Iterator<Item = ObjectId> + '_ {
         let (one, many) = match &self.0 {

@@ -93,6 +93,20 @@ impl MemberSet {
         true
     }
 
+    /// The ids from `lo` to `hi` (inclusive) in ascending order, found without walking the
+    /// chunks before `lo`.
+    pub fn range(&self, lo: ObjectId, hi: ObjectId) -> impl Iterator<Item = ObjectId> + '_ {
+        let from = self.chunk_of(lo);
+        self.chunks
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .flatten()
+            .copied()
+            .skip_while(move |&o| o < lo)
+            .take_while(move |&o| o <= hi)
+    }
+
     /// The ids in ascending order.
     pub fn iter(&self) -> impl Iterator<Item = ObjectId> + '_ {
         self.chunks.iter().flatten().copied()
@@ -152,6 +166,15 @@ mod tests {
         }
         assert!(set.iter().eq(model.iter().copied()));
         assert_eq!(set.first(), model.first().copied());
+        for (lo, hi) in [(0, 5000), (17, 17), (100, 2600), (4990, 9000), (300, 200)] {
+            let (lo, hi) = (ObjectId(lo), ObjectId(hi));
+            let expected: Vec<ObjectId> = model
+                .iter()
+                .copied()
+                .filter(|&o| lo <= o && o <= hi)
+                .collect();
+            assert_eq!(set.range(lo, hi).collect::<Vec<_>>(), expected);
+        }
         for c in &set.chunks {
             assert!(!c.is_empty() && c.len() <= CHUNK);
         }

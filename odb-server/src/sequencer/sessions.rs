@@ -1,0 +1,115 @@
+//! The requests that let a session survive its connection: commit queries and resume.
+//!
+//! A client whose connection broke connects again and sends `Resume` with everything it was
+//! subscribed to and the id blocks it was granted on earlier connections. The new connection
+//! then sees the objects created with ids of those blocks as its own creations (whoever created
+//! them, since only the session could), and gets, at one snapshot, every object it now sees: the
+//! targets' members, its own objects, and what it already saw (its `core.Connection` object).
+//! The answer always holds the full data (`Resumed` with `delta: false`): the client replaces
+//! its replica with it, dropping every object the answer does not hold.
+//!
+//! It also asks, with `QueryCommits`, what became of the commits whose answers it did not get;
+//! see [`super::commit_ids`].
+
+use super::commit_ids::Fence;
+use super::Sequencer;
+use crate::snapshot::Snapshot;
+use odb_wire::{
+    CommitId, CommitOutcome, IdBlock, ObjectData, ObjectId, RequestId, ServerMessage,
+    SubscriptionTarget, Tid,
+};
+
+/// Most id blocks one `Resume` may name.
+pub(super) const MAX_OWN_BLOCKS: usize = 65_536;
+
+impl Sequencer {
+    /// The answer to a commit whose id is already settled: recorded as applied, or fenced.
+    pub(super) fn settled_commit(&self, id: CommitId) -> Option<CommitOutcome> {
+        if let Some(tid) = self.commit_ids.applied(id) {
+            return Some(CommitOutcome::AlreadyApplied { tid });
+        }
+        let reason = match self.commit_ids.fence_of(id)? {
+            Fence::NotApplied => format!(
+                "commit {id} was reported not applied to a commit query, so it can no longer \
+                 be applied; run the transaction again under a new commit id"
+            ),
+            Fence::Doubtful => format!(
+                "the outcome of commit {id} is unknown (storing it failed, and it may have \
+                 landed), so it is not applied again"
+            ),
+        };
+        Some(CommitOutcome::Invalid { reason })
+    }
+
+    /// Answers what became of each commit asked about; see [`commit_ids`].
+    pub(super) fn query_commits(
+        &mut self,
+        conn: ObjectId,
+        request_id: RequestId,
+        commits: &[(CommitId, Tid)],
+    ) {
+        let now = self.clock.now_ms();
+        let statuses = commits
+            .iter()
+            .map(|&(id, base_tid)| self.commit_ids.status(id, base_tid, now))
+            .collect();
+        self.send(
+            conn,
+            &ServerMessage::CommitStatuses {
+                request_id,
+                statuses,
+            },
+        );
+    }
+
+    /// Restores a session on this connection; see the module documentation. Unknown targets,
+    /// too many subscriptions or too many id blocks fail the request and change nothing.
+    pub(super) fn resume(
+        &mut self,
+        conn: ObjectId,
+        request_id: RequestId,
+        targets: &[SubscriptionTarget],
+        own: &[IdBlock],
+    ) {
+        if own.len() > MAX_OWN_BLOCKS {
+            let reason = format!(
+                "{} id blocks named, over the limit of {MAX_OWN_BLOCKS} per resume",
+                own.len()
+            );
+            return self.fail(conn, request_id, reason);
+        }
+        let planned = match self.plan_subscription(conn, targets) {
+            Ok(planned) => planned,
+            Err(reason) => return self.fail(conn, request_id, reason),
+        };
+        // Ids not handed out yet may later be granted to another connection: they are not
+        // the session's.
+        let issued_below = self.next_id;
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        planned.add_to(&mut state.visibility);
+        for block in own.iter().filter(|b| b.len > 0) {
+            let last = block
+                .start
+                .saturating_add(block.len - 1)
+                .min(issued_below.saturating_sub(1));
+            state.visibility.add_own(block.start.max(1), last);
+        }
+        let objects: Vec<ObjectData> = state
+            .visibility
+            .visible_objects(&self.store, self.registry.all_indices())
+            .into_iter()
+            .filter_map(|id| self.store.object_data(id))
+            .collect();
+        let snapshot = Snapshot::resumed(
+            request_id,
+            self.store.tid(),
+            objects,
+            self.config.max_frame / 2,
+        );
+        if !state.outbound.send_snapshot(snapshot) {
+            self.drop_conn(conn);
+        }
+    }
+}
