@@ -87,10 +87,7 @@ async fn direct(server: &RunningServer) -> Client {
 }
 
 fn entry(tag: &str, n: u64) -> Entry {
-    Entry {
-        tag: tag.into(),
-        n,
-    }
+    Entry { tag: tag.into(), n }
 }
 
 async fn entries(db: &Client) -> usize {
@@ -119,6 +116,7 @@ async fn a_cut_connection_comes_back_with_its_subscriptions() {
     let server = durable(&storage).await;
     let relay = Relay::start(addr(&server)).await.expect("relay");
     let writer = direct(&server).await;
+    writer.subscribe_type::<Entry>().await.expect("subscribes");
     let reader = through(&relay).await;
     reader.subscribe_type::<Entry>().await.expect("subscribes");
     let first_connection = reader.connection_id();
@@ -135,7 +133,10 @@ async fn a_cut_connection_comes_back_with_its_subscriptions() {
     let mut status = reader.status();
     relay.refuse(true);
     relay.cut();
-    status_becomes(&reader, |s| matches!(s, ConnectionStatus::Reconnecting { .. })).await;
+    status_becomes(&reader, |s| {
+        matches!(s, ConnectionStatus::Reconnecting { .. })
+    })
+    .await;
     assert!(!reader.is_connected());
     // While the client reconnects, views read the replica as it was.
     assert_eq!(entries(&reader).await, 1);
@@ -148,7 +149,10 @@ async fn a_cut_connection_comes_back_with_its_subscriptions() {
         .wait_for(|v| Ok(Entry::lookup_all(v)?.len() == 2), WAIT)
         .await
         .expect("the reader catches up after reconnecting");
-    assert!(matches!(*status.borrow_and_update(), ConnectionStatus::Connected));
+    assert!(matches!(
+        *status.borrow_and_update(),
+        ConnectionStatus::Connected
+    ));
     assert_ne!(reader.connection_id(), first_connection, "a new connection");
     // The reader can write again, with ids granted on its new connection.
     reader
@@ -168,7 +172,10 @@ async fn a_commit_whose_answer_was_lost_is_applied_once() {
     let server = durable(&storage).await;
     let relay = Relay::start(addr(&server)).await.expect("relay");
     let observer = direct(&server).await;
-    observer.subscribe_type::<Account>().await.expect("subscribes");
+    observer
+        .subscribe_type::<Account>()
+        .await
+        .expect("subscribes");
     let db = through(&relay).await;
     db.subscribe_type::<Account>().await.expect("subscribes");
     let account = db
@@ -270,7 +277,10 @@ async fn a_commit_that_never_arrived_runs_again() {
         .expect("the commit is applied after reconnecting");
     assert!(runs.load(Ordering::SeqCst) >= 1);
     let observer = direct(&server).await;
-    observer.subscribe_type::<Account>().await.expect("subscribes");
+    observer
+        .subscribe_type::<Account>()
+        .await
+        .expect("subscribes");
     assert_eq!(
         observer.view(|v| account.balance(v)).expect("reads"),
         10,
@@ -306,7 +316,11 @@ async fn transactions_wait_for_the_connection_up_to_their_timeout() {
         .await
         .expect("the task ends")
         .expect("commits once reconnected");
-    assert_eq!(entries(&db).await, 1, "only the second transaction committed");
+    assert_eq!(
+        entries(&db).await,
+        1,
+        "only the second transaction committed"
+    );
     server.shutdown().await;
 }
 
@@ -345,7 +359,9 @@ async fn a_durable_server_restart_is_resumed() {
     // Its own creation is still visible; what it never subscribed to is not.
     assert_eq!(db.view(|v| mine.n(v)).expect("reads its own object"), 1);
     assert_eq!(
-        db.view(|v| Entry::lookup_all_by_tag(v, "y")).expect("looks up").len(),
+        db.view(|v| Entry::lookup_all_by_tag(v, "y"))
+            .expect("looks up")
+            .len(),
         0
     );
     let again: Ref<Entry> = db
@@ -371,6 +387,7 @@ async fn an_in_memory_server_restart_is_a_new_database() {
     relay.set_upstream(addr(&server));
     relay.cut();
     let other = direct(&server).await;
+    other.subscribe_type::<Entry>().await.expect("subscribes");
     other
         .transaction(|tx| Entry::create(tx, entry("new", 2)))
         .await
@@ -474,6 +491,12 @@ async fn bank_transfers_survive_random_cuts() {
         .await
         .expect("creates the accounts");
 
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let db = through(&relay).await;
+        db.subscribe_type::<Account>().await.expect("subscribes");
+        clients.push(db);
+    }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let cutter = {
         let relay = relay.clone();
@@ -493,9 +516,7 @@ async fn bank_transfers_survive_random_cuts() {
         })
     };
     let mut workers = Vec::new();
-    for client in 0..CLIENTS {
-        let db = through(&relay).await;
-        db.subscribe_type::<Account>().await.expect("subscribes");
+    for (client, db) in (0..CLIENTS).zip(clients) {
         let accounts = accounts.clone();
         let mut rng = seed.wrapping_add(u64::from(client) * 7919) | 1;
         workers.push(tokio::spawn(async move {
@@ -534,7 +555,10 @@ async fn bank_transfers_survive_random_cuts() {
     eprintln!("{acknowledged} transfers acknowledged across {cuts} cuts");
 
     let check = direct(&server).await;
-    check.subscribe(sessions::schema()).await.expect("subscribes");
+    check
+        .subscribe(sessions::schema())
+        .await
+        .expect("subscribes");
     let (total, records) = check
         .view(|v| {
             let total: i64 = accounts

@@ -13,8 +13,8 @@ pub mod limits;
 mod message;
 
 pub use codec::{
-    decode, decode_client_message, decode_server_message, encode, encode_commit_push,
-    encode_exact, framing, hello_version, CodecError, PushEntry, DEFAULT_MAX_FRAME, MAX_FRAME_CAP,
+    decode, decode_client_message, decode_server_message, encode, encode_commit_push, encode_exact,
+    framing, hello_version, CodecError, PushEntry, DEFAULT_MAX_FRAME, MAX_FRAME_CAP,
 };
 pub use ids::{
     bytes_eq, CommitId, DatabaseId, FieldId, IdBlock, IndexId, Key, ObjectId, RequestId, Tid,

@@ -86,7 +86,10 @@ impl ClientBuilder {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.urls = urls.into_iter().flat_map(|u| split_urls(&u.into())).collect();
+        self.urls = urls
+            .into_iter()
+            .flat_map(|u| split_urls(&u.into()))
+            .collect();
         self
     }
 
@@ -189,8 +192,9 @@ impl ClientBuilder {
                 Err(e) => last_error = Some(e),
             }
         }
-        Err(last_error
-            .unwrap_or_else(|| Error::Invalid("no server URL given: expected odb://host:port".into())))
+        Err(last_error.unwrap_or_else(|| {
+            Error::Invalid("no server URL given: expected odb://host:port".into())
+        }))
     }
 
     /// Connects over an already open byte stream (for example an in-process pipe to an
@@ -313,7 +317,11 @@ fn parse_url(url: &str) -> Result<Endpoint> {
 }
 
 /// Opens a stream to one endpoint: TCP, then TLS for `odbs://`.
-async fn dial(endpoint: &Endpoint, ca_file: Option<&std::path::Path>, timeout: Duration) -> Result<BoxStream> {
+async fn dial(
+    endpoint: &Endpoint,
+    ca_file: Option<&std::path::Path>,
+    timeout: Duration,
+) -> Result<BoxStream> {
     let addr = &endpoint.addr;
     let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
         .await
@@ -342,7 +350,11 @@ mod tests {
     #[test]
     fn urls_say_what_is_wrong() {
         let err = |u: &str| parse_url(u).unwrap_err().to_string();
-        assert!(err("odb://127.0.0.1").contains("has no port"), "{}", err("odb://127.0.0.1"));
+        assert!(
+            err("odb://127.0.0.1").contains("has no port"),
+            "{}",
+            err("odb://127.0.0.1")
+        );
         assert!(err("127.0.0.1:8000").contains("is not a server URL"));
         assert!(err("http://h:1").contains("unknown URL scheme"));
         assert!(err("odb://h:99999").contains("not a number"));

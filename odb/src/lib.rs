@@ -59,11 +59,9 @@ mod transact;
 mod transaction;
 mod view;
 
-pub use changes::AppliedCommit;
 pub use builder::ClientBuilder;
+pub use changes::AppliedCommit;
 pub use client::{Client, ClientStats, DEFAULT_MAX_RETRIES};
-pub use session::{ConnectionStatus, ReconnectPolicy};
-pub use transact::TxOptions;
 pub use commits::Commits;
 pub use error::{Error, Result};
 pub use object::{encode_value, Handle, IndexArg, Object, Ref};
@@ -71,6 +69,8 @@ pub use odb_wire::{Key, ObjectId, Tid};
 pub use pending::{PendingCommit, PendingSubscription};
 pub use reactor::Reactor;
 pub use schema::{FieldDef, IndexDef, IndexValue, Schema, TypeDef};
+pub use session::{ConnectionStatus, ReconnectPolicy};
+pub use transact::TxOptions;
 pub use transaction::Transaction;
 pub use view::{Read, View};
 

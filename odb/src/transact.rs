@@ -1,8 +1,8 @@
 //! Transactions: running a closure on a snapshot, committing what it wrote, and running it
 //! again when the commit conflicts or was not applied.
 
-use crate::client::Client;
 use crate::changes::ReadSet;
+use crate::client::Client;
 use crate::pending::PendingCommit;
 use crate::replica::SnapshotAt;
 use crate::schema::Schema;
@@ -268,7 +268,11 @@ struct Needs {
 impl Needs {
     /// Counts a need for `schema`; fails once the same schema was needed too often.
     fn schema(&mut self, schema: &'static Schema) -> Result<()> {
-        let index = match self.schemas.iter().position(|(s, _)| std::ptr::eq(*s, schema)) {
+        let index = match self
+            .schemas
+            .iter()
+            .position(|(s, _)| std::ptr::eq(*s, schema))
+        {
             Some(index) => index,
             None => {
                 self.schemas.push((schema, 0));

@@ -22,6 +22,8 @@
 //! memory (a new database), [`Error::CommitOutcomeUnknown`].
 
 mod policy;
+#[cfg(test)]
+mod sim;
 mod targets;
 
 pub use policy::ReconnectPolicy;
@@ -217,6 +219,10 @@ pub(crate) struct ClientCore {
     granted: Vec<IdBlock>,
     /// Chunks of subscriptions and restores in flight.
     buffers: HashMap<RequestId, Vec<ObjectData>>,
+    /// While a restore is on its way: the commits pushed meanwhile. The replica is still at its
+    /// state from before the break, so a newer commit cannot be applied before the restore's
+    /// snapshot; those the snapshot does not hold are applied after it.
+    restoring: Option<Vec<odb_wire::CommitData>>,
 }
 
 impl ClientCore {
@@ -259,6 +265,7 @@ impl ClientCore {
             redefining: 0,
             granted: Vec::new(),
             buffers: HashMap::new(),
+            restoring: None,
         }
     }
 
@@ -388,6 +395,7 @@ impl ClientCore {
         self.shared.set_connected(false);
         self.outbox.clear();
         self.buffers.clear();
+        self.restoring = None;
         if !self.config.policy.allows(0) || self.config.urls == 0 {
             self.close(reason);
             return;
@@ -442,20 +450,30 @@ impl ClientCore {
                 heartbeat_interval_ms,
                 max_frame,
                 database,
-            } => self.welcome(connection, ids, tid, heartbeat_interval_ms, max_frame, database, now),
+            } => self.welcome(
+                connection,
+                ids,
+                tid,
+                heartbeat_interval_ms,
+                max_frame,
+                database,
+                now,
+            ),
             ServerMessage::Rejected { reason } => {
                 let (message, permanent) = describe_rejection(&reason);
                 self.on_connect_failed(message, permanent, now);
             }
-            ServerMessage::Commit(data) => self.shared.apply_commit(data, CommitKind::Pushed),
+            ServerMessage::Commit(data) => match &mut self.restoring {
+                Some(held) => held.push(data),
+                None => self.shared.apply_commit(data, CommitKind::Pushed),
+            },
             ServerMessage::SubscriptionData {
                 request_id,
                 objects,
             } => self.buffers.entry(request_id).or_default().extend(objects),
             ServerMessage::SubscriptionComplete { request_id, tid } => {
                 let objects = self.buffers.remove(&request_id).unwrap_or_default();
-                if let Some(Pending::Subscribe { types, .. }) = self.requests.remove(&request_id)
-                {
+                if let Some(Pending::Subscribe { types, .. }) = self.requests.remove(&request_id) {
                     self.shared.apply_snapshot(objects, &types, tid);
                     self.answer(request_id, Ok(Reply::Subscribed(tid)));
                 }
@@ -632,7 +650,8 @@ impl ClientCore {
         let (wire, types) = self.wire_targets(targets)?;
         let id = self.next_id();
         let link = if self.is_up() { self.link } else { 0 };
-        self.requests.insert(id, Pending::Subscribe { added, types, link });
+        self.requests
+            .insert(id, Pending::Subscribe { added, types, link });
         if link != 0 {
             self.queue(
                 Some(id),
@@ -669,7 +688,11 @@ impl ClientCore {
     /// it created nothing). Answered [`Reply::Committed`] or an error:
     /// [`Error::CommitNotApplied`] when the commit could not be sent on the connection its ids
     /// belong to (run the transaction again).
-    pub fn commit(&mut self, mut request: CommitRequest, ids_link: Option<u64>) -> Result<RequestId> {
+    pub fn commit(
+        &mut self,
+        mut request: CommitRequest,
+        ids_link: Option<u64>,
+    ) -> Result<RequestId> {
         self.check_open()?;
         let id = self.next_id();
         if !self.is_up() || ids_link.is_some_and(|link| link != self.link) {
@@ -858,12 +881,14 @@ impl ClientCore {
         self.add_ids(ids);
         self.shared.set_connection(connection);
         self.shared.set_connected(true);
-        self.events.push_back(Event::Status(ConnectionStatus::Connected));
+        self.events
+            .push_back(Event::Status(ConnectionStatus::Connected));
         if first {
             self.send_waiting();
             return;
         }
         tracing::info!(%connection, same_database = same, "reconnected to the server");
+        self.restoring = Some(Vec::new());
         if same {
             self.restore();
         } else {
@@ -925,7 +950,14 @@ impl ClientCore {
             .requests
             .iter()
             .filter_map(|(&rid, p)| {
-                matches!(p, Pending::Commit { unsettled: true, .. }).then_some(rid)
+                matches!(
+                    p,
+                    Pending::Commit {
+                        unsettled: true,
+                        ..
+                    }
+                )
+                .then_some(rid)
             })
             .collect();
         for rid in unsettled {
@@ -980,7 +1012,9 @@ impl ClientCore {
             Ok(()) => {
                 self.requests.insert(id, Pending::Resume);
             }
-            Err(e) => self.fail_waiting_subscriptions(&format!("cannot restore the subscriptions: {e}")),
+            Err(e) => {
+                self.fail_waiting_subscriptions(&format!("cannot restore the subscriptions: {e}"))
+            }
         }
     }
 
@@ -1028,6 +1062,13 @@ impl ClientCore {
         }
         drop(registry);
         self.shared.apply_resync(objects, &types, tid, delta, gone);
+        // Commits pushed while the restore was on its way: the snapshot holds those up to its
+        // tid.
+        for commit in self.restoring.take().unwrap_or_default() {
+            if commit.tid > tid {
+                self.shared.apply_commit(commit, CommitKind::Pushed);
+            }
+        }
         let waiting: Vec<(RequestId, bool)> = self
             .requests
             .iter()
@@ -1134,6 +1175,9 @@ impl ClientCore {
             }
             Pending::Resume => {
                 tracing::error!(%reason, "the server refused to restore the subscriptions");
+                for commit in self.restoring.take().unwrap_or_default() {
+                    self.shared.apply_commit(commit, CommitKind::Pushed);
+                }
                 self.fail_waiting_subscriptions(&reason);
             }
             Pending::Query { commits } => {
@@ -1147,7 +1191,10 @@ impl ClientCore {
                     );
                 }
             }
-            Pending::Schema { internal: true, schema } => {
+            Pending::Schema {
+                internal: true,
+                schema,
+            } => {
                 tracing::error!(%reason, "cannot define schema {} again", schema.name());
                 self.schema_redefined();
             }

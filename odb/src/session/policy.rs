@@ -99,7 +99,11 @@ pub(crate) struct Rng(u64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed | 1)
+        // splitmix64 spreads neighbouring seeds apart; xorshift needs a state that is not 0.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Rng((z ^ (z >> 31)) | 1)
     }
 
     /// A seed from the standard library's randomly keyed hasher.
@@ -124,7 +128,13 @@ impl Rng {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let half = nanos / 2;
         let span = nanos - half;
-        Duration::from_nanos(half + if span == 0 { 0 } else { self.next_u64() % (span + 1) })
+        Duration::from_nanos(
+            half + if span == 0 {
+                0
+            } else {
+                self.next_u64() % (span + 1)
+            },
+        )
     }
 }
 
