@@ -28,7 +28,32 @@ pub async fn connect_from_env() -> odb::Result<odb::Client> {
     if let Some(ca) = std::env::var_os("ODB_TLS_CA").filter(|ca| !ca.is_empty()) {
         builder = builder.tls_ca_file(ca);
     }
-    builder.connect().await
+    let db = builder.connect().await?;
+    report_reconnects(&db);
+    Ok(db)
+}
+
+/// Prints a one-line note on stderr when the client loses its connection and when it is back
+/// (the client reconnects by itself; the program goes on).
+pub fn report_reconnects(db: &odb::Client) {
+    let mut status = db.status();
+    tokio::spawn(async move {
+        let mut lost = false;
+        while status.changed().await.is_ok() {
+            let now = status.borrow_and_update().clone();
+            match now {
+                odb::ConnectionStatus::Reconnecting { .. } if !lost => {
+                    lost = true;
+                    eprintln!("connection to the server lost; reconnecting");
+                }
+                odb::ConnectionStatus::Connected if lost => {
+                    lost = false;
+                    eprintln!("reconnected");
+                }
+                _ => {}
+            }
+        }
+    });
 }
 
 /// Runs an example's body; on error prints it on one line and exits with status 1.
