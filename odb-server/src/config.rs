@@ -50,7 +50,7 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Most commit-id records kept: once more newer ones exist, the oldest is dropped. A client
     /// can learn what became of a commit whose answer it lost (and a repeated commit is refused
-    /// as already applied) only while its record is kept. Memory grows by about 60 bytes per
+    /// as already applied) only while its record is kept. Memory grows by about 100 bytes per
     /// record. Must be at least 1. Default 100 000.
     pub commit_id_window_count: usize,
     /// Longest time a commit-id record is kept; older ones are dropped (whichever of this and
