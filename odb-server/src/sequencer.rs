@@ -190,6 +190,8 @@ impl Sequencer {
         ));
         let connection_type = ConnectionType::define(&mut registry)
             .map_err(|e| format!("cannot define the core schema: {e}"))?;
+        let commit_ids =
+            CommitIds::new(config.commit_id_window_count, config.commit_id_window_time);
         let mut seq = Sequencer {
             config,
             registry,
@@ -201,13 +203,9 @@ impl Sequencer {
             durable: None,
             status,
             database: DatabaseId(rand_u128()),
-            commit_ids: CommitIds::new(0, std::time::Duration::ZERO),
+            commit_ids,
             clock: Clock::default(),
         };
-        seq.commit_ids = CommitIds::new(
-            seq.config.commit_id_window_count,
-            seq.config.commit_id_window_time,
-        );
         seq.ended = seq.connection_type.all(&seq.store);
         if !seq.ended.is_empty() {
             tracing::info!(

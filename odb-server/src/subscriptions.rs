@@ -71,8 +71,12 @@ pub(crate) struct Visibility {
     index_subs: IndexSubs,
     /// Objects subscribed one by one, whether or not they exist yet.
     objects: FastSet<ObjectId>,
-    /// Objects this connection created (and its own connection object): always visible.
+    /// Objects this connection created (and its own connection object), and the id ranges of a
+    /// resumed session: always visible.
     created: IdSet,
+    /// Whether `created` holds id ranges of a resumed session, whose objects another connection
+    /// (the session's previous one, not yet known to be gone) may still create.
+    resumed: bool,
     /// Objects visible because they left subscribed index values, with those values.
     left: FastMap<ObjectId, Vec<(IndexId, Bytes)>>,
 }
@@ -107,6 +111,7 @@ impl Visibility {
     /// connection's own creation, whoever created it: a resumed session's objects.
     pub fn add_own(&mut self, first: u64, last: u64) {
         self.created.insert_range(first, last);
+        self.resumed = true;
     }
 
     /// Every live object this connection sees, in ascending order. Own objects are found by
@@ -210,10 +215,14 @@ impl Visibility {
 
     /// Whether an object that was not visible before a commit is visible explicitly after it.
     /// An object the commit created is the committer's own creation or subscribed by id; no
-    /// other reason can apply yet, so the (large) set of own creations is not searched for it.
+    /// other reason can apply yet, so the (large) set of own creations is not searched for it,
+    /// unless this connection resumed a session: the session's previous connection may create
+    /// objects in the resumed ranges (a late commit).
     fn sees_new(&self, id: ObjectId, created: bool, is_committer: bool) -> bool {
         if created {
-            is_committer || self.objects.contains(&id)
+            is_committer
+                || self.objects.contains(&id)
+                || (self.resumed && self.created.contains(id))
         } else {
             self.sees_explicitly(id)
         }

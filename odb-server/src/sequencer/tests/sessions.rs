@@ -413,3 +413,21 @@ fn a_resume_over_the_limits_fails_and_changes_nothing() {
     let (objects, _) = h.resume(&mut c, Vec::new(), Vec::new());
     assert_eq!(objects, vec![c.id]);
 }
+
+#[test]
+fn objects_the_previous_connection_still_creates_reach_the_resumed_one() {
+    let (mut h, _first) = harness(ServerConfig::new("t"));
+    let (mut old, block) = connect_with_block(&mut h.seq);
+    let (mut c, _) = connect_with_block(&mut h.seq);
+    let (objects, _) = h.resume(&mut c, Vec::new(), vec![block]);
+    assert_eq!(objects, vec![c.id]);
+    // The previous connection is not known to be gone yet, and a late commit of it lands.
+    h.create_as(&mut old, block.start, "x");
+    let push = c.commit_push();
+    assert!(
+        push.writes
+            .iter()
+            .any(|w| w.object == ObjectId(block.start)),
+        "{push:?}"
+    );
+}
