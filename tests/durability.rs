@@ -194,6 +194,9 @@ impl ServerProc {
             .token(TOKEN)
             .name("durability-test")
             .max_retries(0)
+            // Each round kills the server and starts a new client: this one must stop with it
+            // rather than reconnect (reconnecting is what tests/sessions.rs checks).
+            .reconnect(odb::ReconnectPolicy::disabled())
             .connect()
             .await
             .expect("connect to odb-server")

@@ -138,8 +138,9 @@ async fn a_cut_connection_comes_back_with_its_subscriptions() {
     })
     .await;
     assert!(!reader.is_connected());
-    // While the client reconnects, views read the replica as it was.
+    // While the client reconnects, views read the replica as it was, and say it may be stale.
     assert_eq!(entries(&reader).await, 1);
+    assert!(reader.view(|v| Ok(v.may_be_stale())).expect("reads"));
     writer
         .transaction(|tx| Entry::create(tx, entry("a", 2)))
         .await
@@ -154,6 +155,7 @@ async fn a_cut_connection_comes_back_with_its_subscriptions() {
         ConnectionStatus::Connected
     ));
     assert_ne!(reader.connection_id(), first_connection, "a new connection");
+    assert!(!reader.view(|v| Ok(v.may_be_stale())).expect("reads"));
     // The reader can write again, with ids granted on its new connection.
     reader
         .transaction(|tx| Entry::create(tx, entry("b", 3)))

@@ -68,6 +68,8 @@ pub(crate) struct Snapshot<'a> {
     /// The types this snapshot resolved so far. A type once readable stays readable, and its
     /// ids never change, so each is looked up in the registry once per snapshot.
     types: RefCell<Vec<Arc<TypeInfo>>>,
+    /// Whether the client was connected when the snapshot opened.
+    pub connected: bool,
 }
 
 impl<'a> Snapshot<'a> {
@@ -78,6 +80,7 @@ impl<'a> Snapshot<'a> {
             at,
             tid: at.tid,
             types: RefCell::default(),
+            connected: shared.is_connected(),
         }
     }
 
@@ -100,6 +103,7 @@ impl<'a> Snapshot<'a> {
             at,
             tid,
             types: RefCell::default(),
+            connected: shared.is_connected(),
         })
     }
 
@@ -191,6 +195,13 @@ pub struct View<'a> {
 impl<'a> View<'a> {
     pub(crate) fn new(snap: Snapshot<'a>) -> View<'a> {
         View { snap, reads: None }
+    }
+
+    /// Whether this view may show a stale state: the client was not connected when it opened
+    /// (it is reconnecting, or closed), so commits made meanwhile by others may be missing.
+    /// The state is still consistent: it is exactly the state after the view's tid.
+    pub fn may_be_stale(&self) -> bool {
+        !self.snap.connected
     }
 
     /// A view that records what it reads; see [`View::into_reads`].
