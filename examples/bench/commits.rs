@@ -3,8 +3,9 @@
 
 use crate::bench_schema::{Counter, Event};
 use crate::report::{self, Measure, Row, Samples};
-use crate::Ctx;
+use crate::{redis_base, Ctx};
 use anyhow::{Context, Result};
+use futures::stream::{FuturesUnordered, StreamExt};
 use odb::Client;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -100,7 +101,7 @@ pub async fn odb_increments(
         }));
     }
     barrier.wait().await;
-    let cpu_before = report::process_cpu();
+    let cpu_before = ctx.cpu();
     let (mut committed, mut attempts) = (0, 0);
     let mut samples = Samples::default();
     let mut elapsed = Duration::ZERO;
@@ -113,7 +114,7 @@ pub async fn odb_increments(
         elapsed = elapsed.max(e);
         last_db = Some(db);
     }
-    let cpu_us = report::cpu_us_per_op(cpu_before, report::process_cpu(), committed);
+    let cpu_us = report::cpu_us_per_op(cpu_before, ctx.cpu(), committed);
     if let (Some(counter), Some(db)) = (shared_counter, last_db) {
         db.flush().await?;
         let total = db.view(|v| counter.value(v))?;
@@ -136,6 +137,7 @@ pub async fn commit_latency(ctx: &mut Ctx) -> Result<Row> {
     let base = ctx.pingpong().await;
     Ok(Row::new("commit-latency", ours.measure)
         .with_baseline("pingpong", base)
+        .clients(1)
         .extra("commits", ours.committed)
         .extra("cpu_us_per_op", ours.cpu_us))
 }
@@ -149,7 +151,7 @@ pub async fn counter(ctx: &mut Ctx) -> Result<Row> {
         .map(|r| r.measure);
     Ok(Row::new("counter", ours.measure)
         .with_baseline("redis", base)
-        .extra("clients", ctx.clients as u64)
+        .clients(ctx.clients)
         .extra("cpu_us_per_op", ours.cpu_us))
 }
 
@@ -158,7 +160,7 @@ pub async fn contended(ctx: &mut Ctx) -> Result<Row> {
     let ours = odb_increments(ctx, ctx.clients, true, ctx.budget).await?;
     let retries = ours.attempts.saturating_sub(ours.committed);
     let mut row = Row::new("contended", ours.measure)
-        .extra("clients", ctx.clients as u64)
+        .clients(ctx.clients)
         .extra("committed", ours.committed)
         .extra("retries", retries)
         .extra("conflict_rate", conflict_rate(retries, ours.attempts));
@@ -221,7 +223,7 @@ pub async fn aggregate(ctx: &mut Ctx) -> Result<Row> {
         }));
     }
     barrier.wait().await;
-    let cpu_before = report::process_cpu();
+    let cpu_before = ctx.cpu();
     let mut commits = 0;
     let mut samples = Samples::default();
     let mut elapsed = Duration::ZERO;
@@ -231,11 +233,72 @@ pub async fn aggregate(ctx: &mut Ctx) -> Result<Row> {
         samples.extend(s);
         elapsed = elapsed.max(e);
     }
-    let cpu_us = report::cpu_us_per_op(cpu_before, report::process_cpu(), commits);
+    let cpu_us = report::cpu_us_per_op(cpu_before, ctx.cpu(), commits);
+    let base = match ctx.redis_url().await {
+        Ok(url) => redis_base::sets(&url, clients, budget)
+            .await
+            .map_err(|e| format!("{e:#}")),
+        Err(e) => Err(e),
+    };
     Ok(
         Row::new("aggregate", Measure::new(commits, elapsed, &mut samples))
-            .extra("clients", clients as u64)
+            .with_baseline("redis", base)
+            .clients(clients)
             .extra("commits", commits)
+            .extra("cpu_us_per_op", cpu_us),
+    )
+}
+
+/// Commits in flight in the pipelined workload unless `--in-flight` says otherwise.
+pub const IN_FLIGHT: usize = 64;
+
+/// One client keeps `ctx.in_flight` commits in flight with `transaction_async`, each creating
+/// one small object; against one Redis connection sending SETs in pipelines of as many.
+pub async fn pipelined(ctx: &mut Ctx) -> Result<Row> {
+    let depth = ctx.in_flight;
+    let db = ctx
+        .connect("bench-pipelined", odb::DEFAULT_MAX_RETRIES)
+        .await?;
+    db.define_schema(crate::bench_schema::schema()).await?;
+    let mut in_flight = FuturesUnordered::new();
+    let mut samples = Samples::with_capacity(1 << 16);
+    let mut seq = 0u64;
+    let mut committed = 0u64;
+    let cpu_before = ctx.cpu();
+    let started = Instant::now();
+    loop {
+        let sending = started.elapsed() < ctx.budget;
+        while sending && in_flight.len() < depth {
+            let event = Event { client: 0, seq };
+            let t = Instant::now();
+            let pending = db
+                .transaction_async(|tx| Event::create(tx, event.clone()))
+                .await
+                .context("sending a create commit")?;
+            in_flight.push(async move { pending.await.map(|_| t.elapsed()) });
+            seq += 1;
+        }
+        match in_flight.next().await {
+            Some(done) => {
+                samples.push(done.context("a pipelined commit")?);
+                committed += 1;
+            }
+            None => break,
+        }
+    }
+    let elapsed = started.elapsed();
+    let cpu_us = report::cpu_us_per_op(cpu_before, ctx.cpu(), committed);
+    let base = match ctx.redis_url().await {
+        Ok(url) => redis_base::pipelined_sets(&url, depth, ctx.budget)
+            .await
+            .map_err(|e| format!("{e:#}")),
+        Err(e) => Err(e),
+    };
+    Ok(
+        Row::new("pipelined", Measure::new(committed, elapsed, &mut samples))
+            .with_baseline("redis", base)
+            .clients(1)
+            .extra("in_flight", depth as u64)
             .extra("cpu_us_per_op", cpu_us),
     )
 }

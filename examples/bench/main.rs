@@ -1,13 +1,16 @@
-//! The benchmark suite: an embedded server with TCP clients, compared with a loopback
-//! round trip and, where it makes sense, with Redis.
+//! The benchmark suite: the `odb-server` binary in a process of its own (or, with
+//! `--server embedded`, a server inside this process) with TCP clients in this process,
+//! compared with a loopback round trip and, where it makes sense, with Redis.
 //!
 //! ```text
 //! cargo run --release --example bench -- [--workload NAME] [--clients N] [--seconds S] [--json]
+//! cargo run --release --example bench -- --server embedded
 //! cargo run --release --example bench -- --scaling [--workload NAME] [--seconds S]
 //! ```
-//! Workloads: pingpong, commit-latency, counter, contended, aggregate, fanout, bulk, reads,
-//! memory (default: all). The Redis baselines start a private `redis-server`; without one the
-//! baseline is reported as unavailable and the workload still runs.
+//! Workloads: pingpong, commit-latency, counter, contended, aggregate, pipelined, fanout,
+//! subscribe, bulk, reads, memory (default: all). The Redis baselines start a private
+//! `redis-server`; without one the baseline is reported as unavailable and the workload still
+//! runs.
 
 mod commits;
 mod data;
@@ -15,11 +18,13 @@ mod memory;
 mod pingpong;
 mod redis_base;
 mod report;
+mod server;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use odb::server::{RunningServer, Server};
 use report::{Measure, Row};
+use server::{BenchServer, ServerMode};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The same allocator as the `odb-server` binary, so that the embedded server measured here
@@ -69,13 +74,15 @@ pub mod bench_schema {
     }
 }
 
-const WORKLOADS: [&str; 9] = [
+const WORKLOADS: [&str; 11] = [
     "pingpong",
     "commit-latency",
     "counter",
     "contended",
     "aggregate",
+    "pipelined",
     "fanout",
+    "subscribe",
     "bulk",
     "reads",
     "memory",
@@ -85,9 +92,16 @@ const WORKLOADS: [&str; 9] = [
 #[command(about = "Measures ODB against a loopback round trip and Redis")]
 struct Args {
     /// Run only this workload (repeatable): pingpong, commit-latency, counter, contended,
-    /// aggregate, fanout, bulk, reads, memory.
+    /// aggregate, pipelined, fanout, subscribe, bulk, reads, memory.
     #[arg(long)]
     workload: Vec<String>,
+    /// Where the server runs: the `odb-server` binary in a child process (built first with
+    /// the benchmark's profile), or embedded in the benchmark process.
+    #[arg(long, value_enum, default_value_t = ServerMode::Process)]
+    server: ServerMode,
+    /// The `odb-server` binary to run instead of building the workspace's.
+    #[arg(long, value_name = "PATH")]
+    server_bin: Option<PathBuf>,
     /// Clients of the counter and contended workloads.
     #[arg(long, default_value_t = 8)]
     clients: usize,
@@ -104,6 +118,9 @@ struct Args {
     /// Subscribers of the fanout workload.
     #[arg(long, default_value_t = data::SUBSCRIBERS)]
     subscribers: usize,
+    /// Commits (and Redis SETs) in flight in the pipelined workload.
+    #[arg(long, default_value_t = commits::IN_FLIGHT)]
+    in_flight: usize,
     /// Instead of one run per workload, run each workload that has a size (clients,
     /// subscribers or objects) at the three sizes of its sweep; see `SCALING`.
     #[arg(long)]
@@ -114,9 +131,15 @@ struct Args {
     /// Internal: run as the memory workload's writer process against this server URL.
     #[arg(long, hide = true)]
     memory_writer: Option<String>,
-    /// Internal: run as the memory workload's measuring process (server plus writer).
+    /// Internal: run as the memory workload's reader process against this server URL.
+    #[arg(long, hide = true)]
+    memory_reader: Option<String>,
+    /// Internal: run as the memory workload's measuring process (server, writer, reader).
     #[arg(long, hide = true)]
     memory_probe: bool,
+    /// Internal: run as the pingpong workload's echo server.
+    #[arg(long, hide = true)]
+    echo_server: bool,
 }
 
 /// What a workload's size is.
@@ -146,8 +169,12 @@ pub struct Ctx {
     pub clients: usize,
     pub aggregate_clients: usize,
     pub subscribers: usize,
+    pub in_flight: usize,
     pub objects: Option<usize>,
-    server: Option<RunningServer>,
+    pub mode: ServerMode,
+    /// The `odb-server` binary in process mode.
+    pub server_bin: Option<PathBuf>,
+    server: Option<BenchServer>,
     pingpong: Option<Result<Measure, String>>,
     redis: Option<Result<redis_base::RedisGuard, String>>,
 }
@@ -168,23 +195,27 @@ impl Ctx {
         if let Some(old) = self.server.take() {
             old.shutdown().await;
         }
-        let server = Server::in_memory()
-            .listen(([127, 0, 0, 1], 0).into())
-            .start()
-            .await
-            .context("starting the embedded server")?;
+        let server = BenchServer::start(self.mode, self.server_bin.as_deref()).await?;
         self.server = Some(server);
         Ok(())
     }
 
-    fn server(&self) -> Result<&RunningServer> {
+    pub fn server(&self) -> Result<&BenchServer> {
         self.server.as_ref().context("no server is running")
     }
 
     pub fn url(&self) -> Result<String> {
-        self.server()?
-            .url()
-            .context("the server does not listen on TCP")
+        self.server()?.url()
+    }
+
+    /// CPU time used so far by the benchmark process and, in process mode, by the server's:
+    /// together, all the work of a workload but Redis'.
+    pub fn cpu(&self) -> Option<Duration> {
+        let own = report::process_cpu("self")?;
+        match self.server.as_ref().and_then(BenchServer::pid) {
+            Some(pid) => Some(own + report::process_cpu(&pid.to_string())?),
+            None => Some(own),
+        }
     }
 
     pub fn token(&self) -> Result<String> {
@@ -205,7 +236,7 @@ impl Ctx {
     /// The loopback round trip, measured once per run.
     pub async fn pingpong(&mut self) -> Result<Measure, String> {
         if self.pingpong.is_none() {
-            let measured = pingpong::run(self.budget).await;
+            let measured = pingpong::run(self.mode, self.budget).await;
             self.pingpong = Some(measured.map_err(|e| format!("{e:#}")));
         }
         self.pingpong
@@ -213,21 +244,26 @@ impl Ctx {
             .unwrap_or_else(|| Err("not run".into()))
     }
 
-    /// Redis increments on a private `redis-server`, started on first use.
+    /// The URL of the private `redis-server`, started on first use.
+    pub async fn redis_url(&mut self) -> Result<String, String> {
+        if self.redis.is_none() {
+            let started = redis_base::RedisGuard::start().await;
+            self.redis = Some(started.map_err(|e| format!("{e:#}")));
+        }
+        match &self.redis {
+            Some(Ok(guard)) => Ok(guard.url.clone()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("redis-server was not started".into()),
+        }
+    }
+
+    /// Redis increments on the private `redis-server`.
     pub async fn redis_increments(
         &mut self,
         clients: usize,
         shared: bool,
     ) -> Result<redis_base::Increments, String> {
-        if self.redis.is_none() {
-            let started = redis_base::RedisGuard::start().await;
-            self.redis = Some(started.map_err(|e| format!("{e:#}")));
-        }
-        let url = match &self.redis {
-            Some(Ok(guard)) => guard.url.clone(),
-            Some(Err(e)) => return Err(e.clone()),
-            None => return Err("redis-server was not started".into()),
-        };
+        let url = self.redis_url().await?;
         redis_base::increments(&url, clients, shared, self.budget)
             .await
             .map_err(|e| format!("{e:#}"))
@@ -238,7 +274,9 @@ async fn run_workload(ctx: &mut Ctx, name: &str) -> Result<Row> {
     match name {
         "pingpong" => {
             let m = ctx.pingpong().await.map_err(anyhow::Error::msg)?;
-            Ok(Row::new("pingpong", m).extra("frame_payload_bytes", pingpong::FRAME_PAYLOAD))
+            Ok(Row::new("pingpong", m)
+                .clients(1)
+                .extra("frame_payload_bytes", pingpong::FRAME_PAYLOAD))
         }
         "commit-latency" => {
             ctx.fresh_server().await?;
@@ -256,7 +294,12 @@ async fn run_workload(ctx: &mut Ctx, name: &str) -> Result<Row> {
             ctx.fresh_server().await?;
             commits::aggregate(ctx).await
         }
+        "pipelined" => {
+            ctx.fresh_server().await?;
+            commits::pipelined(ctx).await
+        }
         "fanout" => data::fanout(ctx).await,
+        "subscribe" => data::subscribe(ctx).await,
         "bulk" => data::bulk(ctx).await,
         "reads" => data::reads(ctx).await,
         "memory" => memory::memory(ctx).await,
@@ -277,8 +320,16 @@ async fn run(args: Args) -> Result<bool> {
         memory::writer(url, args.objects.unwrap_or(100_000)).await?;
         return Ok(true);
     }
+    if let Some(url) = &args.memory_reader {
+        memory::reader(url, args.objects.unwrap_or(100_000)).await?;
+        return Ok(true);
+    }
     if args.memory_probe {
         memory::probe(args.objects.unwrap_or(100_000)).await?;
+        return Ok(true);
+    }
+    if args.echo_server {
+        pingpong::echo_server().await?;
         return Ok(true);
     }
     for w in &args.workload {
@@ -289,8 +340,11 @@ async fn run(args: Args) -> Result<bool> {
         );
     }
     anyhow::ensure!(
-        args.clients > 0 && args.aggregate_clients > 0 && args.subscribers > 0,
-        "--clients, --aggregate-clients and --subscribers must be at least 1"
+        args.clients > 0
+            && args.aggregate_clients > 0
+            && args.subscribers > 0
+            && args.in_flight > 0,
+        "--clients, --aggregate-clients, --subscribers and --in-flight must be at least 1"
     );
     anyhow::ensure!(
         args.seconds.is_finite() && args.seconds > 0.0,
@@ -301,13 +355,20 @@ async fn run(args: Args) -> Result<bool> {
     } else {
         args.workload.iter().map(|w| static_name(w)).collect()
     };
+    let server_bin = match args.server {
+        ServerMode::Process => Some(server::server_binary(args.server_bin.as_deref())?),
+        ServerMode::Embedded => None,
+    };
     let mut ctx = Ctx {
         budget: Duration::from_secs_f64(args.seconds),
         seconds: args.seconds,
         clients: args.clients,
         aggregate_clients: args.aggregate_clients,
         subscribers: args.subscribers,
+        in_flight: args.in_flight,
         objects: args.objects,
+        mode: args.server,
+        server_bin,
         server: None,
         pingpong: None,
         redis: None,
@@ -338,7 +399,7 @@ async fn run(args: Args) -> Result<bool> {
             }
         };
         if args.json {
-            println!("{}", row.json(ctx.clients, args.seconds));
+            println!("{}", row.json(ctx.mode.name(), args.seconds));
         } else {
             report::print_row(&row);
         }

@@ -179,3 +179,145 @@ pub async fn increments(
         aborted,
     })
 }
+
+/// `clients` tasks, each with its own connection, SET a new key each, one command after the
+/// other, for `budget`: what the aggregate workload's creations are compared with.
+pub async fn sets(url: &str, clients: usize, budget: Duration) -> Result<Measure> {
+    let client = redis::Client::open(url)?;
+    let barrier = Arc::new(Barrier::new(clients + 1));
+    let mut tasks = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let mut con = client
+            .get_multiplexed_async_connection()
+            .await
+            .context("connecting to redis-server")?;
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let started = Instant::now();
+            let mut seq = 0u64;
+            let mut samples = Samples::with_capacity(1 << 12);
+            while started.elapsed() < budget {
+                let t = Instant::now();
+                redis::cmd("SET")
+                    .arg(format!("bench:event:{i}:{seq}"))
+                    .arg(seq)
+                    .query_async::<()>(&mut con)
+                    .await?;
+                samples.push(t.elapsed());
+                seq += 1;
+            }
+            anyhow::Ok((seq, samples, started.elapsed()))
+        }));
+    }
+    barrier.wait().await;
+    let mut ops = 0;
+    let mut samples = Samples::default();
+    let mut elapsed = Duration::ZERO;
+    for task in tasks {
+        let (n, s, e) = task.await.context("a redis client task panicked")??;
+        ops += n;
+        samples.extend(s);
+        elapsed = elapsed.max(e);
+    }
+    Ok(Measure::new(ops, elapsed, &mut samples))
+}
+
+/// One connection sends SETs of new keys in pipelines of `depth` commands, one pipeline at a
+/// time, for `budget` (`redis-benchmark -P depth`). Latencies are per pipeline.
+pub async fn pipelined_sets(url: &str, depth: usize, budget: Duration) -> Result<Measure> {
+    let client = redis::Client::open(url)?;
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .context("connecting to redis-server")?;
+    let started = Instant::now();
+    let mut ops = 0u64;
+    let mut samples = Samples::with_capacity(1 << 14);
+    while started.elapsed() < budget {
+        let t = Instant::now();
+        let mut pipe = redis::pipe();
+        for _ in 0..depth {
+            pipe.set(format!("bench:pipelined:{ops}"), ops).ignore();
+            ops += 1;
+        }
+        pipe.query_async::<()>(&mut con).await?;
+        samples.push(t.elapsed());
+    }
+    Ok(Measure::new(ops, started.elapsed(), &mut samples))
+}
+
+/// Redis pub/sub fan-out: `subscribers` connections subscribed to one channel; one publisher
+/// PUBLISHes the time (nanoseconds since the start) and waits until every subscriber has
+/// received it before the next. Latency is receipt time minus the published time, per
+/// subscriber and message; `ops_per_sec` is messages per second.
+pub async fn pubsub(url: &str, subscribers: usize, budget: Duration) -> Result<Measure> {
+    use futures::StreamExt;
+    const CHANNEL: &str = "bench:clock";
+    let client = redis::Client::open(url)?;
+    let start = Instant::now();
+    let nanos = move || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let mut tasks = Vec::with_capacity(subscribers);
+    for _ in 0..subscribers {
+        let mut pubsub = client
+            .get_async_pubsub()
+            .await
+            .context("connecting a subscriber to redis-server")?;
+        pubsub
+            .subscribe(CHANNEL)
+            .await
+            .context("subscribing to the channel")?;
+        let seen_tx = seen_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut messages = pubsub.into_on_message();
+            while let Some(msg) = messages.next().await {
+                let stamp: u64 = msg.get_payload()?;
+                if stamp == u64::MAX {
+                    break;
+                }
+                if seen_tx.send(nanos().saturating_sub(stamp)).is_err() {
+                    break;
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    drop(seen_tx);
+    let mut publisher = client
+        .get_multiplexed_async_connection()
+        .await
+        .context("connecting the publisher to redis-server")?;
+    let mut samples = Samples::with_capacity(1 << 16);
+    let mut rounds = 0u64;
+    let began = Instant::now();
+    while began.elapsed() < budget {
+        let receivers: usize = redis::cmd("PUBLISH")
+            .arg(CHANNEL)
+            .arg(nanos().max(1))
+            .query_async(&mut publisher)
+            .await?;
+        anyhow::ensure!(
+            receivers == subscribers,
+            "PUBLISH reached {receivers} of {subscribers} subscribers"
+        );
+        for _ in 0..subscribers {
+            let latency = tokio::time::timeout(Duration::from_secs(60), seen_rx.recv())
+                .await
+                .context("a redis subscriber did not receive the message in time")?
+                .context("a redis subscriber stopped")?;
+            samples.push_nanos(latency);
+        }
+        rounds += 1;
+    }
+    let elapsed = began.elapsed();
+    redis::cmd("PUBLISH")
+        .arg(CHANNEL)
+        .arg(u64::MAX)
+        .query_async::<usize>(&mut publisher)
+        .await?;
+    for task in tasks {
+        task.await.context("a redis subscriber task panicked")??;
+    }
+    Ok(Measure::new(rounds, elapsed, &mut samples))
+}

@@ -72,6 +72,8 @@ pub fn round1(x: f64) -> f64 {
 #[derive(Debug, Clone)]
 pub struct Row {
     pub workload: &'static str,
+    /// ODB client connections the workload opened (the baseline uses as many of its own).
+    pub clients: Option<u64>,
     pub ours: Measure,
     /// Name of what we compare with (`redis`, `pingpong`), if anything.
     pub baseline: Option<&'static str>,
@@ -88,6 +90,7 @@ impl Row {
     pub fn new(workload: &'static str, ours: Measure) -> Self {
         Row {
             workload,
+            clients: None,
             ours,
             baseline: None,
             base: None,
@@ -113,6 +116,12 @@ impl Row {
         self
     }
 
+    /// Sets how many clients the workload used.
+    pub fn clients(mut self, clients: usize) -> Self {
+        self.clients = Some(clients as u64);
+        self
+    }
+
     pub fn extra(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.extra.insert(key.to_string(), value.into());
         self
@@ -124,11 +133,13 @@ impl Row {
         (base > 0.0).then(|| (ours / base * 1000.0).round() / 1000.0)
     }
 
-    pub fn json(&self, clients: usize, seconds: f64) -> Value {
+    /// The JSON line; `server` says where the server under test ran.
+    pub fn json(&self, server: &str, seconds: f64) -> Value {
         let base = self.base.clone().unwrap_or_default();
         let mut obj = json!({
             "workload": self.workload,
-            "clients": clients,
+            "server": server,
+            "clients": self.clients,
             "seconds": seconds,
             "ops_per_sec": self.ours.ops_per_sec,
             "p50_us": self.ours.p50_us,
@@ -156,8 +167,9 @@ fn cell(x: Option<f64>) -> String {
 
 pub fn print_header() {
     println!(
-        "{:<15} {:>12} {:>9} {:>9}  {:<9} {:>12} {:>9} {:>9} {:>7}  notes",
+        "{:<15} {:>7} {:>12} {:>9} {:>9}  {:<9} {:>12} {:>9} {:>9} {:>7}  notes",
         "workload",
+        "clients",
         "ops/s",
         "p50 us",
         "p99 us",
@@ -179,8 +191,10 @@ pub fn print_row(row: &Row) {
         notes.push(format!("FAILED: {e}"));
     }
     println!(
-        "{:<15} {:>12} {:>9} {:>9}  {:<9} {:>12} {:>9} {:>9} {:>7}  {}",
+        "{:<15} {:>7} {:>12} {:>9} {:>9}  {:<9} {:>12} {:>9} {:>9} {:>7}  {}",
         row.workload,
+        row.clients
+            .map_or_else(|| "-".to_string(), |c| c.to_string()),
         cell(row.ours.ops_per_sec),
         cell(row.ours.p50_us),
         cell(row.ours.p99_us),
@@ -193,11 +207,11 @@ pub fn print_row(row: &Row) {
     );
 }
 
-/// CPU time (user + system) the whole benchmark process has used so far, from
-/// `/proc/self/stat` (counted in clock ticks of 10 ms, Linux's usual 100 per second); `None`
+/// CPU time (user + system) process `pid` (`"self"`: the benchmark) has used so far, from
+/// `/proc/<pid>/stat` (counted in clock ticks of 10 ms, Linux's usual 100 per second); `None`
 /// where that is unavailable. Fine for windows of seconds.
-pub fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+pub fn process_cpu(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces; fields after it are space separated.
     let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split(' ').collect();
@@ -206,7 +220,7 @@ pub fn process_cpu() -> Option<Duration> {
     Some(Duration::from_millis(ticks.saturating_mul(10)))
 }
 
-/// CPU microseconds the process spent per operation between two [`process_cpu`] readings.
+/// CPU microseconds spent per operation between two [`process_cpu`] readings.
 pub fn cpu_us_per_op(before: Option<Duration>, after: Option<Duration>, ops: u64) -> Option<f64> {
     let used = after?.checked_sub(before?)?;
     (ops > 0).then(|| round1(used.as_secs_f64() * 1e6 / ops as f64))

@@ -7,13 +7,14 @@
 //! odb-server --service-token TOKEN --redis redis://127.0.0.1:6379/0 127.0.0.1 8000
 //! odb-server --service-token-file token.txt 0.0.0.0 8000 --tls-cert c.pem --tls-key k.pem
 //! odb-server --service-token TOKEN --tls-self-signed ./server-cert.pem 127.0.0.1 8000
+//! odb-server --service-token TOKEN 127.0.0.1 0 --print-address   # prints e.g. 127.0.0.1:40613
 //! ```
 
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 use odb_server::storage::{FileStorage, RedisStorage, Storage, DEFAULT_REDIS_PREFIX};
 use odb_server::{self_signed_names, Server, ServerConfig, TlsConfig};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,6 +103,10 @@ struct Args {
     /// Longest time a commit-id record is kept, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = ServerConfig::default().commit_id_window_time.as_secs())]
     commit_id_window_secs: u64,
+    /// Print the address the server listens on as one line (`HOST:PORT`) on standard output
+    /// once it accepts connections: with port 0, the way for a parent process to learn it.
+    #[arg(long)]
+    print_address: bool,
 }
 
 fn main() -> ExitCode {
@@ -189,6 +194,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .map_err(|e| anyhow!("{e}"))?;
     let listening = server.local_addr().unwrap_or(addr);
     tracing::info!("odb-server listening on {listening}, storage {storage_line}, {tls_line}");
+    if args.print_address {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{listening}")
+            .and_then(|()| stdout.flush())
+            .context("printing the listen address")?;
+    }
     // Every acknowledged commit is already stored: the server runs until the process is stopped.
     std::future::pending::<()>().await;
     server.shutdown().await;

@@ -23,8 +23,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 mod candidates;
 mod chain;
+mod value;
 use candidates::IndexCandidates;
 use chain::{chain_mut, Chain};
+use value::Value;
 
 /// A local change number: strictly increasing with every change applied to the replica.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Default)]
@@ -247,7 +249,7 @@ impl Replica {
         self.objects.len()
     }
 
-    pub fn field(&self, id: ObjectId, field: FieldId, at: SnapshotAt) -> Option<&Bytes> {
+    pub fn field(&self, id: ObjectId, field: FieldId, at: SnapshotAt) -> Option<&[u8]> {
         let obj = self.objects.get(&id)?;
         let chain = obj.fields.iter().find(|c| c.key() == field)?;
         chain.at(at.version)
@@ -262,7 +264,7 @@ impl Replica {
         exists: FieldId,
         field: FieldId,
         at: SnapshotAt,
-    ) -> Option<Option<&Bytes>> {
+    ) -> Option<Option<&[u8]>> {
         let obj = self.objects.get(&id)?;
         let mut alive = false;
         let mut value = None;
@@ -277,7 +279,7 @@ impl Replica {
         alive.then_some(value)
     }
 
-    fn index_value(&self, id: ObjectId, index: IndexId, at: Version) -> Option<&Bytes> {
+    fn index_value(&self, id: ObjectId, index: IndexId, at: Version) -> Option<&[u8]> {
         let obj = self.objects.get(&id)?;
         let chain = obj.indices.iter().find(|c| c.key() == index)?;
         chain.at(at)
@@ -323,7 +325,8 @@ impl Replica {
             }
             let mut history = false;
             for w in std::iter::once(first).chain(writes.by_ref().take(more)) {
-                history |= chain_mut(&mut obj.fields, w.field).push(version, w.value);
+                let value = w.value.as_deref().map(Value::new);
+                history |= chain_mut(&mut obj.fields, w.field).push(version, value);
                 if let Some(changed) = changed.as_deref_mut() {
                     changed.field(id, w.field);
                 }
@@ -351,9 +354,9 @@ impl Replica {
                 }
                 let chain = chain_mut(&mut obj.indices, w.index);
                 if let Some(changed) = changed.as_deref_mut() {
-                    index_changed(changed, w.index, chain.latest(), w.value.as_ref());
+                    index_changed(changed, w.index, chain.latest(), w.value.as_deref());
                 }
-                history |= chain.push(version, w.value);
+                history |= chain.push(version, w.value.as_deref().map(Value::new));
             }
             if history {
                 touched.push(id);
@@ -369,7 +372,7 @@ impl Replica {
                     }
                     for chain in &obj.indices {
                         if let Some(value) = chain.latest() {
-                            changed.index(chain.key(), value.clone());
+                            changed.index(chain.key(), Bytes::copy_from_slice(value));
                         }
                     }
                 }
@@ -417,7 +420,7 @@ impl Replica {
                 obj.fields.reserve_exact(data.fields.len());
             }
             for (f, v) in data.fields {
-                history |= chain_mut(&mut obj.fields, f).push(version, Some(v));
+                history |= chain_mut(&mut obj.fields, f).push(version, Some(Value::new(&v)));
                 if let Some(changed) = changed.as_deref_mut() {
                     changed.field(id, f);
                 }
@@ -528,9 +531,9 @@ impl Replica {
         let obj = self.objects.get_or_default(id);
         let chain = chain_mut(&mut obj.indices, index);
         if let Some(changed) = changed {
-            index_changed(changed, index, chain.latest(), value.as_ref());
+            index_changed(changed, index, chain.latest(), value.as_deref());
         }
-        chain.push(version, value)
+        chain.push(version, value.as_deref().map(Value::new))
     }
 
     /// Prunes what the new version made obsolete in the `touched` objects (those whose chains
@@ -601,7 +604,7 @@ impl Replica {
 fn add_candidate(
     candidates: &mut FastMap<IndexId, IndexCandidates>,
     index: IndexId,
-    value: &Bytes,
+    value: &[u8],
     id: ObjectId,
 ) {
     candidates.entry(index).or_default().insert(value, id);
@@ -611,8 +614,8 @@ fn add_candidate(
 fn index_changed(
     changed: &mut ChangedKeys,
     index: IndexId,
-    old: Option<&Bytes>,
-    new: Option<&Bytes>,
+    old: Option<&[u8]>,
+    new: Option<&[u8]>,
 ) {
     if let (Some(old), Some(new)) = (old, new) {
         if bytes_eq(old, new) {
@@ -622,7 +625,7 @@ fn index_changed(
         return;
     }
     for value in old.into_iter().chain(new) {
-        changed.index(index, value.clone());
+        changed.index(index, Bytes::copy_from_slice(value));
     }
 }
 
@@ -685,14 +688,8 @@ mod tests {
             vec![index(1, 7, Some(b"y"))],
         ));
         let now = r.open_snapshot();
-        assert_eq!(
-            r.field(ObjectId(1), FieldId(1), snap).unwrap().as_ref(),
-            b"a"
-        );
-        assert_eq!(
-            r.field(ObjectId(1), FieldId(1), now).unwrap().as_ref(),
-            b"b"
-        );
+        assert_eq!(r.field(ObjectId(1), FieldId(1), snap).unwrap(), b"a");
+        assert_eq!(r.field(ObjectId(1), FieldId(1), now).unwrap(), b"b");
         assert_eq!(r.lookup(IndexId(7), b"x", snap), vec![ObjectId(1)]);
         assert!(r.lookup(IndexId(7), b"x", now).is_empty());
         r.close_snapshot(now);
@@ -785,10 +782,10 @@ mod tests {
         }
         // Retained: the states after tids 2 and 3, plus the current one (4).
         let at = r.open_snapshot_at(Tid(2)).unwrap();
-        assert_eq!(r.field(ObjectId(1), FieldId(1), at).unwrap().as_ref(), b"2");
+        assert_eq!(r.field(ObjectId(1), FieldId(1), at).unwrap(), b"2");
         r.close_snapshot(at);
         let at = r.open_snapshot_at(Tid(4)).unwrap();
-        assert_eq!(r.field(ObjectId(1), FieldId(1), at).unwrap().as_ref(), b"4");
+        assert_eq!(r.field(ObjectId(1), FieldId(1), at).unwrap(), b"4");
         r.close_snapshot(at);
         assert_eq!(
             r.open_snapshot_at(Tid(1)),
@@ -872,10 +869,7 @@ mod tests {
         r.apply_test(&commit(2, vec![write(1, 1, Some(b"b"))], vec![]));
         r.apply_test(&commit(3, vec![write(1, 1, None)], vec![]));
         let last = r.open_snapshot();
-        assert_eq!(
-            r.field(ObjectId(1), FieldId(1), first).unwrap().as_ref(),
-            b"a"
-        );
+        assert_eq!(r.field(ObjectId(1), FieldId(1), first).unwrap(), b"a");
         assert!(r.field(ObjectId(1), FieldId(1), last).is_none());
         r.close_snapshot(first);
         r.close_snapshot(last);

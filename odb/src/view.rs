@@ -161,7 +161,10 @@ impl<'a> Snapshot<'a> {
         {
             return Err(Self::does_not_exist(info.def, id));
         }
-        Ok(local.replica.field(id, field_id, self.at).cloned())
+        Ok(local
+            .replica
+            .field(id, field_id, self.at)
+            .map(Bytes::copy_from_slice))
     }
 
     pub fn lookup(
@@ -235,7 +238,7 @@ impl View<'_> {
         ty: &'static TypeDef,
         id: ObjectId,
         field: usize,
-        then: impl FnOnce(Option<&Bytes>) -> Result<V>,
+        then: impl FnOnce(Option<&[u8]>) -> Result<V>,
     ) -> Result<V> {
         self.snap.with_type(ty, |info| {
             self.record(|| Key::Field(id, info.exists_field));
@@ -272,7 +275,7 @@ impl Read for View<'_> {
         id: ObjectId,
         field: usize,
     ) -> Result<Option<Bytes>> {
-        self.field_then(ty, id, field, |bytes| Ok(bytes.cloned()))
+        self.field_then(ty, id, field, |bytes| Ok(bytes.map(Bytes::copy_from_slice)))
     }
 
     #[inline]
@@ -283,7 +286,7 @@ impl Read for View<'_> {
         field: usize,
         decode: impl FnOnce(Option<&[u8]>) -> Result<V>,
     ) -> Result<V> {
-        self.field_then(ty, id, field, |bytes| decode(bytes.map(|b| b.as_ref())))
+        self.field_then(ty, id, field, decode)
     }
 
     fn exists_raw(&self, ty: &'static TypeDef, id: ObjectId) -> Result<bool> {

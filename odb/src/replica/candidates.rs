@@ -1,7 +1,7 @@
 //! Index lookup candidates: per index value, every object that had that value at some retained
 //! version.
 
-use bytes::Bytes;
+use super::value::Value;
 use odb_wire::hash::FastMap;
 use odb_wire::ObjectId;
 use std::collections::BTreeSet;
@@ -67,20 +67,20 @@ impl Candidates {
 #[derive(Debug, Default)]
 pub(super) struct IndexCandidates {
     empty: Candidates,
-    values: FastMap<Bytes, Candidates>,
+    values: FastMap<Value, Candidates>,
 }
 
 impl IndexCandidates {
     /// Records that `id` has (or had) `value`.
-    pub fn insert(&mut self, value: &Bytes, id: ObjectId) {
+    pub fn insert(&mut self, value: &[u8], id: ObjectId) {
         if value.is_empty() {
             self.empty.insert(id);
             return;
         }
-        match self.values.get_mut(value.as_ref()) {
+        match self.values.get_mut(value) {
             Some(candidates) => candidates.insert(id),
             None => {
-                self.values.insert(value.clone(), Candidates::One(id));
+                self.values.insert(Value::new(value), Candidates::One(id));
             }
         }
     }
@@ -126,10 +126,9 @@ mod tests {
     #[test]
     fn empty_and_other_values_come_and_go() {
         let mut c = IndexCandidates::default();
-        let x = Bytes::from_static(b"x");
-        c.insert(&Bytes::new(), ObjectId(2));
-        c.insert(&Bytes::from(Vec::new()), ObjectId(1));
-        c.insert(&x, ObjectId(3));
+        c.insert(b"", ObjectId(2));
+        c.insert(&Vec::new(), ObjectId(1));
+        c.insert(b"x", ObjectId(3));
         let ids = |v: &[u8], c: &IndexCandidates| {
             c.get(v)
                 .map(|c| c.iter().collect::<Vec<_>>())

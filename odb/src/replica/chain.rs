@@ -1,11 +1,10 @@
 //! One key's retained versions: a field of an object, or its membership in an index.
 
+use super::value::Value;
 use super::Version;
-use bytes::Bytes;
-use odb_wire::bytes_eq;
 
 /// One version of a key: from `Version` on, the value (`None`: absent).
-pub(super) type Entry = (Version, Option<Bytes>);
+pub(super) type Entry = (Version, Option<Value>);
 
 /// One key's versions, oldest first, with the key (a field or index id). A `None` value means
 /// "absent from that version on".
@@ -44,21 +43,21 @@ impl<K: Copy> Chain<K> {
     }
 
     #[inline]
-    pub fn at(&self, at: Version) -> Option<&Bytes> {
+    pub fn at(&self, at: Version) -> Option<&[u8]> {
         match self {
-            Chain::One(_, (v, value)) => value.as_ref().filter(|_| *v <= at),
+            Chain::One(_, (v, value)) => value.as_deref().filter(|_| *v <= at),
             Chain::Many(_, list) => list
                 .iter()
                 .rev()
                 .find(|(v, _)| *v <= at)
-                .and_then(|(_, value)| value.as_ref()),
+                .and_then(|(_, value)| value.as_deref()),
         }
     }
 
     /// Appends a version (the replica's versions only grow). Returns whether the chain now
     /// holds more than its current value (see [`Chain::has_history`]): only then can pruning
     /// ever change it.
-    pub fn push(&mut self, version: Version, value: Option<Bytes>) -> bool {
+    pub fn push(&mut self, version: Version, value: Option<Value>) -> bool {
         let key = self.key();
         match self {
             Chain::One(_, last) if last.0 == version => last.1 = value,
@@ -80,7 +79,7 @@ impl<K: Copy> Chain<K> {
 
     /// Drops versions older than the newest one visible at `horizon`, and a final absence
     /// nobody can see past. Returns the dropped values that no longer appear in the chain.
-    pub fn prune(&mut self, horizon: Version) -> Vec<Bytes> {
+    pub fn prune(&mut self, horizon: Version) -> Vec<Value> {
         let key = self.key();
         let list = match self {
             Chain::One(_, (v, None)) if *v <= horizon => {
@@ -91,14 +90,14 @@ impl<K: Copy> Chain<K> {
             Chain::Many(_, list) => list,
         };
         let keep_from = list.iter().rposition(|(v, _)| *v <= horizon).unwrap_or(0);
-        let mut dropped: Vec<Bytes> = list.drain(..keep_from).filter_map(|(_, v)| v).collect();
+        let mut dropped: Vec<Value> = list.drain(..keep_from).filter_map(|(_, v)| v).collect();
         if matches!(list.as_slice(), [(v, None)] if *v <= horizon) {
             list.clear();
         }
         dropped.retain(|d| {
             !list
                 .iter()
-                .any(|(_, kept)| kept.as_ref().is_some_and(|k| bytes_eq(k, d)))
+                .any(|(_, kept)| kept.as_ref().is_some_and(|k| k == d))
         });
         match list.len() {
             0 => *self = Chain::new(key),
@@ -119,8 +118,10 @@ impl<K: Copy> Chain<K> {
     }
 
     /// The newest value.
-    pub fn latest(&self) -> Option<&Bytes> {
-        self.entries().last().and_then(|(_, value)| value.as_ref())
+    pub fn latest(&self) -> Option<&[u8]> {
+        self.entries()
+            .last()
+            .and_then(|(_, value)| value.as_deref())
     }
 }
 
@@ -143,22 +144,19 @@ mod tests {
 
     #[test]
     fn a_chain_with_its_key_takes_no_more_room_than_without() {
-        assert_eq!(std::mem::size_of::<Chain<FieldId>>(), 48);
+        assert_eq!(std::mem::size_of::<Chain<FieldId>>(), 40);
     }
 
     #[test]
     fn pushing_and_pruning_keep_the_key() {
         let mut chain = Chain::new(FieldId(3));
-        assert!(!chain.push(Version::test(1), Some(Bytes::from_static(b"a"))));
-        assert!(chain.push(Version::test(2), Some(Bytes::from_static(b"b"))));
+        assert!(!chain.push(Version::test(1), Some(Value::new(b"a"))));
+        assert!(chain.push(Version::test(2), Some(Value::new(b"b"))));
         assert_eq!(chain.key(), FieldId(3));
-        assert_eq!(chain.at(Version::test(1)).map(|b| &b[..]), Some(&b"a"[..]));
-        assert_eq!(
-            chain.prune(Version::test(2)),
-            vec![Bytes::from_static(b"a")]
-        );
+        assert_eq!(chain.at(Version::test(1)), Some(&b"a"[..]));
+        assert_eq!(chain.prune(Version::test(2)), vec![Value::new(b"a")]);
         assert!(!chain.has_history());
         assert_eq!(chain.key(), FieldId(3));
-        assert_eq!(chain.latest().map(|b| &b[..]), Some(&b"b"[..]));
+        assert_eq!(chain.latest(), Some(&b"b"[..]));
     }
 }
