@@ -6,9 +6,11 @@
 //! reason (closed, broken, or silent for too many heartbeat intervals), so a client that
 //! subscribes to the type sees connections appear and disappear:
 //!
-//! ```ignore
+//! ```
+//! # async fn demo(db: odb::Client) -> odb::Result<()> {
 //! db.subscribe_type::<odb::core::Connection>().await?;
 //! let live = db.view(|v| odb::core::Connection::lookup_all(v))?;
+//! # Ok(()) }
 //! ```
 //!
 //! Every client can read its own object without subscribing: [`Client::connection`] returns

@@ -6,7 +6,7 @@
 //! current; commits are optimistic and fail only when something they read was changed
 //! concurrently, in which case the closure runs again.
 //!
-//! ```ignore
+//! ```no_run
 //! #[odb::schema]
 //! pub mod hello_world {
 //!     #[derive(odb::Object, Debug, Clone)]
@@ -18,12 +18,15 @@
 //! }
 //! use hello_world::Message;
 //!
+//! # async fn demo() -> odb::Result<()> {
 //! let db = odb::Client::builder("odb://127.0.0.1:8000").token("TOKEN").connect().await?;
 //! db.subscribe(hello_world::schema()).await?;
 //! let msg = db.transaction(|tx| {
 //!     Message::create(tx, Message { channel: "general".into(), message: "hi".into() })
 //! }).await?;
 //! let text = db.view(|v| msg.message(v))?;
+//! # Ok(()) }
+//! # fn main() {}
 //! ```
 //!
 //! The user guide (the `book/` directory of the repository) explains the conflict rules,
