@@ -48,7 +48,7 @@ fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>> {
         Some(path) => roots_from_file(path)?,
         None => system_roots()?,
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(ring_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(format!("cannot set up TLS: {e}")))?
@@ -152,6 +152,19 @@ fn describe(e: &io::Error, host: &str, ca_file: Option<&Path>) -> String {
         }
         other => format!("the TLS handshake with {host} failed: {other}"),
     }
+}
+
+/// The `ring` crypto provider of rustls.
+///
+/// rustls 0.23.48 deprecated `ring::default_provider` because *ring* has no post-quantum key
+/// exchange, pointing to the `aws-lc-rs` provider instead. ODB keeps *ring* on purpose: it
+/// builds with nothing but a Rust toolchain and a C compiler, while `aws-lc-rs` needs CMake (and
+/// NASM on some targets). TLS 1.3 with *ring*'s X25519 and P-256 key exchange stays secure
+/// against today's attackers; moving to a post-quantum provider is a dependency decision, not a
+/// code change here.
+#[allow(deprecated)]
+fn ring_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }
 
 #[cfg(test)]

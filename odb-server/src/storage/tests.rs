@@ -81,6 +81,7 @@ async fn memory_round_trip_and_failure() {
     check(&clone.load().await.unwrap());
 }
 
+#[cfg(feature = "redb")]
 #[tokio::test]
 async fn file_round_trip_survives_reopen() {
     let dir = std::env::temp_dir().join(format!("odb-storage-test-{}", std::process::id()));
@@ -97,6 +98,7 @@ async fn file_round_trip_survives_reopen() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[cfg(feature = "redb")]
 #[test]
 fn file_refuses_another_format_version() {
     let dir = std::env::temp_dir().join(format!("odb-storage-format-{}", std::process::id()));
