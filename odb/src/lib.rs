@@ -42,7 +42,6 @@ mod changes;
 mod client;
 mod commits;
 mod connection;
-pub mod core;
 mod error;
 mod ids;
 mod local;
@@ -54,6 +53,9 @@ mod replica;
 mod schema;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod system;
+// The client still names the built-in schema by its module's former name.
+use system as core;
 mod tls;
 mod transaction;
 mod view;
@@ -80,9 +82,19 @@ pub use odb_derive::schema;
 ///
 /// Field attributes: `#[index]` (a single-field index named like the field), `#[odb(default)]`
 /// (a missing stored value reads as `Default::default()`). Struct attribute:
-/// `#[odb(index(NAME = (field_a, field_b)))]` (a composite index). Generates the handle type
+/// `#[odb(index(NAME = (field_a, field_b)))]` (a composite index). Every index named `NAME` (a
+/// field's index is named after the field) gets the lookups `lookup_{all,any,one,unique}_by_NAME`
+/// and the index value `NAME_index`; a composite lookup takes a tuple whose elements may be
+/// borrowed (`("ann", 3)` for `(String, u32)`). Generates the handle type
 /// `odb::Ref<T>`, `T::create`, lookups, and field accessors; see the user guide's schema chapter.
 pub use odb_derive::Object;
+
+/// The names most programs use, for `use odb::prelude::*`: the client, the read trait that
+/// gives views and transactions their `tid()`, the handle and object types, the error and the
+/// macros. Unlike `use odb::*`, it brings in no module names.
+pub mod prelude {
+    pub use crate::{schema, Client, Error, Object, Read, Ref, Result, Transaction, View};
+}
 
 #[doc(hidden)]
 pub mod __private {
