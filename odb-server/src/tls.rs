@@ -108,7 +108,15 @@ impl TlsConfig {
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .map_err(|e| {
-                ServerError::Tls(format!("the private key does not fit the certificate: {e}"))
+                ServerError::Tls(match e {
+                    // Its Display would end in the variant's name (`KeyMismatch`).
+                    rustls::Error::InconsistentKeys(_) => {
+                        "the private key does not belong to the certificate (they are not a \
+                         pair); give the key the certificate was issued for"
+                            .to_string()
+                    }
+                    e => format!("the certificate or the private key cannot be used: {e}"),
+                })
             })?;
         Ok(TlsConfig {
             acceptor: TlsAcceptor::from(Arc::new(config)),

@@ -100,6 +100,7 @@ pub mod prelude {
 pub mod __private {
     pub use crate::object::ops;
     pub use crate::object::{__decode_field, __decode_field_or_default};
+    pub use crate::object::{DescribeDebug, DescribeOther, Described};
     pub use bytes::Bytes;
     pub use once_cell::sync::Lazy;
     pub use serde;

@@ -260,8 +260,13 @@ fn index_functions(object: &Object, position: usize, index: &Index) -> TokenStre
             r: &impl ::odb::Read,
             value: #arg_ty,
         ) -> ::odb::Result<#handle> {
-            #encode
-            #ops::lookup_one::<#ident>(r, #index_arg, value)
+            #convert
+            let looked_up = value;
+            let value = ::odb::encode_value::<#value_ty>(&looked_up)?;
+            #ops::lookup_one::<#ident>(r, #index_arg, value, || {
+                use ::odb::__private::{DescribeDebug as _, DescribeOther as _};
+                (&::odb::__private::Described(&looked_up)).describe()
+            })
         }
 
         #[doc = #unique_doc]

@@ -126,3 +126,13 @@ fn corrupt_values_are_errors() {
     assert!(decode::<StoredObject>(&[0xff, 0xff, 0xff], "object").is_err());
     assert!(decode_u64(&[1, 2, 3], "tid").is_err());
 }
+
+#[cfg(feature = "redb")]
+#[test]
+fn a_file_is_not_a_data_directory() {
+    let file = std::env::temp_dir().join(format!("odb-storage-file-{}", std::process::id()));
+    std::fs::write(&file, b"not a directory").unwrap();
+    let err = FileStorage::open(&file).unwrap_err().to_string();
+    assert!(err.contains("is not a directory"), "{err}");
+    let _ = std::fs::remove_file(&file);
+}
