@@ -127,3 +127,23 @@ pub async fn consume(
     }
     Ok(())
 }
+
+/// The user guide's chapters, compiled as documentation tests so that every Rust block in the
+/// book builds (and, where it needs no outside server, runs) with `cargo test`.
+#[cfg(doctest)]
+mod book {
+    #[doc = include_str!("../book/src/introduction.md")]
+    mod introduction {}
+    #[doc = include_str!("../book/src/getting-started.md")]
+    mod getting_started {}
+    #[doc = include_str!("../book/src/schemas.md")]
+    mod schemas {}
+    #[doc = include_str!("../book/src/api.md")]
+    mod api {}
+    #[doc = include_str!("../book/src/server.md")]
+    mod server {}
+    #[doc = include_str!("../book/src/security.md")]
+    mod security {}
+    #[doc = include_str!("../book/src/persistence.md")]
+    mod persistence {}
+}

@@ -2,8 +2,8 @@
 //! server creates at registration and deletes when the connection ends, whatever the reason.
 
 use futures::{SinkExt, StreamExt};
-use odb::core::Connection;
 use odb::server::{RunningServer, Server, ServerConfig};
+use odb::system::Connection;
 use odb::{Client, ObjectId, Ref};
 use odb_wire::{
     ClientMessage, CommitOutcome, CommitRequest, FieldWrite, RequestId, SchemaDef, ServerMessage,

@@ -339,11 +339,11 @@ async fn kill_and_restart(storage: Vec<String>) {
         check(&seen, &acked);
         // The previous run's connection objects were deleted, and that deletion was stored.
         client
-            .subscribe_type::<odb::core::Connection>()
+            .subscribe_type::<odb::system::Connection>()
             .await
             .expect("subscribe to connections");
         let connections = client
-            .view(|v| odb::core::Connection::lookup_all(v))
+            .view(|v| odb::system::Connection::lookup_all(v))
             .expect("read connections");
         assert_eq!(
             connections.len(),

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use odb::{Error, Read, Ref};
+use odb::{Error, Ref};
 
 async fn lookups_follow_the_none_one_several_table(t: Transport) -> anyhow::Result<()> {
     let p = Pair::new(t).await?;
@@ -24,10 +24,13 @@ async fn lookups_follow_the_none_one_several_table(t: Transport) -> anyhow::Resu
         // None.
         assert_eq!(Account::lookup_all_by_owner(v, "none")?, vec![]);
         assert_eq!(Account::lookup_any_by_owner(v, "none")?, None);
-        assert!(matches!(
-            Account::lookup_one_by_owner(v, "none"),
-            Err(Error::NotFound { .. })
-        ));
+        match Account::lookup_one_by_owner(v, "none") {
+            Err(e @ Error::NotFound { .. }) => {
+                // The message names the value looked up.
+                assert!(e.to_string().contains(r#"equal to "none""#), "{e}");
+            }
+            other => panic!("expected NotFound, got {other:?}"),
+        }
         assert_eq!(Account::lookup_unique_by_owner(v, "none")?, None);
         // One.
         assert_eq!(Account::lookup_all_by_owner(v, "one")?, vec![one]);
@@ -126,8 +129,22 @@ async fn composite_index_lookups_match_the_whole_tuple() -> anyhow::Result<()> {
             Visit::lookup_unique_by_user_day(v, key("ann", 3)),
             Err(Error::NotUnique { count: 2, .. })
         ));
+        // Borrowed forms: a `&str` for the `String` field, an untyped literal for the `u32`.
+        assert_eq!(
+            Visit::lookup_all_by_user_day(v, ("ann", 3))?,
+            vec![ann3, ann3b]
+        );
+        let missing = Visit::lookup_one_by_user_day(v, ("zed", 9)).unwrap_err();
+        assert!(missing.to_string().contains(r#"("zed", 9)"#), "{missing}");
+        let user = String::from("bob");
+        assert_eq!(Visit::lookup_one_by_user_day(v, (&user, 3))?, bob3);
         Ok(())
     })?;
+    // The index value made from borrowed forms is the one made from owned values.
+    assert_eq!(
+        format!("{:?}", Visit::user_day_index(("ann", 4))),
+        format!("{:?}", Visit::user_day_index(("ann".to_string(), 4u32)))
+    );
     // Changing a field outside the index keeps membership; changing one inside moves it.
     db.transaction(|tx| {
         ann3.set_count(tx, 10)?;

@@ -3,8 +3,8 @@
 
 mod support;
 
-use odb::core::Connection;
 use odb::server::{Server, ServerConfig};
+use odb::system::Connection;
 use odb::{Client, Ref};
 use std::time::Duration;
 use support::*;

@@ -6,9 +6,8 @@
 mod common;
 
 use common::{account, Account, TOKEN};
-use odb::server::{RunningServer, Server, ServerConfig};
+use odb::server::{RunningServer, Server, ServerConfig, TlsConfig};
 use odb::{Client, Error};
-use odb_server::TlsConfig;
 use std::path::PathBuf;
 
 /// A PEM file in the temporary directory, removed when dropped.
@@ -85,6 +84,53 @@ async fn a_pinned_self_signed_certificate_is_trusted() {
     server.shutdown().await;
 }
 
+/// The embedded server's builder sets TLS without replacing the rest of the configuration, and
+/// its URL then names the TLS scheme, so connecting with it just works.
+#[tokio::test]
+async fn the_embedded_builder_serves_tls_and_its_url_says_so() {
+    let tls = TlsConfig::self_signed(&["127.0.0.1".to_string()]).unwrap();
+    let pem = PemFile::new("builder", tls.certificate_pem().unwrap());
+    let server = Server::in_memory()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .token(TOKEN)
+        .tls(tls)
+        .start()
+        .await
+        .unwrap();
+    let url = server.url().unwrap();
+    assert_eq!(url, format!("odbs://127.0.0.1:{}", port(&server)));
+    let db = Client::builder(&url)
+        .token(TOKEN)
+        .tls_ca_file(&pem.0)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("TLS to {url}: {e}"));
+    works(&db).await;
+    // The server's figures without reaching for the underlying server.
+    assert_eq!(server.current_tid(), db.current_tid());
+    let stats = server.stats();
+    assert_eq!(stats.tid, server.current_tid());
+    assert_eq!(stats.connections, 1);
+    // The token set before `tls` still holds: a wrong one is refused.
+    let wrong = Client::builder(&url)
+        .token("not-the-token")
+        .tls_ca_file(&pem.0)
+        .connect()
+        .await;
+    assert!(matches!(wrong, Err(Error::Unauthorized)), "{wrong:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_plaintext_server_has_an_odb_url() {
+    let server = start(ServerConfig::default()).await;
+    assert_eq!(
+        server.url(),
+        Some(format!("odb://127.0.0.1:{}", port(&server)))
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn an_untrusted_certificate_is_refused_as_an_unknown_issuer() {
     let (server, _pem) = tls_server(&["localhost", "127.0.0.1"]).await;
@@ -137,6 +183,9 @@ async fn a_certificate_for_another_name_is_refused() {
         Err(Error::Tls(reason)) => {
             assert!(reason.contains("not valid for the name"), "{reason}");
             assert!(reason.contains("127.0.0.1"), "{reason}");
+            // The names the certificate holds, as names, not as the TLS library's types.
+            assert!(reason.contains("db.example"), "{reason}");
+            assert!(!reason.contains("DnsName"), "{reason}");
         }
         other => panic!("expected a TLS error, got {other:?}"),
     }

@@ -20,7 +20,19 @@ fn check_field_names(object: &Object, errors: &mut Errors) {
     let handle = handle_ident(&object.ident);
     for field in &object.fields {
         let name = field.name.as_str();
-        if HANDLE_METHODS.contains(&name) {
+        if name == "id" {
+            // The most common field name there is, so the message says what to do instead.
+            errors.spanned(
+                &field.ident,
+                format!(
+                    "a field cannot be named `id`: every object already has one, `{handle}::id()` \
+                     returns its `odb::ObjectId`, assigned by `create` and unique across the \
+                     server; drop the field to use that id, or name the field after what it \
+                     identifies (`order_id`, `external_id`, `key`) and add `#[index]` to look \
+                     objects up by it"
+                ),
+            );
+        } else if HANDLE_METHODS.contains(&name) {
             errors.spanned(
                 &field.ident,
                 format!(
@@ -44,23 +56,17 @@ fn check_field_names(object: &Object, errors: &mut Errors) {
     }
 }
 
-/// Index names must be unique, and so must the names of the methods generated for them.
+/// Index names must be unique: the generated methods are named after them.
 fn check_index_names(object: &Object, errors: &mut Errors) {
     for (position, index) in object.indices.iter().enumerate() {
         let Some(earlier) = object.indices[..position]
             .iter()
-            .find(|earlier| earlier.stem == index.stem)
+            .find(|earlier| earlier.name == index.name)
         else {
             continue;
         };
         let name = &index.name;
-        let message = if earlier.name != index.name {
-            format!(
-                "indices `{}` and `{}` would both generate `lookup_all_by_{}` (a leading `by_` \
-                 is left out of method names); give one of them another name",
-                earlier.name, index.name, index.stem
-            )
-        } else if earlier.composite && index.composite {
+        let message = if earlier.composite && index.composite {
             format!(
                 "duplicate index name `{name}`: another #[odb(index({name} = (..)))] on this \
                  struct has it already; give each index its own name"

@@ -44,9 +44,6 @@ pub(crate) struct Index {
     pub(crate) ident: Ident,
     /// The index's name as stored (the identifier without `r#`).
     pub(crate) name: String,
-    /// What the generated methods are named after: the name without a leading `by_`, so that
-    /// index `by_user_day` gives `lookup_all_by_user_day` and `user_day_index`.
-    pub(crate) stem: String,
     /// Positions of the indexed fields, in index order; never empty.
     pub(crate) fields: Vec<usize>,
     /// Declared with `#[odb(index(..))]` on the struct rather than `#[index]` on a field.
@@ -84,7 +81,6 @@ impl Object {
             if field_attrs.index {
                 field_indices.push(Index {
                     name: ident.unraw().to_string(),
-                    stem: method_stem(&ident.unraw().to_string()),
                     ident: ident.clone(),
                     fields: vec![fields.len()],
                     composite: false,
@@ -170,6 +166,23 @@ fn resolve_composite(
     errors: &mut Errors,
 ) -> Option<Index> {
     let index = composite.name.unraw();
+    if let Some(rest) = index
+        .to_string()
+        .strip_prefix("by_")
+        .filter(|rest| rest.starts_with(|c: char| c.is_alphabetic()))
+    {
+        // One rule for every index, NAME gives `lookup_*_by_NAME` and `NAME_index`, so a name
+        // starting with `by_` would give `lookup_all_by_by_..`: almost surely not what was meant.
+        errors.spanned(
+            &composite.name,
+            format!(
+                "index names do not start with `by_`: an index NAME gets the lookups \
+                 `lookup_all_by_NAME` (and `_any_`, `_one_`, `_unique_`) and the index value \
+                 `NAME_index`; name it `{rest}` to get `lookup_all_by_{rest}` and `{rest}_index`"
+            ),
+        );
+        return None;
+    }
     if composite.fields.is_empty() {
         errors.spanned(
             &composite.name,
@@ -211,20 +224,9 @@ fn resolve_composite(
     ok.then(|| Index {
         ident: composite.name.clone(),
         name: index.to_string(),
-        stem: method_stem(&index.to_string()),
         fields: positions,
         composite: true,
     })
-}
-
-/// The name an index's methods are formed from: the index name without a leading `by_`, as
-/// long as what remains can start an identifier (`by_1` stays `by_1`, `1_index` would not be
-/// one).
-fn method_stem(index_name: &str) -> String {
-    match index_name.strip_prefix("by_") {
-        Some(rest) if rest.starts_with(|c: char| c.is_alphabetic()) => rest.to_string(),
-        _ => index_name.to_string(),
-    }
 }
 
 /// Replaces `Self` in a field type by the struct's name, keeping the span.
@@ -270,18 +272,10 @@ mod tests {
     use syn::parse_quote;
 
     #[test]
-    fn method_stems() {
-        assert_eq!(method_stem("by_user_day"), "user_day");
-        assert_eq!(method_stem("channel"), "channel");
-        assert_eq!(method_stem("by_1"), "by_1");
-        assert_eq!(method_stem("by_"), "by_");
-    }
-
-    #[test]
     fn model_of_a_struct() {
         let input: DeriveInput = parse_quote! {
             #[derive(odb::Object)]
-            #[odb(__schema = "s", index(by_user_day = (user, r#day)))]
+            #[odb(__schema = "s", index(user_day = (user, r#day)))]
             pub struct Visit {
                 #[index]
                 pub user: String,
@@ -301,18 +295,12 @@ mod tests {
             .map(|f| (f.name.as_str(), f.default))
             .collect();
         assert_eq!(fields, [("user", false), ("day", false), ("next", true)]);
-        let indices: Vec<(&str, &str, &[usize])> = object
+        let indices: Vec<(&str, &[usize])> = object
             .indices
             .iter()
-            .map(|i| (i.name.as_str(), i.stem.as_str(), i.fields.as_slice()))
+            .map(|i| (i.name.as_str(), i.fields.as_slice()))
             .collect();
-        assert_eq!(
-            indices,
-            [
-                ("by_user_day", "user_day", &[0, 1][..]),
-                ("user", "user", &[0][..])
-            ]
-        );
+        assert_eq!(indices, [("user_day", &[0, 1][..]), ("user", &[0][..])]);
         let next = &object.fields[2].ty;
         let expected: Type = parse_quote!(Option<odb::Ref<Visit>>);
         assert_eq!(

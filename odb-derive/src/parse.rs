@@ -105,9 +105,8 @@ pub(crate) fn struct_attrs(attrs: &[Attribute], errors: &mut Errors) -> StructAt
 /// Parses `NAME = (a, b, ..)` inside `index(...)`.
 fn composite_index(meta: &ParseNestedMeta<'_>) -> syn::Result<CompositeIndex> {
     let Some(name) = meta.path.get_ident().cloned() else {
-        return Err(meta.error(
-            "an index name is a plain identifier: #[odb(index(by_user_day = (user, day)))]",
-        ));
+        return Err(meta
+            .error("an index name is a plain identifier: #[odb(index(user_day = (user, day)))]"));
     };
     let value = meta.value().map_err(|_| {
         meta.error(format!(
@@ -210,7 +209,7 @@ mod tests {
     #[test]
     fn composite_indices_in_order() {
         let attrs: Vec<Attribute> = vec![
-            parse_quote!(#[odb(index(by_user_day = (user, day)), index(by_day = (day)))]),
+            parse_quote!(#[odb(index(user_day = (user, day)), index(day = (day)))]),
             parse_quote!(#[odb(__schema = "s")]),
         ];
         let mut errors = Errors::default();
@@ -218,7 +217,7 @@ mod tests {
         assert!(errors.finish().is_ok());
         assert_eq!(parsed.schema.map(|s| s.value()).as_deref(), Some("s"));
         let names: Vec<String> = parsed.indices.iter().map(|i| i.name.to_string()).collect();
-        assert_eq!(names, ["by_user_day", "by_day"]);
+        assert_eq!(names, ["user_day", "day"]);
         assert_eq!(parsed.indices[0].fields.len(), 2);
     }
 

@@ -6,7 +6,7 @@
 //! clients subscribed to the type see connections come and go (a liveness signal for higher
 //! layers). The schema is defined by name, exactly as a client declares it, and field values are
 //! encoded as the client encodes them (`odb_wire::encode`), so clients read them with the
-//! generated accessors of `odb::core::Connection`.
+//! generated accessors of `odb::system::Connection`.
 //!
 //! Setting `suspend_heartbeat_checks` to `true` on a connection's object stops the server from
 //! closing that connection for missed heartbeats (useful while a client sits in a debugger). The

@@ -101,14 +101,22 @@ impl TlsConfig {
         key: PrivateKeyDer<'static>,
         certificate_pem: Option<String>,
     ) -> Result<TlsConfig, ServerError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(ring_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| ServerError::Tls(format!("cannot set up TLS: {e}")))?
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .map_err(|e| {
-                ServerError::Tls(format!("the private key does not fit the certificate: {e}"))
+                ServerError::Tls(match e {
+                    // Its Display would end in the variant's name (`KeyMismatch`).
+                    rustls::Error::InconsistentKeys(_) => {
+                        "the private key does not belong to the certificate (they are not a \
+                         pair); give the key the certificate was issued for"
+                            .to_string()
+                    }
+                    e => format!("the certificate or the private key cannot be used: {e}"),
+                })
             })?;
         Ok(TlsConfig {
             acceptor: TlsAcceptor::from(Arc::new(config)),
@@ -151,6 +159,19 @@ pub fn self_signed_names(host: &str, ip: IpAddr) -> Vec<String> {
         }
     }
     unique
+}
+
+/// The `ring` crypto provider of rustls.
+///
+/// rustls 0.23.48 deprecated `ring::default_provider` because *ring* has no post-quantum key
+/// exchange, pointing to the `aws-lc-rs` provider instead. ODB keeps *ring* on purpose: it
+/// builds with nothing but a Rust toolchain and a C compiler, while `aws-lc-rs` needs CMake (and
+/// NASM on some targets). TLS 1.3 with *ring*'s X25519 and P-256 key exchange stays secure
+/// against today's attackers; moving to a post-quantum provider is a dependency decision, not a
+/// code change here.
+#[allow(deprecated)]
+fn ring_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }
 
 #[cfg(test)]

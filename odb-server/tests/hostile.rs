@@ -765,6 +765,9 @@ fn tls_connector(pem: &str) -> tokio_rustls::TlsConnector {
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
+    // Deprecated since rustls 0.23.48 (no post-quantum key exchange); the server uses the same
+    // provider, see its TLS module.
+    #[allow(deprecated)]
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -101,6 +101,17 @@ fn a_data_dir_file_in_the_way_is_refused() {
         "127.0.0.1",
         "0",
     ]));
-    assert!(line.contains("data directory"), "{line}");
+    assert!(line.contains("is not a directory"), "{line}");
     let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn command_line_mistakes_have_the_same_error_style() {
+    let output = run(&["--service-token", "t", "--no-such-flag", "127.0.0.1", "0"]);
+    let line = error_line(&output);
+    assert!(line.contains("--no-such-flag"), "{line}");
+    assert_eq!(output.status.code(), Some(2));
+    // Clap's usage hint still follows.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--help"), "{stderr}");
 }

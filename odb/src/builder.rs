@@ -249,11 +249,11 @@ impl ClientBuilder {
             }),
         };
         let timeout = self.connect_timeout;
-        let core = crate::core::schema();
+        let core = crate::system::schema();
         tokio::time::timeout(timeout, client.define_schema(core))
             .await
             .map_err(|_| Error::Timeout(timeout, "the definition of the core schema".into()))??;
-        let info = client.known_type(<crate::core::Connection as Object>::type_def())?;
+        let info = client.known_type(<crate::system::Connection as Object>::type_def())?;
         client
             .inner
             .shared

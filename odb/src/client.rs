@@ -75,9 +75,9 @@ impl Client {
         self.inner.shared.connection()
     }
 
-    /// The handle of the current connection's own [`core::Connection`](crate::core::Connection)
+    /// The handle of the current connection's own [`system::Connection`](crate::system::Connection)
     /// object, readable without subscribing. Its id is [`Client::connection_id`].
-    pub fn connection(&self) -> crate::Ref<crate::core::Connection> {
+    pub fn connection(&self) -> crate::Ref<crate::system::Connection> {
         Handle::from_id(self.connection_id())
     }
 

@@ -52,12 +52,15 @@ pub enum Error {
         count: usize,
     },
     /// `lookup_one` found nothing.
-    #[error("no object of type {type_name} has index {index} equal to the looked-up value; use lookup_any to get an Option")]
+    #[error("no object of type {type_name} has index {index} equal to {value}; use lookup_any to get an Option")]
     NotFound {
         /// The type's qualified name.
         type_name: String,
         /// The index's name.
         index: String,
+        /// The value looked up, in its `Debug` form (shortened when long), or a note that its
+        /// type has no `Debug` implementation.
+        value: String,
     },
     /// A field has no stored value and no default.
     #[error("field {field} of {type_name} object {object} has no value and no default; mark the field #[odb(default)] to read missing values as Default::default()")]

@@ -6,7 +6,7 @@
 //! current; commits are optimistic and fail only when something they read was changed
 //! concurrently, in which case the closure runs again.
 //!
-//! ```ignore
+//! ```no_run
 //! #[odb::schema]
 //! pub mod hello_world {
 //!     #[derive(odb::Object, Debug, Clone)]
@@ -18,12 +18,15 @@
 //! }
 //! use hello_world::Message;
 //!
+//! # async fn demo() -> odb::Result<()> {
 //! let db = odb::Client::builder("odb://127.0.0.1:8000").token("TOKEN").connect().await?;
 //! db.subscribe(hello_world::schema()).await?;
 //! let msg = db.transaction(|tx| {
 //!     Message::create(tx, Message { channel: "general".into(), message: "hi".into() })
 //! }).await?;
 //! let text = db.view(|v| msg.message(v))?;
+//! # Ok(()) }
+//! # fn main() {}
 //! ```
 //!
 //! The user guide (the `book/` directory of the repository) explains the conflict rules,
@@ -39,7 +42,6 @@ mod builder;
 mod changes;
 mod client;
 mod commits;
-pub mod core;
 mod driver;
 mod error;
 mod ids;
@@ -54,6 +56,7 @@ mod schema;
 pub mod server;
 mod session;
 mod subscribe;
+pub mod system;
 mod tls;
 mod transact;
 mod transaction;
@@ -84,14 +87,25 @@ pub use odb_derive::schema;
 ///
 /// Field attributes: `#[index]` (a single-field index named like the field), `#[odb(default)]`
 /// (a missing stored value reads as `Default::default()`). Struct attribute:
-/// `#[odb(index(NAME = (field_a, field_b)))]` (a composite index). Generates the handle type
+/// `#[odb(index(NAME = (field_a, field_b)))]` (a composite index). Every index named `NAME` (a
+/// field's index is named after the field) gets the lookups `lookup_{all,any,one,unique}_by_NAME`
+/// and the index value `NAME_index`; a composite lookup takes a tuple whose elements may be
+/// borrowed (`("ann", 3)` for `(String, u32)`). Generates the handle type
 /// `odb::Ref<T>`, `T::create`, lookups, and field accessors; see the user guide's schema chapter.
 pub use odb_derive::Object;
+
+/// The names most programs use, for `use odb::prelude::*`: the client, the read trait that
+/// gives views and transactions their `tid()`, the handle and object types, the error and the
+/// macros. Unlike `use odb::*`, it brings in no module names.
+pub mod prelude {
+    pub use crate::{schema, Client, Error, Object, Read, Ref, Result, Transaction, View};
+}
 
 #[doc(hidden)]
 pub mod __private {
     pub use crate::object::ops;
     pub use crate::object::{__decode_field, __decode_field_or_default};
+    pub use crate::object::{DescribeDebug, DescribeOther, Described};
     pub use bytes::Bytes;
     pub use once_cell::sync::Lazy;
     pub use serde;

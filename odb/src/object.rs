@@ -211,15 +211,18 @@ pub mod ops {
         Ok(lookup_all::<T>(r, index, value)?.into_iter().next())
     }
 
-    /// The lowest-id object with this index value; an error if there is none.
+    /// The lowest-id object with this index value; an error, naming the value as `describe`
+    /// gives it, if there is none.
     pub fn lookup_one<T: Object>(
         r: &impl Read,
         index: Option<usize>,
         value: Bytes,
+        describe: impl FnOnce() -> String,
     ) -> Result<T::Handle> {
         lookup_any::<T>(r, index, value)?.ok_or_else(|| Error::NotFound {
             type_name: T::type_def().qualified_name(),
             index: index_name(T::type_def(), index),
+            value: describe(),
         })
     }
 
@@ -255,5 +258,44 @@ pub mod ops {
             None => "(all objects)".to_string(),
             Some(i) => ty.indices.get(i).map_or("?", |d| d.name).to_string(),
         }
+    }
+}
+
+/// Describes a looked-up value for an error message: its `Debug` form when its type has one,
+/// a note otherwise. The generated lookups call `(&Described(&value)).describe()` with both
+/// traits in scope; method resolution then picks [`DescribeDebug`] when the type is `Debug`
+/// (it matches the receiver without an extra reference) and [`DescribeOther`] otherwise, so
+/// field types need not implement `Debug`.
+#[doc(hidden)]
+pub struct Described<'a, T>(pub &'a T);
+
+/// See [`Described`].
+#[doc(hidden)]
+pub trait DescribeDebug {
+    /// The value's `Debug` form, shortened to about 100 characters.
+    fn describe(&self) -> String;
+}
+
+impl<T: std::fmt::Debug> DescribeDebug for Described<'_, T> {
+    fn describe(&self) -> String {
+        const LIMIT: usize = 100;
+        let text = format!("{:?}", self.0);
+        match text.char_indices().nth(LIMIT) {
+            Some((cut, _)) => format!("{}…", &text[..cut]),
+            None => text,
+        }
+    }
+}
+
+/// See [`Described`].
+#[doc(hidden)]
+pub trait DescribeOther {
+    /// A note standing in for a value whose type has no `Debug` form.
+    fn describe(&self) -> String;
+}
+
+impl<T> DescribeOther for &Described<'_, T> {
+    fn describe(&self) -> String {
+        "the looked-up value (its type does not implement Debug)".to_string()
     }
 }

@@ -9,7 +9,31 @@
 //!
 //! The embedded server is the same server as the `odb-server` binary: clients connected in
 //! process speak the same protocol as remote ones, and [`ServerBuilder::listen`] also accepts
-//! TCP clients.
+//! TCP clients, over TLS with [`ServerBuilder::tls`]:
+//!
+//! ```
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use odb::server::{Server, TlsConfig};
+//!
+//! // A fresh certificate for 127.0.0.1; clients pin its PEM (or use a CA-signed one,
+//! // `TlsConfig::from_pem_files`).
+//! let tls = TlsConfig::self_signed(&["127.0.0.1".to_string()])?;
+//! let server = Server::in_memory()
+//!     .listen(([127, 0, 0, 1], 0).into())
+//!     .token("TOKEN")
+//!     .tls(tls.clone())
+//!     .start()
+//!     .await?;
+//! let url = server.url().unwrap_or_default();
+//! assert!(url.starts_with("odbs://127.0.0.1:"));
+//!
+//! let pem = std::env::temp_dir().join(format!("odb-doc-{}.pem", std::process::id()));
+//! std::fs::write(&pem, tls.certificate_pem().unwrap_or_default())?;
+//! let db = odb::Client::builder(url).token("TOKEN").tls_ca_file(&pem).connect().await?;
+//! assert_eq!(server.stats().connections, 1);
+//! # drop(db); std::fs::remove_file(&pem)?;
+//! # Ok(()) }
+//! ```
 
 use crate::{Client, Error, Result};
 use std::net::SocketAddr;
@@ -17,7 +41,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use odb_server::storage::{self, Storage};
-pub use odb_server::ServerConfig;
+pub use odb_server::{ServerConfig, ServerStats, TlsConfig};
 
 /// Entry point for starting an embedded server.
 #[derive(Debug)]
@@ -94,7 +118,19 @@ impl ServerBuilder {
         self
     }
 
-    /// Replaces the whole server configuration (the token included).
+    /// Serves TCP clients over TLS with this certificate: they connect to `odbs://` URLs
+    /// ([`RunningServer::url`] gives one). In-process clients never use TLS.
+    ///
+    /// Build the configuration with [`TlsConfig::from_pem_files`] (a certificate signed by a
+    /// CA the clients trust) or [`TlsConfig::self_signed`] (clients pin
+    /// [`TlsConfig::certificate_pem`] with `ClientBuilder::tls_ca_file`); either fails with a
+    /// message naming the file or the name that could not be used.
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.config.tls = Some(tls);
+        self
+    }
+
+    /// Replaces the whole server configuration (the token and the TLS setting included).
     pub fn config(mut self, config: ServerConfig) -> Self {
         self.config = config;
         self
@@ -102,18 +138,20 @@ impl ServerBuilder {
 
     /// Starts the server's tasks on the current tokio runtime.
     ///
-    /// Fails with [`Error::Io`] when the listen address cannot be bound or the storage cannot
-    /// be read.
+    /// Fails with [`Error::Io`] when the listen address cannot be bound, [`Error::Server`]
+    /// when the storage cannot be read, and [`Error::Invalid`] for an unusable setting (for
+    /// example plaintext TCP on an address other than loopback without TLS).
     pub async fn start(self) -> Result<RunningServer> {
         let token = self.config.token.clone();
+        let tls = self.config.tls.is_some();
         let started = match self.storage {
             Some(storage) => {
                 odb_server::Server::start_with_storage(self.config, self.listen, storage).await
             }
             None => odb_server::Server::start(self.config, self.listen).await,
         };
-        let server = started.map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
-        Ok(RunningServer { server, token })
+        let server = started.map_err(start_error)?;
+        Ok(RunningServer { server, token, tls })
     }
 }
 
@@ -121,6 +159,8 @@ impl ServerBuilder {
 pub struct RunningServer {
     server: odb_server::Server,
     token: String,
+    /// Whether TCP clients must use TLS, for [`RunningServer::url`].
+    tls: bool,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -149,9 +189,26 @@ impl RunningServer {
         self.server.local_addr()
     }
 
-    /// `odb://addr` for TCP clients, if the server listens on TCP.
+    /// The URL TCP clients connect to, if the server listens on TCP: `odbs://addr` when it
+    /// serves TLS ([`ServerBuilder::tls`]), `odb://addr` otherwise.
+    ///
+    /// With TLS, the client checks the certificate against the URL's host, so the certificate
+    /// must name the listening address (for example `127.0.0.1`), or the client must connect
+    /// to a name the certificate holds.
     pub fn url(&self) -> Option<String> {
-        self.local_addr().map(|a| format!("odb://{a}"))
+        let scheme = if self.tls { "odbs" } else { "odb" };
+        self.local_addr().map(|a| format!("{scheme}://{a}"))
+    }
+
+    /// The tid of the server's last commit (`Tid(0)` before the first).
+    pub fn current_tid(&self) -> crate::Tid {
+        self.server.current_tid()
+    }
+
+    /// The server's counters: tid, live connections, objects, conflict-history size and what
+    /// is queued for clients. Cheap enough to poll.
+    pub fn stats(&self) -> ServerStats {
+        self.server.stats()
     }
 
     /// The service token.
@@ -159,7 +216,7 @@ impl RunningServer {
         &self.token
     }
 
-    /// The underlying server, for its statistics.
+    /// The underlying server of the `odb-server` crate, for what this type does not offer.
     pub fn inner(&self) -> &odb_server::Server {
         &self.server
     }
@@ -167,6 +224,18 @@ impl RunningServer {
     /// Stops the server and waits for its tasks to end.
     pub async fn shutdown(self) {
         self.server.shutdown().await
+    }
+}
+
+/// The client SDK's error for a server that could not start, keeping the kind of failure.
+fn start_error(e: odb_server::ServerError) -> Error {
+    use odb_server::ServerError;
+    match e {
+        ServerError::Bind { .. } => Error::Io(std::io::Error::other(e.to_string())),
+        ServerError::Io(io) => Error::Io(io),
+        ServerError::Config(reason) => Error::Invalid(reason),
+        ServerError::Tls(reason) => Error::Tls(reason),
+        ServerError::Storage(_) | ServerError::Stopped => Error::Server(e.to_string()),
     }
 }
 

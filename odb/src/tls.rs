@@ -48,7 +48,7 @@ fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>> {
         Some(path) => roots_from_file(path)?,
         None => system_roots()?,
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(ring_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(format!("cannot set up TLS: {e}")))?
@@ -122,7 +122,11 @@ fn describe(e: &io::Error, host: &str, ca_file: Option<&Path>) -> String {
                 CertificateError::NotValidForNameContext { presented, .. } => format!(
                     "it is not valid for the name {host:?} (name mismatch; it is valid for {}); \
                      connect with one of those names",
-                    presented.join(", ")
+                    presented
+                        .iter()
+                        .map(|name| presented_name(name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                     "it has expired; the server needs a new certificate".to_string()
@@ -139,7 +143,8 @@ fn describe(e: &io::Error, host: &str, ca_file: Option<&Path>) -> String {
                 | CertificateError::InvalidPurposeContext { .. } => {
                     "it is not meant for a TLS server".to_string()
                 }
-                other => format!("{other:?}"),
+                CertificateError::Other(other) => other.to_string(),
+                other => in_words(&format!("{other:?}")),
             };
             format!("the server's certificate was refused: {what}")
         }
@@ -148,14 +153,73 @@ fn describe(e: &io::Error, host: &str, ca_file: Option<&Path>) -> String {
              (use odb:// for a server without TLS)"
         ),
         rustls::Error::AlertReceived(alert) => {
-            format!("the server at {host} refused the TLS handshake (alert: {alert:?})")
+            format!(
+                "the server at {host} refused the TLS handshake (alert: {})",
+                in_words(&format!("{alert:?}"))
+            )
         }
         other => format!("the TLS handshake with {host} failed: {other}"),
     }
 }
 
+/// A name a certificate presents, as rustls describes it (`DnsName("db.example.com")`,
+/// `IpAddress(127.0.0.1)`), reduced to the name itself.
+fn presented_name(described: &str) -> &str {
+    match described.split_once('(') {
+        Some((_, inner)) if inner.ends_with(')') => inner.trim_end_matches(')').trim_matches('"'),
+        _ => described,
+    }
+}
+
+/// A rustls enum variant's name in words (`HandshakeFailure` gives `handshake failure`), for
+/// messages: its `Debug` form would show type names and nesting to the user.
+fn in_words(debug: &str) -> String {
+    let name = debug.split(['(', '{', ' ']).next().unwrap_or(debug);
+    let mut words = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            words.push(' ');
+        }
+        words.extend(c.to_lowercase());
+    }
+    words
+}
+
+/// The `ring` crypto provider of rustls.
+///
+/// rustls 0.23.48 deprecated `ring::default_provider` because *ring* has no post-quantum key
+/// exchange, pointing to the `aws-lc-rs` provider instead. ODB keeps *ring* on purpose: it
+/// builds with nothing but a Rust toolchain and a C compiler, while `aws-lc-rs` needs CMake (and
+/// NASM on some targets). TLS 1.3 with *ring*'s X25519 and P-256 key exchange stays secure
+/// against today's attackers; moving to a post-quantum provider is a dependency decision, not a
+/// code change here.
+#[allow(deprecated)]
+fn ring_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn presented_names_lose_their_wrapping() {
+        assert_eq!(
+            super::presented_name("DnsName(\"db.example.com\")"),
+            "db.example.com"
+        );
+        assert_eq!(super::presented_name("IpAddress(127.0.0.1)"), "127.0.0.1");
+        assert_eq!(super::presented_name("localhost"), "localhost");
+    }
+
+    #[test]
+    fn variant_names_read_as_words() {
+        assert_eq!(super::in_words("HandshakeFailure"), "handshake failure");
+        assert_eq!(super::in_words("Expired"), "expired");
+        assert_eq!(
+            super::in_words("UnsupportedSignatureAlgorithmContext { x: 1 }"),
+            "unsupported signature algorithm context"
+        );
+    }
+
     use super::*;
 
     #[test]

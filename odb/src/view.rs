@@ -10,11 +10,14 @@ use odb_wire::{Key, ObjectId, Tid};
 use std::cell::RefCell;
 use std::sync::Arc;
 
-/// Reading objects: implemented by [`View`] and [`crate::Transaction`].
+/// Reading objects: implemented by [`View`] and [`crate::Transaction`], and sealed: no other
+/// type can implement it, so its methods can change without breaking programs.
 ///
 /// The generated accessors (`msg.message(&v)`, `Message::lookup_all(&v)`, …) take any
 /// `&impl Read`; the raw methods below are what they call and are not meant for direct use.
-pub trait Read {
+/// [`View::tid`] needs no import; for `tx.tid()` bring the trait into scope, or
+/// `use odb::prelude::*`.
+pub trait Read: sealed::Sealed {
     /// The tid of the snapshot this reads from.
     fn tid(&self) -> Tid;
 
@@ -193,6 +196,22 @@ pub struct View<'a> {
     pub(crate) snap: Snapshot<'a>,
     /// When set, every key read is recorded (for waiting until one of them changes).
     pub(crate) reads: Option<RefCell<ReadSet>>,
+}
+
+/// Keeps [`Read`] to the types of this crate: outside crates cannot name `Sealed`.
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::View<'_> {}
+    impl Sealed for crate::Transaction<'_> {}
+}
+
+impl View<'_> {
+    /// The tid of the snapshot this view reads from: the state after that commit. (The same as
+    /// [`Read::tid`], callable without importing the trait.) A `wait_for` condition that reads
+    /// it runs again after every change.
+    pub fn tid(&self) -> Tid {
+        Read::tid(self)
+    }
 }
 
 impl<'a> View<'a> {

@@ -26,7 +26,7 @@ pub mod bank {
     }
 
     #[derive(odb::Object, Debug, Clone, PartialEq)]
-    #[odb(index(by_user_day = (user, day)))]
+    #[odb(index(user_day = (user, day)))]
     pub struct Visit {
         pub user: String,
         pub day: u32,

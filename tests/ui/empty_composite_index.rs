@@ -1,7 +1,7 @@
 #[odb::schema]
 mod stats {
     #[derive(odb::Object)]
-    #[odb(index(by_nothing = ()))]
+    #[odb(index(nothing = ()))]
     pub struct Visit {
         pub user: String,
     }

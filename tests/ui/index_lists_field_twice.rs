@@ -1,7 +1,7 @@
 #[odb::schema]
 mod stats {
     #[derive(odb::Object)]
-    #[odb(index(by_user_user = (user, user)))]
+    #[odb(index(user_user = (user, user)))]
     pub struct Visit {
         pub user: String,
     }

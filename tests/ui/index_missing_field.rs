@@ -1,7 +1,7 @@
 #[odb::schema]
 mod stats {
     #[derive(odb::Object)]
-    #[odb(index(by_user_day = (user, date)))]
+    #[odb(index(user_day = (user, date)))]
     pub struct Visit {
         pub user: String,
         pub day: u32,

@@ -2,7 +2,7 @@
 #[odb::schema]
 mod store {
     #[derive(odb::Object)]
-    #[odb(index(by_owner = (owner)))]
+    #[odb(index(owner = (owner)))]
     pub struct Item {
         pub id: u64,
         #[odb(defualt)]

@@ -1,7 +1,7 @@
 #[odb::schema]
 mod chat {
     #[derive(odb::Object)]
-    #[odb(indx(by_channel = (channel)))]
+    #[odb(indx(channel = (channel)))]
     pub struct Message {
         pub channel: String,
     }

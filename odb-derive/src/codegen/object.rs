@@ -162,7 +162,7 @@ fn index_functions(object: &Object, position: usize, index: &Index) -> TokenStre
     let ops = quote!(::odb::__private::ops);
     let span = index.ident.span();
     let method =
-        |pattern: &str| format_ident!("{}", pattern.replace("{}", &index.stem), span = span);
+        |pattern: &str| format_ident!("{}", pattern.replace("{}", &index.name), span = span);
     let (lookup_all, lookup_any, lookup_one, lookup_unique, index_value) = (
         method("lookup_all_by_{}"),
         method("lookup_any_by_{}"),
@@ -172,9 +172,28 @@ fn index_functions(object: &Object, position: usize, index: &Index) -> TokenStre
     );
 
     let types: Vec<&syn::Type> = index.fields.iter().map(|&f| &object.fields[f].ty).collect();
-    let value_ty = match types.as_slice() {
-        [single] => quote!(#single),
-        several => quote!((#(#several),*)),
+    // A composite index takes a tuple whose every element converts on its own, so that
+    // `("ann", 3)` is accepted for `(String, u32)` as `"ann"` is for `String`.
+    let (value_ty, arg_ty, convert) = match types.as_slice() {
+        [single] => (
+            quote!(#single),
+            quote!(impl ::odb::IndexArg<#single>),
+            quote!(let value: #single = ::odb::IndexArg::into_index_value(value);),
+        ),
+        several => {
+            let parts: Vec<_> = (0..several.len())
+                .map(|i| format_ident!("__odb_part{}", i))
+                .collect();
+            (
+                quote!((#(#several),*)),
+                quote!((#(impl ::odb::IndexArg<#several>),*)),
+                quote! {
+                    let (#(#parts),*) = value;
+                    let value: (#(#several),*) =
+                        (#(::odb::IndexArg::into_index_value(#parts)),*);
+                },
+            )
+        }
     };
     let field_names: Vec<&str> = index
         .fields
@@ -212,8 +231,8 @@ fn index_functions(object: &Object, position: usize, index: &Index) -> TokenStre
          encoded makes the subscription fail."
     );
     let encode = quote! {
-        let value: #value_ty = ::odb::IndexArg::into_index_value(value);
-        let value = ::odb::encode_value(&value)?;
+        #convert
+        let value = ::odb::encode_value::<#value_ty>(&value)?;
     };
     let index_arg = quote!(::core::option::Option::Some(#position));
 
@@ -221,7 +240,7 @@ fn index_functions(object: &Object, position: usize, index: &Index) -> TokenStre
         #[doc = #all_doc]
         pub fn #lookup_all(
             r: &impl ::odb::Read,
-            value: impl ::odb::IndexArg<#value_ty>,
+            value: #arg_ty,
         ) -> ::odb::Result<::std::vec::Vec<#handle>> {
             #encode
             #ops::lookup_all::<#ident>(r, #index_arg, value)
@@ -230,7 +249,7 @@ fn index_functions(object: &Object, position: usize, index: &Index) -> TokenStre
         #[doc = #any_doc]
         pub fn #lookup_any(
             r: &impl ::odb::Read,
-            value: impl ::odb::IndexArg<#value_ty>,
+            value: #arg_ty,
         ) -> ::odb::Result<::core::option::Option<#handle>> {
             #encode
             #ops::lookup_any::<#ident>(r, #index_arg, value)
@@ -239,16 +258,21 @@ fn index_functions(object: &Object, position: usize, index: &Index) -> TokenStre
         #[doc = #one_doc]
         pub fn #lookup_one(
             r: &impl ::odb::Read,
-            value: impl ::odb::IndexArg<#value_ty>,
+            value: #arg_ty,
         ) -> ::odb::Result<#handle> {
-            #encode
-            #ops::lookup_one::<#ident>(r, #index_arg, value)
+            #convert
+            let looked_up = value;
+            let value = ::odb::encode_value::<#value_ty>(&looked_up)?;
+            #ops::lookup_one::<#ident>(r, #index_arg, value, || {
+                use ::odb::__private::{DescribeDebug as _, DescribeOther as _};
+                (&::odb::__private::Described(&looked_up)).describe()
+            })
         }
 
         #[doc = #unique_doc]
         pub fn #lookup_unique(
             r: &impl ::odb::Read,
-            value: impl ::odb::IndexArg<#value_ty>,
+            value: #arg_ty,
         ) -> ::odb::Result<::core::option::Option<#handle>> {
             #encode
             #ops::lookup_unique::<#ident>(r, #index_arg, value)
@@ -256,9 +280,9 @@ fn index_functions(object: &Object, position: usize, index: &Index) -> TokenStre
 
         #[doc = #value_doc]
         pub fn #index_value(
-            value: impl ::odb::IndexArg<#value_ty>,
+            value: #arg_ty,
         ) -> ::odb::IndexValue {
-            let value: #value_ty = ::odb::IndexArg::into_index_value(value);
+            #convert
             #ops::index_value::<#ident>(#position, ::odb::encode_value(&value))
         }
     }

@@ -56,6 +56,15 @@ impl FileStorage {
     /// holds data of another format version.
     pub fn open(dir: impl AsRef<Path>) -> Result<FileStorage, StorageError> {
         let dir = dir.as_ref().to_path_buf();
+        // Checked first: creating the directory would fail with "File exists" (or, below a
+        // file, "Not a directory" about a path the user did not give).
+        if dir.exists() && !dir.is_dir() {
+            return Err(StorageError::Unavailable(format!(
+                "the data directory {} is not a directory (it is a file); give the path of a \
+                 directory, which is created if missing",
+                dir.display()
+            )));
+        }
         std::fs::create_dir_all(&dir).map_err(|e| {
             StorageError::Unavailable(format!(
                 "cannot create data directory {}: {e}",

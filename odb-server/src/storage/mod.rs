@@ -13,21 +13,26 @@
 //!
 //! - [`MemoryStorage`]: keeps the image in the process (nothing survives a restart of the
 //!   process); for tests and embedding.
-//! - [`FileStorage`]: an embedded `redb` database in a directory; one durable write transaction
-//!   per batch.
-//! - [`RedisStorage`]: a Redis database; one `MULTI`/`EXEC` transaction per batch.
+//! - `FileStorage` (feature `redb`, on by default): an embedded `redb` database in a directory;
+//!   one durable write transaction per batch.
+//! - `RedisStorage` (feature `redis`, on by default): a Redis database; one `MULTI`/`EXEC`
+//!   transaction per batch.
 //!
 //! Index member sets and conflict stamps are not stored: member sets are rebuilt from the objects'
 //! index values at load, and the conflict history starts empty after a restart (the server then
 //! refuses base tids older than the loaded tid, so nothing is validated against a history it no
 //! longer has).
 
+#[cfg(feature = "redb")]
 mod file;
 mod memory;
+#[cfg(feature = "redis")]
 mod redis;
 
+#[cfg(feature = "redb")]
 pub use file::FileStorage;
 pub use memory::MemoryStorage;
+#[cfg(feature = "redis")]
 pub use redis::{RedisStorage, DEFAULT_REDIS_PREFIX};
 
 use bytes::Bytes;
@@ -209,20 +214,26 @@ pub trait Storage: Send + 'static {
     fn persist(&mut self, batch: Batch) -> StorageFuture<'_, ()>;
 }
 
+// The encoding of stored values, shared by the persistent backends (unused when both are left
+// out).
+#[cfg_attr(not(any(feature = "redb", feature = "redis")), allow(dead_code))]
 type Config = bincode::config::Configuration<
     bincode::config::LittleEndian,
     bincode::config::Varint,
     bincode::config::Limit<{ 1 << 30 }>,
 >;
 
+#[cfg_attr(not(any(feature = "redb", feature = "redis")), allow(dead_code))]
 const CONFIG: Config = bincode::config::standard().with_limit::<{ 1 << 30 }>();
 
+#[cfg_attr(not(any(feature = "redb", feature = "redis")), allow(dead_code))]
 /// Encodes a stored value (an object or the registry).
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
     bincode::serde::encode_to_vec(value, CONFIG)
         .map_err(|e| StorageError::Unavailable(format!("cannot encode {e}")))
 }
 
+#[cfg_attr(not(any(feature = "redb", feature = "redis")), allow(dead_code))]
 /// Decodes a stored value; `what` names it in the error.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StorageError> {
     match bincode::serde::decode_from_slice(bytes, CONFIG) {
@@ -235,6 +246,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T,
     }
 }
 
+#[cfg_attr(not(any(feature = "redb", feature = "redis")), allow(dead_code))]
 /// Reads a little-endian `u64` written by [`u64::to_le_bytes`].
 pub(crate) fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StorageError> {
     let array: [u8; 8] = bytes

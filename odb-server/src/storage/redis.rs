@@ -63,7 +63,16 @@ impl std::fmt::Debug for RedisStorage {
 }
 
 fn unavailable(context: &str) -> impl Fn(redis::RedisError) -> StorageError + '_ {
-    move |e| StorageError::Unavailable(format!("{context}: {e}"))
+    move |e| StorageError::Unavailable(format!("{context}: {}", one_line(&e)))
+}
+
+/// A Redis error on one line: the client's parse errors quote the server's reply over several
+/// lines, which would break the server's one-line log and error messages.
+fn one_line(e: &redis::RedisError) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl RedisStorage {
@@ -78,8 +87,9 @@ impl RedisStorage {
         prefix: &str,
         timeout: Duration,
     ) -> Result<RedisStorage, StorageError> {
-        let client = Client::open(url)
-            .map_err(|e| StorageError::Incompatible(format!("invalid Redis URL {url:?}: {e}")))?;
+        let client = Client::open(url).map_err(|e| {
+            StorageError::Incompatible(format!("invalid Redis URL {url:?}: {}", one_line(&e)))
+        })?;
         let mut storage = RedisStorage {
             client,
             url: url.to_string(),
@@ -108,7 +118,11 @@ impl RedisStorage {
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| {
-                StorageError::Unavailable(format!("cannot connect to Redis at {}: {e}", self.url))
+                StorageError::Unavailable(format!(
+                    "cannot connect to Redis at {}: {}",
+                    self.url,
+                    one_line(&e)
+                ))
             })?;
         self.conn = Some(conn.clone());
         Ok(conn)
@@ -312,7 +326,11 @@ impl RedisStorage {
             .ignore();
         let mut conn = self.conn().await?;
         let result = pipe.query_async::<()>(&mut conn).await.map_err(|e| {
-            StorageError::Unavailable(format!("cannot write to Redis at {}: {e}", self.url))
+            StorageError::Unavailable(format!(
+                "cannot write to Redis at {}: {}",
+                self.url,
+                one_line(&e)
+            ))
         });
         self.settle(result)
     }

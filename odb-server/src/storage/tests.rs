@@ -114,6 +114,7 @@ async fn memory_round_trip_and_failure() {
     check(&clone.load().await.unwrap());
 }
 
+#[cfg(feature = "redb")]
 #[tokio::test]
 async fn file_round_trip_survives_reopen() {
     let dir = std::env::temp_dir().join(format!("odb-storage-test-{}", std::process::id()));
@@ -130,6 +131,7 @@ async fn file_round_trip_survives_reopen() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[cfg(feature = "redb")]
 #[test]
 fn file_refuses_another_format_version() {
     let dir = std::env::temp_dir().join(format!("odb-storage-format-{}", std::process::id()));
@@ -156,4 +158,14 @@ fn file_refuses_another_format_version() {
 fn corrupt_values_are_errors() {
     assert!(decode::<StoredObject>(&[0xff, 0xff, 0xff], "object").is_err());
     assert!(decode_u64(&[1, 2, 3], "tid").is_err());
+}
+
+#[cfg(feature = "redb")]
+#[test]
+fn a_file_is_not_a_data_directory() {
+    let file = std::env::temp_dir().join(format!("odb-storage-file-{}", std::process::id()));
+    std::fs::write(&file, b"not a directory").unwrap();
+    let err = FileStorage::open(&file).unwrap_err().to_string();
+    assert!(err.contains("is not a directory"), "{err}");
+    let _ = std::fs::remove_file(&file);
 }

@@ -1057,7 +1057,7 @@ impl ClientCore {
             .iter()
             .filter_map(|t| t.wire(&registry).map(|(_, ty)| ty))
             .collect();
-        if let Some(info) = registry.get(<crate::core::Connection as crate::Object>::type_def()) {
+        if let Some(info) = registry.get(<crate::system::Connection as crate::Object>::type_def()) {
             types.push(info.type_id);
         }
         drop(registry);

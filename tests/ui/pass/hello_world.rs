@@ -38,7 +38,7 @@ pub mod hello_world {
 
     /// Visits of a user on a day.
     #[derive(odb::Object, Debug, Clone)]
-    #[odb(index(by_user_day = (user, day)))]
+    #[odb(index(user_day = (user, day)))]
     pub struct Visit {
         /// Who visited.
         pub user: String,
@@ -78,8 +78,8 @@ fn read(v: &impl odb::Read, msg: MessageRef) -> odb::Result<()> {
     let _: Option<MessageRef> = Message::lookup_any_by_channel(v, "general")?;
     let _: MessageRef = Message::lookup_one_by_channel(v, String::from("general"))?;
     let _: Option<MessageRef> = Message::lookup_unique_by_channel(v, "general")?;
-    let _: Option<odb::Ref<Visit>> = Visit::lookup_unique_by_user_day(v, ("ann".into(), 3))?;
-    let _: Vec<hello_world::VisitRef> = Visit::lookup_all_by_user_day(v, ("ann".into(), 3))?;
+    let _: Option<odb::Ref<Visit>> = Visit::lookup_unique_by_user_day(v, ("ann", 3))?;
+    let _: Vec<hello_world::VisitRef> = Visit::lookup_all_by_user_day(v, ("ann", 3))?;
     let whole: Message = msg.get(v)?;
     let _: bool = msg.exists(v)?;
     let _: f64 = whole.timestamp;
@@ -106,4 +106,17 @@ fn main() {
     assert_eq!(<Message as odb::Object>::type_def().fields.len(), 5);
     let _index: odb::IndexValue = Message::channel_index("general");
     let _index = Visit::user_day_index(("ann".to_string(), 3));
+}
+
+/// A view's tid needs no import: it is an inherent method.
+#[allow(dead_code)]
+fn view_tid(v: &odb::View<'_>) -> odb::Tid {
+    v.tid()
+}
+
+/// A transaction's tid comes with the prelude.
+#[allow(dead_code)]
+fn transaction_tid(tx: &odb::Transaction<'_>) -> odb::Tid {
+    use odb::prelude::*;
+    tx.tid()
 }

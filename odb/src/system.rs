@@ -1,4 +1,6 @@
-//! The built-in `core` schema, which the server maintains.
+//! The built-in schema the server maintains; on the wire and in the server's logs it is named
+//! `core`. (The module is `odb::system` rather than `odb::core`, which would shadow the `core`
+//! crate in programs that `use odb::*`.)
 //!
 //! The server represents every live connection by a [`Connection`] object whose id is the
 //! connection's id ([`Client::connection_id`](crate::Client::connection_id)). It creates the
@@ -6,9 +8,11 @@
 //! reason (closed, broken, or silent for too many heartbeat intervals), so a client that
 //! subscribes to the type sees connections appear and disappear:
 //!
-//! ```ignore
-//! db.subscribe_type::<odb::core::Connection>().await?;
-//! let live = db.view(|v| odb::core::Connection::lookup_all(v))?;
+//! ```
+//! # async fn demo(db: odb::Client) -> odb::Result<()> {
+//! db.subscribe_type::<odb::system::Connection>().await?;
+//! let live = db.view(|v| odb::system::Connection::lookup_all(v))?;
+//! # Ok(()) }
 //! ```
 //!
 //! Every client can read its own object without subscribing: [`Client::connection`] returns
