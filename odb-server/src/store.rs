@@ -124,6 +124,16 @@ impl Store {
         self.objects.len()
     }
 
+    /// How many distinct (index, value) pairs have members.
+    pub fn index_value_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Bytes of every live object's compact record; walks every object.
+    pub fn record_bytes(&self) -> usize {
+        self.objects.iter().map(|live| live.obj.size()).sum()
+    }
+
     /// How many conflict keys have a stamp in the conflict history.
     pub fn conflict_stamps(&self) -> usize {
         self.history.len()

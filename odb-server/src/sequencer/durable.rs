@@ -218,10 +218,16 @@ impl Sequencer {
             let Some(durable) = &mut self.durable else {
                 return Ok(());
             };
+            let started = Instant::now();
             let result = match batch {
                 Some(batch) => durable.storage.persist(batch).await,
                 None => Ok(()),
             };
+            if unstored {
+                self.status
+                    .metrics
+                    .persist(started.elapsed(), result.is_ok());
+            }
             if let Err(e) = result {
                 self.fail_batch(&e);
                 return Err(e);
@@ -290,12 +296,16 @@ impl Sequencer {
                 OnFailure::Keep => Some(h.frame),
                 OnFailure::Drop => None,
                 OnFailure::SchemaAnswer(_) if !registry_unstored => Some(h.frame),
-                OnFailure::CommitResult(request_id) => encode(&ServerMessage::CommitResult {
-                    request_id,
-                    outcome: CommitOutcome::Invalid {
+                OnFailure::CommitResult(request_id) => {
+                    let outcome = CommitOutcome::Invalid {
                         reason: reason.clone(),
-                    },
-                }),
+                    };
+                    self.status.metrics.commit_outcome(&outcome);
+                    encode(&ServerMessage::CommitResult {
+                        request_id,
+                        outcome,
+                    })
+                }
                 OnFailure::Refuse(request_id) | OnFailure::SchemaAnswer(request_id) => {
                     encode(&ServerMessage::RequestFailed {
                         request_id,
