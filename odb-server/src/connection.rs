@@ -290,6 +290,9 @@ fn message_name(message: &ClientMessage) -> &'static str {
         ClientMessage::Commit { .. } => "Commit",
         ClientMessage::Flush { .. } => "Flush",
         ClientMessage::Heartbeat => "Heartbeat",
+        ClientMessage::DefineDescribedSchema { .. } => "DefineDescribedSchema",
+        ClientMessage::Stats { .. } => "Stats",
+        ClientMessage::ListSchemas { .. } => "ListSchemas",
     }
 }
 

@@ -355,6 +355,31 @@ impl Sequencer {
                 };
                 self.send(conn, &answer);
             }
+            ClientMessage::DefineDescribedSchema {
+                request_id,
+                schema,
+                descriptions,
+            } => {
+                let answer = match self.registry.define_described(&schema, &descriptions) {
+                    Ok(schema) => ServerMessage::SchemaDefined { request_id, schema },
+                    Err(reason) => ServerMessage::RequestFailed { request_id, reason },
+                };
+                self.send(conn, &answer);
+            }
+            ClientMessage::Stats { request_id } => {
+                let stats = self.stats();
+                self.send(conn, &ServerMessage::Stats { request_id, stats });
+            }
+            ClientMessage::ListSchemas { request_id } => {
+                let schemas = self.schema_infos();
+                self.send(
+                    conn,
+                    &ServerMessage::Schemas {
+                        request_id,
+                        schemas,
+                    },
+                );
+            }
             ClientMessage::RequestIds { request_id, count } => {
                 let granted = if count > MAX_ID_REQUEST {
                     None

@@ -301,6 +301,13 @@ impl Store {
             .flat_map(|e| e.members())
     }
 
+    /// How many objects `index` currently has with exactly `value`.
+    pub fn member_count(&self, index: IndexId, value: &[u8]) -> usize {
+        let mut k = Vec::with_capacity(4 + value.len());
+        index_key(&mut k, index, value);
+        self.members.get(&k[..]).map_or(0, |e| e.member_count())
+    }
+
     /// The complete current data of a live object.
     pub fn object_data(&self, id: ObjectId) -> Option<ObjectData> {
         self.live(id).map(|r| ObjectData {

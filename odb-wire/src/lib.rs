@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod codec;
+pub mod describe;
 pub mod hash;
 mod ids;
 pub mod limits;
@@ -16,5 +17,6 @@ pub use codec::{
     decode, decode_client_message, decode_server_message, encode, encode_exact, framing,
     CodecError, DEFAULT_MAX_FRAME, MAX_FRAME_CAP,
 };
+pub use describe::TypeDesc;
 pub use ids::{bytes_eq, FieldId, IdBlock, IndexId, Key, ObjectId, RequestId, Tid, TypeId};
 pub use message::*;

@@ -393,7 +393,10 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
             }
             ServerMessage::Closing { reason } => closing = Some(reason),
             ServerMessage::Heartbeat => {}
-            other @ (ServerMessage::Welcome { .. } | ServerMessage::Rejected { .. }) => {
+            other @ (ServerMessage::Welcome { .. }
+            | ServerMessage::Rejected { .. }
+            | ServerMessage::Stats { .. }
+            | ServerMessage::Schemas { .. }) => {
                 break format!("unexpected message from the server: {other:?}")
             }
         }

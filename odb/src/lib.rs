@@ -40,6 +40,7 @@ mod client;
 mod commits;
 mod connection;
 pub mod core;
+pub mod describe;
 mod error;
 mod ids;
 mod local;
@@ -58,12 +59,14 @@ mod view;
 pub use changes::AppliedCommit;
 pub use client::{Client, ClientBuilder, ClientStats, TxOptions, DEFAULT_MAX_RETRIES};
 pub use commits::Commits;
+pub use describe::{Describe, TypeDesc};
 pub use error::{Error, Result};
 pub use object::{encode_value, Handle, IndexArg, Object, Ref};
 pub use odb_wire::{Key, ObjectId, Tid};
 pub use pending::{PendingCommit, PendingSubscription};
 pub use reactor::Reactor;
 pub use schema::{FieldDef, IndexDef, IndexValue, Schema, TypeDef};
+pub use tls::connect_tls;
 pub use transaction::Transaction;
 pub use view::{Read, View};
 
@@ -81,8 +84,18 @@ pub use odb_derive::schema;
 /// `odb::Ref<T>`, `T::create`, lookups, and field accessors; see the user guide's schema chapter.
 pub use odb_derive::Object;
 
+/// Describes a struct or an enum used as a field type, so that tools can decode its stored
+/// values (see [`describe`]).
+///
+/// It follows the serde attributes that change the encoding: skipped fields are left out, and
+/// `#[serde(transparent)]` describes the inner field; a type whose encoding it cannot follow
+/// (`tag`, `untagged`, `flatten`, `with`, `into`, `from`) is described as opaque. Generic types
+/// are not supported: implement [`Describe`] by hand for them.
+pub use odb_derive::Describe;
+
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::describe::{__nested, Probe, ViaDescribe, ViaOpaque};
     pub use crate::object::ops;
     pub use crate::object::{__decode_field, __decode_field_or_default};
     pub use bytes::Bytes;

@@ -36,7 +36,7 @@ pub(super) struct Durable {
     held: Vec<Held>,
     stored_tid: Tid,
     stored_next_id: u64,
-    stored_registry: (u32, u32, u32),
+    stored_registry: (u32, u32, u32, u32),
     retry_at: Option<Instant>,
 }
 
@@ -116,7 +116,9 @@ pub(super) fn reads_state(request: &Request) -> bool {
         Request::Message {
             message: ClientMessage::Subscribe { .. }
                 | ClientMessage::Unsubscribe { .. }
-                | ClientMessage::Flush { .. },
+                | ClientMessage::Flush { .. }
+                | ClientMessage::Stats { .. }
+                | ClientMessage::ListSchemas { .. },
             ..
         }
     )
@@ -156,6 +158,7 @@ pub(crate) async fn open(
             loaded.registry.last_type,
             loaded.registry.last_field,
             loaded.registry.last_index,
+            0,
         ),
         retry_at: None,
     });

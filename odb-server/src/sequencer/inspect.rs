@@ -2,6 +2,7 @@
 
 use super::Sequencer;
 use crate::metrics::Gauges;
+use odb_wire::{SchemaInfo, StatsData};
 
 /// What is asked.
 #[derive(Debug)]
@@ -23,6 +24,32 @@ impl Sequencer {
         match query {
             Query::Gauges => Answer::Gauges(self.gauges()),
         }
+    }
+
+    /// The figures answered to a client's `Stats`.
+    pub(super) fn stats(&self) -> StatsData {
+        let g = self.gauges();
+        let n = |x: usize| x as u64;
+        StatsData {
+            tid: self.store.tid(),
+            connections: n(self.conns.len()),
+            objects: n(self.store.object_count()),
+            index_values: n(g.index_values),
+            store_bytes: n(g.store_bytes),
+            conflict_stamps: n(self.store.conflict_stamps()),
+            outbound_bytes: n(self.conns.values().map(|c| c.outbound.queued()).sum()),
+            subscriptions: (
+                n(g.type_subscriptions),
+                n(g.index_subscriptions),
+                n(g.object_subscriptions),
+            ),
+        }
+    }
+
+    /// Every schema, with the number of live objects of each type.
+    pub(super) fn schema_infos(&self) -> Vec<SchemaInfo> {
+        self.registry
+            .schema_infos(|all| self.store.member_count(all, &[]))
     }
 
     /// Walks every object and connection: linear in their number, which is why it is computed

@@ -11,7 +11,7 @@
 
 use super::{
     decode, decode_u64, encode, Batch, Loaded, Storage, StorageError, StorageFuture, StoredObject,
-    StoredRegistry, FORMAT_VERSION,
+    FORMAT_VERSION,
 };
 use odb_wire::{ObjectId, Tid};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -146,7 +146,7 @@ impl FileStorage {
             .transpose()?
             .unwrap_or(0);
         let registry = get("registry")?
-            .map(|b| decode::<StoredRegistry>(&b, "registry"))
+            .map(|b| super::decode_registry(&b))
             .transpose()?
             .unwrap_or_default();
         let table = txn.open_table(OBJECTS).map_err(|e| err(e.into()))?;

@@ -19,7 +19,7 @@
 
 use super::{
     decode, encode, Batch, Loaded, Storage, StorageError, StorageFuture, StoredObject,
-    StoredRegistry, FORMAT_VERSION,
+    FORMAT_VERSION,
 };
 use odb_wire::{ObjectId, Tid};
 use redis::aio::MultiplexedConnection;
@@ -170,7 +170,7 @@ impl RedisStorage {
                 .await
                 .map_err(&err)?;
         let registry = registry
-            .map(|b| decode::<StoredRegistry>(&b, "registry"))
+            .map(|b| super::decode_registry(&b))
             .transpose()?
             .unwrap_or_default();
         let mut objects = Vec::new();
