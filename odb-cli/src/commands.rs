@@ -276,7 +276,8 @@ pub async fn dump<W: Write>(
     Ok(())
 }
 
-/// `odb tail`: one line per commit with what changed, until `limit` commits (or forever).
+/// `odb tail`: a first line with the tid it follows from (everything committed later is
+/// printed), then one line per commit with what changed, until `limit` commits (or forever).
 pub async fn tail<W: Write>(
     session: &mut Session,
     out: &mut Output<W>,
@@ -293,7 +294,9 @@ pub async fn tail<W: Write>(
         .iter()
         .map(|o| (o.id, catalog.view(o).type_name))
         .collect();
-    if !out.json {
+    if out.json {
+        out.json(json!({ "following_after_tid": tid.0 }))?;
+    } else {
         out.line(format!(
             "following commits after tid {} (Ctrl-C stops)",
             tid.0
@@ -302,6 +305,10 @@ pub async fn tail<W: Write>(
     let mut seen = 0;
     while limit.is_none_or(|limit| seen < limit) {
         let commit = session.next_commit().await?;
+        // Commits pushed while subscribing (this connection's own object) are in the snapshot.
+        if commit.tid <= tid {
+            continue;
+        }
         let changes = describe_commit(&catalog, &mut known, &commit);
         if out.json {
             let list: Vec<_> = changes

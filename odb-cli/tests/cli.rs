@@ -119,6 +119,15 @@ async fn declare_described(server: &RunningServer) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The next line the command printed, waiting at most 20 s.
+async fn next_line(
+    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+) -> anyhow::Result<String> {
+    tokio::time::timeout(Duration::from_secs(20), lines.recv())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the command ended early"))
+}
+
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("odb-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -283,41 +292,35 @@ async fn tail_prints_each_commit_as_it_happens() -> anyhow::Result<()> {
         .stdout
         .take()
         .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-    let reader = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<String>>()
+    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
     });
-    // The command subscribes before following; its connection object appears when it has
-    // connected, and commits made from then on reach it once its subscription is complete.
-    // Commit until two lines were printed, with a bound.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut n = 0;
-    while !reader.is_finished() {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "tail printed too little"
-        );
-        n += 1;
-        let name = format!("c{n}");
+    // The first line comes once the command's subscription is complete: every commit made
+    // from then on is in its feed.
+    let header: Json = serde_json::from_str(&next_line(&mut lines_rx).await?)?;
+    assert!(header["following_after_tid"].as_u64().is_some(), "{header}");
+    for name in ["c1", "c2"] {
         db.transaction(|tx| {
             Customer::create(
                 tx,
                 Customer {
-                    name: name.clone(),
+                    name: name.into(),
                     age: 2,
                 },
             )
         })
         .await?;
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let lines = reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("reader panicked"))?;
+    let lines = vec![
+        next_line(&mut lines_rx).await?,
+        next_line(&mut lines_rx).await?,
+    ];
     assert!(child.wait()?.success());
-    assert_eq!(lines.len(), 2, "{lines:?}");
     let changes: Vec<Json> = lines
         .iter()
         .map(|l| serde_json::from_str::<Json>(l))
@@ -327,8 +330,9 @@ async fn tail_prints_each_commit_as_it_happens() -> anyhow::Result<()> {
         .flat_map(|c| c["changes"].as_array().into_iter().flatten())
         .filter(|c| c["op"] == "create" && c["type"] == "cli_shop.Customer")
         .collect();
-    assert!(!created.is_empty(), "{lines:?}");
-    assert_eq!(created[0]["fields"]["age"], 2);
+    assert_eq!(created.len(), 2, "{lines:?}");
+    assert_eq!(created[0]["fields"]["name"], "c1");
+    assert_eq!(created[1]["fields"]["age"], 2);
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
