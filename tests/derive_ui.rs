@@ -1,6 +1,6 @@
-//! Compile tests of `#[odb::schema]` and `#[derive(odb::Object)]`: each file in `tests/ui/`
-//! makes one mistake, and its `.stderr` holds the error the user sees; the files in
-//! `tests/ui/pass/` must compile.
+//! Compile tests of `#[odb::schema]`, `#[derive(odb::Object)]` and `#[derive(odb::Describe)]`:
+//! each file in `tests/ui/` makes one mistake, and its `.stderr` holds the error the user sees;
+//! the files in `tests/ui/pass/` must compile.
 
 #[test]
 fn derive_ui() {

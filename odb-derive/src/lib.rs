@@ -8,6 +8,7 @@
 
 mod check;
 mod codegen;
+mod describe;
 mod errors;
 mod expand;
 mod model;
@@ -38,5 +39,14 @@ pub fn derive_object(item: TokenStream) -> TokenStream {
             tokens.extend(expand::object_fallback(&input));
             tokens
         })
+        .into()
+}
+
+/// Describes a struct or enum's serialized shape: see `odb::Describe`.
+#[proc_macro_derive(Describe, attributes(serde))]
+pub fn derive_describe(item: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(item as syn::DeriveInput);
+    describe::expand(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }

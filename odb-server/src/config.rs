@@ -1,6 +1,7 @@
 //! Server settings.
 
 use crate::tls::TlsConfig;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Settings of a [`Server`](crate::Server). Start from [`ServerConfig::new`] (or `Default`) and
@@ -63,6 +64,12 @@ pub struct ServerConfig {
     /// [`Server::start`](crate::Server::start) refuses to listen on such an address unless
     /// [`ServerConfig::tls`] is set.
     pub allow_plaintext: bool,
+    /// Where to serve Prometheus metrics over HTTP, at `/metrics`; `None` (the default) serves
+    /// none. Port 0 picks a free port (see [`Server::metrics_addr`](crate::Server::metrics_addr)).
+    pub metrics_addr: Option<SocketAddr>,
+    /// Allows [`ServerConfig::metrics_addr`] to be an address other than loopback. Without it
+    /// (the default), the server refuses to start with such an address.
+    pub metrics_allow_remote: bool,
 }
 
 impl ServerConfig {
@@ -103,6 +110,8 @@ impl Default for ServerConfig {
             commit_id_window_time: Duration::from_secs(600),
             tls: None,
             allow_plaintext: false,
+            metrics_addr: None,
+            metrics_allow_remote: false,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::auth_throttle::AuthThrottle;
 use crate::config::ServerConfig;
+use crate::metrics::{Metrics, Refusal};
 use crate::outbound::{self, Outbound, OutboundReceiver};
 use crate::sequencer::Request;
 use bytes::Bytes;
@@ -54,6 +55,8 @@ pub(crate) struct ConnContext {
     pub stop: CancellationToken,
     /// Owns every task the server spawns.
     pub tracker: TaskTracker,
+    /// The server's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 type Reader<S> = FramedRead<tokio::io::ReadHalf<S>, LengthDelimitedCodec>;
@@ -97,6 +100,7 @@ where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let limit = ctx.config.max_connections;
+    ctx.metrics.connection_refused(Refusal::Full);
     tracing::warn!(peer = %peer.name, "refusing a connection: {limit} connections are open (the connection limit)");
     let (_, write) = tokio::io::split(stream);
     let mut writer = FramedWrite::new(write, odb_wire::framing(ctx.config.max_frame));
@@ -129,6 +133,7 @@ where
         Ok(name) => name,
         Err(None) => return,
         Err(Some(reason)) => {
+            ctx.metrics.connection_refused(Refusal::of(&reason));
             tracing::warn!(?reason, "hello rejected");
             let rejected = ServerMessage::Rejected { reason };
             let _ = timeout(
@@ -162,6 +167,7 @@ where
     }
     let Ok(conn) = conn.await else { return };
     tracing::Span::current().record("id", conn.0);
+    ctx.metrics.connection_accepted();
     tracing::info!(client = %client_name, "client authenticated");
 
     let heartbeat = ctx.config.heartbeat_interval;
@@ -303,6 +309,9 @@ fn message_name(message: &ClientMessage) -> &'static str {
         ClientMessage::Heartbeat => "Heartbeat",
         ClientMessage::Resume { .. } => "Resume",
         ClientMessage::QueryCommits { .. } => "QueryCommits",
+        ClientMessage::DefineDescribedSchema { .. } => "DefineDescribedSchema",
+        ClientMessage::Stats { .. } => "Stats",
+        ClientMessage::ListSchemas { .. } => "ListSchemas",
     }
 }
 
@@ -354,6 +363,7 @@ async fn read_loop<S: AsyncRead>(
                 silence.as_mut().reset(last_frame + idle);
                 continue;
             }
+            ctx.metrics.heartbeat_expired();
             return End::Protocol(format!(
                 "no frame received for {idle:?} (missed heartbeats)"
             ));
@@ -397,6 +407,7 @@ pub(crate) fn queue_budget(max_frame: usize, frames: usize) -> usize {
 /// Hands a message to the sequencer once its frame's bytes fit in the budget of queued
 /// requests; `false` if the sequencer is gone.
 async fn forward(ctx: &ConnContext, conn: ObjectId, message: ClientMessage, bytes: usize) -> bool {
+    let received = Instant::now();
     // A frame is at most `max_frame` bytes and the budget holds several of those.
     let wanted = u32::try_from(bytes.clamp(1, ctx.config.max_frame)).unwrap_or(u32::MAX);
     let Ok(permit) = ctx.queued_bytes.clone().acquire_many_owned(wanted).await else {
@@ -406,6 +417,7 @@ async fn forward(ctx: &ConnContext, conn: ObjectId, message: ClientMessage, byte
         conn,
         message,
         _budget: Some(permit),
+        received,
     };
     ctx.sequencer.send(request).await.is_ok()
 }

@@ -21,11 +21,13 @@ mod auth_throttle;
 mod config;
 mod connection;
 mod error;
+mod http;
 mod id_grants;
 mod id_set;
 mod limits;
 mod listener;
 mod liveness;
+mod metrics;
 mod outbound;
 mod push;
 mod registry;
@@ -74,6 +76,7 @@ pub struct Server {
     status: Arc<Status>,
     runtime: tokio::runtime::Handle,
     local_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -148,6 +151,8 @@ impl Server {
             None => None,
         };
         let local_addr = listener.as_ref().map(|l| l.local_addr()).transpose()?;
+        let http_listener = http::bind(&config).await?;
+        let metrics_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
 
         let config = Arc::new(config);
         let status = Arc::new(Status::default());
@@ -172,7 +177,18 @@ impl Server {
             sequencer: requests,
             stop,
             tracker,
+            metrics: status.metrics.clone(),
         };
+        if let Some(http_listener) = http_listener {
+            let state = http::HttpState {
+                status: status.clone(),
+                queues: ctx.queues.clone(),
+                sequencer: ctx.sequencer.clone(),
+            };
+            let span = tracing::info_span!("metrics", addr = ?metrics_addr);
+            let task = http::serve(http_listener, state, ctx.stop.clone(), ctx.tracker.clone());
+            ctx.tracker.spawn(task.instrument(span));
+        }
         if let Some(listener) = listener {
             let span = tracing::info_span!("listener", addr = ?local_addr);
             ctx.tracker
@@ -183,12 +199,19 @@ impl Server {
             status,
             runtime,
             local_addr,
+            metrics_addr,
         })
     }
 
     /// The address the server listens on, if it was started with one.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
+    }
+
+    /// The address of the metrics endpoint, if
+    /// [`ServerConfig::metrics_addr`] was set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Opens a connection inside this process. The returned stream is the client end and speaks

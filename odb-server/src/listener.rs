@@ -34,6 +34,8 @@ pub(crate) async fn accept_loop(listener: TcpListener, ctx: ConnContext) {
                     Err(_) => match ctx.refusals.clone().try_acquire_owned() {
                         Ok(permit) => Slot::Refuse(permit),
                         Err(_) => {
+                            ctx.metrics
+                                .connection_refused(crate::metrics::Refusal::Full);
                             tracing::debug!(%peer, "dropping a connection: over the connection limit");
                             continue;
                         }

@@ -52,7 +52,9 @@ impl ConnectionType {
     /// Defines the `core` schema in the registry (merging by name with an existing definition)
     /// and returns the connection type's ids.
     pub fn define(registry: &mut Registry) -> Result<ConnectionType, String> {
-        let schema = registry.define(&schema_def())?;
+        // Described like a client's schema, so that tools show the fields' values.
+        let described = [vec![odb_wire::TypeDesc::String, odb_wire::TypeDesc::Bool]];
+        let schema = registry.define_described(&schema_def(), &described)?;
         let ids = schema
             .types
             .into_iter()

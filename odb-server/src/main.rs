@@ -8,6 +8,7 @@
 //! odb-server --service-token-file token.txt 0.0.0.0 8000 --tls-cert c.pem --tls-key k.pem
 //! odb-server --service-token TOKEN --tls-self-signed ./server-cert.pem 127.0.0.1 8000
 //! odb-server --service-token TOKEN 127.0.0.1 0 --print-address   # prints e.g. 127.0.0.1:40613
+//! odb-server --service-token TOKEN --metrics-addr 127.0.0.1:9100 127.0.0.1 8000
 //! ```
 
 use anyhow::{anyhow, bail, Context};
@@ -94,6 +95,13 @@ struct Args {
     /// Most bytes queued for one connection before it is disconnected as too slow a reader.
     #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().outbound_limit_bytes)]
     max_outbound_bytes: usize,
+    /// Serve Prometheus metrics over HTTP at /metrics on HOST:PORT (loopback only, unless
+    /// --metrics-allow-remote).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
+    /// Allow --metrics-addr to be an address other than loopback.
+    #[arg(long, requires = "metrics_addr")]
+    metrics_allow_remote: bool,
     /// Most connections open at once; more are refused ("server full").
     #[arg(long, value_name = "N", default_value_t = ServerConfig::default().max_connections)]
     max_connections: usize,
@@ -185,8 +193,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (Some(_), Some(path)) => format!("TLS on (self-signed, certificate in {})", path.display()),
         (Some(_), None) => "TLS on".to_string(),
     };
+    let metrics_addr = match &args.metrics_addr {
+        Some(addr) => Some(resolve_host_port(addr).await?),
+        None => None,
+    };
     let config = ServerConfig {
         token,
+        metrics_addr,
+        metrics_allow_remote: args.metrics_allow_remote,
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
         max_frame: args.max_frame_bytes,
         max_writes_per_commit: args.max_writes_per_commit,
@@ -212,6 +226,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .map_err(|e| anyhow!("{e}"))?;
     let listening = server.local_addr().unwrap_or(addr);
     tracing::info!("odb-server listening on {listening}, storage {storage_line}, {tls_line}");
+    if let Some(metrics) = server.metrics_addr() {
+        tracing::info!("metrics at http://{metrics}/metrics");
+    }
     if args.print_address {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{listening}")
@@ -250,6 +267,17 @@ async fn open_storage(args: &Args) -> anyhow::Result<Option<Box<dyn Storage>>> {
         return Ok(Some(Box::new(storage)));
     }
     Ok(None)
+}
+
+/// Resolves a `HOST:PORT` argument to the first address it names.
+async fn resolve_host_port(addr: &str) -> anyhow::Result<SocketAddr> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("{addr:?} is not HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| anyhow!("{addr:?}: {port:?} is not a port number"))?;
+    resolve(host.trim_start_matches('[').trim_end_matches(']'), port).await
 }
 
 /// Resolves `host:port` to the first address it names.

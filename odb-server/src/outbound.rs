@@ -159,6 +159,11 @@ impl Outbound {
         close(&self.shared, reason);
     }
 
+    /// Bytes of frames queued and not yet taken by the writer.
+    pub fn queued(&self) -> usize {
+        self.shared.queued.load(Ordering::Acquire)
+    }
+
     /// Whether the connection is closing.
     pub fn is_closed(&self) -> bool {
         self.shared.closed.is_cancelled()

@@ -4,9 +4,10 @@
 //! Identity is by name (schema, type, field or index name), so two clients declaring the same
 //! schema share ids, and a client declaring an extra field simply adds it. Ids are never reused.
 
+use crate::storage::StoredDescription;
 use crate::storage::{StoredIndex, StoredRegistry, StoredSchema, StoredType};
 use odb_wire::hash::FastMap;
-use odb_wire::{FieldId, IndexId, SchemaDef, SchemaIds, TypeId, TypeIds};
+use odb_wire::{FieldId, IndexId, SchemaDef, SchemaIds, TypeDesc, TypeId, TypeIds};
 use std::collections::HashMap;
 
 /// What the registry knows about one type.
@@ -38,6 +39,10 @@ pub(crate) struct Registry {
     next_type: u32,
     next_field: u32,
     next_index: u32,
+    /// The latest description of each described field.
+    descriptions: FastMap<FieldId, TypeDesc>,
+    /// How many times a description was added or replaced, for [`Registry::generation`].
+    description_changes: u32,
 }
 
 impl Registry {
@@ -112,6 +117,72 @@ impl Registry {
             });
         }
         Ok(ids)
+    }
+
+    /// Like [`Registry::define`], and records the descriptions of the fields' values:
+    /// `descriptions[t][f]` describes field `f` of type `t` of `def`. A field keeps its latest
+    /// description; fields without one in this request keep the one they have.
+    pub fn define_described(
+        &mut self,
+        def: &SchemaDef,
+        descriptions: &[Vec<TypeDesc>],
+    ) -> Result<SchemaIds, String> {
+        let ids = self.define(def)?;
+        for (ty, described) in ids.types.iter().zip(descriptions) {
+            for (field, desc) in ty.fields.iter().zip(described) {
+                if self.descriptions.get(field) != Some(desc) {
+                    self.descriptions.insert(*field, desc.clone());
+                    self.description_changes = self.description_changes.wrapping_add(1);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The latest description of a field's values, if one was given.
+    pub fn description(&self, field: FieldId) -> Option<&TypeDesc> {
+        self.descriptions.get(&field)
+    }
+
+    /// Every schema with its types, fields (and their descriptions) and indices, sorted by
+    /// name and ids; `count` gives the number of live objects of a type's "all" index.
+    pub fn schema_infos(&self, count: impl Fn(IndexId) -> usize) -> Vec<odb_wire::SchemaInfo> {
+        self.to_stored()
+            .schemas
+            .into_iter()
+            .map(|schema| odb_wire::SchemaInfo {
+                name: schema.name,
+                types: schema
+                    .types
+                    .into_iter()
+                    .map(|ty| odb_wire::TypeInfo {
+                        count: count(ty.all_index) as u64,
+                        name: ty.name,
+                        type_id: ty.id,
+                        exists_field: ty.exists_field,
+                        all_index: ty.all_index,
+                        fields: ty
+                            .fields
+                            .into_iter()
+                            .map(|(name, id)| odb_wire::FieldInfo {
+                                desc: self.description(id).cloned(),
+                                name,
+                                id,
+                            })
+                            .collect(),
+                        indices: ty
+                            .indices
+                            .into_iter()
+                            .map(|i| odb_wire::IndexInfo {
+                                name: i.name,
+                                id: i.id,
+                                fields: i.fields,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 
     /// The checks of [`Registry::define`], done before anything is changed.
@@ -198,11 +269,21 @@ impl Registry {
             })
             .collect();
         schemas.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut descriptions: Vec<StoredDescription> = self
+            .descriptions
+            .iter()
+            .map(|(field, desc)| StoredDescription {
+                field: *field,
+                desc: desc.clone(),
+            })
+            .collect();
+        descriptions.sort_by_key(|d| d.field);
         StoredRegistry {
             schemas,
             last_type: self.next_type,
             last_field: self.next_field,
             last_index: self.next_index,
+            descriptions,
         }
     }
 
@@ -263,12 +344,23 @@ impl Registry {
                     .insert(ty.name.clone(), entry);
             }
         }
+        for d in &stored.descriptions {
+            if registry.field_type.contains_key(&d.field) {
+                registry.descriptions.insert(d.field, d.desc.clone());
+            }
+        }
         Ok(registry)
     }
 
-    /// A value that changes whenever the registry assigns a new id.
-    pub fn generation(&self) -> (u32, u32, u32) {
-        (self.next_type, self.next_field, self.next_index)
+    /// A value that changes whenever the registry assigns a new id or a field's description
+    /// changes.
+    pub fn generation(&self) -> (u32, u32, u32, u32) {
+        (
+            self.next_type,
+            self.next_field,
+            self.next_index,
+            self.description_changes,
+        )
     }
 
     /// The type's implicit ids, if the type is known.
@@ -379,6 +471,39 @@ mod tests {
         assert_eq!(a.types[0].indices, b.types[0].indices);
         assert!(back.field_type(b.types[0].fields[2]).is_some());
         assert!(reg.field_type(b.types[0].fields[2]).is_none());
+    }
+
+    #[test]
+    fn descriptions_follow_the_latest_describing_definition() {
+        let mut reg = Registry::default();
+        let v1 = reg
+            .define_described(&schema(&["x", "y"], &[]), &[vec![TypeDesc::U32]])
+            .unwrap();
+        let (x, y) = (v1.types[0].fields[0], v1.types[0].fields[1]);
+        assert_eq!(reg.description(x), Some(&TypeDesc::U32));
+        assert_eq!(reg.description(y), None, "no description given for y");
+        let generation = reg.generation();
+
+        // A client without descriptions changes nothing.
+        reg.define(&schema(&["x", "y", "z"], &[])).unwrap();
+        assert_eq!(reg.description(x), Some(&TypeDesc::U32));
+
+        // A new version describes its fields; x keeps its id and takes the new description.
+        let v2 = reg
+            .define_described(
+                &schema(&["x", "y"], &[]),
+                &[vec![TypeDesc::U64, TypeDesc::String]],
+            )
+            .unwrap();
+        assert_eq!(v2.types[0].fields[0], x);
+        assert_eq!(reg.description(x), Some(&TypeDesc::U64));
+        assert_eq!(reg.description(y), Some(&TypeDesc::String));
+        assert_ne!(reg.generation(), generation, "the change is stored");
+
+        let back = Registry::from_stored(&reg.to_stored()).unwrap();
+        assert_eq!(back.description(y), Some(&TypeDesc::String));
+        let infos = back.schema_infos(|_| 0);
+        assert_eq!(infos[0].types[0].fields[1].desc, Some(TypeDesc::String));
     }
 
     #[test]

@@ -38,6 +38,7 @@ use crate::config::ServerConfig;
 use crate::id_grants::IdGrants;
 use crate::limits;
 use crate::liveness::ConnectionType;
+use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::push;
 use crate::registry::Registry;
@@ -55,6 +56,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Most object ids granted by one request, so that one client cannot exhaust the id space.
@@ -85,6 +87,8 @@ pub(crate) enum Request {
         /// The message's share of the byte budget of queued requests, given back when the
         /// request has been handled (`None` for requests made inside the server).
         _budget: Option<OwnedSemaphorePermit>,
+        /// When its frame was read, for the queue-wait and commit-latency metrics.
+        received: Instant,
     },
     /// The connection is gone.
     Disconnect {
@@ -100,6 +104,13 @@ pub(crate) enum Request {
         /// Receives the answer.
         reply: oneshot::Sender<bool>,
     },
+    /// A read-only question about the current state, for metrics and inspection.
+    Inspect {
+        /// What is asked.
+        query: inspect::Query,
+        /// Receives the answer.
+        reply: oneshot::Sender<inspect::Answer>,
+    },
 }
 
 /// Figures the sequencer publishes for the [`Server`](crate::Server) handle.
@@ -113,6 +124,8 @@ pub(crate) struct Status {
     pub objects: AtomicUsize,
     /// Conflict keys with a stamp in the conflict history.
     pub conflict_stamps: AtomicUsize,
+    /// The server's metrics, updated by the sequencer and the connection tasks.
+    pub metrics: Arc<Metrics>,
 }
 
 struct Conn {
@@ -233,6 +246,7 @@ impl Sequencer {
     /// Processes requests until the channel closes or `stop` is cancelled.
     pub async fn run(mut self, mut requests: mpsc::Receiver<Request>, stop: CancellationToken) {
         let mut batch = Vec::with_capacity(BATCH);
+        let mut arrivals = Vec::new();
         loop {
             let retry_at = self.retry_at();
             tokio::select! {
@@ -242,6 +256,7 @@ impl Sequencer {
                     if n == 0 {
                         break;
                     }
+                    arrivals = observe::batch(&self.status.metrics, &batch);
                     for request in batch.drain(..) {
                         if self.durable.is_some() && durable::reads_state(&request) {
                             // A failure is answered to the requests concerned.
@@ -253,6 +268,7 @@ impl Sequencer {
             }
             // Group commit: the batch is stored once, then its answers and pushes go out.
             let _ = self.settle().await;
+            observe::answered(&self.status.metrics, &mut arrivals);
         }
         tracing::debug!("sequencer stopped");
     }
@@ -273,6 +289,9 @@ impl Sequencer {
                         .connection_type
                         .heartbeat_checks_suspended(&self.store, conn);
                 let _ = reply.send(suspended);
+            }
+            Request::Inspect { query, reply } => {
+                let _ = reply.send(self.inspect(query));
             }
         }
         self.delete_ended_connections();
@@ -390,6 +409,31 @@ impl Sequencer {
                 };
                 self.send(conn, &answer);
             }
+            ClientMessage::DefineDescribedSchema {
+                request_id,
+                schema,
+                descriptions,
+            } => {
+                let answer = match self.registry.define_described(&schema, &descriptions) {
+                    Ok(schema) => ServerMessage::SchemaDefined { request_id, schema },
+                    Err(reason) => ServerMessage::RequestFailed { request_id, reason },
+                };
+                self.send(conn, &answer);
+            }
+            ClientMessage::Stats { request_id } => {
+                let stats = self.stats();
+                self.send(conn, &ServerMessage::Stats { request_id, stats });
+            }
+            ClientMessage::ListSchemas { request_id } => {
+                let schemas = self.schema_infos();
+                self.send(
+                    conn,
+                    &ServerMessage::Schemas {
+                        request_id,
+                        schemas,
+                    },
+                );
+            }
             ClientMessage::RequestIds { request_id, count } => {
                 let granted = if count > MAX_ID_REQUEST {
                     None
@@ -464,6 +508,7 @@ impl Sequencer {
                     .check_client_commit(&self.registry, &self.store, conn, commit)
                     .map_err(|reason| CommitOutcome::Invalid { reason })
             });
+        let started = Instant::now();
         let outcome = match checked.and_then(|()| self.store.commit(&self.registry, commit)) {
             Ok(applied) => {
                 if let Some(id) = commit.commit_id {
@@ -476,6 +521,7 @@ impl Sequencer {
             }
             Err(outcome) => outcome,
         };
+        observe::applied(&self.status.metrics, started, &outcome);
         self.send(
             conn,
             &ServerMessage::CommitResult {
@@ -785,6 +831,8 @@ fn duration_ms(d: std::time::Duration) -> u64 {
 
 mod commit_ids;
 mod durable;
+pub(crate) mod inspect;
+mod observe;
 mod sessions;
 
 pub(crate) use durable::open;

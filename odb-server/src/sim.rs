@@ -313,6 +313,7 @@ impl SimServer {
             conn: id,
             message,
             _budget: None,
+            received: tokio::time::Instant::now(),
         };
         if self.storage.is_some() && reads_state(&request) {
             // A failure is answered to the requests concerned.

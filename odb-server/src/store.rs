@@ -124,6 +124,16 @@ impl Store {
         self.objects.len()
     }
 
+    /// How many distinct (index, value) pairs have members.
+    pub fn index_value_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Bytes of every live object's compact record; walks every object.
+    pub fn record_bytes(&self) -> usize {
+        self.objects.iter().map(|live| live.obj.size()).sum()
+    }
+
     /// How many conflict keys have a stamp in the conflict history.
     pub fn conflict_stamps(&self) -> usize {
         self.history.len()
@@ -306,6 +316,13 @@ impl Store {
             .get(&k[..])
             .into_iter()
             .flat_map(move |e| e.members_in(lo, hi))
+    }
+
+    /// How many objects `index` currently has with exactly `value`.
+    pub fn member_count(&self, index: IndexId, value: &[u8]) -> usize {
+        let mut k = Vec::with_capacity(4 + value.len());
+        index_key(&mut k, index, value);
+        self.members.get(&k[..]).map_or(0, |e| e.member_count())
     }
 
     /// The complete current data of a live object.

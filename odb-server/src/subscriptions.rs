@@ -81,6 +81,17 @@ pub(crate) struct Visibility {
     left: FastMap<ObjectId, Vec<(IndexId, Bytes)>>,
 }
 
+/// How many subscriptions of each kind a connection holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Held {
+    /// Whole types.
+    pub types: usize,
+    /// Index values (type subscriptions not included).
+    pub index_values: usize,
+    /// Single objects.
+    pub objects: usize,
+}
+
 /// What one connection gets of one object touched by a commit.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(crate) enum Part {
@@ -137,6 +148,22 @@ impl Visibility {
             }
         }
         visible
+    }
+
+    /// The subscriptions held, by kind; `is_type_index` tells a type's "all" index.
+    pub fn held(&self, is_type_index: impl Fn(IndexId) -> bool) -> Held {
+        let mut held = Held {
+            objects: self.objects.len(),
+            ..Held::default()
+        };
+        for (index, values) in &self.index_subs.by_index {
+            if is_type_index(*index) {
+                held.types += values.len();
+            } else {
+                held.index_values += values.len();
+            }
+        }
+        held
     }
 
     /// How many targets (index values and single objects) this connection is subscribed to,

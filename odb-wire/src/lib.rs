@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod codec;
+pub mod describe;
 pub mod hash;
 mod ids;
 pub mod limits;
@@ -16,6 +17,7 @@ pub use codec::{
     decode, decode_client_message, decode_server_message, encode, encode_commit_push, encode_exact,
     framing, hello_version, CodecError, PushEntry, DEFAULT_MAX_FRAME, MAX_FRAME_CAP,
 };
+pub use describe::TypeDesc;
 pub use ids::{
     bytes_eq, CommitId, DatabaseId, FieldId, IdBlock, IndexId, Key, ObjectId, RequestId, Tid,
     TypeId,

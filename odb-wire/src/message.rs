@@ -6,6 +6,7 @@
 //! message with the same id. Pushed commits ([`ServerMessage::Commit`]) arrive in tid order and
 //! always before any answer that mentions a later tid.
 
+use crate::describe::TypeDesc;
 use crate::ids::{
     CommitId, DatabaseId, FieldId, IdBlock, IndexId, Key, ObjectId, RequestId, Tid, TypeId,
 };
@@ -104,6 +105,29 @@ pub enum ClientMessage {
         request_id: RequestId,
         /// Each commit's id and the base tid it was sent with.
         commits: Vec<(CommitId, Tid)>,
+    },
+    /// Declares a schema like [`ClientMessage::DefineSchema`], with a description of each
+    /// field's type for tools that decode values without the Rust types; answered by
+    /// [`ServerMessage::SchemaDefined`]. The server keeps the latest description of each field
+    /// (identity stays by name); fields declared without one keep theirs.
+    DefineDescribedSchema {
+        /// Correlation id.
+        request_id: RequestId,
+        /// The schema as the client knows it.
+        schema: SchemaDef,
+        /// `descriptions[t][f]` describes field `f` of type `t` of `schema`; missing entries
+        /// leave fields undescribed.
+        descriptions: Vec<Vec<TypeDesc>>,
+    },
+    /// Asks for the server's figures; answered by [`ServerMessage::Stats`].
+    Stats {
+        /// Correlation id.
+        request_id: RequestId,
+    },
+    /// Asks for every schema the server knows; answered by [`ServerMessage::Schemas`].
+    ListSchemas {
+        /// Correlation id.
+        request_id: RequestId,
     },
 }
 
@@ -222,6 +246,91 @@ pub enum ServerMessage {
         /// What became of each commit.
         statuses: Vec<CommitStatus>,
     },
+    /// Answer to [`ClientMessage::Stats`].
+    Stats {
+        /// Correlation id.
+        request_id: RequestId,
+        /// The figures.
+        stats: StatsData,
+    },
+    /// Answer to [`ClientMessage::ListSchemas`].
+    Schemas {
+        /// Correlation id.
+        request_id: RequestId,
+        /// Every schema, sorted by name.
+        schemas: Vec<SchemaInfo>,
+    },
+}
+
+/// A server's figures, as of one moment.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct StatsData {
+    /// The tid of the last commit.
+    pub tid: Tid,
+    /// Live authenticated connections.
+    pub connections: u64,
+    /// Live objects.
+    pub objects: u64,
+    /// Distinct index values with members.
+    pub index_values: u64,
+    /// Bytes of the objects' records in memory.
+    pub store_bytes: u64,
+    /// Conflict keys in the conflict history.
+    pub conflict_stamps: u64,
+    /// Bytes queued for all connections.
+    pub outbound_bytes: u64,
+    /// Subscription targets held: whole types, index values, single objects.
+    pub subscriptions: (u64, u64, u64),
+}
+
+/// One schema as the server knows it: every type, field and index ever declared, with ids.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct SchemaInfo {
+    /// The schema's name.
+    pub name: String,
+    /// Its types, sorted by id.
+    pub types: Vec<TypeInfo>,
+}
+
+/// One type of a [`SchemaInfo`].
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct TypeInfo {
+    /// The type's name.
+    pub name: String,
+    /// Its id.
+    pub type_id: TypeId,
+    /// Its existence field.
+    pub exists_field: FieldId,
+    /// Its index of all live objects.
+    pub all_index: IndexId,
+    /// Live objects of the type.
+    pub count: u64,
+    /// Its fields, sorted by id.
+    pub fields: Vec<FieldInfo>,
+    /// Its indices, sorted by id.
+    pub indices: Vec<IndexInfo>,
+}
+
+/// One field of a [`TypeInfo`].
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct FieldInfo {
+    /// The field's name.
+    pub name: String,
+    /// Its id.
+    pub id: FieldId,
+    /// The latest description of its values, if a client sent one.
+    pub desc: Option<TypeDesc>,
+}
+
+/// One index of a [`TypeInfo`].
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct IndexInfo {
+    /// The index's name.
+    pub name: String,
+    /// Its id.
+    pub id: IndexId,
+    /// The names of the fields it covers, in order.
+    pub fields: Vec<String>,
 }
 
 /// What became of a commit, as answered to [`ClientMessage::QueryCommits`].

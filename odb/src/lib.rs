@@ -42,6 +42,7 @@ mod builder;
 mod changes;
 mod client;
 mod commits;
+pub mod describe;
 mod driver;
 mod error;
 mod ids;
@@ -66,6 +67,7 @@ pub use builder::ClientBuilder;
 pub use changes::AppliedCommit;
 pub use client::{Client, ClientStats, DEFAULT_MAX_RETRIES};
 pub use commits::Commits;
+pub use describe::{Describe, TypeDesc};
 pub use error::{Error, Result};
 pub use object::{encode_value, Handle, IndexArg, Object, Ref};
 pub use odb_wire::{Key, ObjectId, Tid};
@@ -73,6 +75,7 @@ pub use pending::{PendingCommit, PendingSubscription};
 pub use reactor::Reactor;
 pub use schema::{FieldDef, IndexDef, IndexValue, Schema, TypeDef};
 pub use session::{ConnectionStatus, ReconnectPolicy};
+pub use tls::connect_tls;
 pub use transact::TxOptions;
 pub use transaction::Transaction;
 pub use view::{Read, View};
@@ -100,9 +103,18 @@ pub use odb_derive::Object;
 pub mod prelude {
     pub use crate::{schema, Client, Error, Object, Read, Ref, Result, Transaction, View};
 }
+/// Describes a struct or an enum used as a field type, so that tools can decode its stored
+/// values (see [`describe`]).
+///
+/// It follows the serde attributes that change the encoding: skipped fields are left out, and
+/// `#[serde(transparent)]` describes the inner field; a type whose encoding it cannot follow
+/// (`tag`, `untagged`, `flatten`, `with`, `into`, `from`) is described as opaque. Generic types
+/// are not supported: implement [`Describe`] by hand for them.
+pub use odb_derive::Describe;
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::describe::{__nested, Probe, ViaDescribe, ViaOpaque};
     pub use crate::object::ops;
     pub use crate::object::{__decode_field, __decode_field_or_default};
     pub use crate::object::{DescribeDebug, DescribeOther, Described};

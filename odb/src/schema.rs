@@ -2,6 +2,7 @@
 //! `#[odb::schema]` and `#[derive(odb::Object)]`.
 
 use bytes::Bytes;
+use odb_wire::{ClientMessage, IndexDef as WireIndexDef, RequestId, SchemaDef, TypeDesc};
 
 /// A schema: a name and the object types declared in its module.
 ///
@@ -26,6 +27,51 @@ impl Schema {
     /// The schema's object types, in declaration order.
     pub fn types(&self) -> &[&'static TypeDef] {
         &self.types
+    }
+
+    /// The schema as it is declared on the wire: names of types, fields and indices.
+    pub fn wire_def(&self) -> SchemaDef {
+        SchemaDef {
+            name: self.name.to_string(),
+            types: self
+                .types
+                .iter()
+                .map(|t| odb_wire::TypeDef {
+                    name: t.name.to_string(),
+                    fields: t.fields.iter().map(|f| f.name.to_string()).collect(),
+                    indices: t
+                        .indices
+                        .iter()
+                        .map(|i| WireIndexDef {
+                            name: i.name.to_string(),
+                            fields: i
+                                .fields
+                                .iter()
+                                .filter_map(|&f| t.fields.get(f).map(|f| f.name.to_string()))
+                                .collect(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The description of every field's values: `[type][field]`, in declaration order.
+    pub fn field_descriptions(&self) -> Vec<Vec<TypeDesc>> {
+        self.types
+            .iter()
+            .map(|t| t.fields.iter().map(|f| (f.describe)()).collect())
+            .collect()
+    }
+
+    /// The message that declares this schema with the descriptions of its fields' values, so
+    /// that tools can decode them. A server answers it like a plain `DefineSchema`.
+    pub fn define_message(&self, request_id: RequestId) -> ClientMessage {
+        ClientMessage::DefineDescribedSchema {
+            request_id,
+            schema: self.wire_def(),
+            descriptions: self.field_descriptions(),
+        }
     }
 }
 
@@ -56,6 +102,8 @@ pub struct FieldDef {
     pub name: &'static str,
     /// Whether a missing value reads as `Default::default()` (`#[odb(default)]`).
     pub default: bool,
+    /// Describes the field's values (see [`crate::describe`]).
+    pub describe: fn() -> TypeDesc,
 }
 
 /// One index of a [`TypeDef`]: its value is the tuple of the listed fields.

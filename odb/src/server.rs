@@ -112,6 +112,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Serve Prometheus metrics over HTTP at `/metrics` on this address (port 0 picks a free
+    /// port; see [`RunningServer::metrics_addr`]). Only loopback addresses are accepted unless
+    /// [`ServerConfig::metrics_allow_remote`] is set.
+    pub fn metrics(mut self, addr: SocketAddr) -> Self {
+        self.config.metrics_addr = Some(addr);
+        self
+    }
+
     /// How often heartbeats are exchanged.
     pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
         self.config.heartbeat_interval = interval;
@@ -187,6 +195,12 @@ impl RunningServer {
     /// The TCP address the server listens on, if it was started with [`ServerBuilder::listen`].
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.server.local_addr()
+    }
+
+    /// The address of the metrics endpoint, if it was started with [`ServerBuilder::metrics`]
+    /// or [`ServerConfig::metrics_addr`].
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.metrics_addr()
     }
 
     /// The URL TCP clients connect to, if the server listens on TCP: `odbs://addr` when it

@@ -34,6 +34,19 @@ pub(crate) async fn handshake(
         .map_err(|e| Error::Tls(describe(&e, host, ca_file)))
 }
 
+/// Opens a TLS session on a connected socket exactly as an `odbs://` client does, for tools
+/// that speak the protocol themselves: the server's certificate is verified for the host part
+/// of `addr` (`host:port`) against `ca_file` or, without one, the system's trusted roots.
+///
+/// Fails with [`Error::Tls`] when the certificate is not trusted or the handshake fails.
+pub async fn connect_tls(
+    tcp: TcpStream,
+    addr: &str,
+    ca_file: Option<&Path>,
+) -> Result<TlsStream<TcpStream>> {
+    handshake(tcp, addr, ca_file).await
+}
+
 /// The host part of `host:port` (brackets of an IPv6 address removed).
 fn host_of(addr: &str) -> &str {
     let host = match addr.rsplit_once(':') {

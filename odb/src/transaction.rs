@@ -444,6 +444,15 @@ fn pending_index_value(
     Some(value.freeze())
 }
 
+impl Transaction<'_> {
+    /// The tid of the snapshot this transaction reads from. (The same as [`Read::tid`],
+    /// callable without importing the trait.) Reading it makes the commit conflict with any
+    /// commit made since.
+    pub fn tid(&self) -> Tid {
+        Read::tid(self)
+    }
+}
+
 impl Read for Transaction<'_> {
     fn tid(&self) -> Tid {
         self.tid_read.set(true);

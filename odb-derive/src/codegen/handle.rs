@@ -163,3 +163,16 @@ pub(crate) fn methods(object: &Object) -> TokenStream {
         }
     }
 }
+
+/// `impl odb::Describe for StructRef`: a reference, stored as the id number.
+pub(crate) fn describe_impl(ident: &syn::Ident, schema: &str, name: &str) -> TokenStream {
+    let handle = handle_ident(ident);
+    let type_name = format!("{schema}.{name}");
+    quote! {
+        impl ::odb::Describe for #handle {
+            fn describe() -> ::odb::TypeDesc {
+                ::odb::TypeDesc::Ref { type_name: ::std::string::String::from(#type_name) }
+            }
+        }
+    }
+}

@@ -25,6 +25,7 @@ pub(crate) fn object(object: &Object) -> TokenStream {
     let functions = object::associated_functions(object);
     let handle_impls = handle::trait_impls(&object.ident, &object.name);
     let handle_methods = handle::methods(object);
+    let handle_describe = handle::describe_impl(&object.ident, &object.schema, &object.name);
     quote! {
         #definition
 
@@ -34,6 +35,7 @@ pub(crate) fn object(object: &Object) -> TokenStream {
             #functions
             #handle_impls
             #handle_methods
+            #handle_describe
         };
     }
 }

@@ -13,7 +13,19 @@ pub(crate) fn type_def(object: &Object, type_def_ident: &syn::Ident) -> TokenStr
     let fields = object.fields.iter().map(|field| {
         let name = &field.name;
         let default = field.default;
-        quote!(::odb::FieldDef { name: #name, default: #default })
+        let ty = &field.ty;
+        quote!(::odb::FieldDef {
+            name: #name,
+            default: #default,
+            describe: {
+                #[allow(clippy::needless_borrow)]
+                fn describe() -> ::odb::TypeDesc {
+                    use ::odb::__private::{ViaDescribe as _, ViaOpaque as _};
+                    (&&::odb::__private::Probe::<#ty>::new()).__odb_describe()
+                }
+                describe
+            },
+        })
     });
     let indices = object.indices.iter().map(|index| {
         let name = &index.name;

@@ -38,7 +38,7 @@ pub(super) struct Durable {
     held: Vec<Held>,
     stored_tid: Tid,
     stored_next_id: u64,
-    stored_registry: (u32, u32, u32),
+    stored_registry: (u32, u32, u32, u32),
     /// Whether the database's identity is stored (it is not in a new storage, nor in data
     /// written before identities were).
     stored_database: bool,
@@ -123,7 +123,9 @@ pub(crate) fn reads_state(request: &Request) -> bool {
                 | ClientMessage::Unsubscribe { .. }
                 | ClientMessage::Flush { .. }
                 | ClientMessage::Resume { .. }
-                | ClientMessage::QueryCommits { .. },
+                | ClientMessage::QueryCommits { .. }
+                | ClientMessage::Stats { .. }
+                | ClientMessage::ListSchemas { .. },
             ..
         }
     )
@@ -183,6 +185,7 @@ pub(crate) async fn open_with_clock(
             loaded.registry.last_type,
             loaded.registry.last_field,
             loaded.registry.last_index,
+            0,
         ),
         stored_database: loaded.database.is_some(),
         retry_at: None,
@@ -248,10 +251,16 @@ impl Sequencer {
             let Some(durable) = &mut self.durable else {
                 return Ok(());
             };
+            let started = Instant::now();
             let result = match batch {
                 Some(batch) => durable.storage.persist(batch).await,
                 None => Ok(()),
             };
+            if unstored {
+                self.status
+                    .metrics
+                    .persist(started.elapsed(), result.is_ok());
+            }
             if let Err(e) = result {
                 self.fail_batch(&e);
                 return Err(e);
@@ -327,12 +336,16 @@ impl Sequencer {
                 OnFailure::Keep => Some(h.frame),
                 OnFailure::Drop => None,
                 OnFailure::SchemaAnswer(_) if !registry_unstored => Some(h.frame),
-                OnFailure::CommitResult(request_id) => encode(&ServerMessage::CommitResult {
-                    request_id,
-                    outcome: CommitOutcome::Invalid {
+                OnFailure::CommitResult(request_id) => {
+                    let outcome = CommitOutcome::Invalid {
                         reason: reason.clone(),
-                    },
-                }),
+                    };
+                    self.status.metrics.commit_outcome(&outcome);
+                    encode(&ServerMessage::CommitResult {
+                        request_id,
+                        outcome,
+                    })
+                }
                 OnFailure::Refuse(request_id) | OnFailure::SchemaAnswer(request_id) => {
                     encode(&ServerMessage::RequestFailed {
                         request_id,

@@ -29,6 +29,7 @@ fn harness(config: ServerConfig) -> (Harness, Client) {
     seq.handle(Request::Message {
         conn: first.id,
         _budget: None,
+        received: tokio::time::Instant::now(),
         message: ClientMessage::DefineSchema {
             request_id: RequestId(1),
             schema: SchemaDef {
@@ -105,6 +106,7 @@ impl Harness {
             conn: client.id,
             message,
             _budget: None,
+            received: tokio::time::Instant::now(),
         });
     }
 
@@ -217,6 +219,7 @@ fn ids_start_at_one_and_are_never_reused() {
         seq.handle(Request::Message {
             conn: connection,
             _budget: None,
+            received: tokio::time::Instant::now(),
             message: ClientMessage::RequestIds {
                 request_id: RequestId(1),
                 count,

@@ -15,7 +15,7 @@
 
 use super::{
     decode, decode_u64, encode, Batch, Loaded, Storage, StorageError, StorageFuture, StoredCommit,
-    StoredObject, StoredRegistry, FORMAT_VERSION,
+    StoredObject, FORMAT_VERSION,
 };
 use odb_wire::{CommitId, DatabaseId, ObjectId, Tid};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -168,7 +168,7 @@ impl FileStorage {
             .transpose()?
             .unwrap_or(0);
         let registry = get("registry")?
-            .map(|b| decode::<StoredRegistry>(&b, "registry"))
+            .map(|b| super::decode_registry(&b))
             .transpose()?
             .unwrap_or_default();
         let database = get("database")?

@@ -36,7 +36,7 @@ pub use memory::MemoryStorage;
 pub use redis::{RedisStorage, DEFAULT_REDIS_PREFIX};
 
 use bytes::Bytes;
-use odb_wire::{CommitId, DatabaseId, FieldId, IndexId, ObjectId, Tid, TypeId};
+use odb_wire::{CommitId, DatabaseId, FieldId, IndexId, ObjectId, Tid, TypeDesc, TypeId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
@@ -93,6 +93,45 @@ pub struct StoredRegistry {
     pub last_field: u32,
     /// The last index id assigned.
     pub last_index: u32,
+    /// The latest description of each described field. Last, so that a registry stored
+    /// before descriptions existed is recognised by its end (see [`decode_registry`]).
+    pub descriptions: Vec<StoredDescription>,
+}
+
+/// The description of one field's values, as a client sent it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredDescription {
+    /// The field.
+    pub field: FieldId,
+    /// Its values' shape.
+    pub desc: TypeDesc,
+}
+
+/// The registry as stored before field descriptions existed.
+#[derive(Deserialize)]
+struct StoredRegistryWithoutDescriptions {
+    schemas: Vec<StoredSchema>,
+    last_type: u32,
+    last_field: u32,
+    last_index: u32,
+}
+
+/// Decodes a stored registry, with or without field descriptions (a registry stored by an
+/// older server has none and ends after `last_index`).
+pub(crate) fn decode_registry(bytes: &[u8]) -> Result<StoredRegistry, StorageError> {
+    match decode::<StoredRegistry>(bytes, "registry") {
+        Ok(registry) => Ok(registry),
+        Err(error) => match decode::<StoredRegistryWithoutDescriptions>(bytes, "registry") {
+            Ok(old) => Ok(StoredRegistry {
+                schemas: old.schemas,
+                last_type: old.last_type,
+                last_field: old.last_field,
+                last_index: old.last_index,
+                descriptions: Vec::new(),
+            }),
+            Err(_) => Err(error),
+        },
+    }
 }
 
 /// One schema of a [`StoredRegistry`].

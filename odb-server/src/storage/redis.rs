@@ -22,7 +22,7 @@
 
 use super::{
     decode, encode, Batch, Loaded, Storage, StorageError, StorageFuture, StoredCommit,
-    StoredObject, StoredRegistry, FORMAT_VERSION,
+    StoredObject, FORMAT_VERSION,
 };
 use odb_wire::{DatabaseId, ObjectId, Tid};
 use redis::aio::MultiplexedConnection;
@@ -206,7 +206,7 @@ impl RedisStorage {
             })
             .transpose()?;
         let registry = registry
-            .map(|b| decode::<StoredRegistry>(&b, "registry"))
+            .map(|b| super::decode_registry(&b))
             .transpose()?
             .unwrap_or_default();
         let mut objects = Vec::new();

@@ -30,6 +30,7 @@ fn registry() -> StoredRegistry {
         last_type: 1,
         last_field: 2,
         last_index: 1,
+        descriptions: Vec::new(),
     }
 }
 
@@ -168,4 +169,34 @@ fn a_file_is_not_a_data_directory() {
     let err = FileStorage::open(&file).unwrap_err().to_string();
     assert!(err.contains("is not a directory"), "{err}");
     let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn a_registry_stored_before_descriptions_still_loads() {
+    #[derive(serde::Serialize)]
+    struct Old {
+        schemas: Vec<StoredSchema>,
+        last_type: u32,
+        last_field: u32,
+        last_index: u32,
+    }
+    let old = Old {
+        schemas: Vec::new(),
+        last_type: 3,
+        last_field: 9,
+        last_index: 4,
+    };
+    let loaded = decode_registry(&encode(&old).unwrap()).unwrap();
+    assert_eq!(loaded.last_field, 9);
+    assert!(loaded.descriptions.is_empty());
+
+    let new = StoredRegistry {
+        last_field: 1,
+        descriptions: vec![StoredDescription {
+            field: odb_wire::FieldId(1),
+            desc: odb_wire::TypeDesc::String,
+        }],
+        ..StoredRegistry::default()
+    };
+    assert_eq!(decode_registry(&encode(&new).unwrap()).unwrap(), new);
 }

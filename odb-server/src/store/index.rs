@@ -191,6 +191,14 @@ impl IndexValue {
         one.into_iter().chain(many.into_iter().flatten())
     }
 
+    /// How many members the value has.
+    pub fn member_count(&self) -> usize {
+        match &self.0 {
+            Repr::InlineOne { .. } | Repr::HeapOne { .. } => 1,
+            Repr::InlineMany { many, .. } | Repr::HeapMany { many, .. } => many.len(),
+        }
+    }
+
     /// The members in ascending order.
     pub fn members(&self) -> impl Iterator<Item = ObjectId> + '_ {
         let (one, many) = match &self.0 {

@@ -221,6 +221,11 @@ impl Obj {
         )
     }
 
+    /// Bytes of the record's buffer.
+    pub fn size(&self) -> usize {
+        self.data.len()
+    }
+
     /// Its type.
     pub fn ty(&self) -> TypeId {
         TypeId(get(&self.data, &mut 0) as u32)

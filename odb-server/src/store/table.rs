@@ -242,7 +242,6 @@ impl<E: Keyed, S: BuildHasher> Table<E, S> {
     }
 
     /// Every entry, in no particular order.
-    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = &E> {
         self.entries.chunks.iter().flatten()
     }

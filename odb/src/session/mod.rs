@@ -37,8 +37,8 @@ use crate::{Error, Result};
 use bytes::Bytes;
 use odb_wire::{
     ClientMessage, CommitId, CommitOutcome, CommitRequest, CommitStatus, DatabaseId, IdBlock,
-    IndexDef, ObjectData, ObjectId, RejectReason, RequestId, SchemaDef, SchemaIds, ServerMessage,
-    Tid, TypeDef as WireTypeDef, TypeId, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    ObjectData, ObjectId, RejectReason, RequestId, SchemaIds, ServerMessage, Tid, TypeId,
+    OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -540,6 +540,8 @@ impl ClientCore {
             }
             ServerMessage::Closing { reason } => self.closing = Some(reason),
             ServerMessage::Heartbeat => {}
+            // Answers to requests of tools (the `odb` command), which a client never sends.
+            ServerMessage::Stats { .. } | ServerMessage::Schemas { .. } => {}
         }
     }
 
@@ -765,10 +767,8 @@ impl ClientCore {
     /// Queues the message of a schema, id or flush request.
     fn send_request(&mut self, id: RequestId, pending: &Pending) -> Result<()> {
         let message = match pending {
-            Pending::Schema { schema, .. } => ClientMessage::DefineSchema {
-                request_id: id,
-                schema: schema_def(schema),
-            },
+            // With a description of each field's type, for tools that decode values.
+            Pending::Schema { schema, .. } => schema.define_message(id),
             Pending::Ids { count } => ClientMessage::RequestIds {
                 request_id: id,
                 count: *count,
@@ -1277,32 +1277,5 @@ fn describe_rejection(reason: &RejectReason) -> (String, bool) {
             true,
         ),
         RejectReason::Other(reason) => (format!("the server refused the connection: {reason}"), false),
-    }
-}
-
-/// The wire definition of a schema: names only.
-pub(crate) fn schema_def(schema: &Schema) -> SchemaDef {
-    SchemaDef {
-        name: schema.name().to_string(),
-        types: schema
-            .types()
-            .iter()
-            .map(|t| WireTypeDef {
-                name: t.name.to_string(),
-                fields: t.fields.iter().map(|f| f.name.to_string()).collect(),
-                indices: t
-                    .indices
-                    .iter()
-                    .map(|i| IndexDef {
-                        name: i.name.to_string(),
-                        fields: i
-                            .fields
-                            .iter()
-                            .filter_map(|&f| t.fields.get(f).map(|f| f.name.to_string()))
-                            .collect(),
-                    })
-                    .collect(),
-            })
-            .collect(),
     }
 }

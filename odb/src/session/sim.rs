@@ -14,7 +14,7 @@
 use super::*;
 use crate::transaction::{Finished, Need, Transaction};
 use crate::view::{Snapshot, View};
-use crate::{Read, Ref};
+use crate::Ref;
 use odb_server::sim::{SimConn, SimServer};
 use odb_server::storage::MemoryStorage;
 use odb_server::ServerConfig;

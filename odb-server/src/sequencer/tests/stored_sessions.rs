@@ -22,6 +22,7 @@ async fn message(seq: &mut Sequencer, client: &Client, message: ClientMessage) {
         conn: client.id,
         message,
         _budget: None,
+        received: tokio::time::Instant::now(),
     };
     handle_stored(seq, request).await;
 }

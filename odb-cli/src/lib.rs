@@ -1,0 +1,17 @@
+//! The `odb` command's library: a read-only protocol session with a server, the schema
+//! catalog that decodes stored values through their descriptions, and the commands.
+//!
+//! The command only reads: it subscribes to what it shows and never commits.
+
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod catalog;
+pub mod commands;
+pub mod error;
+pub mod render;
+pub mod session;
+
+pub use catalog::Catalog;
+pub use error::CliError;
+pub use session::{Session, Target};
