@@ -260,7 +260,14 @@ async fn connections_over_the_limit_are_refused() {
     let a = Client::builder(&url).token(TOKEN).connect().await.unwrap();
     let b = Client::builder(&url).token(TOKEN).connect().await.unwrap();
     match Client::builder(&url).token(TOKEN).connect().await {
-        Err(Error::Server(reason)) => assert!(reason.starts_with("server full"), "{reason}"),
+        Err(Error::Refused(reason)) => {
+            assert_eq!(reason, odb_wire::Refusal::ServerFull { limit: 2 });
+            assert!(!reason.is_permanent());
+            assert!(
+                Error::Refused(reason).to_string().contains("server full"),
+                "the user sees why"
+            );
+        }
         other => panic!("expected a refusal, got {other:?}"),
     }
     works(&a).await;
@@ -275,7 +282,7 @@ async fn connections_over_the_limit_are_refused() {
                 break;
             }
             Err(e) if tokio::time::Instant::now() < deadline => {
-                assert!(matches!(e, Error::Server(_)), "{e:?}");
+                assert!(matches!(e, Error::Refused(_)), "{e:?}");
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
             Err(e) => panic!("the place was never freed: {e}"),

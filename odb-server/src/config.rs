@@ -33,21 +33,27 @@ pub struct ServerConfig {
     /// unauthenticated peer cannot make the server buffer `max_frame` bytes. Default 64 KiB.
     pub max_hello_frame: usize,
     /// Most field writes, index writes and deletes in one commit; more is refused with a reason
-    /// starting with [`odb_wire::limits::WRITES_PER_COMMIT`]. Default 1 000 000.
+    /// naming [`Limit::WritesPerCommit`](odb_wire::limits::Limit::WritesPerCommit). Default 1 000 000.
     pub max_writes_per_commit: usize,
     /// Most field reads and index lookups recorded by one commit; more is refused with a reason
-    /// starting with [`odb_wire::limits::READS_PER_COMMIT`]. Default 1 000 000.
+    /// naming [`Limit::ReadsPerCommit`](odb_wire::limits::Limit::ReadsPerCommit). Default 1 000 000.
     pub max_reads_per_commit: usize,
     /// Largest encoded field value or index value, in bytes; a larger one is refused with a
-    /// reason starting with [`odb_wire::limits::VALUE_SIZE`]. Default 16 MiB.
+    /// refusal naming [`Limit::ValueSize`](odb_wire::limits::Limit::ValueSize). Default 16 MiB.
     pub max_value_bytes: usize,
     /// Most subscription targets one connection may hold; a subscription past it is refused
-    /// with a reason starting with [`odb_wire::limits::SUBSCRIPTIONS_PER_CONNECTION`].
+    /// naming [`Limit::SubscriptionsPerConnection`](odb_wire::limits::Limit::SubscriptionsPerConnection).
     /// Default 10 000.
     pub max_subscriptions: usize,
     /// Most connections open at once, authenticated or not (in-process ones included); one more
-    /// is refused with `Rejected { Other("server full ...") }` and closed. Default 4096.
+    /// is refused with `Rejected { ServerFull }` and closed. Default 4096.
     pub max_connections: usize,
+    /// Most connections one peer address may hold before they have authenticated (TLS
+    /// handshake and hello); one more from that address is refused with
+    /// `Rejected { TooManyFromAddress }` without being read. `None` (the default): a tenth of
+    /// [`ServerConfig::max_connections`] (409 of the default 4096), at least 2, so that one
+    /// address cannot take more than a tenth of the server with idle connections.
+    pub max_hello_connections_per_address: Option<usize>,
     /// TLS for TCP connections; `None` (the default) serves plaintext. In-process connections
     /// never use TLS.
     pub tls: Option<TlsConfig>,
@@ -64,6 +70,13 @@ impl ServerConfig {
             token: token.into(),
             ..ServerConfig::default()
         }
+    }
+
+    /// The per-address cap of connections in their hello that is in force.
+    pub(crate) fn hello_cap_per_address(&self) -> usize {
+        self.max_hello_connections_per_address
+            .unwrap_or((self.max_connections / 10).max(2))
+            .max(1)
     }
 
     /// How long a connection may stay silent before it is closed.
@@ -91,6 +104,7 @@ impl Default for ServerConfig {
             max_value_bytes: 16 << 20,
             max_subscriptions: 10_000,
             max_connections: 4096,
+            max_hello_connections_per_address: None,
             tls: None,
             allow_plaintext: false,
         }

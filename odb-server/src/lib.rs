@@ -17,6 +17,7 @@
 // Library code answers bad input with errors, never panics: no unwrap/expect outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod admission;
 mod auth_throttle;
 mod config;
 mod connection;
@@ -42,6 +43,7 @@ pub use error::ServerError;
 pub use stats::ServerStats;
 pub use tls::{self_signed_names, TlsConfig};
 
+use admission::Admission;
 use auth_throttle::AuthThrottle;
 use connection::ConnContext;
 use odb_wire::Tid;
@@ -160,6 +162,8 @@ impl Server {
                 SEQUENCER_QUEUE_FRAMES,
             ))),
             auth_throttle: Arc::new(AuthThrottle::default()),
+            admission: Arc::new(Admission::new(config.hello_cap_per_address())),
+            refusal_log: Arc::default(),
             queues: Arc::default(),
             config,
             sequencer: requests,
@@ -199,11 +203,12 @@ impl Server {
         };
         match self.ctx.connections.clone().try_acquire_owned() {
             Ok(permit) => {
-                let task = connection::serve(self.ctx.clone(), server, peer, permit);
+                let task = connection::serve(self.ctx.clone(), server, peer, permit, None);
                 self.ctx.tracker.spawn_on(task, &self.runtime);
             }
             Err(_) => {
-                let task = connection::refuse_full(self.ctx.clone(), server, peer);
+                let reason = connection::server_full(&self.ctx);
+                let task = connection::refuse(self.ctx.clone(), server, peer, reason);
                 self.ctx.tracker.spawn_on(task, &self.runtime);
             }
         }

@@ -40,6 +40,7 @@ use crate::snapshot::Snapshot;
 use crate::store::{Applied, Limits, Store};
 use crate::subscriptions::{current, Selection, Visibility};
 use bytes::Bytes;
+use odb_wire::limits::Limit;
 use odb_wire::{
     ClientMessage, CommitOutcome, CommitRequest, IdBlock, ObjectData, ObjectId, RequestId,
     ServerMessage, SubscriptionTarget, PROTOCOL_VERSION,
@@ -184,7 +185,7 @@ impl Sequencer {
             let retry_at = self.retry_at();
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = sleep_until(retry_at) => self.delete_ended_connections(),
+                _ = sleep_until(retry_at) => self.retry().await,
                 n = requests.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
                         break;
@@ -233,7 +234,7 @@ impl Sequencer {
     ) {
         let (Some(conn), Some(ids)) = (self.allocate(1), self.allocate(self.config.id_block_size))
         else {
-            outbound.close("the server has run out of object ids".into());
+            outbound.close(odb_wire::Refusal::OutOfIds);
             return;
         };
         let conn = ObjectId(conn.start);
@@ -332,7 +333,11 @@ impl Sequencer {
             ClientMessage::DefineSchema { request_id, schema } => {
                 let answer = match self.registry.define(&schema) {
                     Ok(schema) => ServerMessage::SchemaDefined { request_id, schema },
-                    Err(reason) => ServerMessage::RequestFailed { request_id, reason },
+                    Err(reason) => ServerMessage::RequestFailed {
+                        request_id,
+                        reason,
+                        limit: None,
+                    },
                 };
                 self.send(conn, &answer);
             }
@@ -352,6 +357,7 @@ impl Sequencer {
                         reason: format!(
                             "cannot grant {count} object ids; ask for at most {MAX_ID_REQUEST} at once"
                         ),
+                        limit: None,
                     },
                 };
                 self.send(conn, &answer);
@@ -383,12 +389,25 @@ impl Sequencer {
     }
 
     fn commit(&mut self, conn: ObjectId, request_id: RequestId, commit: &CommitRequest) {
+        if let Some(reason) = self.storage_trouble() {
+            // Fail fast rather than apply what cannot be stored now.
+            let outcome = CommitOutcome::StorageUnavailable { reason };
+            let result = ServerMessage::CommitResult {
+                request_id,
+                outcome,
+            };
+            self.send(conn, &result);
+            return;
+        }
         let checked = limits::check_commit(&self.config, commit)
             .and_then(|()| self.check_created_ids(conn, commit))
             .and_then(|()| {
                 self.connection_type
                     .check_client_commit(&self.registry, &self.store, conn, commit)
-                    .map_err(|reason| CommitOutcome::Invalid { reason })
+                    .map_err(|reason| CommitOutcome::Invalid {
+                        reason,
+                        limit: None,
+                    })
             });
         let outcome = match checked.and_then(|()| self.store.commit(&self.registry, commit)) {
             Ok(applied) => {
@@ -429,6 +448,7 @@ impl Sequencer {
                      (create objects only with ids from RequestIds or the Welcome)",
                     w.object
                 ),
+                limit: None,
             }),
             None => Ok(()),
         }
@@ -470,7 +490,9 @@ impl Sequencer {
                     durable::OnFailure::Drop,
                 ),
                 None => {
-                    conn.outbound.close("a commit could not be encoded".into());
+                    conn.outbound.close(odb_wire::Refusal::Internal {
+                        detail: "a commit could not be encoded".into(),
+                    });
                     false
                 }
             };
@@ -519,15 +541,12 @@ impl Sequencer {
         let (held, new) = state.visibility.subscription_count(&indices, &objects);
         let limit = self.config.max_subscriptions;
         if held.saturating_add(new) > limit {
-            let reason = odb_wire::limits::reason(
-                odb_wire::limits::SUBSCRIPTIONS_PER_CONNECTION,
-                format_args!(
-                    "{held} subscriptions held and {new} more asked for, over the server's \
-                     limit of {limit} per connection; subscribe to a type or an index value \
-                     instead of many single objects"
-                ),
-            );
-            return self.fail(conn, request_id, reason);
+            let reason = Limit::SubscriptionsPerConnection.reason(format_args!(
+                "{held} subscriptions held and {new} more asked for, over the server's \
+                 limit of {limit} per connection; subscribe to a type or an index value \
+                 instead of many single objects"
+            ));
+            return self.fail_limit(conn, request_id, reason, Limit::SubscriptionsPerConnection);
         }
         for (index, object) in additions {
             if let Some((index, value)) = index {
@@ -595,7 +614,21 @@ impl Sequencer {
     }
 
     fn fail(&mut self, conn: ObjectId, request_id: RequestId, reason: String) {
-        self.send(conn, &ServerMessage::RequestFailed { request_id, reason });
+        let failed = ServerMessage::RequestFailed {
+            request_id,
+            reason,
+            limit: None,
+        };
+        self.send(conn, &failed);
+    }
+
+    fn fail_limit(&mut self, conn: ObjectId, request_id: RequestId, reason: String, limit: Limit) {
+        let failed = ServerMessage::RequestFailed {
+            request_id,
+            reason,
+            limit: Some(limit),
+        };
+        self.send(conn, &failed);
     }
 
     /// Queues a message for a connection. Returns `false`, and forgets the connection, if it is
@@ -614,9 +647,9 @@ impl Sequencer {
                 durable::OnFailure::of(message),
             ),
             None => {
-                state
-                    .outbound
-                    .close("a message could not be encoded".into());
+                state.outbound.close(odb_wire::Refusal::Internal {
+                    detail: "a message could not be encoded".into(),
+                });
                 false
             }
         };
@@ -652,11 +685,13 @@ impl Sequencer {
 /// closed with that reason: the client could not read it. Returns whether it was queued.
 fn queue_frame(outbound: &Outbound, frame: Bytes, max_frame: usize) -> bool {
     if frame.len() > max_frame {
-        outbound.close(format!(
-            "a message for this connection encodes to {} bytes, over the frame limit of \
-             {max_frame} bytes",
-            frame.len()
-        ));
+        outbound.close(odb_wire::Refusal::Internal {
+            detail: format!(
+                "a message for this connection encodes to {} bytes, over the frame limit of \
+                 {max_frame} bytes",
+                frame.len()
+            ),
+        });
         return false;
     }
     outbound.send(frame)

@@ -74,7 +74,10 @@ pub(crate) struct Store {
 }
 
 fn invalid(reason: String) -> CommitOutcome {
-    CommitOutcome::Invalid { reason }
+    CommitOutcome::Invalid {
+        reason,
+        limit: None,
+    }
 }
 
 impl Store {
@@ -163,17 +166,19 @@ impl Store {
             .journal
             .iter()
             .flat_map(|j| j.keys())
-            .map(|id| {
-                let record = self.live(*id).map(|r| Record {
-                    ty: r.ty(),
-                    fields: r.field_list(),
-                    indices: r.index_list(),
-                });
-                (*id, record)
-            })
+            .map(|id| (*id, self.current(*id)))
             .collect();
         changes.sort_by_key(|(id, _)| *id);
         changes
+    }
+
+    /// The current contents of an object as it is stored (`None`: it does not exist).
+    pub fn current(&self, id: ObjectId) -> Option<Record> {
+        self.live(id).map(|r| Record {
+            ty: r.ty(),
+            fields: r.field_list(),
+            indices: r.index_list(),
+        })
     }
 
     /// Forgets the journal: its changes are stored.

@@ -6,10 +6,10 @@
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use odb_server::{Server, ServerConfig, ServerError, TlsConfig};
-use odb_wire::limits;
+use odb_wire::limits::Limit;
 use odb_wire::{
     ClientMessage, CommitOutcome, CommitRequest, FieldId, FieldWrite, IdBlock, IndexDef, IndexId,
-    IndexWrite, ObjectData, ObjectId, RejectReason, RequestId, SchemaDef, ServerMessage,
+    IndexWrite, ObjectData, ObjectId, Refusal, RequestId, SchemaDef, ServerMessage,
     SubscriptionTarget, Tid, TypeDef, TypeId, TypeIds, PROTOCOL_VERSION,
 };
 use proptest::prelude::*;
@@ -187,7 +187,14 @@ fn config() -> ServerConfig {
 
 fn invalid_reason(outcome: CommitOutcome) -> String {
     match outcome {
-        CommitOutcome::Invalid { reason } => reason,
+        CommitOutcome::Invalid { reason, .. } => reason,
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+fn invalid_limit(outcome: CommitOutcome) -> Option<Limit> {
+    match outcome {
+        CommitOutcome::Invalid { limit, .. } => limit,
         other => panic!("expected Invalid, got {other:?}"),
     }
 }
@@ -254,7 +261,7 @@ async fn malformed_truncated_and_oversized_frames_close_only_their_connection() 
     assert!(matches!(
         garbage.expect_closed().await,
         Some(ServerMessage::Rejected {
-            reason: RejectReason::Other(_)
+            reason: Refusal::NotHello { .. }
         })
     ));
 
@@ -264,8 +271,8 @@ async fn malformed_truncated_and_oversized_frames_close_only_their_connection() 
     oversized.send_raw(&(1u32 << 20).to_be_bytes()).await;
     match oversized.expect_closed().await {
         Some(ServerMessage::Rejected {
-            reason: RejectReason::Other(reason),
-        }) => assert!(reason.contains("unreadable"), "{reason}"),
+            reason: Refusal::NotHello { detail },
+        }) => assert!(detail.contains("unreadable"), "{detail}"),
         other => panic!("expected Rejected, got {other:?}"),
     }
 
@@ -493,28 +500,22 @@ async fn limits_are_refused_with_their_names() {
 
     let mut too_many = create(&t, ids.start, "x", Tid(0));
     too_many.deletes = vec![ObjectId(ids.start + 1), ObjectId(ids.start + 2)];
-    let reason = invalid_reason(client.commit(too_many).await);
     assert_eq!(
-        limits::named_in(&reason),
-        Some(limits::WRITES_PER_COMMIT),
-        "{reason}"
+        invalid_limit(client.commit(too_many).await),
+        Some(Limit::WritesPerCommit)
     );
 
     let mut reads = create(&t, ids.start, "x", Tid(0));
     reads.reads = vec![(ObjectId(1), t.fields[0]); 3];
-    let reason = invalid_reason(client.commit(reads).await);
     assert_eq!(
-        limits::named_in(&reason),
-        Some(limits::READS_PER_COMMIT),
-        "{reason}"
+        invalid_limit(client.commit(reads).await),
+        Some(Limit::ReadsPerCommit)
     );
 
     let big = "v".repeat(65);
-    let reason = invalid_reason(client.commit(create(&t, ids.start, &big, Tid(0))).await);
     assert_eq!(
-        limits::named_in(&reason),
-        Some(limits::VALUE_SIZE),
-        "{reason}"
+        invalid_limit(client.commit(create(&t, ids.start, &big, Tid(0))).await),
+        Some(Limit::ValueSize)
     );
 
     let objects = |range: std::ops::Range<u64>| -> Vec<SubscriptionTarget> {
@@ -529,11 +530,9 @@ async fn limits_are_refused_with_their_names() {
         })
         .await;
     match client.expect().await {
-        ServerMessage::RequestFailed { reason, .. } => assert_eq!(
-            limits::named_in(&reason),
-            Some(limits::SUBSCRIPTIONS_PER_CONNECTION),
-            "{reason}"
-        ),
+        ServerMessage::RequestFailed { reason, limit, .. } => {
+            assert_eq!(limit, Some(Limit::SubscriptionsPerConnection), "{reason}")
+        }
         other => panic!("expected RequestFailed, got {other:?}"),
     }
     // Within the limit, and the same targets again, are fine.
@@ -627,6 +626,7 @@ async fn a_client_that_never_reads_is_disconnected() {
 async fn connections_beyond_the_limit_are_refused_and_others_keep_working() {
     let server = start(ServerConfig {
         max_connections: 4,
+        max_hello_connections_per_address: Some(100),
         ..config()
     })
     .await;
@@ -644,11 +644,8 @@ async fn connections_beyond_the_limit_are_refused_and_others_keep_working() {
         let mut extra = Raw::tcp(&server).await;
         match extra.recv().await {
             Some(ServerMessage::Rejected {
-                reason: RejectReason::Other(reason),
-            }) => {
-                assert!(reason.starts_with("server full"), "{reason}");
-                refused += 1;
-            }
+                reason: Refusal::ServerFull { limit: 4 },
+            }) => refused += 1,
             None => {}
             other => panic!("expected a refusal, got {other:?}"),
         }
@@ -686,7 +683,7 @@ async fn repeated_wrong_tokens_from_one_address_are_slowed_down() {
         assert_eq!(
             guess.hello("guess").await,
             Some(ServerMessage::Rejected {
-                reason: RejectReason::Unauthorized
+                reason: Refusal::Unauthorized
             })
         );
         answer_times.push(started.elapsed());
@@ -719,8 +716,8 @@ async fn a_silent_connection_is_closed_after_the_hello_timeout() {
     let mut silent = Raw::tcp(&server).await;
     match silent.expect_closed().await {
         Some(ServerMessage::Rejected {
-            reason: RejectReason::Other(reason),
-        }) => assert!(reason.contains("no Hello"), "{reason}"),
+            reason: Refusal::HelloTimeout { after_ms },
+        }) => assert_eq!(after_ms, 300),
         other => panic!("expected Rejected, got {other:?}"),
     }
     server.shutdown().await;

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use odb_server::{Server, ServerConfig};
 use odb_wire::{
-    ClientMessage, CommitOutcome, CommitRequest, FieldWrite, IndexDef, Key, ObjectId, RejectReason,
+    ClientMessage, CommitOutcome, CommitRequest, FieldWrite, IndexDef, Key, ObjectId, Refusal,
     RequestId, SchemaDef, ServerMessage, SubscriptionTarget, Tid, TypeDef, TypeIds,
     PROTOCOL_VERSION,
 };
@@ -183,7 +183,7 @@ async fn wrong_token_is_rejected_while_others_keep_working() {
     assert_eq!(
         bad.hello("not-the-token").await,
         Some(ServerMessage::Rejected {
-            reason: RejectReason::Unauthorized
+            reason: Refusal::Unauthorized
         })
     );
     assert_eq!(bad.recv().await, None, "the server closes after Rejected");
@@ -193,7 +193,7 @@ async fn wrong_token_is_rejected_while_others_keep_working() {
     assert_eq!(
         old.recv().await,
         Some(ServerMessage::Rejected {
-            reason: RejectReason::ProtocolVersion {
+            reason: Refusal::ProtocolVersion {
                 server: PROTOCOL_VERSION
             }
         })
@@ -207,7 +207,7 @@ async fn wrong_token_is_rejected_while_others_keep_working() {
     assert!(matches!(
         rude.recv().await,
         Some(ServerMessage::Rejected {
-            reason: RejectReason::Other(_)
+            reason: Refusal::NotHello { .. }
         })
     ));
 
@@ -439,7 +439,7 @@ async fn silent_connections_are_closed() {
     assert!(matches!(
         mute.recv().await,
         Some(ServerMessage::Rejected {
-            reason: RejectReason::Other(_)
+            reason: Refusal::HelloTimeout { .. }
         })
     ));
     assert_eq!(mute.recv().await, None);
@@ -457,7 +457,12 @@ async fn silent_connections_are_closed() {
             other => break other,
         }
     };
-    assert!(matches!(closing, ServerMessage::Closing { reason } if reason.contains("heartbeat")));
+    assert!(matches!(
+        closing,
+        ServerMessage::Closing {
+            reason: Refusal::Silent { .. }
+        }
+    ));
     eventually("the silent connection is dropped", || {
         server.connection_count() == 0
     })

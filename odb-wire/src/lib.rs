@@ -11,6 +11,7 @@ pub mod hash;
 mod ids;
 pub mod limits;
 mod message;
+mod refusal;
 
 pub use codec::{
     decode, decode_client_message, decode_server_message, encode, encode_exact, framing,
@@ -18,3 +19,4 @@ pub use codec::{
 };
 pub use ids::{bytes_eq, FieldId, IdBlock, IndexId, Key, ObjectId, RequestId, Tid, TypeId};
 pub use message::*;
+pub use refusal::Refusal;

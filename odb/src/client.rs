@@ -578,12 +578,11 @@ impl Client {
             Reply::Commit(CommitOutcome::TooOld { base_tid, horizon }) => {
                 Err(Error::TooOld { base_tid, horizon })
             }
-            Reply::Commit(CommitOutcome::Invalid { reason }) => {
-                match odb_wire::limits::named_in(&reason) {
-                    Some(_) => Err(Error::LimitExceeded { what: reason }),
-                    None => Err(Error::Server(reason)),
-                }
-            }
+            Reply::Commit(
+                outcome @ (CommitOutcome::Invalid { .. }
+                | CommitOutcome::StorageUnavailable { .. }
+                | CommitOutcome::OutcomeUnknown { .. }),
+            ) => Err(crate::refusal::commit_error(outcome)),
             other => Err(unexpected(other)),
         }
     }

@@ -7,8 +7,8 @@ use crate::local::{CommitKind, Shared};
 use crate::{Error, Result};
 use futures::{SinkExt, StreamExt};
 use odb_wire::{
-    ClientMessage, CommitOutcome, IdBlock, ObjectData, ObjectId, RejectReason, RequestId,
-    SchemaIds, ServerMessage, Tid, PROTOCOL_VERSION,
+    ClientMessage, CommitOutcome, IdBlock, ObjectData, ObjectId, Refusal, RequestId, SchemaIds,
+    ServerMessage, Tid, PROTOCOL_VERSION,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -32,7 +32,7 @@ pub(crate) enum Reply {
     Unsubscribed(Tid),
     Commit(CommitOutcome),
     Flushed(Tid),
-    Failed(String),
+    Failed(String, Option<odb_wire::limits::Limit>),
 }
 
 /// What the welcome told us.
@@ -89,10 +89,7 @@ impl Conn {
         closed: impl FnOnce() -> Error,
     ) -> Result<Reply> {
         match received {
-            Ok(Reply::Failed(reason)) if odb_wire::limits::named_in(&reason).is_some() => {
-                Err(Error::LimitExceeded { what: reason })
-            }
-            Ok(Reply::Failed(reason)) => Err(Error::Server(reason)),
+            Ok(Reply::Failed(reason, limit)) => Err(crate::refusal::request_error(reason, limit)),
             Ok(reply) => Ok(reply),
             Err(_) => Err(closed()),
         }
@@ -153,7 +150,8 @@ impl Conn {
 }
 
 /// What a client says when the first answer is not an ODB message.
-const NOT_ODB: &str = "the server did not answer the ODB protocol; is it a TLS port (use odbs://)?";
+const NOT_ODB: &str =
+    "not an ODB server: it did not answer the ODB protocol; is it a TLS port (use odbs://)?";
 /// A hint for a connection closed before any answer.
 const IF_TLS: &str = "if it is a TLS port, use odbs://";
 
@@ -180,7 +178,12 @@ where
     let first = match reader.next().await {
         Some(Ok(frame)) => frame,
         Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-            return Err(Error::Protocol(format!("{NOT_ODB} ({e})")))
+            if reader.read_buffer().starts_with(b"HTTP/") {
+                return Err(Error::Protocol(
+                    "not an ODB server: it answered HTTP; check the address and port".into(),
+                ));
+            }
+            return Err(Error::Protocol(format!("{NOT_ODB} ({e})")));
         }
         Some(Err(e)) => return Err(e.into()),
         None => {
@@ -205,24 +208,10 @@ where
             heartbeat_interval: Duration::from_millis(heartbeat_interval_ms.max(10)),
             max_frame: max_frame.min(usize::try_from(server_max_frame).unwrap_or(usize::MAX)),
         },
-        ServerMessage::Rejected {
-            reason: RejectReason::Unauthorized,
-        } => return Err(Error::Unauthorized),
-        ServerMessage::Rejected {
-            reason: RejectReason::ProtocolVersion { server },
-        } => {
-            return Err(Error::Protocol(format!(
-                "the server speaks protocol version {server}, this client {PROTOCOL_VERSION}; upgrade the older side"
-            )))
+        ServerMessage::Rejected { reason } | ServerMessage::Closing { reason } => {
+            return Err(crate::refusal::refusal_error(&reason))
         }
-        ServerMessage::Rejected {
-            reason: RejectReason::Other(reason),
-        } => return Err(Error::Server(reason)),
-        other => {
-            return Err(Error::Protocol(format!(
-                "expected Welcome, got {other:?}"
-            )))
-        }
+        other => return Err(Error::Protocol(format!("expected Welcome, got {other:?}"))),
     };
     let shared = Arc::new(Shared::new(welcome.tid));
     shared.ids.lock().add(welcome.ids);
@@ -303,7 +292,7 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
     silence_limit: Duration,
 ) {
     let mut subscriptions: HashMap<RequestId, Vec<ObjectData>> = HashMap::new();
-    let mut closing: Option<String> = None;
+    let mut closing: Option<Refusal> = None;
     // One cancellation waiter and one silence timer for the whole loop rather than fresh ones
     // per frame; the timer is moved forward only when it fires after frames have arrived.
     let cancelled = cancel.cancelled();
@@ -386,10 +375,14 @@ async fn read_loop<R: AsyncRead + Send + Unpin>(
                 conn.resolve(request_id, Reply::Schema(schema))
             }
             ServerMessage::Ids { request_id, block } => conn.resolve(request_id, Reply::Ids(block)),
-            ServerMessage::RequestFailed { request_id, reason } => {
+            ServerMessage::RequestFailed {
+                request_id,
+                reason,
+                limit,
+            } => {
                 subscriptions.remove(&request_id);
                 shared.subscribing.lock().remove(&request_id);
-                conn.resolve(request_id, Reply::Failed(reason))
+                conn.resolve(request_id, Reply::Failed(reason, limit))
             }
             ServerMessage::Closing { reason } => closing = Some(reason),
             ServerMessage::Heartbeat => {}

@@ -112,6 +112,23 @@ pub enum Error {
     /// The server refused a request.
     #[error("the server refused the request: {0}")]
     Server(String),
+    /// The server refused the connection, or closed it, for this reason
+    /// ([`Refusal::is_permanent`](odb_wire::Refusal::is_permanent) tells whether connecting
+    /// again can help).
+    #[error("the server refused the connection: {0}")]
+    Refused(odb_wire::Refusal),
+    /// The server cannot store commits right now (a full disk, an unreachable Redis). Nothing
+    /// was applied; the same transaction may succeed once the storage is back.
+    #[error("storage unavailable: {0}; nothing was committed, try again later")]
+    StorageUnavailable(String),
+    /// The server tried to store the commit and cannot tell whether it was stored: it may be
+    /// in the database (after a restart of the server) or not. Check before committing again
+    /// if doing it twice matters.
+    #[error("the commit's outcome is unknown: {reason}; it may or may not have been stored")]
+    CommitOutcomeUnknown {
+        /// What the server's storage said.
+        reason: String,
+    },
     /// The transaction's closure asked to stop (see [`Error::abort`]).
     #[error("transaction aborted: {0}")]
     Aborted(String),
