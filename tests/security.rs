@@ -290,3 +290,56 @@ async fn connections_over_the_limit_are_refused() {
     }
     server.shutdown().await;
 }
+
+/// A client pointed at something that is not an ODB server (here a web server) says so.
+#[tokio::test]
+async fn a_peer_answering_http_is_not_an_odb_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let web = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = web.local_addr().unwrap();
+    let answering = tokio::spawn(async move {
+        let (mut stream, _) = web.accept().await.unwrap();
+        let mut request = [0u8; 64];
+        let _ = stream.read(&mut request).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            .await;
+        let _ = stream.shutdown().await;
+    });
+    match Client::builder(format!("odb://{addr}"))
+        .token(TOKEN)
+        .max_retries(0)
+        .connect()
+        .await
+    {
+        Err(Error::Protocol(reason)) => {
+            assert!(reason.starts_with("not an ODB server"), "{reason}");
+            assert!(reason.contains("HTTP"), "{reason}");
+        }
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+    answering.await.unwrap();
+}
+
+/// The server refuses a peer that speaks HTTP to it with a typed, permanent reason.
+#[tokio::test]
+async fn a_peer_speaking_http_to_the_server_is_refused_with_a_reason() {
+    use futures::{SinkExt, StreamExt};
+    let server = start(ServerConfig::default()).await;
+    let addr = server.local_addr().unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut framed = tokio_util::codec::Framed::new(stream, odb_wire::framing(1 << 20));
+    // A web browser's request, framed as if it were a message.
+    framed
+        .send(bytes::Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n"))
+        .await
+        .unwrap();
+    let answer = framed.next().await.unwrap().unwrap();
+    match odb_wire::decode::<odb_wire::ServerMessage>(&answer).unwrap() {
+        odb_wire::ServerMessage::Rejected {
+            reason: reason @ odb_wire::Refusal::NotHello { .. },
+        } => assert!(reason.is_permanent()),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    server.shutdown().await;
+}

@@ -64,6 +64,10 @@ const SEQUENCER_QUEUE: usize = 4096;
 /// down, as a multiple of the frame limit (a single frame of any allowed size always fits).
 const SEQUENCER_QUEUE_FRAMES: usize = 4;
 
+/// The smallest frame limit a server accepts: below it, a hello with a long token or a small
+/// commit would not fit in one frame, and no client could work.
+pub const MIN_MAX_FRAME: usize = 4 << 10;
+
 /// Buffer size of each direction of an in-process connection.
 const IN_PROCESS_BUFFER: usize = 256 << 10;
 
@@ -81,7 +85,8 @@ impl Server {
     /// connections there (port 0 picks a free port; see [`Server::local_addr`]).
     ///
     /// Must be called within a tokio runtime. Fails if the address cannot be bound or a setting
-    /// is unusable (zero heartbeat interval, zero id block size).
+    /// is unusable (zero heartbeat interval, zero id block size, a frame limit under
+    /// [`MIN_MAX_FRAME`]).
     pub async fn start(
         config: ServerConfig,
         listen: Option<SocketAddr>,
@@ -116,10 +121,12 @@ impl Server {
                 "id_block_size must be at least 1".into(),
             ));
         }
-        if config.max_frame == 0 {
-            return Err(ServerError::Config(
-                "max_frame must be at least 1 byte".into(),
-            ));
+        if config.max_frame < MIN_MAX_FRAME {
+            return Err(ServerError::Config(format!(
+                "the frame limit of {} bytes is too small to work: a hello or a small commit \
+                 would not fit; use at least {MIN_MAX_FRAME} bytes",
+                config.max_frame
+            )));
         }
         if config.max_connections == 0 || config.max_hello_frame == 0 {
             return Err(ServerError::Config(

@@ -268,9 +268,9 @@ async fn a_garbage_frame_closes_only_that_connection() {
 }
 
 #[tokio::test]
-async fn an_oversized_frame_closes_the_connection() {
+async fn an_oversized_frame_closes_the_connection_with_the_reason() {
     let config = ServerConfig {
-        max_frame: 1024,
+        max_frame: odb_server::MIN_MAX_FRAME,
         ..ServerConfig::new(TOKEN)
     };
     let server = start(config).await;
@@ -280,8 +280,34 @@ async fn an_oversized_frame_closes_the_connection() {
     let header = 1_000_000u32.to_be_bytes();
     big.write.get_mut().write_all(&header).await.unwrap();
     big.write.get_mut().flush().await.unwrap();
-    big.expect_closed().await;
+    // Heartbeats may come first; the last word is the reason.
+    let mut last = None;
+    while let Some(message) = big.recv().await {
+        last = Some(message);
+    }
+    assert_eq!(
+        last,
+        Some(ServerMessage::Closing {
+            reason: Refusal::FrameTooLarge {
+                limit: odb_server::MIN_MAX_FRAME as u64
+            }
+        })
+    );
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_frame_limit_too_small_to_work_is_refused_at_start() {
+    let config = ServerConfig {
+        max_frame: 100,
+        ..ServerConfig::new(TOKEN)
+    };
+    match odb_server::Server::start(config, None).await {
+        Err(odb_server::ServerError::Config(reason)) => {
+            assert!(reason.contains("too small"), "{reason}")
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
 }
 
 #[tokio::test]
