@@ -150,35 +150,51 @@ struct ServerProc {
 }
 
 impl ServerProc {
-    /// Starts the server with the given storage flags and waits until it accepts connections.
+    /// Starts the server with the given storage flags on port 0 and reads the port it bound
+    /// from the line it prints once it listens.
     async fn start(storage: &[String]) -> ServerProc {
-        let port = free_port();
-        let child = Command::new(server_binary())
+        let mut child = Command::new(server_binary())
             .args(["--service-token", TOKEN])
             .args(storage)
-            .args(["127.0.0.1", &port.to_string()])
+            .args(["127.0.0.1", "0"])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start odb-server");
-        let mut server = ServerProc { child, port };
+        let stdout = child.stdout.take().expect("the server's standard output");
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+            line
+        });
+        let line = tokio::time::timeout(Duration::from_secs(30), line)
+            .await
+            .expect("odb-server reports its address in time")
+            .expect("read the server's output");
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("odb-server did not report its address: {line:?}"));
+        ServerProc { child, port }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit by itself; returns its status.
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("odb-server exited at start with {status}");
+            if let Some(status) = self.child.try_wait().expect("wait for odb-server") {
+                return status;
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return server;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "odb-server did not start listening"
-            );
+            assert!(Instant::now() < deadline, "odb-server did not exit");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -396,6 +412,38 @@ async fn file_backend_survives_sigkill() {
     let dir = TempDir::new("file");
     let storage = vec!["--data-dir".to_string(), dir.path().display().to_string()];
     kill_and_restart(storage).await;
+}
+
+/// SIGTERM: the server answers what it received, stores it, tells clients it is shutting down
+/// and exits with success; everything acknowledged is there after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_gracefully() {
+    let dir = TempDir::new("sigterm");
+    let storage = vec!["--data-dir".to_string(), dir.path().display().to_string()];
+    let mut server = ServerProc::start(&storage).await;
+    let client = server.connect().await;
+    let mut acked = BTreeSet::new();
+    for seq in 1..=20 {
+        commit_pair(&client, seq).await.expect("commit");
+        acked.insert(seq);
+    }
+    let status = server.terminate().await;
+    assert!(status.success(), "odb-server exited with {status}");
+    let reason = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Err(e) = client.flush().await {
+                return e.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the client notices the shutdown");
+    assert!(reason.contains("shutting down"), "{reason}");
+    let server = ServerProc::start(&storage).await;
+    let fresh = server.connect().await;
+    let seen = visible(&fresh).await;
+    check(&seen, &acked);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -343,3 +343,12 @@ async fn a_peer_speaking_http_to_the_server_is_refused_with_a_reason() {
     }
     server.shutdown().await;
 }
+
+/// A client builder's `Debug` output, which ends up in logs, never shows the token.
+#[test]
+fn the_token_is_not_shown_by_debug() {
+    let builder = Client::builder("odb://127.0.0.1:1").token("sekrit-token");
+    let shown = format!("{builder:?}");
+    assert!(!shown.contains("sekrit-token"), "{shown}");
+    assert!(shown.contains("127.0.0.1"), "{shown}");
+}

@@ -4,8 +4,8 @@ use crate::tls::TlsConfig;
 use std::time::Duration;
 
 /// Settings of a [`Server`](crate::Server). Start from [`ServerConfig::new`] (or `Default`) and
-/// change the fields you need.
-#[derive(Clone, Debug)]
+/// change the fields you need. `Debug` shows every setting but the token.
+#[derive(Clone)]
 pub struct ServerConfig {
     /// The service token every client must present in its `Hello`.
     pub token: String,
@@ -63,6 +63,52 @@ pub struct ServerConfig {
     pub allow_plaintext: bool,
 }
 
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ServerConfig {
+            token: _,
+            heartbeat_interval,
+            missed_heartbeats,
+            hello_timeout,
+            max_frame,
+            outbound_limit_bytes,
+            id_block_size,
+            conflict_history,
+            max_hello_frame,
+            max_writes_per_commit,
+            max_reads_per_commit,
+            max_value_bytes,
+            max_subscriptions,
+            max_connections,
+            max_hello_connections_per_address,
+            tls,
+            allow_plaintext,
+        } = self;
+        f.debug_struct("ServerConfig")
+            .field("token", &"<redacted>")
+            .field("heartbeat_interval", heartbeat_interval)
+            .field("missed_heartbeats", missed_heartbeats)
+            .field("hello_timeout", hello_timeout)
+            .field("max_frame", max_frame)
+            .field("outbound_limit_bytes", outbound_limit_bytes)
+            .field("id_block_size", id_block_size)
+            .field("conflict_history", conflict_history)
+            .field("max_hello_frame", max_hello_frame)
+            .field("max_writes_per_commit", max_writes_per_commit)
+            .field("max_reads_per_commit", max_reads_per_commit)
+            .field("max_value_bytes", max_value_bytes)
+            .field("max_subscriptions", max_subscriptions)
+            .field("max_connections", max_connections)
+            .field(
+                "max_hello_connections_per_address",
+                max_hello_connections_per_address,
+            )
+            .field("tls", tls)
+            .field("allow_plaintext", allow_plaintext)
+            .finish()
+    }
+}
+
 impl ServerConfig {
     /// Default settings with the given service token.
     pub fn new(token: impl Into<String>) -> Self {
@@ -108,5 +154,17 @@ impl Default for ServerConfig {
             tls: None,
             allow_plaintext: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_does_not_show_the_token() {
+        let shown = format!("{:?}", ServerConfig::new("sekrit-token"));
+        assert!(!shown.contains("sekrit-token"), "{shown}");
+        assert!(shown.contains("max_connections"), "{shown}");
     }
 }

@@ -53,8 +53,11 @@ pub(crate) struct ConnContext {
     /// Byte budget of the requests waiting in [`ConnContext::sequencer`]: one permit per frame
     /// byte (see [`queue_budget`]).
     pub queued_bytes: Arc<Semaphore>,
-    /// Cancelled when the server stops.
+    /// Cancelled when the server starts shutting down: stop accepting and reading; what is
+    /// queued for clients still goes out.
     pub stop: CancellationToken,
+    /// Cancelled when every task must end at once.
+    pub halt: CancellationToken,
     /// Owns every task the server spawns.
     pub tracker: TaskTracker,
 }
@@ -175,7 +178,7 @@ where
         .decoder_mut()
         .set_max_frame_length(ctx.config.max_frame.min(odb_wire::MAX_FRAME_CAP));
 
-    let closed = ctx.stop.child_token();
+    let closed = ctx.halt.child_token();
     let (outbound, queue) = outbound::channel(
         ctx.config.outbound_limit_bytes,
         closed.clone(),
@@ -236,9 +239,18 @@ where
             writer_task.await
         }
     };
-    if let (Some(reason), Ok(Some(mut writer))) = (tell, writer) {
-        let closing = ServerMessage::Closing { reason };
-        let _ = timeout(REFUSAL_TIMEOUT, send_and_close(&mut writer, &closing)).await;
+    if let Ok(Some(mut writer)) = writer {
+        let close = async {
+            match tell {
+                Some(reason) => {
+                    send_and_close(&mut writer, &ServerMessage::Closing { reason }).await
+                }
+                None => {
+                    let _ = SinkExt::<Bytes>::close(&mut writer).await;
+                }
+            }
+        };
+        let _ = timeout(REFUSAL_TIMEOUT, close).await;
     }
 }
 
@@ -349,6 +361,8 @@ async fn read_loop<S: AsyncRead>(
     let idle = ctx.config.idle_timeout();
     let cancelled = closed.cancelled();
     tokio::pin!(cancelled);
+    let stopping = ctx.stop.cancelled();
+    tokio::pin!(stopping);
     let mut last_frame = Instant::now();
     let silence = tokio::time::sleep_until(last_frame + idle);
     tokio::pin!(silence);
@@ -356,6 +370,7 @@ async fn read_loop<S: AsyncRead>(
         let next = tokio::select! {
             biased;
             _ = &mut cancelled => return End::Closed,
+            _ = &mut stopping => return End::Closed,
             next = reader.next() => Some(next),
             _ = &mut silence => None,
         };
@@ -479,7 +494,8 @@ async fn write_loop<S: AsyncWrite>(
             tokio::select! {
                 frame = queue.recv() => {
                     let Some(frame) = frame else {
-                        return SinkExt::<Bytes>::close(&mut writer).await;
+                        // Drained; the caller closes the socket, after a last word if any.
+                        return SinkExt::<Bytes>::flush(&mut writer).await;
                     };
                     writer.feed(frame).await?;
                     while let Some(frame) = queue.try_recv() {

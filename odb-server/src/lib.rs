@@ -68,6 +68,10 @@ const SEQUENCER_QUEUE_FRAMES: usize = 4;
 /// commit would not fit in one frame, and no client could work.
 pub const MIN_MAX_FRAME: usize = 4 << 10;
 
+/// How long [`Server::shutdown`] waits for requests to be answered and connections to drain
+/// before it stops everything at once.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Buffer size of each direction of an in-process connection.
 const IN_PROCESS_BUFFER: usize = 256 << 10;
 
@@ -154,10 +158,11 @@ impl Server {
         let config = Arc::new(config);
         let status = Arc::new(Status::default());
         let stop = CancellationToken::new();
+        let halt = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (requests, inbox) = mpsc::channel(SEQUENCER_QUEUE);
         let sequencer = sequencer::open(config.clone(), status.clone(), storage).await?;
-        tracker.spawn(sequencer.run(inbox, stop.clone()));
+        tracker.spawn(sequencer.run(inbox, halt.clone()));
 
         let ctx = ConnContext {
             connections: Arc::new(Semaphore::new(
@@ -175,6 +180,7 @@ impl Server {
             config,
             sequencer: requests,
             stop,
+            halt,
             tracker,
         };
         if let Some(listener) = listener {
@@ -245,9 +251,31 @@ impl Server {
         }
     }
 
-    /// Stops the server and waits until every task it started has finished.
+    /// Shuts the server down gracefully and waits until every task it started has finished:
+    /// stops accepting connections and reading requests, answers and stores every request
+    /// already received, then closes each connection once what is queued for it has gone out
+    /// (telling the client the server is shutting down). Whatever is still running after
+    /// [`SHUTDOWN_GRACE`] is stopped at once.
     pub async fn shutdown(self) {
         self.ctx.stop.cancel();
+        let (reply, done) = tokio::sync::oneshot::channel();
+        let drained = async {
+            if self
+                .ctx
+                .sequencer
+                .send(sequencer::Request::Shutdown { reply })
+                .await
+                .is_ok()
+            {
+                let _ = done.await;
+            }
+            self.ctx.tracker.close();
+            self.ctx.tracker.wait().await;
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+            tracing::warn!("still busy after {SHUTDOWN_GRACE:?} of shutting down: stopping now");
+        }
+        self.ctx.halt.cancel();
         self.ctx.tracker.close();
         self.ctx.tracker.wait().await;
     }
@@ -266,5 +294,6 @@ impl std::fmt::Debug for Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.ctx.stop.cancel();
+        self.ctx.halt.cancel();
     }
 }

@@ -181,10 +181,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .map_err(|e| anyhow!("{e}"))?;
     let listening = server.local_addr().unwrap_or(addr);
     tracing::info!("odb-server listening on {listening}, storage {storage_line}, {tls_line}");
-    // Every acknowledged commit is already stored: the server runs until the process is stopped.
-    std::future::pending::<()>().await;
+    // For scripts and tests that start the server on port 0: the one line on standard output.
+    println!("odb-server listening on {listening}");
+    let signal = stopped().await?;
+    tracing::info!("{signal} received: shutting down");
     server.shutdown().await;
+    tracing::info!("odb-server shut down");
     Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT (Ctrl-C) and names the one that came.
+async fn stopped() -> anyhow::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+        tokio::select! {
+            _ = term.recv() => Ok("SIGTERM"),
+            interrupted = tokio::signal::ctrl_c() => {
+                interrupted.context("cannot watch for SIGINT")?;
+                Ok("SIGINT")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot watch for Ctrl-C")?;
+        Ok("Ctrl-C")
+    }
 }
 
 /// Opens the storage the flags ask for; `None` for in-memory.

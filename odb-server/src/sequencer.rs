@@ -85,6 +85,11 @@ pub(crate) enum Request {
         /// The connection.
         conn: ObjectId,
     },
+    /// The server is shutting down: answer and store everything received before, then stop.
+    Shutdown {
+        /// Told once everything before is answered and stored.
+        reply: oneshot::Sender<()>,
+    },
     /// The connection has been silent for its whole idle timeout: may it stay open anyway?
     /// Answered `true` when its `core.Connection` object currently has
     /// `suspend_heartbeat_checks` set.
@@ -181,6 +186,7 @@ impl Sequencer {
     /// Processes requests until the channel closes or `stop` is cancelled.
     pub async fn run(mut self, mut requests: mpsc::Receiver<Request>, stop: CancellationToken) {
         let mut batch = Vec::with_capacity(BATCH);
+        let mut shutdown = None;
         loop {
             let retry_at = self.retry_at();
             tokio::select! {
@@ -191,6 +197,10 @@ impl Sequencer {
                         break;
                     }
                     for request in batch.drain(..) {
+                        if let Request::Shutdown { reply } = request {
+                            shutdown = Some(reply);
+                            break;
+                        }
                         if self.durable.is_some() && durable::reads_state(&request) {
                             // A failure is answered to the requests concerned.
                             let _ = self.settle().await;
@@ -201,6 +211,14 @@ impl Sequencer {
             }
             // Group commit: the batch is stored once, then its answers and pushes go out.
             let _ = self.settle().await;
+            if let Some(reply) = shutdown.take() {
+                tracing::info!(
+                    tid = self.store.tid().0,
+                    "every request received is answered and stored"
+                );
+                let _ = reply.send(());
+                break;
+            }
         }
         tracing::debug!("sequencer stopped");
     }
@@ -215,6 +233,8 @@ impl Sequencer {
             } => self.register(outbound, &client_name, reply),
             Request::Message { conn, message, .. } => self.message(conn, message),
             Request::Disconnect { conn } => self.drop_conn(conn),
+            // Handled by `run`, which stops after it.
+            Request::Shutdown { .. } => {}
             Request::Silent { conn, reply } => {
                 let suspended = self.conns.contains_key(&conn)
                     && self

@@ -87,7 +87,7 @@ pub(crate) enum Outcome {
 }
 
 /// Builds a [`Client`]: `Client::builder("odb://127.0.0.1:8000").token("TOKEN").connect()`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientBuilder {
     url: String,
     token: String,
@@ -97,6 +97,22 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     tls_ca_file: Option<std::path::PathBuf>,
     retain_history: usize,
+}
+
+/// Everything but the token, which must not end up in logs.
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("url", &self.url)
+            .field("token", &"<redacted>")
+            .field("name", &self.name)
+            .field("max_retries", &self.max_retries)
+            .field("max_frame", &self.max_frame)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("retain_history", &self.retain_history)
+            .finish()
+    }
 }
 
 impl ClientBuilder {
