@@ -276,7 +276,8 @@ impl Store {
     /// Adds or replaces a live object.
     fn put(&mut self, id: ObjectId, obj: Obj) {
         if let Err((table::Full, _)) = self.objects.insert(Live { id, obj }) {
-            // Validation keeps the object count below the table's limit.
+            // Validation keeps the object count below the table's limit (`check_sizes`).
+            debug_assert!(false, "the object table is full although validation passed");
             tracing::error!(object = id.0, "the object table is full; object dropped");
         }
     }
@@ -353,7 +354,11 @@ impl Store {
 /// Adds a new index value to `members`.
 fn add_value(members: &mut IndexValues, value: IndexValue) {
     if let Err((table::Full, _)) = members.insert(value) {
-        // Validation keeps the index value count below the table's limit.
+        // Validation keeps the index value count below the table's limit (`check_sizes`).
+        debug_assert!(
+            false,
+            "the index value table is full although validation passed"
+        );
         tracing::error!("the index value table is full; index value dropped");
     }
 }
