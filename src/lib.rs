@@ -71,13 +71,15 @@ fn now() -> f64 {
         .unwrap_or_default()
 }
 
-/// Creates `message_0`, `message_1`, … one per transaction, every `interval`; stops after
-/// `count` messages when given.
+/// Creates `message_0`, `message_1`, … one per transaction, every `interval` (back to back
+/// when it is zero); stops after `count` messages when given.
 pub async fn produce(db: &odb::Client, count: Option<u64>, interval: Duration) -> odb::Result<()> {
-    let mut ticker = tokio::time::interval(interval);
+    let mut ticker = (!interval.is_zero()).then(|| tokio::time::interval(interval));
     let mut n = 0u64;
     while count.is_none_or(|c| n < c) {
-        ticker.tick().await;
+        if let Some(ticker) = &mut ticker {
+            ticker.tick().await;
+        }
         let text = format!("message_{n}");
         db.transaction(|tx| {
             Message::create(
@@ -94,35 +96,41 @@ pub async fn produce(db: &odb::Client, count: Option<u64>, interval: Duration) -
     Ok(())
 }
 
-/// Subscribes to messages and calls `print` with each one as `("message_N", timestamp)`, in
-/// creation order; returns after `count` messages when given.
+/// Subscribes to messages and calls `print` with each one as `("message_N", timestamp)`,
+/// exactly once each, however many producers write at once; returns after `count` messages
+/// when given.
+///
+/// Messages are remembered by object id rather than counted: producers create objects with ids
+/// from their own id blocks, so a message created later can have a smaller id than one already
+/// printed. Each round prints the messages not printed yet, oldest first.
 pub async fn consume(
     db: &odb::Client,
     count: Option<usize>,
     mut print: impl FnMut(&str),
 ) -> odb::Result<()> {
     db.subscribe(hello_world::schema()).await?;
-    let mut seen = 0usize;
-    while count.is_none_or(|c| seen < c) {
-        let target = seen + 1;
+    let mut printed = std::collections::HashSet::new();
+    while count.is_none_or(|c| printed.len() < c) {
+        let known = printed.len();
         db.wait_for(
-            |v| Ok(Message::lookup_all(v)?.len() >= target),
+            |v| Ok(Message::lookup_all(v)?.len() > known),
             Duration::from_secs(24 * 3600),
         )
         .await?;
-        let fresh = db.view(|v| {
+        let mut fresh = db.view(|v| {
             Message::lookup_all(v)?
                 .into_iter()
-                .skip(seen)
-                .map(|m| m.get(v))
+                .filter(|m| !printed.contains(&m.id()))
+                .map(|m| Ok((m.id(), m.get(v)?)))
                 .collect::<odb::Result<Vec<_>>>()
         })?;
-        for m in fresh {
-            if count.is_some_and(|c| seen >= c) {
+        fresh.sort_by(|(a, x), (b, y)| x.timestamp.total_cmp(&y.timestamp).then(a.cmp(b)));
+        for (id, m) in fresh {
+            if count.is_some_and(|c| printed.len() >= c) {
                 break;
             }
             print(&format!("{:?}", (&m.message, m.timestamp)));
-            seen += 1;
+            printed.insert(id);
         }
     }
     Ok(())

@@ -309,7 +309,14 @@ async fn connections_over_the_limit_are_refused() {
     let a = Client::builder(&url).token(TOKEN).connect().await.unwrap();
     let b = Client::builder(&url).token(TOKEN).connect().await.unwrap();
     match Client::builder(&url).token(TOKEN).connect().await {
-        Err(Error::Server(reason)) => assert!(reason.starts_with("server full"), "{reason}"),
+        Err(Error::Refused(reason)) => {
+            assert_eq!(reason, odb_wire::Refusal::ServerFull { limit: 2 });
+            assert!(!reason.is_permanent());
+            assert!(
+                Error::Refused(reason).to_string().contains("server full"),
+                "the user sees why"
+            );
+        }
         other => panic!("expected a refusal, got {other:?}"),
     }
     works(&a).await;
@@ -324,11 +331,73 @@ async fn connections_over_the_limit_are_refused() {
                 break;
             }
             Err(e) if tokio::time::Instant::now() < deadline => {
-                assert!(matches!(e, Error::Server(_)), "{e:?}");
+                assert!(matches!(e, Error::Refused(_)), "{e:?}");
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
             Err(e) => panic!("the place was never freed: {e}"),
         }
     }
     server.shutdown().await;
+}
+
+/// A client pointed at something that is not an ODB server (here a web server) says so.
+#[tokio::test]
+async fn a_peer_answering_http_is_not_an_odb_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let web = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = web.local_addr().unwrap();
+    let answering = tokio::spawn(async move {
+        let (mut stream, _) = web.accept().await.unwrap();
+        let mut request = [0u8; 64];
+        let _ = stream.read(&mut request).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            .await;
+        let _ = stream.shutdown().await;
+    });
+    match Client::builder(format!("odb://{addr}"))
+        .token(TOKEN)
+        .max_retries(0)
+        .connect()
+        .await
+    {
+        Err(Error::Protocol(reason)) => {
+            assert!(reason.starts_with("not an ODB server"), "{reason}");
+            assert!(reason.contains("HTTP"), "{reason}");
+        }
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+    answering.await.unwrap();
+}
+
+/// The server refuses a peer that speaks HTTP to it with a typed, permanent reason.
+#[tokio::test]
+async fn a_peer_speaking_http_to_the_server_is_refused_with_a_reason() {
+    use futures::{SinkExt, StreamExt};
+    let server = start(ServerConfig::default()).await;
+    let addr = server.local_addr().unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut framed = tokio_util::codec::Framed::new(stream, odb_wire::framing(1 << 20));
+    // A web browser's request, framed as if it were a message.
+    framed
+        .send(bytes::Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n"))
+        .await
+        .unwrap();
+    let answer = framed.next().await.unwrap().unwrap();
+    match odb_wire::decode::<odb_wire::ServerMessage>(&answer).unwrap() {
+        odb_wire::ServerMessage::Rejected {
+            reason: reason @ odb_wire::Refusal::NotHello { .. },
+        } => assert!(reason.is_permanent()),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    server.shutdown().await;
+}
+
+/// A client builder's `Debug` output, which ends up in logs, never shows the token.
+#[test]
+fn the_token_is_not_shown_by_debug() {
+    let builder = Client::builder("odb://127.0.0.1:1").token("sekrit-token");
+    let shown = format!("{builder:?}");
+    assert!(!shown.contains("sekrit-token"), "{shown}");
+    assert!(shown.contains("127.0.0.1"), "{shown}");
 }

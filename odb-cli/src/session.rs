@@ -9,7 +9,7 @@ use crate::error::CliError;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use odb_wire::{
-    ClientMessage, CommitData, ObjectData, RejectReason, RequestId, SchemaInfo, ServerMessage,
+    ClientMessage, CommitData, ObjectData, Refusal, RequestId, SchemaInfo, ServerMessage,
     StatsData, SubscriptionTarget, Tid, PROTOCOL_VERSION,
 };
 use std::collections::VecDeque;
@@ -116,8 +116,8 @@ impl Session {
                 })
             }
             ServerMessage::Rejected { reason } => Err(match reason {
-                RejectReason::Unauthorized => CliError::Unauthorized,
-                other => CliError::Connect(format!("the server refused the connection: {other:?}")),
+                Refusal::Unauthorized => CliError::Unauthorized,
+                other => CliError::Connect(format!("the server refused the connection: {other}")),
             }),
             other => Err(CliError::Protocol(format!(
                 "expected a welcome, got {other:?}"

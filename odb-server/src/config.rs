@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Settings of a [`Server`](crate::Server). Start from [`ServerConfig::new`] (or `Default`) and
-/// change the fields you need.
-#[derive(Clone, Debug)]
+/// change the fields you need. `Debug` shows every setting but the token.
+#[derive(Clone)]
 pub struct ServerConfig {
     /// The service token every client must present in its `Hello`.
     pub token: String,
@@ -34,20 +34,20 @@ pub struct ServerConfig {
     /// unauthenticated peer cannot make the server buffer `max_frame` bytes. Default 64 KiB.
     pub max_hello_frame: usize,
     /// Most field writes, index writes and deletes in one commit; more is refused with a reason
-    /// starting with [`odb_wire::limits::WRITES_PER_COMMIT`]. Default 1 000 000.
+    /// naming [`Limit::WritesPerCommit`](odb_wire::limits::Limit::WritesPerCommit). Default 1 000 000.
     pub max_writes_per_commit: usize,
     /// Most field reads and index lookups recorded by one commit; more is refused with a reason
-    /// starting with [`odb_wire::limits::READS_PER_COMMIT`]. Default 1 000 000.
+    /// naming [`Limit::ReadsPerCommit`](odb_wire::limits::Limit::ReadsPerCommit). Default 1 000 000.
     pub max_reads_per_commit: usize,
     /// Largest encoded field value or index value, in bytes; a larger one is refused with a
-    /// reason starting with [`odb_wire::limits::VALUE_SIZE`]. Default 16 MiB.
+    /// refusal naming [`Limit::ValueSize`](odb_wire::limits::Limit::ValueSize). Default 16 MiB.
     pub max_value_bytes: usize,
     /// Most subscription targets one connection may hold; a subscription past it is refused
-    /// with a reason starting with [`odb_wire::limits::SUBSCRIPTIONS_PER_CONNECTION`].
+    /// naming [`Limit::SubscriptionsPerConnection`](odb_wire::limits::Limit::SubscriptionsPerConnection).
     /// Default 10 000.
     pub max_subscriptions: usize,
     /// Most connections open at once, authenticated or not (in-process ones included); one more
-    /// is refused with `Rejected { Other("server full ...") }` and closed. Default 4096.
+    /// is refused with `Rejected { ServerFull }` and closed. Default 4096.
     pub max_connections: usize,
     /// Most commit-id records kept: once more newer ones exist, the oldest is dropped. A client
     /// can learn what became of a commit whose answer it lost (and a repeated commit is refused
@@ -57,6 +57,12 @@ pub struct ServerConfig {
     /// Longest time a commit-id record is kept; older ones are dropped (whichever of this and
     /// [`ServerConfig::commit_id_window_count`] drops a record first wins). Default 10 minutes.
     pub commit_id_window_time: Duration,
+    /// Most connections one peer address may hold before they have authenticated (TLS
+    /// handshake and hello); one more from that address is refused with
+    /// `Rejected { TooManyFromAddress }` without being read. `None` (the default): a tenth of
+    /// [`ServerConfig::max_connections`] (409 of the default 4096), at least 2, so that one
+    /// address cannot take more than a tenth of the server with idle connections.
+    pub max_hello_connections_per_address: Option<usize>,
     /// TLS for TCP connections; `None` (the default) serves plaintext. In-process connections
     /// never use TLS.
     pub tls: Option<TlsConfig>,
@@ -72,6 +78,52 @@ pub struct ServerConfig {
     pub metrics_allow_remote: bool,
 }
 
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ServerConfig {
+            token: _,
+            heartbeat_interval,
+            missed_heartbeats,
+            hello_timeout,
+            max_frame,
+            outbound_limit_bytes,
+            id_block_size,
+            conflict_history,
+            max_hello_frame,
+            max_writes_per_commit,
+            max_reads_per_commit,
+            max_value_bytes,
+            max_subscriptions,
+            max_connections,
+            max_hello_connections_per_address,
+            tls,
+            allow_plaintext,
+        } = self;
+        f.debug_struct("ServerConfig")
+            .field("token", &"<redacted>")
+            .field("heartbeat_interval", heartbeat_interval)
+            .field("missed_heartbeats", missed_heartbeats)
+            .field("hello_timeout", hello_timeout)
+            .field("max_frame", max_frame)
+            .field("outbound_limit_bytes", outbound_limit_bytes)
+            .field("id_block_size", id_block_size)
+            .field("conflict_history", conflict_history)
+            .field("max_hello_frame", max_hello_frame)
+            .field("max_writes_per_commit", max_writes_per_commit)
+            .field("max_reads_per_commit", max_reads_per_commit)
+            .field("max_value_bytes", max_value_bytes)
+            .field("max_subscriptions", max_subscriptions)
+            .field("max_connections", max_connections)
+            .field(
+                "max_hello_connections_per_address",
+                max_hello_connections_per_address,
+            )
+            .field("tls", tls)
+            .field("allow_plaintext", allow_plaintext)
+            .finish()
+    }
+}
+
 impl ServerConfig {
     /// Default settings with the given service token.
     pub fn new(token: impl Into<String>) -> Self {
@@ -79,6 +131,13 @@ impl ServerConfig {
             token: token.into(),
             ..ServerConfig::default()
         }
+    }
+
+    /// The per-address cap of connections in their hello that is in force.
+    pub(crate) fn hello_cap_per_address(&self) -> usize {
+        self.max_hello_connections_per_address
+            .unwrap_or((self.max_connections / 10).max(2))
+            .max(1)
     }
 
     /// How long a connection may stay silent before it is closed.
@@ -108,10 +167,23 @@ impl Default for ServerConfig {
             max_connections: 4096,
             commit_id_window_count: 100_000,
             commit_id_window_time: Duration::from_secs(600),
+            max_hello_connections_per_address: None,
             tls: None,
             allow_plaintext: false,
             metrics_addr: None,
             metrics_allow_remote: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_does_not_show_the_token() {
+        let shown = format!("{:?}", ServerConfig::new("sekrit-token"));
+        assert!(!shown.contains("sekrit-token"), "{shown}");
+        assert!(shown.contains("max_connections"), "{shown}");
     }
 }

@@ -2,15 +2,16 @@
 //! the sequencer and a writer task that drains the outbound queue onto the socket. TCP and
 //! in-process connections share this code.
 
-use crate::auth_throttle::AuthThrottle;
+use crate::admission::{self, Admission, HelloSlot, RefusalLog};
+use crate::auth_throttle::{AuthThrottle, Failure};
 use crate::config::ServerConfig;
-use crate::metrics::{Metrics, Refusal};
+use crate::metrics::{self, Metrics};
 use crate::outbound::{self, Outbound, OutboundReceiver};
 use crate::sequencer::Request;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use odb_wire::{
-    ClientMessage, ObjectId, RejectReason, ServerMessage, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    ClientMessage, ObjectId, Refusal, ServerMessage, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use std::io;
 use std::net::IpAddr;
@@ -44,6 +45,10 @@ pub(crate) struct ConnContext {
     pub refusals: Arc<Semaphore>,
     /// Failed hellos per peer address.
     pub auth_throttle: Arc<AuthThrottle>,
+    /// Connections in their hello per peer address.
+    pub admission: Arc<Admission>,
+    /// Refused connections, logged as a summary.
+    pub refusal_log: Arc<RefusalLog>,
     /// What every connection's outbound queue holds, summed.
     pub queues: Arc<outbound::Totals>,
     /// The sequencer's request channel.
@@ -51,8 +56,11 @@ pub(crate) struct ConnContext {
     /// Byte budget of the requests waiting in [`ConnContext::sequencer`]: one permit per frame
     /// byte (see [`queue_budget`]).
     pub queued_bytes: Arc<Semaphore>,
-    /// Cancelled when the server stops.
+    /// Cancelled when the server starts shutting down: stop accepting and reading; what is
+    /// queued for clients still goes out.
     pub stop: CancellationToken,
+    /// Cancelled when every task must end at once.
+    pub halt: CancellationToken,
     /// Owns every task the server spawns.
     pub tracker: TaskTracker,
     /// The server's metrics.
@@ -69,7 +77,7 @@ enum End {
     /// The connection broke.
     Broken(String),
     /// The client misbehaved or went silent: tell it why, then close.
-    Protocol(String),
+    Protocol(Refusal),
     /// The server or the sequencer closed the connection.
     Closed,
 }
@@ -84,63 +92,92 @@ pub(crate) struct Peer {
 }
 
 /// Serves one connection until it ends or the server stops. `permit` is the connection's slot
-/// under the connection limit, released when the connection ends.
-pub(crate) async fn serve<S>(ctx: ConnContext, stream: S, peer: Peer, permit: OwnedSemaphorePermit)
-where
+/// under the connection limit, released when the connection ends; `hello_slot` its place among
+/// its address's connections in their hello, released once it has authenticated.
+pub(crate) async fn serve<S>(
+    ctx: ConnContext,
+    stream: S,
+    peer: Peer,
+    permit: OwnedSemaphorePermit,
+    hello_slot: Option<HelloSlot>,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let span = tracing::info_span!("connection", peer = %peer.name, id = tracing::field::Empty);
-    run(ctx, stream, peer.ip).instrument(span).await;
+    run(ctx, stream, peer.ip, hello_slot).instrument(span).await;
     drop(permit);
 }
 
-/// Answers a connection over the connection limit with `Rejected` and closes it.
-pub(crate) async fn refuse_full<S>(ctx: ConnContext, stream: S, peer: Peer)
+/// Answers a connection with `Rejected` and closes it, without reading from it.
+pub(crate) async fn refuse<S>(ctx: ConnContext, stream: S, peer: Peer, reason: Refusal)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let limit = ctx.config.max_connections;
-    ctx.metrics.connection_refused(Refusal::Full);
-    tracing::warn!(peer = %peer.name, "refusing a connection: {limit} connections are open (the connection limit)");
+    ctx.metrics
+        .connection_refused(metrics::Refusal::of(&reason));
+    tracing::debug!(peer = %peer.name, "refusing a connection: {reason}");
+    ctx.refusal_log.refused(&reason);
     let (_, write) = tokio::io::split(stream);
     let mut writer = FramedWrite::new(write, odb_wire::framing(ctx.config.max_frame));
-    let rejected = ServerMessage::Rejected {
-        reason: RejectReason::Other(format!(
-            "server full: {limit} connections are open, the server's limit; try again later"
-        )),
-    };
+    let rejected = ServerMessage::Rejected { reason };
     let _ = timeout(REFUSAL_TIMEOUT, send_and_close(&mut writer, &rejected)).await;
 }
 
-async fn run<S>(ctx: ConnContext, stream: S, ip: Option<IpAddr>)
+/// The refusal for a connection over the connection limit.
+pub(crate) fn server_full(ctx: &ConnContext) -> Refusal {
+    Refusal::ServerFull {
+        limit: ctx.config.max_connections as u64,
+    }
+}
+
+async fn run<S>(ctx: ConnContext, stream: S, ip: Option<IpAddr>, hello_slot: Option<HelloSlot>)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let hello_timeout = admission::hello_timeout(
+        ctx.config.hello_timeout,
+        ctx.connections.available_permits(),
+        ctx.config.max_connections,
+    );
     let (read, write) = tokio::io::split(stream);
     let hello_frame = ctx.config.max_hello_frame.min(ctx.config.max_frame);
     let mut reader = FramedRead::new(read, odb_wire::framing(hello_frame));
     let mut writer = FramedWrite::new(write, odb_wire::framing(ctx.config.max_frame));
 
-    let authenticated = authenticate(&ctx, &mut reader, ip).await;
-    if let Some(ip) = ip {
-        match &authenticated {
-            Ok(_) => ctx.auth_throttle.succeeded(ip),
-            Err(Some(RejectReason::ProtocolVersion { .. })) | Err(None) => {}
-            Err(Some(_)) => ctx.auth_throttle.failed(ip),
-        }
-    }
+    let authenticated = authenticate(&ctx, &mut reader, hello_timeout).await;
     let client_name = match authenticated {
-        Ok(name) => name,
+        Ok(name) => {
+            if let Some(ip) = ip {
+                ctx.auth_throttle.succeeded(ip);
+            }
+            drop(hello_slot);
+            name
+        }
         Err(None) => return,
         Err(Some(reason)) => {
-            ctx.metrics.connection_refused(Refusal::of(&reason));
-            tracing::warn!(?reason, "hello rejected");
+            ctx.metrics
+                .connection_refused(metrics::Refusal::of(&reason));
+            if let Some(ip) = ip {
+                let failure = match reason {
+                    Refusal::Unauthorized => Some(Failure::Token),
+                    Refusal::NotHello { .. } => Some(Failure::Malformed),
+                    _ => None,
+                };
+                if let Some(failure) = failure {
+                    let delay = ctx.auth_throttle.failed(ip, failure);
+                    // The connection keeps its slot while it waits, so the per-address cap of
+                    // connections in their hello bounds the guesses per second.
+                    if !delay.is_zero() {
+                        tokio::select! {
+                            _ = ctx.stop.cancelled() => return,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                }
+            }
+            ctx.refusal_log.refused(&reason);
             let rejected = ServerMessage::Rejected { reason };
-            let _ = timeout(
-                ctx.config.hello_timeout,
-                send_and_close(&mut writer, &rejected),
-            )
-            .await;
+            let _ = timeout(REFUSAL_TIMEOUT, send_and_close(&mut writer, &rejected)).await;
             return;
         }
     };
@@ -150,7 +187,7 @@ where
         .decoder_mut()
         .set_max_frame_length(ctx.config.max_frame.min(odb_wire::MAX_FRAME_CAP));
 
-    let closed = ctx.stop.child_token();
+    let closed = ctx.halt.child_token();
     let (outbound, queue) = outbound::channel(
         ctx.config.outbound_limit_bytes,
         closed.clone(),
@@ -174,6 +211,7 @@ where
     let writer_task = ctx
         .tracker
         .spawn(write_loop(writer, queue, heartbeat, closed.clone()).in_current_span());
+    let stopping = ctx.stop.clone();
 
     let end = read_loop(&ctx, &mut reader, conn, &outbound, &closed).await;
     let _ = ctx.sequencer.send(Request::Disconnect { conn }).await;
@@ -190,47 +228,69 @@ where
         }
         End::Closed => match outbound.reason() {
             Some(reason) => tracing::warn!("connection closed: {reason}"),
-            None => tracing::debug!("connection closed: the server is stopping"),
+            None => tracing::info!("connection closed: the server is stopping"),
         },
     }
+    // Closed by the server without a frame saying why: say it once the writer has stopped.
+    let tell = match (&end, outbound.reason()) {
+        (End::Closed, Some(reason)) => Some(reason.clone()),
+        (End::Closed, None) if stopping.is_cancelled() => Some(Refusal::ShuttingDown),
+        _ => None,
+    };
     // Once every sender is gone the writer drains what is queued and stops; a client that does
     // not read gets a bounded grace period.
     drop(outbound);
     let grace = heartbeat.max(Duration::from_secs(1));
     let mut writer_task = writer_task;
-    if timeout(grace, &mut writer_task).await.is_err() {
-        closed.cancel();
-        let _ = writer_task.await;
+    let writer = match timeout(grace, &mut writer_task).await {
+        Ok(writer) => writer,
+        Err(_) => {
+            closed.cancel();
+            writer_task.await
+        }
+    };
+    if let Ok(Some(mut writer)) = writer {
+        let close = async {
+            match tell {
+                Some(reason) => {
+                    send_and_close(&mut writer, &ServerMessage::Closing { reason }).await
+                }
+                None => {
+                    let _ = SinkExt::<Bytes>::close(&mut writer).await;
+                }
+            }
+        };
+        let _ = timeout(REFUSAL_TIMEOUT, close).await;
     }
 }
 
 /// Waits for the hello and checks it. `Err(None)`: the client left without a word;
-/// `Err(Some(reason))`: refuse with this reason.
-/// A peer address that failed too often recently waits before its hello is answered.
+/// `Err(Some(reason))`: refuse with this reason. Never waits after the hello has arrived: a
+/// right token is answered at once, and only the answer to a failure is delayed (by the
+/// caller).
 async fn authenticate<S: AsyncRead>(
     ctx: &ConnContext,
     reader: &mut Reader<S>,
-    ip: Option<IpAddr>,
-) -> Result<String, Option<RejectReason>> {
+    hello_timeout: Duration,
+) -> Result<String, Option<Refusal>> {
     let first = tokio::select! {
         _ = ctx.stop.cancelled() => return Err(None),
-        first = timeout(ctx.config.hello_timeout, reader.next()) => first,
+        first = timeout(hello_timeout, reader.next()) => first,
     };
     let frame = match first {
         Err(_) => {
-            return Err(Some(RejectReason::Other(format!(
-                "no Hello within {:?}",
-                ctx.config.hello_timeout
-            ))))
+            return Err(Some(Refusal::HelloTimeout {
+                after_ms: u64::try_from(hello_timeout.as_millis()).unwrap_or(u64::MAX),
+            }))
         }
         Ok(None) => {
             tracing::debug!("connection closed before its hello");
             return Err(None);
         }
         Ok(Some(Err(e))) if e.kind() == io::ErrorKind::InvalidData => {
-            return Err(Some(RejectReason::Other(format!(
-                "unreadable first frame: {e}"
-            ))))
+            return Err(Some(Refusal::NotHello {
+                detail: format!("unreadable first frame: {e}"),
+            }))
         }
         Ok(Some(Err(e))) => {
             tracing::debug!("connection lost before its hello: {e}");
@@ -238,41 +298,29 @@ async fn authenticate<S: AsyncRead>(
         }
         Ok(Some(Ok(frame))) => frame,
     };
-    if let Some(ip) = ip {
-        let delay = ctx.auth_throttle.delay(ip);
-        if !delay.is_zero() {
-            tracing::info!(
-                "delaying the answer by {delay:?} after repeated failed hellos from {ip}"
-            );
-            tokio::select! {
-                _ = ctx.stop.cancelled() => return Err(None),
-                _ = tokio::time::sleep(delay) => {}
-            }
-        }
-    }
     accept_hello(&ctx.config, &frame).map_err(Some)
 }
 
 /// Reads and checks the first frame of a connection; returns the client's name.
-pub(crate) fn accept_hello(config: &ServerConfig, frame: &[u8]) -> Result<String, RejectReason> {
+pub(crate) fn accept_hello(config: &ServerConfig, frame: &[u8]) -> Result<String, Refusal> {
     match odb_wire::decode::<ClientMessage>(frame) {
         Ok(hello) => check_hello(config, hello),
         // A hello of another protocol version may not decode as this version's: its leading
         // version number still tells why.
         Err(_) if odb_wire::hello_version(frame).is_some_and(|v| v != PROTOCOL_VERSION) => {
-            Err(RejectReason::ProtocolVersion {
+            Err(Refusal::ProtocolVersion {
                 server: PROTOCOL_VERSION,
                 oldest: OLDEST_PROTOCOL_VERSION,
             })
         }
-        Err(e) => Err(RejectReason::Other(format!(
-            "first message unreadable: {e}"
-        ))),
+        Err(e) => Err(Refusal::NotHello {
+            detail: format!("first message unreadable: {e}"),
+        }),
     }
 }
 
 /// Accepts a hello with the right protocol version and token; returns the client's name.
-fn check_hello(config: &ServerConfig, message: ClientMessage) -> Result<String, RejectReason> {
+fn check_hello(config: &ServerConfig, message: ClientMessage) -> Result<String, Refusal> {
     let ClientMessage::Hello {
         protocol_version,
         token,
@@ -280,19 +328,21 @@ fn check_hello(config: &ServerConfig, message: ClientMessage) -> Result<String, 
         oldest_protocol_version,
     } = message
     else {
-        return Err(RejectReason::Other(format!(
-            "the first message must be Hello, not {}",
-            message_name(&message)
-        )));
+        return Err(Refusal::NotHello {
+            detail: format!(
+                "the first message must be Hello, not {}",
+                message_name(&message)
+            ),
+        });
     };
     if protocol_version < OLDEST_PROTOCOL_VERSION || oldest_protocol_version > PROTOCOL_VERSION {
-        return Err(RejectReason::ProtocolVersion {
+        return Err(Refusal::ProtocolVersion {
             server: PROTOCOL_VERSION,
             oldest: OLDEST_PROTOCOL_VERSION,
         });
     }
     if !bool::from(token.as_bytes().ct_eq(config.token.as_bytes())) {
-        return Err(RejectReason::Unauthorized);
+        return Err(Refusal::Unauthorized);
     }
     Ok(client_name)
 }
@@ -341,6 +391,8 @@ async fn read_loop<S: AsyncRead>(
     let idle = ctx.config.idle_timeout();
     let cancelled = closed.cancelled();
     tokio::pin!(cancelled);
+    let stopping = ctx.stop.cancelled();
+    tokio::pin!(stopping);
     let mut last_frame = Instant::now();
     let silence = tokio::time::sleep_until(last_frame + idle);
     tokio::pin!(silence);
@@ -348,6 +400,7 @@ async fn read_loop<S: AsyncRead>(
         let next = tokio::select! {
             biased;
             _ = &mut cancelled => return End::Closed,
+            _ = &mut stopping => return End::Closed,
             next = reader.next() => Some(next),
             _ = &mut silence => None,
         };
@@ -364,15 +417,17 @@ async fn read_loop<S: AsyncRead>(
                 continue;
             }
             ctx.metrics.heartbeat_expired();
-            return End::Protocol(format!(
-                "no frame received for {idle:?} (missed heartbeats)"
-            ));
+            return End::Protocol(Refusal::Silent {
+                after_ms: u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
+            });
         };
         last_frame = Instant::now();
         let frame = match next {
             None => return End::ByClient,
             Some(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
-                return End::Protocol(format!("unreadable frame: {e}"))
+                return End::Protocol(Refusal::FrameTooLarge {
+                    limit: ctx.config.max_frame as u64,
+                })
             }
             Some(Err(e)) => return End::Broken(e.to_string()),
             Some(Ok(frame)) => frame,
@@ -380,10 +435,16 @@ async fn read_loop<S: AsyncRead>(
         let message = match odb_wire::decode_client_message(&frame) {
             Ok(ClientMessage::Heartbeat) => continue,
             Ok(ClientMessage::Hello { .. }) => {
-                return End::Protocol("a second Hello on an authenticated connection".into())
+                return End::Protocol(Refusal::ProtocolViolation {
+                    detail: "a second Hello on an authenticated connection".into(),
+                })
             }
             Ok(message) => message,
-            Err(e) => return End::Protocol(format!("{e}")),
+            Err(e) => {
+                return End::Protocol(Refusal::ProtocolViolation {
+                    detail: e.to_string(),
+                })
+            }
         };
         let forwarded = tokio::select! {
             biased;
@@ -445,16 +506,19 @@ async fn heartbeat_checks_suspended(
 
 /// Writes queued frames to the socket, coalescing whatever is queued into one flush, and sends
 /// a heartbeat every `heartbeat`. Stops when the queue is closed and drained, on a write error
-/// (closing the connection), or at once when `closed` is cancelled.
+/// (closing the connection), or at once when `closed` is cancelled. Gives the writer back when
+/// it still works, so that a last frame can say why the connection closes.
 async fn write_loop<S: AsyncWrite>(
     mut writer: Writer<S>,
     mut queue: OutboundReceiver,
     heartbeat: Duration,
     closed: CancellationToken,
-) {
+) -> Option<Writer<S>> {
     let Ok(heartbeat_frame) = odb_wire::encode(&ServerMessage::Heartbeat) else {
-        queue.close("cannot encode a heartbeat".into());
-        return;
+        queue.close(Refusal::Internal {
+            detail: "cannot encode a heartbeat".into(),
+        });
+        return Some(writer);
     };
     let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -463,7 +527,8 @@ async fn write_loop<S: AsyncWrite>(
             tokio::select! {
                 frame = queue.recv() => {
                     let Some(frame) = frame else {
-                        return SinkExt::<Bytes>::close(&mut writer).await;
+                        // Drained; the caller closes the socket, after a last word if any.
+                        return SinkExt::<Bytes>::flush(&mut writer).await;
                     };
                     writer.feed(frame).await?;
                     while let Some(frame) = queue.try_recv() {
@@ -479,8 +544,13 @@ async fn write_loop<S: AsyncWrite>(
         _ = closed.cancelled() => Ok(()),
         result = work => result,
     };
-    if let Err(e) = result {
-        queue.close(format!("write failed: {e}"));
+    match result {
+        Ok(()) => Some(writer),
+        Err(e) => {
+            tracing::debug!("writing to the client failed: {e}");
+            queue.abort();
+            None
+        }
     }
 }
 
@@ -518,15 +588,15 @@ mod tests {
         );
         assert_eq!(
             check_hello(&config, hello(PROTOCOL_VERSION, "secreT")),
-            Err(RejectReason::Unauthorized)
+            Err(Refusal::Unauthorized)
         );
         assert_eq!(
             check_hello(&config, hello(PROTOCOL_VERSION, "")),
-            Err(RejectReason::Unauthorized)
+            Err(Refusal::Unauthorized)
         );
         assert_eq!(
             check_hello(&config, hello(PROTOCOL_VERSION + 1, "secret")),
-            Err(RejectReason::ProtocolVersion {
+            Err(Refusal::ProtocolVersion {
                 server: PROTOCOL_VERSION,
                 oldest: OLDEST_PROTOCOL_VERSION,
             })
@@ -543,7 +613,7 @@ mod tests {
         assert_eq!(check_hello(&config, wide), Ok("test".into()));
         assert!(matches!(
             check_hello(&config, ClientMessage::Heartbeat),
-            Err(RejectReason::Other(_))
+            Err(Refusal::NotHello { .. })
         ));
     }
 }

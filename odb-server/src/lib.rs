@@ -17,6 +17,7 @@
 // Library code answers bad input with errors, never panics: no unwrap/expect outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod admission;
 mod auth_throttle;
 mod config;
 mod connection;
@@ -46,6 +47,7 @@ pub use error::ServerError;
 pub use stats::ServerStats;
 pub use tls::{self_signed_names, TlsConfig};
 
+use admission::Admission;
 use auth_throttle::AuthThrottle;
 use connection::ConnContext;
 use odb_wire::Tid;
@@ -66,6 +68,14 @@ const SEQUENCER_QUEUE: usize = 4096;
 /// down, as a multiple of the frame limit (a single frame of any allowed size always fits).
 const SEQUENCER_QUEUE_FRAMES: usize = 4;
 
+/// The smallest frame limit a server accepts: below it, a hello with a long token or a small
+/// commit would not fit in one frame, and no client could work.
+pub const MIN_MAX_FRAME: usize = 4 << 10;
+
+/// How long [`Server::shutdown`] waits for requests to be answered and connections to drain
+/// before it stops everything at once.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Buffer size of each direction of an in-process connection.
 const IN_PROCESS_BUFFER: usize = 256 << 10;
 
@@ -84,7 +94,8 @@ impl Server {
     /// connections there (port 0 picks a free port; see [`Server::local_addr`]).
     ///
     /// Must be called within a tokio runtime. Fails if the address cannot be bound or a setting
-    /// is unusable (zero heartbeat interval, zero id block size).
+    /// is unusable (zero heartbeat interval, zero id block size, a frame limit under
+    /// [`MIN_MAX_FRAME`]).
     pub async fn start(
         config: ServerConfig,
         listen: Option<SocketAddr>,
@@ -119,10 +130,12 @@ impl Server {
                 "id_block_size must be at least 1".into(),
             ));
         }
-        if config.max_frame == 0 {
-            return Err(ServerError::Config(
-                "max_frame must be at least 1 byte".into(),
-            ));
+        if config.max_frame < MIN_MAX_FRAME {
+            return Err(ServerError::Config(format!(
+                "the frame limit of {} bytes is too small to work: a hello or a small commit \
+                 would not fit; use at least {MIN_MAX_FRAME} bytes",
+                config.max_frame
+            )));
         }
         if config.commit_id_window_count == 0 {
             return Err(ServerError::Config(
@@ -157,10 +170,11 @@ impl Server {
         let config = Arc::new(config);
         let status = Arc::new(Status::default());
         let stop = CancellationToken::new();
+        let halt = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (requests, inbox) = mpsc::channel(SEQUENCER_QUEUE);
         let sequencer = sequencer::open(config.clone(), status.clone(), storage).await?;
-        tracker.spawn(sequencer.run(inbox, stop.clone()));
+        tracker.spawn(sequencer.run(inbox, halt.clone()));
 
         let ctx = ConnContext {
             connections: Arc::new(Semaphore::new(
@@ -172,10 +186,13 @@ impl Server {
                 SEQUENCER_QUEUE_FRAMES,
             ))),
             auth_throttle: Arc::new(AuthThrottle::default()),
+            admission: Arc::new(Admission::new(config.hello_cap_per_address())),
+            refusal_log: Arc::default(),
             queues: Arc::default(),
             config,
             sequencer: requests,
             stop,
+            halt,
             tracker,
             metrics: status.metrics.clone(),
         };
@@ -229,11 +246,12 @@ impl Server {
         };
         match self.ctx.connections.clone().try_acquire_owned() {
             Ok(permit) => {
-                let task = connection::serve(self.ctx.clone(), server, peer, permit);
+                let task = connection::serve(self.ctx.clone(), server, peer, permit, None);
                 self.ctx.tracker.spawn_on(task, &self.runtime);
             }
             Err(_) => {
-                let task = connection::refuse_full(self.ctx.clone(), server, peer);
+                let reason = connection::server_full(&self.ctx);
+                let task = connection::refuse(self.ctx.clone(), server, peer, reason);
                 self.ctx.tracker.spawn_on(task, &self.runtime);
             }
         }
@@ -263,9 +281,31 @@ impl Server {
         }
     }
 
-    /// Stops the server and waits until every task it started has finished.
+    /// Shuts the server down gracefully and waits until every task it started has finished:
+    /// stops accepting connections and reading requests, answers and stores every request
+    /// already received, then closes each connection once what is queued for it has gone out
+    /// (telling the client the server is shutting down). Whatever is still running after
+    /// [`SHUTDOWN_GRACE`] is stopped at once.
     pub async fn shutdown(self) {
         self.ctx.stop.cancel();
+        let (reply, done) = tokio::sync::oneshot::channel();
+        let drained = async {
+            if self
+                .ctx
+                .sequencer
+                .send(sequencer::Request::Shutdown { reply })
+                .await
+                .is_ok()
+            {
+                let _ = done.await;
+            }
+            self.ctx.tracker.close();
+            self.ctx.tracker.wait().await;
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+            tracing::warn!("still busy after {SHUTDOWN_GRACE:?} of shutting down: stopping now");
+        }
+        self.ctx.halt.cancel();
         self.ctx.tracker.close();
         self.ctx.tracker.wait().await;
     }
@@ -284,5 +324,6 @@ impl std::fmt::Debug for Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.ctx.stop.cancel();
+        self.ctx.halt.cancel();
     }
 }

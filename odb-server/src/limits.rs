@@ -1,10 +1,9 @@
 //! The per-commit limits a connection's requests must respect, checked by the sequencer before
 //! the store validates a commit: how many writes and reads one commit may carry, and how large
-//! one value may be. A refusal's reason starts with the limit's name from
-//! [`odb_wire::limits`], which clients turn into a limit error.
+//! one value may be. A refusal carries the [`Limit`] it hit, which clients turn into a limit error.
 
 use crate::config::ServerConfig;
-use odb_wire::limits::{self, READS_PER_COMMIT, VALUE_SIZE, WRITES_PER_COMMIT};
+use odb_wire::limits::Limit;
 use odb_wire::{CommitOutcome, CommitRequest};
 
 /// Refuses a commit that carries more writes or reads than allowed, or a value that is too
@@ -13,32 +12,37 @@ pub(crate) fn check_commit(
     config: &ServerConfig,
     req: &CommitRequest,
 ) -> Result<(), CommitOutcome> {
-    let invalid = |reason| Err(CommitOutcome::Invalid { reason });
+    let invalid = |limit: Limit, detail: std::fmt::Arguments<'_>| {
+        Err(CommitOutcome::Invalid {
+            reason: limit.reason(detail),
+            limit: Some(limit),
+        })
+    };
     let writes = req
         .writes
         .len()
         .saturating_add(req.index_writes.len())
         .saturating_add(req.deletes.len());
     if writes > config.max_writes_per_commit {
-        return invalid(limits::reason(
-            WRITES_PER_COMMIT,
+        return invalid(
+            Limit::WritesPerCommit,
             format_args!(
                 "the commit has {writes} writes and deletes, over the server's limit of {}; \
                  split it into several transactions",
                 config.max_writes_per_commit
             ),
-        ));
+        );
     }
     let reads = req.reads.len().saturating_add(req.index_reads.len());
     if reads > config.max_reads_per_commit {
-        return invalid(limits::reason(
-            READS_PER_COMMIT,
+        return invalid(
+            Limit::ReadsPerCommit,
             format_args!(
                 "the commit recorded {reads} reads and lookups, over the server's limit of {}; \
                  read less in one transaction",
                 config.max_reads_per_commit
             ),
-        ));
+        );
     }
     let field_values = req
         .writes
@@ -57,14 +61,14 @@ pub(crate) fn check_commit(
         .chain(lookups)
         .find(|(_, len)| *len > config.max_value_bytes)
     {
-        return invalid(limits::reason(
-            VALUE_SIZE,
+        return invalid(
+            Limit::ValueSize,
             format_args!(
                 "a value of {len} bytes (object {object}) is over the server's limit of {} bytes \
                  per value",
                 config.max_value_bytes
             ),
-        ));
+        );
     }
     Ok(())
 }
@@ -83,10 +87,16 @@ mod tests {
         }
     }
 
-    fn reason(outcome: Result<(), CommitOutcome>) -> String {
+    fn limit(outcome: Result<(), CommitOutcome>) -> Limit {
         match outcome {
-            Err(CommitOutcome::Invalid { reason }) => reason,
-            other => panic!("expected a refusal, got {other:?}"),
+            Err(CommitOutcome::Invalid {
+                reason,
+                limit: Some(limit),
+            }) => {
+                assert!(reason.starts_with(limit.name()), "{reason}");
+                limit
+            }
+            other => panic!("expected a limit refusal, got {other:?}"),
         }
     }
 
@@ -108,15 +118,14 @@ mod tests {
 
         let mut many = ok.clone();
         many.writes.push(write(1));
-        assert!(reason(check_commit(&config, &many)).starts_with(WRITES_PER_COMMIT));
+        assert_eq!(limit(check_commit(&config, &many)), Limit::WritesPerCommit);
 
         let mut reads = ok.clone();
         reads.index_reads.push((IndexId(1), Bytes::new()));
-        assert!(reason(check_commit(&config, &reads)).starts_with(READS_PER_COMMIT));
+        assert_eq!(limit(check_commit(&config, &reads)), Limit::ReadsPerCommit);
 
         let mut big = ok.clone();
         big.writes[0] = write(5);
-        let why = reason(check_commit(&config, &big));
-        assert_eq!(limits::named_in(&why), Some(VALUE_SIZE));
+        assert_eq!(limit(check_commit(&config, &big)), Limit::ValueSize);
     }
 }

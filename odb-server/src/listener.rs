@@ -2,8 +2,10 @@
 //! authentication and service run in that connection's own task, so a slow or silent peer
 //! never holds up the others.
 
+use crate::admission::HelloSlot;
 use crate::connection::{self, ConnContext, Peer};
 use crate::error::ServerError;
+use odb_wire::Refusal;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -29,14 +31,24 @@ pub(crate) async fn accept_loop(listener: TcpListener, ctx: ConnContext) {
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
                 }
-                let slot = match ctx.connections.clone().try_acquire_owned() {
-                    Ok(permit) => Slot::Serve(permit),
-                    Err(_) => match ctx.refusals.clone().try_acquire_owned() {
-                        Ok(permit) => Slot::Refuse(permit),
+                // An address at its cap of connections in their hello is refused before it
+                // takes a slot under the connection limit, without reading anything from it.
+                let hello_slot = ctx.admission.enter(peer.ip());
+                let refusal = match (&hello_slot, ctx.connections.clone().try_acquire_owned()) {
+                    (Some(_), Ok(permit)) => Ok(permit),
+                    (None, _) => Err(Refusal::TooManyFromAddress {
+                        limit: ctx.admission.cap() as u64,
+                    }),
+                    (Some(_), Err(_)) => Err(connection::server_full(&ctx)),
+                };
+                let slot = match refusal {
+                    Ok(permit) => Slot::Serve(permit, hello_slot),
+                    Err(reason) => match ctx.refusals.clone().try_acquire_owned() {
+                        Ok(permit) => Slot::Refuse(permit, reason),
                         Err(_) => {
                             ctx.metrics
-                                .connection_refused(crate::metrics::Refusal::Full);
-                            tracing::debug!(%peer, "dropping a connection: over the connection limit");
+                                .connection_refused(crate::metrics::Refusal::of(&reason));
+                            ctx.refusal_log.refused(&reason);
                             continue;
                         }
                     },
@@ -59,10 +71,11 @@ pub(crate) async fn accept_loop(listener: TcpListener, ctx: ConnContext) {
 
 /// What a new connection gets.
 enum Slot {
-    /// Served, holding a place under the connection limit.
-    Serve(OwnedSemaphorePermit),
-    /// Refused for being over the limit, holding a place among the refusals in progress.
-    Refuse(OwnedSemaphorePermit),
+    /// Served, holding a place under the connection limit and one among its address's
+    /// connections in their hello.
+    Serve(OwnedSemaphorePermit, Option<HelloSlot>),
+    /// Refused for being over a limit, holding a place among the refusals in progress.
+    Refuse(OwnedSemaphorePermit, Refusal),
 }
 
 /// Runs the TLS handshake if TLS is on (bounded by the hello timeout), then serves or refuses.
@@ -74,7 +87,11 @@ async fn connection_task(ctx: ConnContext, stream: TcpStream, addr: SocketAddr, 
     let Some(tls) = ctx.config.tls.clone() else {
         return dispatch(ctx, stream, peer, slot).await;
     };
-    let limit = ctx.config.hello_timeout;
+    let limit = crate::admission::hello_timeout(
+        ctx.config.hello_timeout,
+        ctx.connections.available_permits(),
+        ctx.config.max_connections,
+    );
     let handshake = tokio::select! {
         _ = ctx.stop.cancelled() => return,
         handshake = tokio::time::timeout(limit, tls.acceptor().accept(stream)) => handshake,
@@ -82,10 +99,16 @@ async fn connection_task(ctx: ConnContext, stream: TcpStream, addr: SocketAddr, 
     match handshake {
         Ok(Ok(stream)) => dispatch(ctx, stream, peer, slot).await,
         Ok(Err(e)) => {
-            tracing::warn!(peer = %peer.name, "closing connection: TLS handshake failed: {e}")
+            tracing::debug!(peer = %peer.name, "closing connection: TLS handshake failed: {e}");
+            ctx.refusal_log.refused(&Refusal::NotHello {
+                detail: format!("TLS handshake failed: {e}"),
+            });
         }
         Err(_) => {
-            tracing::warn!(peer = %peer.name, "closing connection: no TLS handshake within {limit:?}")
+            tracing::debug!(peer = %peer.name, "closing connection: no TLS handshake within {limit:?}");
+            ctx.refusal_log.refused(&Refusal::HelloTimeout {
+                after_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+            });
         }
     }
 }
@@ -95,9 +118,11 @@ where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     match slot {
-        Slot::Serve(permit) => connection::serve(ctx, stream, peer, permit).await,
-        Slot::Refuse(permit) => {
-            connection::refuse_full(ctx, stream, peer).await;
+        Slot::Serve(permit, hello_slot) => {
+            connection::serve(ctx, stream, peer, permit, hello_slot).await
+        }
+        Slot::Refuse(permit, reason) => {
+            connection::refuse(ctx, stream, peer, reason).await;
             drop(permit);
         }
     }

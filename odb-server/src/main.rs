@@ -229,16 +229,46 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(metrics) = server.metrics_addr() {
         tracing::info!("metrics at http://{metrics}/metrics");
     }
-    if args.print_address {
+    // One line on standard output once the listener is bound, for scripts and tests that start
+    // the server on port 0: the bare address with --print-address, else a sentence.
+    {
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{listening}")
-            .and_then(|()| stdout.flush())
-            .context("printing the listen address")?;
+        if args.print_address {
+            writeln!(stdout, "{listening}")
+        } else {
+            writeln!(stdout, "odb-server listening on {listening}")
+        }
+        .and_then(|()| stdout.flush())
+        .context("printing the listen address")?;
     }
-    // Every acknowledged commit is already stored: the server runs until the process is stopped.
-    std::future::pending::<()>().await;
+    let signal = stopped().await?;
+    tracing::info!("{signal} received: shutting down");
     server.shutdown().await;
+    tracing::info!("odb-server shut down");
     Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT (Ctrl-C) and names the one that came.
+async fn stopped() -> anyhow::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+        tokio::select! {
+            _ = term.recv() => Ok("SIGTERM"),
+            interrupted = tokio::signal::ctrl_c() => {
+                interrupted.context("cannot watch for SIGINT")?;
+                Ok("SIGINT")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot watch for Ctrl-C")?;
+        Ok("Ctrl-C")
+    }
 }
 
 /// Opens the storage the flags ask for; `None` for in-memory.

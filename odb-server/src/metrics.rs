@@ -33,12 +33,15 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    /// The kind of a hello's refusal.
-    pub fn of(reason: &odb_wire::RejectReason) -> Refusal {
+    /// The kind of a connection's refusal.
+    pub fn of(reason: &odb_wire::Refusal) -> Refusal {
         match reason {
-            odb_wire::RejectReason::Unauthorized => Refusal::Unauthorized,
-            odb_wire::RejectReason::ProtocolVersion { .. } => Refusal::ProtocolVersion,
-            odb_wire::RejectReason::Other(_) => Refusal::BadHello,
+            odb_wire::Refusal::ServerFull { .. } | odb_wire::Refusal::TooManyFromAddress { .. } => {
+                Refusal::Full
+            }
+            odb_wire::Refusal::Unauthorized => Refusal::Unauthorized,
+            odb_wire::Refusal::ProtocolVersion { .. } => Refusal::ProtocolVersion,
+            _ => Refusal::BadHello,
         }
     }
 

@@ -15,6 +15,7 @@
 
 use crate::snapshot::Snapshot;
 use bytes::Bytes;
+use odb_wire::Refusal;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc;
@@ -35,7 +36,7 @@ struct Shared {
     queued: AtomicUsize,
     limit: usize,
     closed: CancellationToken,
-    reason: OnceLock<String>,
+    reason: OnceLock<Refusal>,
     totals: Arc<Totals>,
 }
 
@@ -126,11 +127,10 @@ impl Outbound {
         let queued = self.shared.add(len);
         if queued > self.shared.limit {
             self.shared.sub(len);
-            self.close(format!(
-                "outbound queue would hold {queued} bytes, over the limit of {} bytes: \
-                 the client does not read fast enough",
-                self.shared.limit
-            ));
+            self.close(Refusal::SlowReader {
+                queued: queued as u64,
+                limit: self.shared.limit as u64,
+            });
             return false;
         }
         if self.tx.send(Item::Frame(frame)).is_err() {
@@ -154,8 +154,8 @@ impl Outbound {
         self.tx.send(item).is_ok()
     }
 
-    /// Closes the connection; the first reason given is the one logged.
-    pub fn close(&self, reason: String) {
+    /// Closes the connection; the first reason given is the one logged and told the client.
+    pub fn close(&self, reason: Refusal) {
         close(&self.shared, reason);
     }
 
@@ -170,8 +170,8 @@ impl Outbound {
     }
 
     /// Why the connection was closed, if a reason was given.
-    pub fn reason(&self) -> Option<&str> {
-        self.shared.reason.get().map(String::as_str)
+    pub fn reason(&self) -> Option<&Refusal> {
+        self.shared.reason.get()
     }
 }
 
@@ -226,7 +226,9 @@ impl OutboundReceiver {
             Some(Ok(frame)) => Some(Some(frame)),
             Some(Err(e)) => {
                 self.current = None;
-                self.close(format!("subscription data could not be encoded: {e}"));
+                self.close(Refusal::Internal {
+                    detail: format!("subscription data could not be encoded: {e}"),
+                });
                 Some(None)
             }
             None => {
@@ -236,9 +238,14 @@ impl OutboundReceiver {
         }
     }
 
-    /// Closes the connection; the first reason given is the one logged.
-    pub fn close(&self, reason: String) {
+    /// Closes the connection; the first reason given is the one logged and told the client.
+    pub fn close(&self, reason: Refusal) {
         close(&self.shared, reason);
+    }
+
+    /// Closes the connection without a reason to tell: it is broken.
+    pub fn abort(&self) {
+        self.shared.closed.cancel();
     }
 }
 
@@ -254,7 +261,7 @@ impl Drop for OutboundReceiver {
     }
 }
 
-fn close(shared: &Shared, reason: String) {
+fn close(shared: &Shared, reason: Refusal) {
     let _ = shared.reason.set(reason);
     shared.closed.cancel();
 }
@@ -275,7 +282,13 @@ mod tests {
         );
         assert!(!tx.send(Bytes::from_static(b"x")));
         assert!(token.is_cancelled());
-        assert!(tx.reason().is_some_and(|r| r.contains("limit")));
+        assert_eq!(
+            tx.reason(),
+            Some(&Refusal::SlowReader {
+                queued: 11,
+                limit: 10
+            })
+        );
         assert!(
             !tx.send(Bytes::from_static(b"")),
             "a closed queue takes nothing"

@@ -48,6 +48,7 @@ use crate::subscriptions::{current, Selection, Visibility};
 use bytes::Bytes;
 pub(crate) use commit_ids::Clock;
 use commit_ids::CommitIds;
+use odb_wire::limits::Limit;
 use odb_wire::{
     ClientMessage, CommitOutcome, CommitRequest, DatabaseId, IdBlock, ObjectData, ObjectId,
     RequestId, ServerMessage, SubscriptionTarget, PROTOCOL_VERSION,
@@ -94,6 +95,11 @@ pub(crate) enum Request {
     Disconnect {
         /// The connection.
         conn: ObjectId,
+    },
+    /// The server is shutting down: answer and store everything received before, then stop.
+    Shutdown {
+        /// Told once everything before is answered and stored.
+        reply: oneshot::Sender<()>,
     },
     /// The connection has been silent for its whole idle timeout: may it stay open anyway?
     /// Answered `true` when its `core.Connection` object currently has
@@ -247,17 +253,22 @@ impl Sequencer {
     pub async fn run(mut self, mut requests: mpsc::Receiver<Request>, stop: CancellationToken) {
         let mut batch = Vec::with_capacity(BATCH);
         let mut arrivals = Vec::new();
+        let mut shutdown = None;
         loop {
             let retry_at = self.retry_at();
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = sleep_until(retry_at) => self.delete_ended_connections(),
+                _ = sleep_until(retry_at) => self.retry().await,
                 n = requests.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
                         break;
                     }
                     arrivals = observe::batch(&self.status.metrics, &batch);
                     for request in batch.drain(..) {
+                        if let Request::Shutdown { reply } = request {
+                            shutdown = Some(reply);
+                            break;
+                        }
                         if self.durable.is_some() && durable::reads_state(&request) {
                             // A failure is answered to the requests concerned.
                             let _ = self.settle().await;
@@ -269,6 +280,14 @@ impl Sequencer {
             // Group commit: the batch is stored once, then its answers and pushes go out.
             let _ = self.settle().await;
             observe::answered(&self.status.metrics, &mut arrivals);
+            if let Some(reply) = shutdown.take() {
+                tracing::info!(
+                    tid = self.store.tid().0,
+                    "every request received is answered and stored"
+                );
+                let _ = reply.send(());
+                break;
+            }
         }
         tracing::debug!("sequencer stopped");
     }
@@ -283,6 +302,8 @@ impl Sequencer {
             } => self.register(outbound, &client_name, reply),
             Request::Message { conn, message, .. } => self.message(conn, message),
             Request::Disconnect { conn } => self.drop_conn(conn),
+            // Handled by `run`, which stops after it.
+            Request::Shutdown { .. } => {}
             Request::Silent { conn, reply } => {
                 let suspended = self.conns.contains_key(&conn)
                     && self
@@ -305,7 +326,7 @@ impl Sequencer {
     ) {
         let (Some(conn), Some(ids)) = (self.allocate(1), self.allocate(self.config.id_block_size))
         else {
-            outbound.close("the server has run out of object ids".into());
+            outbound.close(odb_wire::Refusal::OutOfIds);
             return;
         };
         let conn = ObjectId(conn.start);
@@ -405,7 +426,11 @@ impl Sequencer {
             ClientMessage::DefineSchema { request_id, schema } => {
                 let answer = match self.registry.define(&schema) {
                     Ok(schema) => ServerMessage::SchemaDefined { request_id, schema },
-                    Err(reason) => ServerMessage::RequestFailed { request_id, reason },
+                    Err(reason) => ServerMessage::RequestFailed {
+                        request_id,
+                        reason,
+                        limit: None,
+                    },
                 };
                 self.send(conn, &answer);
             }
@@ -450,6 +475,7 @@ impl Sequencer {
                         reason: format!(
                             "cannot grant {count} object ids; ask for at most {MAX_ID_REQUEST} at once"
                         ),
+                        limit: None,
                     },
                 };
                 self.send(conn, &answer);
@@ -501,12 +527,25 @@ impl Sequencer {
             );
             return;
         }
+        if let Some(reason) = self.storage_trouble() {
+            // Fail fast rather than apply what cannot be stored now.
+            let outcome = CommitOutcome::StorageUnavailable { reason };
+            let result = ServerMessage::CommitResult {
+                request_id,
+                outcome,
+            };
+            self.send(conn, &result);
+            return;
+        }
         let checked = limits::check_commit(&self.config, commit)
             .and_then(|()| self.check_created_ids(conn, commit))
             .and_then(|()| {
                 self.connection_type
                     .check_client_commit(&self.registry, &self.store, conn, commit)
-                    .map_err(|reason| CommitOutcome::Invalid { reason })
+                    .map_err(|reason| CommitOutcome::Invalid {
+                        reason,
+                        limit: None,
+                    })
             });
         let started = Instant::now();
         let outcome = match checked.and_then(|()| self.store.commit(&self.registry, commit)) {
@@ -553,6 +592,7 @@ impl Sequencer {
                      (create objects only with ids from RequestIds or the Welcome)",
                     w.object
                 ),
+                limit: None,
             }),
             None => Ok(()),
         }
@@ -594,7 +634,9 @@ impl Sequencer {
                     durable::OnFailure::Drop,
                 ),
                 None => {
-                    conn.outbound.close("a commit could not be encoded".into());
+                    conn.outbound.close(odb_wire::Refusal::Internal {
+                        detail: "a commit could not be encoded".into(),
+                    });
                     false
                 }
             };
@@ -610,7 +652,7 @@ impl Sequencer {
     fn subscribe(&mut self, conn: ObjectId, request_id: RequestId, targets: &[SubscriptionTarget]) {
         let planned = match self.plan_subscription(conn, targets) {
             Ok(planned) => planned,
-            Err(reason) => return self.fail(conn, request_id, reason),
+            Err((reason, limit)) => return self.fail_as(conn, request_id, reason, limit),
         };
         let Some(state) = self.conns.get_mut(&conn) else {
             return;
@@ -638,13 +680,13 @@ impl Sequencer {
         &self,
         conn: ObjectId,
         targets: &[SubscriptionTarget],
-    ) -> Result<Planned, String> {
+    ) -> Result<Planned, (String, Option<Limit>)> {
         let mut planned = Planned::default();
         for target in targets {
             match target {
                 SubscriptionTarget::Type(ty) => {
                     let Some(info) = self.registry.type_info(*ty) else {
-                        return Err(format!("unknown type id {ty}"));
+                        return Err((format!("unknown type id {ty}"), None));
                     };
                     planned
                         .covered
@@ -653,7 +695,7 @@ impl Sequencer {
                 }
                 SubscriptionTarget::Index { index, value } => {
                     if self.registry.index_type(*index).is_none() {
-                        return Err(format!("unknown index id {index}"));
+                        return Err((format!("unknown index id {index}"), None));
                     }
                     planned.covered.extend(self.store.members(*index, value));
                     planned.indices.push((*index, value.clone()));
@@ -674,14 +716,12 @@ impl Sequencer {
             .subscription_count(&planned.indices, &planned.objects);
         let limit = self.config.max_subscriptions;
         if held.saturating_add(new) > limit {
-            return Err(odb_wire::limits::reason(
-                odb_wire::limits::SUBSCRIPTIONS_PER_CONNECTION,
-                format_args!(
-                    "{held} subscriptions held and {new} more asked for, over the server's \
-                     limit of {limit} per connection; subscribe to a type or an index value \
-                     instead of many single objects"
-                ),
+            let reason = Limit::SubscriptionsPerConnection.reason(format_args!(
+                "{held} subscriptions held and {new} more asked for, over the server's \
+                 limit of {limit} per connection; subscribe to a type or an index value \
+                 instead of many single objects"
             ));
+            return Err((reason, Some(Limit::SubscriptionsPerConnection)));
         }
         Ok(planned)
     }
@@ -729,7 +769,36 @@ impl Sequencer {
     }
 
     fn fail(&mut self, conn: ObjectId, request_id: RequestId, reason: String) {
-        self.send(conn, &ServerMessage::RequestFailed { request_id, reason });
+        let failed = ServerMessage::RequestFailed {
+            request_id,
+            reason,
+            limit: None,
+        };
+        self.send(conn, &failed);
+    }
+
+    fn fail_as(
+        &mut self,
+        conn: ObjectId,
+        request_id: RequestId,
+        reason: String,
+        limit: Option<Limit>,
+    ) {
+        let failed = ServerMessage::RequestFailed {
+            request_id,
+            reason,
+            limit,
+        };
+        self.send(conn, &failed);
+    }
+
+    fn fail_limit(&mut self, conn: ObjectId, request_id: RequestId, reason: String, limit: Limit) {
+        let failed = ServerMessage::RequestFailed {
+            request_id,
+            reason,
+            limit: Some(limit),
+        };
+        self.send(conn, &failed);
     }
 
     /// Queues a message for a connection. Returns `false`, and forgets the connection, if it is
@@ -748,9 +817,9 @@ impl Sequencer {
                 durable::OnFailure::of(message),
             ),
             None => {
-                state
-                    .outbound
-                    .close("a message could not be encoded".into());
+                state.outbound.close(odb_wire::Refusal::Internal {
+                    detail: "a message could not be encoded".into(),
+                });
                 false
             }
         };
@@ -786,11 +855,13 @@ impl Sequencer {
 /// closed with that reason: the client could not read it. Returns whether it was queued.
 fn queue_frame(outbound: &Outbound, frame: Bytes, max_frame: usize) -> bool {
     if frame.len() > max_frame {
-        outbound.close(format!(
-            "a message for this connection encodes to {} bytes, over the frame limit of \
-             {max_frame} bytes",
-            frame.len()
-        ));
+        outbound.close(odb_wire::Refusal::Internal {
+            detail: format!(
+                "a message for this connection encodes to {} bytes, over the frame limit of \
+                 {max_frame} bytes",
+                frame.len()
+            ),
+        });
         return false;
     }
     outbound.send(frame)

@@ -43,7 +43,7 @@ use crate::outbound::{self, Outbound, OutboundReceiver, Totals};
 use crate::sequencer::{open_with_clock, reads_state, Clock, Request, Sequencer, Status};
 use crate::storage::{MemoryStorage, StorageError};
 use bytes::Bytes;
-use odb_wire::{ClientMessage, DatabaseId, ObjectId, RejectReason, ServerMessage, Tid};
+use odb_wire::{ClientMessage, DatabaseId, ObjectId, Refusal, ServerMessage, Tid};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -251,10 +251,12 @@ impl SimServer {
     fn hello(&mut self, handle: u64, frame: &[u8]) {
         let limit = self.config.max_hello_frame.min(self.config.max_frame);
         let accepted = if frame.len() > limit {
-            Err(RejectReason::Other(format!(
-                "unreadable first frame: frame of {} bytes over the limit of {limit}",
-                frame.len()
-            )))
+            Err(Refusal::NotHello {
+                detail: format!(
+                    "unreadable first frame: frame of {} bytes over the limit of {limit}",
+                    frame.len()
+                ),
+            })
         } else {
             accept_hello(&self.config, frame)
         };

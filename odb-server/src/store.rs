@@ -74,7 +74,10 @@ pub(crate) struct Store {
 }
 
 fn invalid(reason: String) -> CommitOutcome {
-    CommitOutcome::Invalid { reason }
+    CommitOutcome::Invalid {
+        reason,
+        limit: None,
+    }
 }
 
 impl Store {
@@ -173,17 +176,19 @@ impl Store {
             .journal
             .iter()
             .flat_map(|j| j.keys())
-            .map(|id| {
-                let record = self.live(*id).map(|r| Record {
-                    ty: r.ty(),
-                    fields: r.field_list(),
-                    indices: r.index_list(),
-                });
-                (*id, record)
-            })
+            .map(|id| (*id, self.current(*id)))
             .collect();
         changes.sort_by_key(|(id, _)| *id);
         changes
+    }
+
+    /// The current contents of an object as it is stored (`None`: it does not exist).
+    pub fn current(&self, id: ObjectId) -> Option<Record> {
+        self.live(id).map(|r| Record {
+            ty: r.ty(),
+            fields: r.field_list(),
+            indices: r.index_list(),
+        })
     }
 
     /// Forgets the journal: its changes are stored.
@@ -281,7 +286,8 @@ impl Store {
     /// Adds or replaces a live object.
     fn put(&mut self, id: ObjectId, obj: Obj) {
         if let Err((table::Full, _)) = self.objects.insert(Live { id, obj }) {
-            // Validation keeps the object count below the table's limit.
+            // Validation keeps the object count below the table's limit (`check_sizes`).
+            debug_assert!(false, "the object table is full although validation passed");
             tracing::error!(object = id.0, "the object table is full; object dropped");
         }
     }
@@ -382,7 +388,11 @@ impl Store {
 /// Adds a new index value to `members`.
 fn add_value(members: &mut IndexValues, value: IndexValue) {
     if let Err((table::Full, _)) = members.insert(value) {
-        // Validation keeps the index value count below the table's limit.
+        // Validation keeps the index value count below the table's limit (`check_sizes`).
+        debug_assert!(
+            false,
+            "the index value table is full although validation passed"
+        );
         tracing::error!("the index value table is full; index value dropped");
     }
 }

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use odb_server::{Server, ServerConfig};
 use odb_wire::{
-    ClientMessage, CommitOutcome, CommitRequest, FieldWrite, IndexDef, Key, ObjectId, RejectReason,
+    ClientMessage, CommitOutcome, CommitRequest, FieldWrite, IndexDef, Key, ObjectId, Refusal,
     RequestId, SchemaDef, ServerMessage, SubscriptionTarget, Tid, TypeDef, TypeIds,
     PROTOCOL_VERSION,
 };
@@ -184,7 +184,7 @@ async fn wrong_token_is_rejected_while_others_keep_working() {
     assert_eq!(
         bad.hello("not-the-token").await,
         Some(ServerMessage::Rejected {
-            reason: RejectReason::Unauthorized
+            reason: Refusal::Unauthorized
         })
     );
     assert_eq!(bad.recv().await, None, "the server closes after Rejected");
@@ -194,7 +194,7 @@ async fn wrong_token_is_rejected_while_others_keep_working() {
     assert_eq!(
         old.recv().await,
         Some(ServerMessage::Rejected {
-            reason: RejectReason::ProtocolVersion {
+            reason: Refusal::ProtocolVersion {
                 server: PROTOCOL_VERSION,
                 oldest: odb_wire::OLDEST_PROTOCOL_VERSION,
             }
@@ -209,7 +209,7 @@ async fn wrong_token_is_rejected_while_others_keep_working() {
     assert!(matches!(
         rude.recv().await,
         Some(ServerMessage::Rejected {
-            reason: RejectReason::Other(_)
+            reason: Refusal::NotHello { .. }
         })
     ));
 
@@ -271,9 +271,9 @@ async fn a_garbage_frame_closes_only_that_connection() {
 }
 
 #[tokio::test]
-async fn an_oversized_frame_closes_the_connection() {
+async fn an_oversized_frame_closes_the_connection_with_the_reason() {
     let config = ServerConfig {
-        max_frame: 1024,
+        max_frame: odb_server::MIN_MAX_FRAME,
         ..ServerConfig::new(TOKEN)
     };
     let server = start(config).await;
@@ -283,8 +283,34 @@ async fn an_oversized_frame_closes_the_connection() {
     let header = 1_000_000u32.to_be_bytes();
     big.write.get_mut().write_all(&header).await.unwrap();
     big.write.get_mut().flush().await.unwrap();
-    big.expect_closed().await;
+    // Heartbeats may come first; the last word is the reason.
+    let mut last = None;
+    while let Some(message) = big.recv().await {
+        last = Some(message);
+    }
+    assert_eq!(
+        last,
+        Some(ServerMessage::Closing {
+            reason: Refusal::FrameTooLarge {
+                limit: odb_server::MIN_MAX_FRAME as u64
+            }
+        })
+    );
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_frame_limit_too_small_to_work_is_refused_at_start() {
+    let config = ServerConfig {
+        max_frame: 100,
+        ..ServerConfig::new(TOKEN)
+    };
+    match odb_server::Server::start(config, None).await {
+        Err(odb_server::ServerError::Config(reason)) => {
+            assert!(reason.contains("too small"), "{reason}")
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -442,7 +468,7 @@ async fn silent_connections_are_closed() {
     assert!(matches!(
         mute.recv().await,
         Some(ServerMessage::Rejected {
-            reason: RejectReason::Other(_)
+            reason: Refusal::HelloTimeout { .. }
         })
     ));
     assert_eq!(mute.recv().await, None);
@@ -460,7 +486,12 @@ async fn silent_connections_are_closed() {
             other => break other,
         }
     };
-    assert!(matches!(closing, ServerMessage::Closing { reason } if reason.contains("heartbeat")));
+    assert!(matches!(
+        closing,
+        ServerMessage::Closing {
+            reason: Refusal::Silent { .. }
+        }
+    ));
     eventually("the silent connection is dropped", || {
         server.connection_count() == 0
     })

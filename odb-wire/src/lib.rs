@@ -12,6 +12,7 @@ pub mod hash;
 mod ids;
 pub mod limits;
 mod message;
+mod refusal;
 
 pub use codec::{
     decode, decode_client_message, decode_server_message, encode, encode_commit_push, encode_exact,
@@ -23,3 +24,4 @@ pub use ids::{
     TypeId,
 };
 pub use message::*;
+pub use refusal::Refusal;

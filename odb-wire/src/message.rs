@@ -10,6 +10,8 @@ use crate::describe::TypeDesc;
 use crate::ids::{
     CommitId, DatabaseId, FieldId, IdBlock, IndexId, Key, ObjectId, RequestId, Tid, TypeId,
 };
+use crate::limits::Limit;
+use crate::refusal::Refusal;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -155,8 +157,8 @@ pub enum ServerMessage {
     },
     /// The hello was refused; the server closes the connection after sending this.
     Rejected {
-        /// Why, in words fit for the user.
-        reason: RejectReason,
+        /// Why; its `Display` is fit for the user.
+        reason: Refusal,
     },
     /// Answer to [`ClientMessage::DefineSchema`].
     SchemaDefined {
@@ -217,11 +219,13 @@ pub enum ServerMessage {
         request_id: RequestId,
         /// Why.
         reason: String,
+        /// The limit the request exceeded, if that is why it was refused.
+        limit: Option<Limit>,
     },
     /// The server is about to close the connection, and says why.
     Closing {
         /// Why.
-        reason: String,
+        reason: Refusal,
     },
     /// Liveness signal.
     Heartbeat,
@@ -345,22 +349,6 @@ pub enum CommitStatus {
     NotApplied,
     /// The server cannot tell: the commit is older than the window of commit ids it keeps.
     Unknown,
-}
-
-/// Why a hello was refused.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub enum RejectReason {
-    /// The token did not match.
-    Unauthorized,
-    /// The client speaks another protocol version.
-    ProtocolVersion {
-        /// The newest version the server speaks.
-        server: u32,
-        /// The oldest version the server speaks.
-        oldest: u32,
-    },
-    /// The first message was not a hello, or the server refuses for another reason.
-    Other(String),
 }
 
 /// A schema as declared by a client: names only. Identity is by name.
@@ -536,6 +524,21 @@ pub enum CommitOutcome {
     /// The request was invalid (unknown ids, limits). Nothing was applied.
     Invalid {
         /// Why.
+        reason: String,
+        /// The limit the commit exceeded, if that is why it was refused.
+        limit: Option<Limit>,
+    },
+    /// The server could not store the commit (or, while its storage is down, did not try).
+    /// Nothing was applied; the same commit may succeed once the storage is back.
+    StorageUnavailable {
+        /// What the storage said.
+        reason: String,
+    },
+    /// The server tried to store the commit, and cannot tell whether it was stored: the storage
+    /// failed at a point where the batch may have landed. The commit was not applied in memory
+    /// and pushed to no one; it may still be found in the storage after a restart.
+    OutcomeUnknown {
+        /// What the storage said.
         reason: String,
     },
     /// A commit with this commit id was already applied, at this tid; it was not applied again.

@@ -1,6 +1,7 @@
 //! Property tests: every message survives encode/decode, and no byte string panics the decoder.
 
 use bytes::Bytes;
+use odb_wire::limits::Limit;
 use odb_wire::*;
 use proptest::collection::vec;
 use proptest::option;
@@ -188,12 +189,19 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
     ]
 }
 
+fn limit() -> impl Strategy<Value = Limit> {
+    proptest::sample::select(Limit::ALL.to_vec())
+}
+
 fn outcome() -> impl Strategy<Value = CommitOutcome> {
     prop_oneof![
         tid().prop_map(|tid| CommitOutcome::Committed { tid }),
         (key(), tid()).prop_map(|(key, written_at)| CommitOutcome::Conflict { key, written_at }),
         (tid(), tid()).prop_map(|(base_tid, horizon)| CommitOutcome::TooOld { base_tid, horizon }),
-        ".*".prop_map(|reason| CommitOutcome::Invalid { reason }),
+        (".*", option::of(limit()))
+            .prop_map(|(reason, limit)| CommitOutcome::Invalid { reason, limit }),
+        ".*".prop_map(|reason| CommitOutcome::StorageUnavailable { reason }),
+        ".*".prop_map(|reason| CommitOutcome::OutcomeUnknown { reason }),
         tid().prop_map(|tid| CommitOutcome::AlreadyApplied { tid }),
     ]
 }
@@ -208,10 +216,16 @@ fn commit_status() -> impl Strategy<Value = CommitStatus> {
 
 fn server_message() -> impl Strategy<Value = ServerMessage> {
     let reject = prop_oneof![
-        Just(RejectReason::Unauthorized),
+        Just(Refusal::Unauthorized),
         (any::<u32>(), any::<u32>())
-            .prop_map(|(server, oldest)| RejectReason::ProtocolVersion { server, oldest }),
-        ".*".prop_map(RejectReason::Other),
+            .prop_map(|(server, oldest)| Refusal::ProtocolVersion { server, oldest }),
+        ".*".prop_map(|detail| Refusal::NotHello { detail }),
+        any::<u64>().prop_map(|after_ms| Refusal::HelloTimeout { after_ms }),
+        any::<u64>().prop_map(|limit| Refusal::ServerFull { limit }),
+        ".*".prop_map(|detail| Refusal::StorageUnavailable { detail }),
+        Just(Refusal::ShuttingDown),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(queued, limit)| Refusal::SlowReader { queued, limit }),
     ];
     prop_oneof![
         (
@@ -236,7 +250,9 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                     }
                 }
             ),
-        reject.prop_map(|reason| ServerMessage::Rejected { reason }),
+        reject
+            .clone()
+            .prop_map(|reason| ServerMessage::Rejected { reason }),
         (rid(), schema_ids())
             .prop_map(|(request_id, schema)| ServerMessage::SchemaDefined { request_id, schema }),
         (rid(), block()).prop_map(|(request_id, block)| ServerMessage::Ids { request_id, block }),
@@ -261,9 +277,16 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             outcome
         }),
         (rid(), tid()).prop_map(|(request_id, tid)| ServerMessage::Flushed { request_id, tid }),
-        (rid(), ".*")
-            .prop_map(|(request_id, reason)| ServerMessage::RequestFailed { request_id, reason }),
-        ".*".prop_map(|reason| ServerMessage::Closing { reason }),
+        (rid(), ".*", option::of(limit())).prop_map(|(request_id, reason, limit)| {
+            ServerMessage::RequestFailed {
+                request_id,
+                reason,
+                limit,
+            }
+        }),
+        reject
+            .clone()
+            .prop_map(|reason| ServerMessage::Closing { reason }),
         Just(ServerMessage::Heartbeat),
         (rid(), tid(), any::<bool>(), vec(oid(), 0..3)).prop_map(
             |(request_id, tid, delta, gone)| ServerMessage::Resumed {

@@ -12,7 +12,7 @@ use crate::session::{ClientCore, ConnectionStatus, Dial, Event, Reply};
 use crate::{Error, Result};
 use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
-use odb_wire::{RejectReason, RequestId, ServerMessage};
+use odb_wire::{RequestId, ServerMessage};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -200,7 +200,12 @@ pub(crate) async fn handshake(session: &Session, stream: BoxStream) -> Result<Tr
     let first = match transport.reader.next().await {
         Some(Ok(frame)) => frame,
         Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-            return Err(Error::Protocol(format!("{NOT_ODB} ({e})")))
+            if transport.reader.read_buffer().starts_with(b"HTTP/") {
+                return Err(Error::Protocol(
+                    "not an ODB server: it answered HTTP; check the address and port".into(),
+                ));
+            }
+            return Err(Error::Protocol(format!("{NOT_ODB} ({e})")));
         }
         Some(Err(e)) => return Err(e.into()),
         None => {
@@ -213,7 +218,9 @@ pub(crate) async fn handshake(session: &Session, stream: BoxStream) -> Result<Tr
         .map_err(|e| Error::Protocol(format!("{NOT_ODB} ({e})")))?;
     let refusal = match &first {
         ServerMessage::Welcome { .. } => None,
-        ServerMessage::Rejected { reason } => Some(rejection_error(reason)),
+        ServerMessage::Rejected { reason } | ServerMessage::Closing { reason } => {
+            Some(crate::refusal::refusal_error(reason))
+        }
         other => Some(Error::Protocol(format!(
             "expected Welcome, got {}",
             message_name(other)
@@ -226,25 +233,19 @@ pub(crate) async fn handshake(session: &Session, stream: BoxStream) -> Result<Tr
     Ok(transport)
 }
 
-/// Whether an error of a first connection attempt makes trying another URL pointless.
+/// Whether an error of a connection attempt makes trying again (or another URL) pointless.
 pub(crate) fn is_permanent(error: &Error) -> bool {
-    matches!(error, Error::Unauthorized | Error::Protocol(_))
-}
-
-fn rejection_error(reason: &RejectReason) -> Error {
-    match reason {
-        RejectReason::Unauthorized => Error::Unauthorized,
-        RejectReason::ProtocolVersion { server, oldest } => Error::Protocol(format!(
-            "the server speaks protocol versions {oldest} to {server}, this client {} to {}; upgrade the older side",
-            odb_wire::OLDEST_PROTOCOL_VERSION,
-            odb_wire::PROTOCOL_VERSION
-        )),
-        RejectReason::Other(reason) => Error::Server(reason.clone()),
+    match error {
+        Error::Unauthorized | Error::Protocol(_) => true,
+        Error::Refused(refusal) => refusal.is_permanent(),
+        _ => false,
     }
 }
 
+
 /// What a client says when the first answer is not an ODB message.
-const NOT_ODB: &str = "the server did not answer the ODB protocol; is it a TLS port (use odbs://)?";
+const NOT_ODB: &str =
+    "not an ODB server: it did not answer the ODB protocol; is it a TLS port (use odbs://)?";
 /// A hint for a connection closed before any answer.
 const IF_TLS: &str = "if it is a TLS port, use odbs://";
 

@@ -102,8 +102,10 @@ pub enum Error {
         reason: String,
     },
     /// Whether the commit was applied cannot be known: the connection broke after it was sent,
-    /// and the server that could have said lost its memory (an in-memory server restarted),
-    /// or the client stopped reconnecting. Read the data to find out.
+    /// and the server that could have said lost its memory (an in-memory server restarted), or
+    /// the client stopped reconnecting; or the server's storage cannot tell whether it stored
+    /// the commit. Read the data to find out before committing again if doing it twice
+    /// matters.
     #[error("the outcome of the commit is unknown: {reason}; read the data again to find out whether it was applied")]
     CommitOutcomeUnknown {
         /// Why.
@@ -133,6 +135,15 @@ pub enum Error {
     /// The server refused a request.
     #[error("the server refused the request: {0}")]
     Server(String),
+    /// The server refused the connection, or closed it, for this reason
+    /// ([`Refusal::is_permanent`](odb_wire::Refusal::is_permanent) tells whether connecting
+    /// again can help).
+    #[error("the server refused the connection: {0}")]
+    Refused(odb_wire::Refusal),
+    /// The server cannot store commits right now (a full disk, an unreachable Redis). Nothing
+    /// was applied; the same transaction may succeed once the storage is back.
+    #[error("storage unavailable: {0}; nothing was committed, try again later")]
+    StorageUnavailable(String),
     /// The transaction's closure asked to stop (see [`Error::abort`]).
     #[error("transaction aborted: {0}")]
     Aborted(String),

@@ -50,6 +50,7 @@ mod local;
 mod object;
 mod pending;
 mod reactor;
+mod refusal;
 mod registry;
 mod replica;
 mod schema;

@@ -5,14 +5,35 @@
 //! stored by one [`Storage::persist`] call, and only then are the held frames released. An acknowledged commit
 //! (a `CommitResult` with `Committed`) or a granted id block is therefore stored.
 //!
-//! When storing fails, the batch's object changes are undone in memory (the tid and the id
-//! counter keep their new values, so no tid and no id is ever handed out twice), pushed commits
-//! are dropped, commit results become `Invalid` with a reason starting with
-//! `storage unavailable:`, id grants and new schema ids are refused, and a connection that was
-//! being welcomed is closed. The batch's commit-id records are undone too (see
-//! [`super::commit_ids`]). Requests that answer from the current state (subscribe, unsubscribe,
-//! flush, resume, commit queries) are processed only once everything before them is stored, so
-//! no answer ever shows data, or reports a commit applied, that could still be undone.
+//! When storing fails for certain ([`StorageError::Unavailable`]), the batch's object changes are
+//! undone in memory (the tid and the id counter keep their new values, so no tid and no id is
+//! ever handed out twice), pushed commits are dropped, commit results become
+//! `StorageUnavailable`, and a connection that was being welcomed is closed with that reason.
+//! Id grants and schema ids are answered all the same: the counters are not undone, so they are
+//! never handed out twice, and they reach the storage with the first batch that uses them (every
+//! batch stores the id counter and any changed registry), or are never used. Requests that answer from the current state
+//! (subscribe, unsubscribe, flush) are processed only once everything before them is stored, so
+//! no answer ever shows data that could still be undone.
+//!
+//! The storage is then *down*: frames are no longer held (nothing is stored, so nothing can be
+//! undone), commits are refused at once with `StorageUnavailable`, while clients still connect,
+//! subscribe and read. The only changes made meanwhile are the server's own (`core.Connection`
+//! objects, id and schema grants); every [`RETRY`] the sequencer tries to store them, and the
+//! first success ends the outage: commits are accepted again, with no restart.
+//!
+//! When the storage cannot tell whether a batch was stored ([`StorageError::OutcomeUnknown`]:
+//! the link broke during the write), the batch is *in doubt*: its frames stay held, new commits
+//! are refused, and the same changes are stored again every [`IN_DOUBT_RETRY`] (writing them
+//! again is harmless). If that succeeds, the batch's commits are answered `Committed` as usual.
+//! If it has not succeeded after [`IN_DOUBT_LIMIT`], its commits are answered `OutcomeUnknown`,
+//! never as failed, the batch is undone in memory as above, and its objects are stored again,
+//! with their restored contents, by the next batch that succeeds, so that the storage ends up
+//! agreeing with memory whether or not the batch had landed.
+//!
+//! The batch's commit-id records are stored with it and undone with it (see
+//! [`super::commit_ids`]); resumes and commit queries, like subscriptions, are answered only
+//! once everything before them is stored, so no answer reports a commit applied that could
+//! still be undone.
 
 use super::commit_ids::Clock;
 use super::{queue_frame, Request, Sequencer, Status};
@@ -23,14 +44,21 @@ use crate::registry::Registry;
 use crate::storage::{Batch, Loaded, Storage, StorageError, StoredObject};
 use crate::store::{Record, Store};
 use bytes::Bytes;
-use odb_wire::{ClientMessage, CommitOutcome, ObjectId, RequestId, ServerMessage, Tid};
+use odb_wire::{ClientMessage, CommitOutcome, ObjectId, Refusal, RequestId, ServerMessage, Tid};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// How long to wait before trying again to store the deletion of connection objects after
-/// storing failed.
-const RETRY: Duration = Duration::from_secs(1);
+/// How long to wait before trying again to store after storing failed.
+pub(crate) const RETRY: Duration = Duration::from_secs(1);
+
+/// How long to wait before storing again a batch whose outcome is unknown.
+pub(crate) const IN_DOUBT_RETRY: Duration = Duration::from_millis(200);
+
+/// How long a batch whose outcome is unknown is stored again before its commits are answered
+/// `OutcomeUnknown`.
+pub(crate) const IN_DOUBT_LIMIT: Duration = Duration::from_secs(5);
 
 /// The storage, what it holds, and the frames waiting for the current batch to be stored.
 pub(super) struct Durable {
@@ -43,6 +71,12 @@ pub(super) struct Durable {
     /// written before identities were).
     stored_database: bool,
     retry_at: Option<Instant>,
+    /// Why the storage is down, while it is (see the module documentation).
+    down: Option<String>,
+    /// Since when the held batch's outcome is unknown, while it is.
+    in_doubt: Option<Instant>,
+    /// Objects of a batch given up in doubt: stored again with their current contents.
+    unsure: BTreeSet<ObjectId>,
 }
 
 /// A frame waiting for its batch to be stored.
@@ -60,13 +94,9 @@ pub(super) enum OnFailure {
     Keep,
     /// Drop it (a pushed commit).
     Drop,
-    /// Replace it by a failed commit result.
+    /// Replace it by a failed (or, in doubt, unknown) commit result: it says `Committed`.
     CommitResult(RequestId),
-    /// Replace it by `RequestFailed` (an id grant).
-    Refuse(RequestId),
-    /// Replace it by `RequestFailed` if the registry has unstored ids.
-    SchemaAnswer(RequestId),
-    /// Close the connection (its `Welcome` grants ids).
+    /// Close the connection (a `Welcome`: its `core.Connection` object is undone).
     Close,
 }
 
@@ -75,9 +105,10 @@ impl OnFailure {
     pub(super) fn of(message: &ServerMessage) -> OnFailure {
         match message {
             ServerMessage::Commit(_) => OnFailure::Drop,
-            ServerMessage::CommitResult { request_id, .. } => OnFailure::CommitResult(*request_id),
-            ServerMessage::Ids { request_id, .. } => OnFailure::Refuse(*request_id),
-            ServerMessage::SchemaDefined { request_id, .. } => OnFailure::SchemaAnswer(*request_id),
+            ServerMessage::CommitResult {
+                request_id,
+                outcome: CommitOutcome::Committed { .. },
+            } => OnFailure::CommitResult(*request_id),
             ServerMessage::Welcome { .. } => OnFailure::Close,
             _ => OnFailure::Keep,
         }
@@ -95,7 +126,7 @@ pub(super) fn queue(
     max_frame: usize,
     on_failure: OnFailure,
 ) -> bool {
-    let Some(durable) = durable else {
+    let Some(durable) = durable.filter(|d| d.down.is_none()) else {
         return queue_frame(outbound, frame, max_frame);
     };
     if frame.len() > max_frame {
@@ -189,6 +220,9 @@ pub(crate) async fn open_with_clock(
         ),
         stored_database: loaded.database.is_some(),
         retry_at: None,
+        down: None,
+        in_doubt: None,
+        unsure: BTreeSet::new(),
     });
     seq.settle()
         .await
@@ -222,6 +256,56 @@ impl Sequencer {
         self.durable.as_ref().and_then(|d| d.retry_at)
     }
 
+    /// Why commits are refused at once, if they are: the storage is down, or a batch is in
+    /// doubt.
+    pub(super) fn storage_trouble(&self) -> Option<String> {
+        let durable = self.durable.as_ref()?;
+        if let Some(down) = &durable.down {
+            return Some(down.clone());
+        }
+        durable
+            .in_doubt
+            .map(|_| "the outcome of an earlier write is not known yet".to_string())
+    }
+
+    /// Runs when [`Sequencer::retry_at`] is due: deletes the objects of ended connections and
+    /// stores what is unstored. While the storage is down, this is the probe that ends the
+    /// outage once a batch is stored again.
+    pub(super) async fn retry(&mut self) {
+        self.delete_ended_connections();
+        let Some(durable) = &self.durable else {
+            return;
+        };
+        if durable.down.is_none() {
+            let _ = self.settle().await;
+            return;
+        }
+        let batch = self.batch();
+        let tid = self.store.tid();
+        let next_id = self.next_id;
+        let registry = self.registry.generation();
+        let Some(durable) = &mut self.durable else {
+            return;
+        };
+        match durable.storage.persist(batch).await {
+            Ok(()) => {
+                tracing::info!("the storage is available again; commits are accepted");
+                durable.down = None;
+                durable.retry_at = None;
+                durable.unsure.clear();
+                durable.stored_tid = tid;
+                durable.stored_next_id = next_id;
+                durable.stored_registry = registry;
+                self.store.clear_journal();
+            }
+            Err(e) => {
+                tracing::debug!("the storage is still unavailable: {e}");
+                durable.down = Some(e.to_string());
+                durable.retry_at = Some(Instant::now() + RETRY);
+            }
+        }
+    }
+
     /// Whether anything changed since the last stored batch.
     fn unstored(&self, durable: &Durable) -> bool {
         self.store.has_changes()
@@ -240,7 +324,11 @@ impl Sequencer {
             let Some(durable) = &self.durable else {
                 return Ok(());
             };
-            let unstored = self.unstored(durable);
+            if durable.down.is_some() {
+                // Nothing is held while the storage is down: the probe in `retry` stores.
+                return Ok(());
+            }
+            let unstored = self.unstored(durable) || !durable.unsure.is_empty();
             if !unstored && durable.held.is_empty() {
                 if let Some(durable) = &mut self.durable {
                     durable.retry_at = None;
@@ -262,9 +350,15 @@ impl Sequencer {
                     .persist(started.elapsed(), result.is_ok());
             }
             if let Err(e) = result {
-                self.fail_batch(&e);
+                if !self.keep_in_doubt(&e) {
+                    self.fail_batch(&e);
+                }
                 return Err(e);
             }
+            if durable.in_doubt.take().is_some() {
+                tracing::info!("a batch whose outcome was unknown is stored now");
+            }
+            durable.unsure.clear();
             durable.stored_tid = self.store.tid();
             durable.stored_next_id = self.next_id;
             durable.stored_registry = self.registry.generation();
@@ -286,20 +380,26 @@ impl Sequencer {
         }
     }
 
-    /// What changed since the last stored batch.
+    /// What changed since the last stored batch, with the objects of a batch given up in
+    /// doubt.
     fn batch(&self) -> Batch {
         let registry_changed = self
             .durable
             .as_ref()
             .is_some_and(|d| d.stored_registry != self.registry.generation());
         let database_unstored = self.durable.as_ref().is_some_and(|d| !d.stored_database);
+        let mut changes = self.store.changes();
+        if let Some(durable) = &self.durable {
+            let changed: BTreeSet<ObjectId> = changes.iter().map(|(id, _)| *id).collect();
+            for id in durable.unsure.difference(&changed) {
+                changes.push((*id, self.store.current(*id)));
+            }
+        }
         Batch {
             tid: self.store.tid(),
             next_id: self.next_id,
             registry: registry_changed.then(|| self.registry.to_stored()),
-            objects: self
-                .store
-                .changes()
+            objects: changes
                 .into_iter()
                 .map(|(id, record)| {
                     let object = record.map(|r| StoredObject {
@@ -315,30 +415,78 @@ impl Sequencer {
         }
     }
 
-    /// Undoes a batch that could not be stored and answers its requests accordingly.
+    /// After a failed write: whether to keep the held batch and store it again later, because
+    /// its outcome is unknown and the time allowed for settling it has not passed.
+    fn keep_in_doubt(&mut self, error: &StorageError) -> bool {
+        let Some(durable) = &mut self.durable else {
+            return false;
+        };
+        let now = Instant::now();
+        let since = match (durable.in_doubt, error) {
+            (Some(since), _) => since,
+            (None, StorageError::OutcomeUnknown(_)) => {
+                tracing::warn!(
+                    "the outcome of a batch is unknown ({error}); storing it again for up to \
+                     {IN_DOUBT_LIMIT:?}"
+                );
+                now
+            }
+            (None, _) => return false,
+        };
+        if now.saturating_duration_since(since) >= IN_DOUBT_LIMIT {
+            return false;
+        }
+        durable.in_doubt = Some(since);
+        durable.retry_at = Some(now + IN_DOUBT_RETRY);
+        true
+    }
+
+    /// Undoes a batch that could not be stored (or whose outcome stayed unknown), answers its
+    /// requests accordingly, and marks the storage down.
     fn fail_batch(&mut self, error: &StorageError) {
         let reason = match error {
-            StorageError::Unavailable(_) => error.to_string(),
+            StorageError::Unavailable(_) | StorageError::OutcomeUnknown(_) => error.to_string(),
             other => format!("storage unavailable: {other}"),
         };
-        tracing::warn!("a batch could not be stored; its commits fail: {reason}");
+        let unknown = self
+            .durable
+            .as_mut()
+            .is_some_and(|d| d.in_doubt.take().is_some());
+        if unknown {
+            tracing::warn!(
+                "a batch's outcome stayed unknown; its commits are answered so: {reason}"
+            );
+            let changed: Vec<ObjectId> =
+                self.store.changes().into_iter().map(|(id, _)| id).collect();
+            if let Some(durable) = &mut self.durable {
+                durable.unsure.extend(changed);
+            }
+        } else {
+            tracing::warn!("a batch could not be stored; its commits fail: {reason}");
+        }
         self.store.roll_back();
         let now = self.clock.now_ms();
         self.commit_ids.roll_back(now);
         let Some(durable) = &mut self.durable else {
             return;
         };
-        let registry_unstored = durable.stored_registry != self.registry.generation();
+        durable.down = Some(reason.clone());
+        durable.retry_at = Some(Instant::now() + RETRY);
         let held = std::mem::take(&mut durable.held);
         let mut failed = Vec::new();
         for h in held {
             let replacement = match h.on_failure {
                 OnFailure::Keep => Some(h.frame),
                 OnFailure::Drop => None,
-                OnFailure::SchemaAnswer(_) if !registry_unstored => Some(h.frame),
                 OnFailure::CommitResult(request_id) => {
-                    let outcome = CommitOutcome::Invalid {
-                        reason: reason.clone(),
+                    let outcome = if unknown {
+                        CommitOutcome::OutcomeUnknown {
+                            reason: reason.clone(),
+                        }
+                    } else {
+                        CommitOutcome::StorageUnavailable {
+                            reason: reason.clone(),
+                        }
                     };
                     self.status.metrics.commit_outcome(&outcome);
                     encode(&ServerMessage::CommitResult {
@@ -346,14 +494,10 @@ impl Sequencer {
                         outcome,
                     })
                 }
-                OnFailure::Refuse(request_id) | OnFailure::SchemaAnswer(request_id) => {
-                    encode(&ServerMessage::RequestFailed {
-                        request_id,
-                        reason: reason.clone(),
-                    })
-                }
                 OnFailure::Close => {
-                    h.outbound.close(reason.clone());
+                    h.outbound.close(Refusal::StorageUnavailable {
+                        detail: error.detail(),
+                    });
                     failed.push(h.conn);
                     None
                 }
@@ -367,15 +511,10 @@ impl Sequencer {
         for conn in failed {
             self.drop_conn(conn);
         }
-        // Deletions of connection objects were undone too: do them again later.
+        // Deletions of connection objects were undone too: do them again at the next retry.
         for id in self.connection_type.all(&self.store) {
             if !self.conns.contains_key(&id) && !self.ended.contains(&id) {
                 self.ended.push(id);
-            }
-        }
-        if let Some(durable) = &mut self.durable {
-            if !self.ended.is_empty() {
-                durable.retry_at = Some(Instant::now() + RETRY);
             }
         }
         self.publish();

@@ -80,7 +80,7 @@ impl Sequencer {
         }
         let planned = match self.plan_subscription(conn, targets) {
             Ok(planned) => planned,
-            Err(reason) => return self.fail(conn, request_id, reason),
+            Err((reason, limit)) => return self.fail_as(conn, request_id, reason, limit),
         };
         // Ids not handed out yet may later be granted to another connection: they are not
         // the session's.

@@ -125,7 +125,7 @@ fn hellos_are_checked_as_on_a_real_connection() {
     assert_eq!(
         server.recv(&conn),
         Some(ServerMessage::Rejected {
-            reason: RejectReason::Unauthorized
+            reason: Refusal::Unauthorized
         })
     );
     assert!(server.recv(&conn).is_none() && !server.is_open(&conn));
@@ -144,7 +144,7 @@ fn hellos_are_checked_as_on_a_real_connection() {
     assert!(matches!(
         server.recv(&old),
         Some(ServerMessage::Rejected {
-            reason: RejectReason::ProtocolVersion { .. }
+            reason: Refusal::ProtocolVersion { .. }
         })
     ));
     let s = open_session(&mut server);

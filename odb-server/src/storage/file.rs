@@ -12,12 +12,20 @@
 //!
 //! Every batch is one write transaction committed with redb's default (immediate) durability,
 //! so it is on disk before the commits in it are acknowledged.
+//!
+//! A write that fails on I/O (typically a full disk) leaves redb's handle unusable: every later
+//! transaction fails with "Previous I/O error occurred". The storage therefore drops the handle
+//! after any failed write and opens the file again before the next one (redb repairs the file
+//! on opening it), so writes succeed again as soon as the disk does, without a restart. A failed
+//! transaction commit is reported as [`StorageError::OutcomeUnknown`]: its pages may have
+//! reached the disk before the error.
 
 use super::{
     decode, decode_u64, encode, Batch, Loaded, Storage, StorageError, StorageFuture, StoredCommit,
     StoredObject, FORMAT_VERSION,
 };
 use odb_wire::{CommitId, DatabaseId, ObjectId, Tid};
+use parking_lot::Mutex;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,8 +49,36 @@ pub const FILE_NAME: &str = "odb.redb";
 /// commits are acknowledged. Only one server can have a directory open at a time.
 #[derive(Clone)]
 pub struct FileStorage {
-    db: Arc<Database>,
+    handle: Arc<Mutex<Handle>>,
     dir: PathBuf,
+}
+
+/// Opens the database file; called again after a failed write.
+type Opener = Arc<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
+
+/// The open database, or `None` after a failed write until it is opened again.
+struct Handle {
+    db: Option<Database>,
+    open: Opener,
+}
+
+impl Handle {
+    /// The open database, opening it first if a failed write dropped it.
+    fn db(&mut self, dir: &Path) -> Result<&Database, StorageError> {
+        if self.db.is_none() {
+            let db = (self.open)().map_err(|e| {
+                StorageError::Unavailable(format!(
+                    "cannot reopen the database in {}: {e}",
+                    dir.display()
+                ))
+            })?;
+            tracing::info!("reopened the database in {}", dir.display());
+            self.db = Some(db);
+        }
+        self.db
+            .as_ref()
+            .ok_or_else(|| StorageError::Unavailable("the database is not open".into()))
+    }
 }
 
 fn unavailable(what: &str) -> impl Fn(redb::Error) -> StorageError + '_ {
@@ -72,7 +108,15 @@ impl FileStorage {
             ))
         })?;
         let file = dir.join(FILE_NAME);
-        let db = Database::create(&file).map_err(|e| match e {
+        let opener = file.clone();
+        Self::open_with(dir, Arc::new(move || Database::create(&opener)))
+    }
+
+    /// Opens the database with `open`, which is called again whenever a failed write dropped
+    /// the handle.
+    pub(super) fn open_with(dir: PathBuf, open: Opener) -> Result<FileStorage, StorageError> {
+        let file = dir.join(FILE_NAME);
+        let db = open().map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StorageError::Unavailable(format!(
                 "data directory {} is in use by another process",
                 dir.display()
@@ -83,7 +127,7 @@ impl FileStorage {
             )),
         })?;
         let storage = FileStorage {
-            db: Arc::new(db),
+            handle: Arc::new(Mutex::new(Handle { db: Some(db), open })),
             dir,
         };
         storage.check_format()?;
@@ -98,8 +142,9 @@ impl FileStorage {
     /// Checks the format version, writing it into a new database.
     fn check_format(&self) -> Result<(), StorageError> {
         let context = format!("data directory {}", self.dir.display());
-        let txn = self
-            .db
+        let mut handle = self.handle.lock();
+        let txn = handle
+            .db(&self.dir)?
             .begin_write()
             .map_err(|e| unavailable(&context)(e.into()))?;
         {
@@ -151,7 +196,11 @@ impl FileStorage {
 
     fn load_blocking(&self) -> Result<Loaded, StorageError> {
         let err = unavailable("cannot read the database");
-        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let mut handle = self.handle.lock();
+        let txn = handle
+            .db(&self.dir)?
+            .begin_read()
+            .map_err(|e| err(e.into()))?;
         let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
         let get = |key: &str| -> Result<Option<Vec<u8>>, StorageError> {
             Ok(meta
@@ -215,8 +264,9 @@ impl FileStorage {
         })
     }
 
+    /// Stores a batch; after a failure, drops the handle so that the next call opens the file
+    /// again (a failed write leaves redb's handle unusable).
     fn persist_blocking(&self, batch: &Batch) -> Result<(), StorageError> {
-        let err = unavailable("cannot write the database");
         let mut encoded = Vec::with_capacity(batch.objects.len());
         for (id, object) in &batch.objects {
             encoded.push((id.0, object.as_ref().map(encode).transpose()?));
@@ -226,7 +276,23 @@ impl FileStorage {
         for record in &batch.commits.added {
             records.push((commit_key(&record.id), encode(record)?));
         }
-        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        let mut handle = self.handle.lock();
+        let result = Self::write(handle.db(&self.dir)?, batch, registry, &encoded, &records);
+        if result.is_err() {
+            handle.db = None;
+        }
+        result
+    }
+
+    fn write(
+        db: &Database,
+        batch: &Batch,
+        registry: Option<Vec<u8>>,
+        encoded: &[(u64, Option<Vec<u8>>)],
+        records: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), StorageError> {
+        let err = unavailable("cannot write the database");
+        let txn = db.begin_write().map_err(|e| err(e.into()))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
             meta.insert("tid", batch.tid.0.to_le_bytes().as_slice())
@@ -247,7 +313,7 @@ impl FileStorage {
             )
             .map_err(|e| err(e.into()))?;
             let mut commits = txn.open_table(COMMITS).map_err(|e| err(e.into()))?;
-            for (key, value) in &records {
+            for (key, value) in records {
                 commits
                     .insert(key.as_slice(), value.as_slice())
                     .map_err(|e| err(e.into()))?;
@@ -258,7 +324,7 @@ impl FileStorage {
                     .map_err(|e| err(e.into()))?;
             }
             let mut objects = txn.open_table(OBJECTS).map_err(|e| err(e.into()))?;
-            for (id, value) in &encoded {
+            for (id, value) in encoded {
                 match value {
                     Some(value) => {
                         objects
@@ -271,7 +337,9 @@ impl FileStorage {
                 }
             }
         }
-        txn.commit().map_err(|e| err(e.into()))
+        txn.commit().map_err(|e| {
+            StorageError::OutcomeUnknown(format!("cannot commit to the database: {e}"))
+        })
     }
 }
 

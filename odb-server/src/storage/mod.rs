@@ -48,9 +48,15 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    /// The storage cannot be reached or refused the operation; trying again later may work.
+    /// The storage cannot be reached or refused the operation, and nothing of it was stored;
+    /// trying again later may work.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A write failed at a point where it may have been stored all the same (the connection
+    /// broke while the storage was applying it, or the final sync failed). Writing the same
+    /// batch again is safe: it stores the same values.
+    #[error("storage unavailable, the write may or may not have been stored: {0}")]
+    OutcomeUnknown(String),
     /// The storage holds data this server cannot read (another format version, or something
     /// that is not an ODB database).
     #[error("{0}")]
@@ -65,7 +71,9 @@ impl StorageError {
     /// context.
     pub fn detail(&self) -> String {
         match self {
-            StorageError::Unavailable(m) | StorageError::Incompatible(m) => m.clone(),
+            StorageError::Unavailable(m)
+            | StorageError::OutcomeUnknown(m)
+            | StorageError::Incompatible(m) => m.clone(),
             StorageError::Corrupt(_) => self.to_string(),
         }
     }

@@ -18,7 +18,9 @@
 //! `appendonly yes` and `appendfsync always` it is on disk before `EXEC` returns.
 //!
 //! Every request has a timeout. A failed request drops the connection; the next batch connects
-//! anew, so commits succeed again as soon as Redis is back.
+//! anew, so commits succeed again as soon as Redis is back. A write whose connection broke or
+//! timed out after it was sent fails with [`StorageError::OutcomeUnknown`]: Redis may have
+//! applied the transaction before the link went down.
 
 use super::{
     decode, encode, Batch, Loaded, Storage, StorageError, StorageFuture, StoredCommit,
@@ -326,14 +328,22 @@ impl RedisStorage {
             .ignore();
         let mut conn = self.conn().await?;
         let result = pipe.query_async::<()>(&mut conn).await.map_err(|e| {
-            StorageError::Unavailable(format!(
-                "cannot write to Redis at {}: {}",
-                self.url,
-                one_line(&e)
-            ))
+            let message = format!("cannot write to Redis at {}: {}", self.url, one_line(&e));
+            if sent_maybe(&e) {
+                StorageError::OutcomeUnknown(message)
+            } else {
+                StorageError::Unavailable(message)
+            }
         });
         self.settle(result)
     }
+}
+
+/// Whether a failed `MULTI`/`EXEC` may have been applied all the same: the link broke or timed
+/// out once the transaction could have reached Redis. An error answered by Redis itself, or a
+/// refused connection, means nothing was applied.
+fn sent_maybe(e: &redis::RedisError) -> bool {
+    !e.is_connection_refusal() && (e.is_io_error() || e.is_timeout() || e.is_connection_dropped())
 }
 
 impl Storage for RedisStorage {

@@ -2,6 +2,7 @@
 
 use super::*;
 use odb_wire::{CommitId, DatabaseId, FieldId, IndexId, ObjectId, Tid, TypeId};
+use std::sync::Arc;
 
 fn object(value: &str) -> StoredObject {
     StoredObject {
@@ -199,4 +200,99 @@ fn a_registry_stored_before_descriptions_still_loads() {
         ..StoredRegistry::default()
     };
     assert_eq!(decode_registry(&encode(&new).unwrap()).unwrap(), new);
+}
+
+/// A file backend whose writes fail like a full disk while `full` is set.
+#[derive(Debug)]
+struct FillableDisk {
+    file: redb::backends::FileBackend,
+    full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FillableDisk {
+    fn check(&self) -> Result<(), std::io::Error> {
+        if self.full.load(std::sync::atomic::Ordering::Acquire) {
+            // ENOSPC: "No space left on device".
+            return Err(std::io::Error::from_raw_os_error(28));
+        }
+        Ok(())
+    }
+}
+
+impl redb::StorageBackend for FillableDisk {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.file.len()
+    }
+    fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, std::io::Error> {
+        self.file.read(offset, len)
+    }
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.check()?;
+        self.file.set_len(len)
+    }
+    fn sync_data(&self, eventual: bool) -> Result<(), std::io::Error> {
+        self.check()?;
+        self.file.sync_data(eventual)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.check()?;
+        self.file.write(offset, data)
+    }
+}
+
+#[tokio::test]
+async fn the_file_store_heals_after_the_disk_was_full() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = std::env::temp_dir().join(format!("odb-storage-full-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let full = Arc::new(AtomicBool::new(false));
+    let path = dir.join(file::FILE_NAME);
+    let disk = full.clone();
+    let open: Arc<dyn Fn() -> Result<redb::Database, redb::DatabaseError> + Send + Sync> =
+        Arc::new(move || {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
+            let backend = FillableDisk {
+                file: redb::backends::FileBackend::new(file)?,
+                full: disk.clone(),
+            };
+            redb::Builder::new().create_with_backend(backend)
+        });
+    let mut storage = FileStorage::open_with(dir.clone(), open).unwrap();
+    let batch = |tid: u64, value: &str| Batch {
+        tid: Tid(tid),
+        next_id: 100 + tid,
+        registry: (tid == 1).then(registry),
+        objects: vec![(ObjectId(7), Some(object(value)))],
+        ..Batch::default()
+    };
+    storage.persist(batch(1, "a")).await.unwrap();
+
+    full.store(true, Ordering::Release);
+    for tid in 2..5 {
+        let err = storage.persist(batch(tid, "lost")).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StorageError::Unavailable(_) | StorageError::OutcomeUnknown(_)
+            ),
+            "{err}"
+        );
+    }
+
+    // Space is back: the next write succeeds without reopening anything by hand.
+    full.store(false, Ordering::Release);
+    storage.persist(batch(5, "b")).await.unwrap();
+    storage.persist(batch(6, "c")).await.unwrap();
+    let loaded = storage.load().await.unwrap();
+    assert_eq!(loaded.tid, Tid(6));
+    assert_eq!(loaded.next_id, 106);
+    assert_eq!(loaded.objects, vec![(ObjectId(7), object("c"))]);
+    drop(storage);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -14,18 +14,11 @@
 use super::plan::Plan;
 use super::table::MAX_ENTRIES;
 use super::Store;
+use odb_wire::limits::Limit;
 use odb_wire::{CommitOutcome, CommitRequest};
 
 /// Bytes counted for each field or index entry besides its value.
 pub(crate) const ENTRY_OVERHEAD: usize = 24;
-
-/// How a refusal for the size of a commit starts.
-pub(crate) const COMMIT_SIZE: &str = "commit size";
-/// How a refusal for the size of an object starts.
-pub(crate) const OBJECT_SIZE: &str = "object size";
-
-/// How a refusal because the store is full starts.
-pub(crate) const STORE_SIZE: &str = "store size";
 
 /// Bytes counted for each deleted object.
 const DELETE_SIZE: usize = 9;
@@ -118,12 +111,13 @@ impl Store {
             .saturating_add(req.index_writes.len());
         if objects.max(values) > MAX_ENTRIES {
             return Err(CommitOutcome::Invalid {
-                reason: format!(
-                    "{STORE_SIZE}: the store holds {} objects and {} index values, and cannot \
+                reason: Limit::StoreSize.reason(format!(
+                    "the store holds {} objects and {} index values, and cannot \
                      take the ones this commit would add",
                     self.objects.len(),
                     self.members.len()
-                ),
+                )),
+                limit: Some(Limit::StoreSize),
             });
         }
         let limits = self.limits;
@@ -137,11 +131,12 @@ impl Store {
         .saturating_add(req.deletes.len().saturating_mul(DELETE_SIZE));
         if written > limits.commit_bytes {
             return Err(CommitOutcome::Invalid {
-                reason: format!(
-                    "{COMMIT_SIZE}: the commit writes about {written} bytes, over the limit of {} \
+                reason: Limit::CommitSize.reason(format!(
+                    "the commit writes about {written} bytes, over the limit of {} \
                      bytes per commit; split it into several transactions",
                     limits.commit_bytes
-                ),
+                )),
+                limit: Some(Limit::CommitSize),
             });
         }
         for p in plan.objects.iter().filter(|p| !p.deleted) {
@@ -179,11 +174,12 @@ impl Store {
             let size = fields.saturating_add(indices).saturating_add(extra);
             if size > limits.object_bytes {
                 return Err(CommitOutcome::Invalid {
-                    reason: format!(
-                        "{OBJECT_SIZE}: object {} would take about {size} bytes, over the limit \
+                    reason: Limit::ObjectSize.reason(format!(
+                        "object {} would take about {size} bytes, over the limit \
                          of {} bytes per object",
                         p.id, limits.object_bytes
-                    ),
+                    )),
+                    limit: Some(Limit::ObjectSize),
                 });
             }
         }

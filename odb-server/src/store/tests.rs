@@ -83,7 +83,7 @@ impl Fixture {
     fn invalid(&mut self, req: &CommitRequest, needle: &str) {
         let tid = self.store.tid();
         match self.commit(req) {
-            Err(CommitOutcome::Invalid { reason }) => {
+            Err(CommitOutcome::Invalid { reason, .. }) => {
                 assert!(
                     reason.contains(needle),
                     "{reason:?} should mention {needle:?}"

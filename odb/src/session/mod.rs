@@ -37,7 +37,7 @@ use crate::{Error, Result};
 use bytes::Bytes;
 use odb_wire::{
     ClientMessage, CommitId, CommitOutcome, CommitRequest, CommitStatus, DatabaseId, IdBlock,
-    ObjectData, ObjectId, RejectReason, RequestId, SchemaIds, ServerMessage, Tid, TypeId,
+    ObjectData, ObjectId, RequestId, SchemaIds, ServerMessage, Tid, TypeId,
     OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use std::collections::{HashMap, VecDeque};
@@ -205,7 +205,7 @@ pub(crate) struct ClientCore {
     last_received: Instant,
     next_heartbeat: Instant,
     /// Why the server said it would close the connection.
-    closing: Option<String>,
+    closing: Option<odb_wire::Refusal>,
     requests: HashMap<RequestId, Pending>,
     /// Encoded frames for the driver, with the request each belongs to.
     outbox: VecDeque<(Option<RequestId>, Bytes)>,
@@ -378,10 +378,16 @@ impl ClientCore {
 
     /// The connection broke (or was closed by the core: see [`ClientCore::handle_timeout`]).
     pub fn on_disconnected(&mut self, reason: String, now: Instant) {
-        let reason = match self.closing.take() {
+        let said = self.closing.take();
+        let reason = match &said {
             Some(said) => format!("{reason} (the server said: {said})"),
             None => reason,
         };
+        // A reason that does not pass (a protocol violation, exhausted ids) ends the session.
+        if said.is_some_and(|said| said.is_permanent()) {
+            self.close(reason);
+            return;
+        }
         match self.state {
             State::Closed { .. } => return,
             State::Connecting { attempt, since } => {
@@ -460,8 +466,8 @@ impl ClientCore {
                 now,
             ),
             ServerMessage::Rejected { reason } => {
-                let (message, permanent) = describe_rejection(&reason);
-                self.on_connect_failed(message, permanent, now);
+                let message = crate::refusal::refusal_error(&reason).to_string();
+                self.on_connect_failed(message, reason.is_permanent(), now);
             }
             ServerMessage::Commit(data) => match &mut self.restoring {
                 Some(held) => held.push(data),
@@ -535,9 +541,11 @@ impl ClientCore {
                     self.answer(request_id, Ok(Reply::Ids));
                 }
             }
-            ServerMessage::RequestFailed { request_id, reason } => {
-                self.request_failed(request_id, reason)
-            }
+            ServerMessage::RequestFailed {
+                request_id,
+                reason,
+                limit,
+            } => self.request_failed(request_id, reason, limit),
             ServerMessage::Closing { reason } => self.closing = Some(reason),
             ServerMessage::Heartbeat => {}
             // Answers to requests of tools (the `odb` command), which a client never sends.
@@ -1156,18 +1164,17 @@ impl ClientCore {
         }
     }
 
-    fn request_failed(&mut self, request_id: RequestId, reason: String) {
+    fn request_failed(
+        &mut self,
+        request_id: RequestId,
+        reason: String,
+        limit: Option<odb_wire::limits::Limit>,
+    ) {
         self.buffers.remove(&request_id);
         let Some(pending) = self.requests.remove(&request_id) else {
             return;
         };
-        let error = if odb_wire::limits::named_in(&reason).is_some() {
-            Error::LimitExceeded {
-                what: reason.clone(),
-            }
-        } else {
-            Error::Server(reason.clone())
-        };
+        let error = crate::refusal::request_error(reason.clone(), limit);
         match pending {
             Pending::Subscribe { added, .. } => {
                 self.targets.remove(&added);
@@ -1226,10 +1233,9 @@ impl ClientCore {
                 })
             }
             CommitOutcome::TooOld { base_tid, horizon } => Err(Error::TooOld { base_tid, horizon }),
-            CommitOutcome::Invalid { reason } => match odb_wire::limits::named_in(&reason) {
-                Some(_) => Err(Error::LimitExceeded { what: reason }),
-                None => Err(Error::Server(reason)),
-            },
+            other @ (CommitOutcome::Invalid { .. }
+            | CommitOutcome::StorageUnavailable { .. }
+            | CommitOutcome::OutcomeUnknown { .. }) => Err(crate::refusal::commit_error(other)),
         }
     }
 
@@ -1266,16 +1272,3 @@ impl ClientCore {
     }
 }
 
-/// A refused hello in words, and whether reconnecting is pointless.
-fn describe_rejection(reason: &RejectReason) -> (String, bool) {
-    match reason {
-        RejectReason::Unauthorized => (Error::Unauthorized.to_string(), true),
-        RejectReason::ProtocolVersion { server, oldest } => (
-            format!(
-                "the server speaks protocol versions {oldest} to {server}, this client {OLDEST_PROTOCOL_VERSION} to {PROTOCOL_VERSION}; upgrade the older side"
-            ),
-            true,
-        ),
-        RejectReason::Other(reason) => (format!("the server refused the connection: {reason}"), false),
-    }
-}
