@@ -32,6 +32,9 @@ pub(crate) const MAX_REFUSALS: usize = 64;
 /// How long a refusal may take to reach a client before the connection is dropped anyway.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a stopping server tries to send a connection its farewell frame.
+const FAREWELL_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// What every connection task needs from the server.
 #[derive(Clone)]
 pub(crate) struct ConnContext {
@@ -52,6 +55,9 @@ pub(crate) struct ConnContext {
     pub queued_bytes: Arc<Semaphore>,
     /// Cancelled when the server stops.
     pub stop: CancellationToken,
+    /// Set before [`ConnContext::stop`] when the server stops for a reason its clients should
+    /// hear (a leader that lost its lease): a `Closing` frame each connection's writer sends last.
+    pub farewell: Arc<std::sync::OnceLock<Bytes>>,
     /// Owns every task the server spawns.
     pub tracker: TaskTracker,
 }
@@ -165,9 +171,16 @@ where
     tracing::info!(client = %client_name, "client authenticated");
 
     let heartbeat = ctx.config.heartbeat_interval;
-    let writer_task = ctx
-        .tracker
-        .spawn(write_loop(writer, queue, heartbeat, closed.clone()).in_current_span());
+    let writer_task = ctx.tracker.spawn(
+        write_loop(
+            writer,
+            queue,
+            heartbeat,
+            closed.clone(),
+            ctx.farewell.clone(),
+        )
+        .in_current_span(),
+    );
 
     let end = read_loop(&ctx, &mut reader, conn, &outbound, &closed).await;
     let _ = ctx.sequencer.send(Request::Disconnect { conn }).await;
@@ -439,6 +452,7 @@ async fn write_loop<S: AsyncWrite>(
     mut queue: OutboundReceiver,
     heartbeat: Duration,
     closed: CancellationToken,
+    farewell: Arc<std::sync::OnceLock<Bytes>>,
 ) {
     let Ok(heartbeat_frame) = odb_wire::encode(&ServerMessage::Heartbeat) else {
         queue.close("cannot encode a heartbeat".into());
@@ -463,9 +477,19 @@ async fn write_loop<S: AsyncWrite>(
             }
         }
     };
-    let result: io::Result<()> = tokio::select! {
-        _ = closed.cancelled() => Ok(()),
-        result = work => result,
+    let result: Option<io::Result<()>> = tokio::select! {
+        _ = closed.cancelled() => None,
+        result = work => Some(result),
+    };
+    let result = match result {
+        Some(result) => result,
+        None => {
+            if let Some(frame) = farewell.get() {
+                // Best effort, bounded: the server is stopping.
+                let _ = timeout(FAREWELL_TIMEOUT, writer.send(frame.clone())).await;
+            }
+            Ok(())
+        }
     };
     if let Err(e) = result {
         queue.close(format!("write failed: {e}"));

@@ -23,6 +23,7 @@ mod connection;
 mod error;
 mod id_grants;
 mod id_set;
+pub mod leader;
 mod limits;
 mod listener;
 mod liveness;
@@ -46,7 +47,7 @@ pub use tls::{self_signed_names, TlsConfig};
 
 use auth_throttle::AuthThrottle;
 use connection::ConnContext;
-use odb_wire::Tid;
+use odb_wire::{ServerMessage, Tid};
 use sequencer::Status;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -171,6 +172,7 @@ impl Server {
             config,
             sequencer: requests,
             stop,
+            farewell: Arc::default(),
             tracker,
         };
         if let Some(listener) = listener {
@@ -238,6 +240,19 @@ impl Server {
             outbound_bytes: self.ctx.queues.bytes.load(Ordering::Acquire),
             outbound_snapshots: self.ctx.queues.snapshots.load(Ordering::Acquire),
         }
+    }
+
+    /// Stops the server like [`Server::shutdown`], first telling every client why: each
+    /// connection's last frame is a `Closing` with `reason` (sent within half a second, or not
+    /// at all), which clients report as the reason of the break before they reconnect.
+    pub async fn shutdown_with_reason(self, reason: &str) {
+        let closing = ServerMessage::Closing {
+            reason: reason.to_string(),
+        };
+        if let Ok(frame) = odb_wire::encode(&closing) {
+            let _ = self.ctx.farewell.set(frame);
+        }
+        self.shutdown().await;
     }
 
     /// Stops the server and waits until every task it started has finished.

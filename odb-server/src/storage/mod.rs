@@ -23,10 +23,12 @@
 //! longer has).
 
 mod file;
+mod lease;
 mod memory;
 mod redis;
 
 pub use file::FileStorage;
+pub use lease::{Fence, HeldLease, Lease};
 pub use memory::MemoryStorage;
 pub use redis::{RedisStorage, DEFAULT_REDIS_PREFIX};
 
