@@ -13,9 +13,10 @@
 //! this leader took and writes only if they are equal ([`Fence`]). Redis runs a script
 //! atomically, so no other leader's lease can begin between the check and the write.
 
+use super::endpoint::Endpoint;
 use super::StorageError;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Script};
+use redis::{AsyncConnectionConfig, Script};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -49,7 +50,7 @@ return 0
 
 /// The lease as one server sees it: its Redis connection and the keys.
 pub struct Lease {
-    client: Client,
+    client: Endpoint,
     url: String,
     conn: Option<MultiplexedConnection>,
     key: String,
@@ -86,8 +87,7 @@ impl Lease {
         ttl: Duration,
         timeout: Duration,
     ) -> Result<Lease, StorageError> {
-        let client = Client::open(url)
-            .map_err(|e| StorageError::Incompatible(format!("invalid Redis URL {url:?}: {e}")))?;
+        let client = Endpoint::open(url)?;
         Ok(Lease {
             client,
             url: url.to_string(),
@@ -164,13 +164,9 @@ impl Lease {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(self.timeout)
             .set_response_timeout(self.timeout);
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| {
-                StorageError::Unavailable(format!("cannot connect to Redis at {}: {e}", self.url))
-            })?;
+        let conn = self.client.connect(&config).await.map_err(|e| {
+            StorageError::Unavailable(format!("cannot connect to Redis at {}: {e}", self.url))
+        })?;
         self.conn = Some(conn.clone());
         Ok(conn)
     }

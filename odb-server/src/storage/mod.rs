@@ -22,6 +22,7 @@
 //! refuses base tids older than the loaded tid, so nothing is validated against a history it no
 //! longer has).
 
+mod endpoint;
 mod file;
 mod lease;
 mod memory;

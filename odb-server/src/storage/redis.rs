@@ -24,6 +24,7 @@
 //! Every request has a timeout. A failed request drops the connection; the next batch connects
 //! anew, so commits succeed again as soon as Redis is back.
 
+use super::endpoint::Endpoint;
 use super::lease::{Fence, FENCED_WRITE, NOT_THE_LEADER};
 use super::{
     decode, encode, Batch, Loaded, Storage, StorageError, StorageFuture, StoredCommit,
@@ -31,7 +32,7 @@ use super::{
 };
 use odb_wire::{DatabaseId, ObjectId, Tid};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client};
+use redis::AsyncConnectionConfig;
 use std::time::Duration;
 
 /// The key prefix used unless another one is configured.
@@ -51,7 +52,7 @@ const SCAN_COUNT: usize = 1000;
 
 /// Storage in a Redis database, under a key prefix.
 pub struct RedisStorage {
-    client: Client,
+    client: Endpoint,
     url: String,
     prefix: String,
     timeout: Duration,
@@ -73,7 +74,8 @@ fn unavailable(context: &str) -> impl Fn(redis::RedisError) -> StorageError + '_
 }
 
 impl RedisStorage {
-    /// Connects to the Redis database at `url` (`redis://HOST:PORT/DB`) and checks the format
+    /// Connects to the Redis database at `url` (`redis://HOST:PORT/DB`, `rediss://` for TLS, or
+    /// `redis+sentinel://HOST:PORT,.../MASTER/DB`; see the book) and checks the format
     /// version under `prefix`, writing it into an empty database. Every request, and every
     /// connection attempt, times out after `timeout`.
     ///
@@ -84,8 +86,7 @@ impl RedisStorage {
         prefix: &str,
         timeout: Duration,
     ) -> Result<RedisStorage, StorageError> {
-        let client = Client::open(url)
-            .map_err(|e| StorageError::Incompatible(format!("invalid Redis URL {url:?}: {e}")))?;
+        let client = Endpoint::open(url)?;
         let mut storage = RedisStorage {
             client,
             url: url.to_string(),
@@ -117,13 +118,9 @@ impl RedisStorage {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(self.timeout)
             .set_response_timeout(self.timeout);
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| {
-                StorageError::Unavailable(format!("cannot connect to Redis at {}: {e}", self.url))
-            })?;
+        let conn = self.client.connect(&config).await.map_err(|e| {
+            StorageError::Unavailable(format!("cannot connect to Redis at {}: {e}", self.url))
+        })?;
         self.conn = Some(conn.clone());
         Ok(conn)
     }
