@@ -153,6 +153,7 @@ async fn commits_continue_after_sentinel_promotes_the_replica() {
     .await;
 
     println!("redis, replica and sentinel ready");
+    let started = Instant::now();
     let server_port = free_port();
     let _server = Proc(
         Command::new(server_binary())
@@ -185,9 +186,12 @@ async fn commits_continue_after_sentinel_promotes_the_replica() {
         .connect()
         .await
         .expect("connects");
+    // Includes building the server binary on the first run.
+    println!("leading after {} ms", started.elapsed().as_millis());
     for seq in 0..20 {
         commit(&db, seq).await;
     }
+    println!("20 commits after {} ms", started.elapsed().as_millis());
     // Everything acknowledged so far is on the replica before it is promoted (replication is
     // asynchronous: without this, the last writes could be lost, as Redis documents).
     let _: i64 = query(master.port(), redis::cmd("WAIT").arg(1).arg(5000))
