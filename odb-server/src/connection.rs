@@ -34,6 +34,7 @@ pub(crate) const MAX_REFUSALS: usize = 64;
 /// How long a refusal may take to reach a client before the connection is dropped anyway.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
+
 /// What every connection task needs from the server.
 #[derive(Clone)]
 pub(crate) struct ConnContext {
@@ -61,6 +62,9 @@ pub(crate) struct ConnContext {
     pub stop: CancellationToken,
     /// Cancelled when every task must end at once.
     pub halt: CancellationToken,
+    /// Set before [`ConnContext::stop`] when the server stops for a reason other than shutting
+    /// down (a leader that lost its lease): what each connection's last frame tells the client.
+    pub farewell: Arc<std::sync::OnceLock<Refusal>>,
     /// Owns every task the server spawns.
     pub tracker: TaskTracker,
     /// The server's metrics.
@@ -234,7 +238,12 @@ where
     // Closed by the server without a frame saying why: say it once the writer has stopped.
     let tell = match (&end, outbound.reason()) {
         (End::Closed, Some(reason)) => Some(reason.clone()),
-        (End::Closed, None) if stopping.is_cancelled() => Some(Refusal::ShuttingDown),
+        (End::Closed, None) if stopping.is_cancelled() => Some(
+            ctx.farewell
+                .get()
+                .cloned()
+                .unwrap_or(Refusal::ShuttingDown),
+        ),
         _ => None,
     };
     // Once every sender is gone the writer drains what is queued and stops; a client that does
@@ -540,10 +549,11 @@ async fn write_loop<S: AsyncWrite>(
             }
         }
     };
-    let result: io::Result<()> = tokio::select! {
-        _ = closed.cancelled() => Ok(()),
-        result = work => result,
+    let result: Option<io::Result<()>> = tokio::select! {
+        _ = closed.cancelled() => None,
+        result = work => Some(result),
     };
+    let result = result.unwrap_or(Ok(()));
     match result {
         Ok(()) => Some(writer),
         Err(e) => {

@@ -25,6 +25,8 @@ mod error;
 mod http;
 mod id_grants;
 mod id_set;
+#[cfg(feature = "redis")]
+pub mod leader;
 mod limits;
 mod listener;
 mod liveness;
@@ -50,7 +52,7 @@ pub use tls::{self_signed_names, TlsConfig};
 use admission::Admission;
 use auth_throttle::AuthThrottle;
 use connection::ConnContext;
-use odb_wire::Tid;
+use odb_wire::{ServerMessage, Tid};
 use sequencer::Status;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -193,6 +195,7 @@ impl Server {
             sequencer: requests,
             stop,
             halt,
+            farewell: Arc::default(),
             tracker,
             metrics: status.metrics.clone(),
         };
@@ -279,6 +282,14 @@ impl Server {
             outbound_bytes: self.ctx.queues.bytes.load(Ordering::Acquire),
             outbound_snapshots: self.ctx.queues.snapshots.load(Ordering::Acquire),
         }
+    }
+
+    /// Stops the server like [`Server::shutdown`], telling every client `reason` instead of
+    /// "shutting down" (a leader that lost its lease says "not the leader", so that clients
+    /// look for the new one).
+    pub async fn shutdown_with_reason(self, reason: odb_wire::Refusal) {
+        let _ = self.ctx.farewell.set(reason);
+        self.shutdown().await;
     }
 
     /// Shuts the server down gracefully and waits until every task it started has finished:

@@ -5,6 +5,7 @@
 //! odb-server --service-token-file token.txt 127.0.0.1 8000
 //! odb-server --service-token TOKEN --data-dir ./odb-data 127.0.0.1 8000
 //! odb-server --service-token TOKEN --redis redis://127.0.0.1:6379/0 127.0.0.1 8000
+//! odb-server --service-token TOKEN --redis redis://10.0.0.5:6379/0 --standby 10.0.0.7 8000
 //! odb-server --service-token-file token.txt 0.0.0.0 8000 --tls-cert c.pem --tls-key k.pem
 //! odb-server --service-token TOKEN --tls-self-signed ./server-cert.pem 127.0.0.1 8000
 //! odb-server --service-token TOKEN 127.0.0.1 0 --print-address   # prints e.g. 127.0.0.1:40613
@@ -13,6 +14,7 @@
 
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
+use odb_server::leader::{run_standby, StandbyConfig};
 use odb_server::storage::{FileStorage, RedisStorage, Storage, DEFAULT_REDIS_PREFIX};
 use odb_server::{self_signed_names, Server, ServerConfig, TlsConfig};
 use std::io::{IsTerminal, Write};
@@ -20,6 +22,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 /// The server allocates and frees many small buffers per commit; mimalloc does that markedly
@@ -52,6 +55,15 @@ struct Args {
     /// Timeout of every Redis request and connection attempt, in milliseconds (with --redis).
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     redis_timeout_ms: u64,
+    /// Join a group of standby servers sharing --redis and --redis-prefix: serve only while
+    /// holding the leader lease, wait (not listening) otherwise. See the book's chapter on high
+    /// availability.
+    #[arg(long, requires = "redis")]
+    standby: bool,
+    /// Length of the leader lease in milliseconds (with --standby); a standby takes over within
+    /// about twice this after the leader dies.
+    #[arg(long, value_name = "MS", default_value_t = 3000, requires = "standby")]
+    lease_ms: u64,
     /// Host name or address to listen on.
     host: String,
     /// TCP port to listen on (0 picks a free one).
@@ -215,6 +227,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
         allow_plaintext: args.allow_plaintext,
         ..ServerConfig::default()
     };
+    if args.standby {
+        let standby = StandbyConfig {
+            redis_url: args.redis.clone().unwrap_or_default(),
+            prefix: args.redis_prefix.clone(),
+            redis_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
+            lease: Duration::from_millis(args.lease_ms),
+            owner: format!("{addr} pid {}", std::process::id()),
+        };
+        tracing::info!(
+            "odb-server standby for {addr}, redis {} (prefix {:?}), lease {} ms, {tls_line}",
+            standby.redis_url,
+            standby.prefix,
+            args.lease_ms
+        );
+        // Runs until the process is stopped: every acknowledged commit is already stored.
+        return run_standby(config, addr, standby, CancellationToken::new())
+            .await
+            .map_err(|e| anyhow!("{e}"));
+    }
     let storage = open_storage(&args).await?;
     let storage_line = storage
         .as_ref()

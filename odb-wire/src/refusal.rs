@@ -57,6 +57,13 @@ pub enum Refusal {
     /// The server is stopping.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The server is a standby that lost (or never held) the lease of the leader: another
+    /// server serves the database now.
+    #[error("not the leader: {detail}")]
+    NotLeader {
+        /// Why this server stopped leading.
+        detail: String,
+    },
     /// The client sent nothing, not even a heartbeat, for too long.
     #[error("no frame received for {after_ms} ms (missed heartbeats)")]
     Silent {
@@ -115,6 +122,7 @@ impl Refusal {
             | Refusal::TooManyFromAddress { .. }
             | Refusal::StorageUnavailable { .. }
             | Refusal::ShuttingDown
+            | Refusal::NotLeader { .. }
             | Refusal::Silent { .. }
             | Refusal::FrameTooLarge { .. }
             | Refusal::SlowReader { .. }

@@ -23,14 +23,20 @@
 //! refuses base tids older than the loaded tid, so nothing is validated against a history it no
 //! longer has).
 
+#[cfg(feature = "redis")]
+mod endpoint;
 #[cfg(feature = "redb")]
 mod file;
+#[cfg(feature = "redis")]
+mod lease;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
 #[cfg(feature = "redb")]
 pub use file::FileStorage;
+#[cfg(feature = "redis")]
+pub use lease::{Fence, HeldLease, Lease};
 pub use memory::MemoryStorage;
 #[cfg(feature = "redis")]
 pub use redis::{RedisStorage, DEFAULT_REDIS_PREFIX};

@@ -12,8 +12,12 @@
 //! | `{prefix}objects` | hash | object id (decimal) -> the encoded object |
 //! | `{prefix}commits` | hash | commit id (`SESSION/SEQ`, hexadecimal/decimal) -> its encoded record |
 //! | `{prefix}commit_horizon` | string | the newest tid whose commit-id record was dropped, decimal |
+//! | `{prefix}leader` | string | with standby servers: the leader's lease, `EPOCH OWNER`, expiring |
+//! | `{prefix}epoch` | string | with standby servers: the last fencing epoch handed out, decimal |
 //!
-//! Every batch is one `MULTI`/`EXEC` transaction, so Redis applies all of it or none of it.
+//! Every batch is one `MULTI`/`EXEC` transaction, so Redis applies all of it or none of it; a
+//! storage with a [`Fence`] (a leader among standby servers) writes each batch with one script
+//! that checks the lease first (see [`super::lease`]).
 //! How durable an acknowledged batch is depends on Redis's own settings: with
 //! `appendonly yes` and `appendfsync always` it is on disk before `EXEC` returns.
 //!
@@ -22,13 +26,15 @@
 //! timed out after it was sent fails with [`StorageError::OutcomeUnknown`]: Redis may have
 //! applied the transaction before the link went down.
 
+use super::endpoint::Endpoint;
+use super::lease::{Fence, FENCED_WRITE, NOT_THE_LEADER};
 use super::{
     decode, encode, Batch, Loaded, Storage, StorageError, StorageFuture, StoredCommit,
     StoredObject, FORMAT_VERSION,
 };
 use odb_wire::{DatabaseId, ObjectId, Tid};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client};
+use redis::AsyncConnectionConfig;
 use std::time::Duration;
 
 /// The key prefix used unless another one is configured.
@@ -48,11 +54,12 @@ const SCAN_COUNT: usize = 1000;
 
 /// Storage in a Redis database, under a key prefix.
 pub struct RedisStorage {
-    client: Client,
+    client: Endpoint,
     url: String,
     prefix: String,
     timeout: Duration,
     conn: Option<MultiplexedConnection>,
+    fence: Option<Fence>,
 }
 
 impl std::fmt::Debug for RedisStorage {
@@ -78,7 +85,8 @@ fn one_line(e: &redis::RedisError) -> String {
 }
 
 impl RedisStorage {
-    /// Connects to the Redis database at `url` (`redis://HOST:PORT/DB`) and checks the format
+    /// Connects to the Redis database at `url` (`redis://HOST:PORT/DB`, `rediss://` for TLS, or
+    /// `redis+sentinel://HOST:PORT,.../MASTER/DB`; see the book) and checks the format
     /// version under `prefix`, writing it into an empty database. Every request, and every
     /// connection attempt, times out after `timeout`.
     ///
@@ -89,18 +97,24 @@ impl RedisStorage {
         prefix: &str,
         timeout: Duration,
     ) -> Result<RedisStorage, StorageError> {
-        let client = Client::open(url).map_err(|e| {
-            StorageError::Incompatible(format!("invalid Redis URL {url:?}: {}", one_line(&e)))
-        })?;
+        let client = Endpoint::open(url)?;
         let mut storage = RedisStorage {
             client,
             url: url.to_string(),
             prefix: prefix.to_string(),
             timeout,
             conn: None,
+            fence: None,
         };
         storage.check_format().await?;
         Ok(storage)
+    }
+
+    /// Makes every later batch check the lease first: a batch is stored only while the lease
+    /// key holds the fence's value, and otherwise fails (and cancels [`Fence::deposed`]).
+    pub fn with_fence(mut self, fence: Fence) -> RedisStorage {
+        self.fence = Some(fence);
+        self
     }
 
     fn key(&self, name: &str) -> String {
@@ -115,17 +129,13 @@ impl RedisStorage {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(self.timeout)
             .set_response_timeout(self.timeout);
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| {
-                StorageError::Unavailable(format!(
-                    "cannot connect to Redis at {}: {}",
-                    self.url,
-                    one_line(&e)
-                ))
-            })?;
+        let conn = self.client.connect(&config).await.map_err(|e| {
+            StorageError::Unavailable(format!(
+                "cannot connect to Redis at {}: {}",
+                self.url,
+                one_line(&e)
+            ))
+        })?;
         self.conn = Some(conn.clone());
         Ok(conn)
     }
@@ -281,62 +291,165 @@ impl RedisStorage {
     }
 
     async fn persist_batch(&mut self, batch: Batch) -> Result<(), StorageError> {
-        let objects_key = self.key("objects");
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.set(self.key("tid"), batch.tid.0).ignore();
-        pipe.set(self.key("next_id"), batch.next_id).ignore();
-        if let Some(registry) = &batch.registry {
-            pipe.set(self.key("registry"), encode(registry)?).ignore();
-        }
-        if let Some(database) = batch.database {
-            pipe.set(self.key("database"), database.to_string())
-                .ignore();
-        }
-        let mut written = Vec::new();
-        let mut deleted = Vec::new();
-        for (id, object) in &batch.objects {
-            match object {
-                Some(object) => written.push((id.0, encode(object)?)),
-                None => deleted.push(id.0),
-            }
-        }
-        if !written.is_empty() {
-            pipe.hset_multiple(&objects_key, &written).ignore();
-        }
-        if !deleted.is_empty() {
-            pipe.hdel(&objects_key, &deleted).ignore();
-        }
-        let commits_key = self.key("commits");
-        let mut records = Vec::with_capacity(batch.commits.added.len());
-        for record in &batch.commits.added {
-            records.push((record.id.to_string(), encode(record)?));
-        }
-        if !records.is_empty() {
-            pipe.hset_multiple(&commits_key, &records).ignore();
-        }
-        if !batch.commits.pruned.is_empty() {
-            let pruned: Vec<String> = batch
-                .commits
-                .pruned
-                .iter()
-                .map(|id| id.to_string())
-                .collect();
-            pipe.hdel(&commits_key, &pruned).ignore();
-        }
-        pipe.set(self.key("commit_horizon"), batch.commits.horizon.0)
-            .ignore();
+        let writes = writes_of(&batch)?;
         let mut conn = self.conn().await?;
-        let result = pipe.query_async::<()>(&mut conn).await.map_err(|e| {
-            let message = format!("cannot write to Redis at {}: {}", self.url, one_line(&e));
-            if sent_maybe(&e) {
-                StorageError::OutcomeUnknown(message)
-            } else {
-                StorageError::Unavailable(message)
-            }
-        });
+        let result = match &self.fence {
+            None => self.write_atomically(&mut conn, &writes).await,
+            Some(fence) => self.write_fenced(&mut conn, fence, &writes).await,
+        };
         self.settle(result)
     }
+
+    /// A failed write, as unknown when it may have been applied all the same (see
+    /// [`sent_maybe`]).
+    fn write_error(&self, e: &redis::RedisError) -> StorageError {
+        let message = format!("cannot write to Redis at {}: {}", self.url, one_line(e));
+        if sent_maybe(e) {
+            StorageError::OutcomeUnknown(message)
+        } else {
+            StorageError::Unavailable(message)
+        }
+    }
+
+    /// Stores `writes` in one `MULTI`/`EXEC` transaction.
+    async fn write_atomically(
+        &self,
+        conn: &mut MultiplexedConnection,
+        writes: &[Write],
+    ) -> Result<(), StorageError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        // One HSET and one HDEL per hash: a batch writes each field at most once.
+        let mut hash_sets: Vec<(&str, Vec<FieldValue>)> = Vec::new();
+        let mut hash_deletes: Vec<(&str, Vec<&[u8]>)> = Vec::new();
+        for write in writes {
+            match write {
+                Write::Set(key, value) => {
+                    pipe.set(self.key(key), value).ignore();
+                }
+                Write::HashSet(key, field, value) => {
+                    match hash_sets.iter_mut().find(|(k, _)| k == key) {
+                        Some((_, fields)) => fields.push((field, value)),
+                        None => hash_sets.push((key, vec![(field, value)])),
+                    }
+                }
+                Write::HashDelete(key, field) => {
+                    match hash_deletes.iter_mut().find(|(k, _)| k == key) {
+                        Some((_, fields)) => fields.push(field),
+                        None => hash_deletes.push((key, vec![field])),
+                    }
+                }
+            }
+        }
+        for (key, fields) in &hash_sets {
+            pipe.hset_multiple(self.key(key), fields).ignore();
+        }
+        for (key, fields) in &hash_deletes {
+            pipe.hdel(self.key(key), fields).ignore();
+        }
+        pipe.query_async::<()>(conn)
+            .await
+            .map_err(|e| self.write_error(&e))
+    }
+
+    /// Stores `writes` with one script that first checks that the lease is still ours (see
+    /// [`super::lease`]); Redis runs a script atomically.
+    async fn write_fenced(
+        &self,
+        conn: &mut MultiplexedConnection,
+        fence: &Fence,
+        writes: &[Write],
+    ) -> Result<(), StorageError> {
+        let script = redis::Script::new(FENCED_WRITE);
+        let mut invocation = script.key(&fence.key);
+        for key in FENCED_KEYS {
+            invocation.key(self.key(key));
+        }
+        invocation.arg(&fence.value);
+        let position = |key: &str| FENCED_KEYS.iter().position(|k| *k == key).map(|p| p + 2);
+        for write in writes {
+            let (op, key) = match write {
+                Write::Set(key, _) => ("S", key),
+                Write::HashSet(key, _, _) => ("H", key),
+                Write::HashDelete(key, _) => ("D", key),
+            };
+            let index = position(key)
+                .ok_or_else(|| StorageError::Unavailable(format!("no fenced key for {key:?}")))?;
+            invocation.arg(op).arg(index);
+            match write {
+                Write::Set(_, value) => invocation.arg(value),
+                Write::HashSet(_, field, value) => invocation.arg(field).arg(value),
+                Write::HashDelete(_, field) => invocation.arg(field),
+            };
+        }
+        let written: i64 = invocation
+            .invoke_async(conn)
+            .await
+            .map_err(|e| self.write_error(&e))?;
+        if written == 1 {
+            Ok(())
+        } else {
+            fence.deposed.cancel();
+            Err(StorageError::Unavailable(NOT_THE_LEADER.into()))
+        }
+    }
+}
+
+/// A hash field and its value.
+type FieldValue<'a> = (&'a [u8], &'a [u8]);
+
+/// One write of a batch; keys are names under the prefix.
+enum Write {
+    Set(&'static str, Vec<u8>),
+    HashSet(&'static str, Vec<u8>, Vec<u8>),
+    HashDelete(&'static str, Vec<u8>),
+}
+
+/// The keys a fenced write may touch, in the order the script receives them (after the lease).
+const FENCED_KEYS: [&str; 7] = [
+    "tid",
+    "next_id",
+    "registry",
+    "database",
+    "objects",
+    "commits",
+    "commit_horizon",
+];
+
+/// Everything `batch` writes, in order.
+fn writes_of(batch: &Batch) -> Result<Vec<Write>, StorageError> {
+    let decimal = |n: u64| n.to_string().into_bytes();
+    let mut writes = vec![
+        Write::Set("tid", decimal(batch.tid.0)),
+        Write::Set("next_id", decimal(batch.next_id)),
+    ];
+    if let Some(registry) = &batch.registry {
+        writes.push(Write::Set("registry", encode(registry)?));
+    }
+    if let Some(database) = batch.database {
+        writes.push(Write::Set("database", database.to_string().into_bytes()));
+    }
+    for (id, object) in &batch.objects {
+        match object {
+            Some(object) => writes.push(Write::HashSet("objects", decimal(id.0), encode(object)?)),
+            None => writes.push(Write::HashDelete("objects", decimal(id.0))),
+        }
+    }
+    for record in &batch.commits.added {
+        writes.push(Write::HashSet(
+            "commits",
+            record.id.to_string().into_bytes(),
+            encode(record)?,
+        ));
+    }
+    for id in &batch.commits.pruned {
+        writes.push(Write::HashDelete("commits", id.to_string().into_bytes()));
+    }
+    writes.push(Write::Set(
+        "commit_horizon",
+        decimal(batch.commits.horizon.0),
+    ));
+    Ok(writes)
 }
 
 /// Whether a failed `MULTI`/`EXEC` may have been applied all the same: the link broke or timed
