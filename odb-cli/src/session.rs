@@ -184,7 +184,9 @@ impl Session {
             let message = self.receive(Some(deadline)).await?;
             match message {
                 ServerMessage::Commit(commit) => self.pushed.push_back(commit),
-                ServerMessage::RequestFailed { request_id, reason } if request_id == id => {
+                ServerMessage::RequestFailed {
+                    request_id, reason, ..
+                } if request_id == id => {
                     return Err(CliError::Refused(reason))
                 }
                 message if request_of(&message) == Some(id) => {

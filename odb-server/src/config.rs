@@ -98,6 +98,10 @@ impl std::fmt::Debug for ServerConfig {
             max_hello_connections_per_address,
             tls,
             allow_plaintext,
+            commit_id_window_count,
+            commit_id_window_time,
+            metrics_addr,
+            metrics_allow_remote,
         } = self;
         f.debug_struct("ServerConfig")
             .field("token", &"<redacted>")
@@ -120,6 +124,10 @@ impl std::fmt::Debug for ServerConfig {
             )
             .field("tls", tls)
             .field("allow_plaintext", allow_plaintext)
+            .field("commit_id_window_count", commit_id_window_count)
+            .field("commit_id_window_time", commit_id_window_time)
+            .field("metrics_addr", metrics_addr)
+            .field("metrics_allow_remote", metrics_allow_remote)
             .finish()
     }
 }

@@ -52,7 +52,7 @@ pub use tls::{self_signed_names, TlsConfig};
 use admission::Admission;
 use auth_throttle::AuthThrottle;
 use connection::ConnContext;
-use odb_wire::{ServerMessage, Tid};
+use odb_wire::Tid;
 use sequencer::Status;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

@@ -296,12 +296,19 @@ impl Metrics {
             CommitOutcome::AlreadyApplied { .. } => "already_applied",
             CommitOutcome::Conflict { .. } => "conflict",
             CommitOutcome::TooOld { .. } => "too_old",
-            CommitOutcome::Invalid { reason } => {
+            CommitOutcome::Invalid { reason, limit } => {
                 self.refused
-                    .get_or_create(&[("reason", refusal_reason(reason))])
+                    .get_or_create(&[("reason", refusal_reason(reason, *limit))])
                     .inc();
                 "refused"
             }
+            CommitOutcome::StorageUnavailable { .. } => {
+                self.refused
+                    .get_or_create(&[("reason", "storage_unavailable")])
+                    .inc();
+                "refused"
+            }
+            CommitOutcome::OutcomeUnknown { .. } => "outcome_unknown",
         };
         self.commits.get_or_create(&[("outcome", label)]).inc();
     }
@@ -387,15 +394,16 @@ impl Metrics {
 }
 
 /// The label of an `Invalid` commit's reason: the limit it names, or a few known causes.
-fn refusal_reason(reason: &str) -> &'static str {
-    match odb_wire::limits::named_in(reason) {
-        Some(odb_wire::limits::WRITES_PER_COMMIT) => "writes_per_commit",
-        Some(odb_wire::limits::READS_PER_COMMIT) => "reads_per_commit",
-        Some(odb_wire::limits::VALUE_SIZE) => "value_size",
-        Some(odb_wire::limits::COMMIT_SIZE) => "commit_size",
-        Some(odb_wire::limits::OBJECT_SIZE) => "object_size",
+fn refusal_reason(reason: &str, limit: Option<odb_wire::limits::Limit>) -> &'static str {
+    use odb_wire::limits::Limit;
+    match limit {
+        Some(Limit::WritesPerCommit) => "writes_per_commit",
+        Some(Limit::ReadsPerCommit) => "reads_per_commit",
+        Some(Limit::ValueSize) => "value_size",
+        Some(Limit::CommitSize) => "commit_size",
+        Some(Limit::ObjectSize) => "object_size",
+        Some(Limit::StoreSize) => "store_size",
         Some(_) => "other_limit",
-        None if reason.starts_with("storage unavailable") => "storage_unavailable",
         None if reason.contains("was not granted to this connection") => "foreign_id",
         None => "other",
     }
@@ -422,7 +430,8 @@ mod tests {
         m.commit_outcome(&CommitOutcome::Committed { tid: Tid(1) });
         m.commit_outcome(&CommitOutcome::Committed { tid: Tid(2) });
         m.commit_outcome(&CommitOutcome::Invalid {
-            reason: odb_wire::limits::reason(odb_wire::limits::VALUE_SIZE, "too big"),
+            reason: odb_wire::limits::Limit::ValueSize.reason("too big"),
+            limit: Some(odb_wire::limits::Limit::ValueSize),
         });
         m.connection_refused(Refusal::Unauthorized);
         let text = m.render(&Counts::default(), Some(&Gauges::default()));

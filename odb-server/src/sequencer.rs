@@ -441,7 +441,11 @@ impl Sequencer {
             } => {
                 let answer = match self.registry.define_described(&schema, &descriptions) {
                     Ok(schema) => ServerMessage::SchemaDefined { request_id, schema },
-                    Err(reason) => ServerMessage::RequestFailed { request_id, reason },
+                    Err(reason) => ServerMessage::RequestFailed {
+                        request_id,
+                        reason,
+                        limit: None,
+                    },
                 };
                 self.send(conn, &answer);
             }
@@ -788,15 +792,6 @@ impl Sequencer {
             request_id,
             reason,
             limit,
-        };
-        self.send(conn, &failed);
-    }
-
-    fn fail_limit(&mut self, conn: ObjectId, request_id: RequestId, reason: String, limit: Limit) {
-        let failed = ServerMessage::RequestFailed {
-            request_id,
-            reason,
-            limit: Some(limit),
         };
         self.send(conn, &failed);
     }

@@ -328,6 +328,7 @@ impl SimServer {
     /// Closes a connection that misbehaved, telling it why, as the real connection does.
     fn protocol_error(&mut self, handle: u64, reason: String) {
         if let Some(state) = self.conns.get(&handle) {
+            let reason = Refusal::ProtocolViolation { detail: reason };
             if let Ok(frame) = odb_wire::encode(&ServerMessage::Closing { reason }) {
                 state.outbound.send(frame);
             }

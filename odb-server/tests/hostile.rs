@@ -730,6 +730,7 @@ async fn bad_hellos_never_delay_a_right_token_from_the_same_address() {
             protocol_version: PROTOCOL_VERSION,
             token: "guess".into(),
             client_name: "hostile-test".into(),
+            oldest_protocol_version: PROTOCOL_VERSION,
         })
         .await;
         guesses.push(raw);

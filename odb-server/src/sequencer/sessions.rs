@@ -38,7 +38,10 @@ impl Sequencer {
                  landed), so it is not applied again"
             ),
         };
-        Some(CommitOutcome::Invalid { reason })
+        Some(CommitOutcome::Invalid {
+            reason,
+            limit: None,
+        })
     }
 
     /// Answers what became of each commit asked about; see [`commit_ids`].

@@ -289,7 +289,7 @@ impl FileStorage {
         batch: &Batch,
         registry: Option<Vec<u8>>,
         encoded: &[(u64, Option<Vec<u8>>)],
-        records: &[(Vec<u8>, Vec<u8>)],
+        records: &[([u8; 24], Vec<u8>)],
     ) -> Result<(), StorageError> {
         let err = unavailable("cannot write the database");
         let txn = db.begin_write().map_err(|e| err(e.into()))?;

@@ -216,7 +216,7 @@ fn a_commit_reported_not_applied_is_fenced_against_a_late_copy() {
     late.base_tid = base;
     h.commit(&a, late);
     match a.result() {
-        CommitOutcome::Invalid { reason } => {
+        CommitOutcome::Invalid { reason, .. } => {
             assert!(reason.contains("not applied"), "{reason}")
         }
         other => panic!("the late copy must be refused, got {other:?}"),
@@ -390,8 +390,9 @@ fn a_resume_over_the_limits_fails_and_changes_nothing() {
     let (objects, end) = h.resume(&mut c, targets, vec![a_block]);
     assert!(objects.is_empty());
     match end {
-        ServerMessage::RequestFailed { reason, .. } => assert!(
-            reason.starts_with(odb_wire::limits::SUBSCRIPTIONS_PER_CONNECTION),
+        ServerMessage::RequestFailed { reason, limit, .. } => assert_eq!(
+            limit,
+            Some(odb_wire::limits::Limit::SubscriptionsPerConnection),
             "{reason}"
         ),
         other => panic!("expected a refusal, got {other:?}"),
