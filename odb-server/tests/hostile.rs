@@ -659,11 +659,18 @@ async fn connections_beyond_the_limit_are_refused_and_others_keep_working() {
     // Once the idle connections leave, new ones are accepted again.
     drop(idle);
     let addr = server.local_addr().unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     let mut late = loop {
         let mut raw = Raw::new(tokio::net::TcpStream::connect(addr).await.unwrap());
         match raw.hello(TOKEN).await {
             Some(ServerMessage::Welcome { .. }) => break raw,
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            _ => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no place was freed in time"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
         }
     };
     late.flush().await;
