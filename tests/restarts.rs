@@ -100,7 +100,14 @@ impl RedisProcess {
             .port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
             .arg("--dir")
             .arg(&dir.0)
             .stdout(Stdio::null())
@@ -134,10 +141,8 @@ impl TempDir {
     fn new(what: &str) -> TempDir {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!(
-            "odb-restarts-{what}-{}-{n}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("odb-restarts-{what}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create a temporary directory");
         TempDir(dir)
     }

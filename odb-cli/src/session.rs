@@ -186,9 +186,7 @@ impl Session {
                 ServerMessage::Commit(commit) => self.pushed.push_back(commit),
                 ServerMessage::RequestFailed {
                     request_id, reason, ..
-                } if request_id == id => {
-                    return Err(CliError::Refused(reason))
-                }
+                } if request_id == id => return Err(CliError::Refused(reason)),
                 message if request_of(&message) == Some(id) => {
                     let last = done(&message);
                     answers.push(message);

@@ -34,7 +34,6 @@ pub(crate) const MAX_REFUSALS: usize = 64;
 /// How long a refusal may take to reach a client before the connection is dropped anyway.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
-
 /// What every connection task needs from the server.
 #[derive(Clone)]
 pub(crate) struct ConnContext {
@@ -238,12 +237,9 @@ where
     // Closed by the server without a frame saying why: say it once the writer has stopped.
     let tell = match (&end, outbound.reason()) {
         (End::Closed, Some(reason)) => Some(reason.clone()),
-        (End::Closed, None) if stopping.is_cancelled() => Some(
-            ctx.farewell
-                .get()
-                .cloned()
-                .unwrap_or(Refusal::ShuttingDown),
-        ),
+        (End::Closed, None) if stopping.is_cancelled() => {
+            Some(ctx.farewell.get().cloned().unwrap_or(Refusal::ShuttingDown))
+        }
         _ => None,
     };
     // Once every sender is gone the writer drains what is queued and stops; a client that does

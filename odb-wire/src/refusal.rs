@@ -138,7 +138,11 @@ mod tests {
     #[test]
     fn only_reasons_that_do_not_pass_are_permanent() {
         assert!(Refusal::Unauthorized.is_permanent());
-        assert!(Refusal::ProtocolVersion { server: 2, oldest: 2 }.is_permanent());
+        assert!(Refusal::ProtocolVersion {
+            server: 2,
+            oldest: 2
+        }
+        .is_permanent());
         assert!(Refusal::NotHello {
             detail: "HTTP".into()
         }

@@ -242,7 +242,6 @@ pub(crate) fn is_permanent(error: &Error) -> bool {
     }
 }
 
-
 /// What a client says when the first answer is not an ODB message.
 const NOT_ODB: &str =
     "not an ODB server: it did not answer the ODB protocol; is it a TLS port (use odbs://)?";

@@ -233,7 +233,7 @@ fn a_failed_batch_makes_its_commit_ids_unknown_and_refused() {
     let commit = create(&server, &s, s.block.start, Some(1));
     server.send(&s.conn, &commit);
     match result(&mut server, &s.conn) {
-        Some(CommitOutcome::Invalid { reason, .. }) => {
+        Some(CommitOutcome::StorageUnavailable { reason }) => {
             assert!(reason.starts_with("storage unavailable"), "{reason}")
         }
         other => panic!("expected a storage failure, got {other:?}"),

@@ -1271,4 +1271,3 @@ impl ClientCore {
         }
     }
 }
-

@@ -114,9 +114,8 @@ fn view_tid(v: &odb::View<'_>) -> odb::Tid {
     v.tid()
 }
 
-/// A transaction's tid comes with the prelude.
+/// A transaction's tid needs no import either.
 #[allow(dead_code)]
 fn transaction_tid(tx: &odb::Transaction<'_>) -> odb::Tid {
-    use odb::prelude::*;
     tx.tid()
 }
