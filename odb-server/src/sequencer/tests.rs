@@ -695,6 +695,7 @@ fn stale_connection_objects_are_deleted_at_start() {
 
 mod limits;
 mod sessions;
+#[cfg(all(feature = "redb", feature = "redis"))]
 mod stored_sessions;
 mod streaming;
 mod unsubscribe;

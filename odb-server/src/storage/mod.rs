@@ -122,6 +122,7 @@ pub struct StoredDescription {
 }
 
 /// The registry as stored before field descriptions existed.
+#[cfg(any(feature = "redb", feature = "redis", test))]
 #[derive(Deserialize)]
 struct StoredRegistryWithoutDescriptions {
     schemas: Vec<StoredSchema>,
@@ -132,6 +133,7 @@ struct StoredRegistryWithoutDescriptions {
 
 /// Decodes a stored registry, with or without field descriptions (a registry stored by an
 /// older server has none and ends after `last_index`).
+#[cfg(any(feature = "redb", feature = "redis", test))]
 pub(crate) fn decode_registry(bytes: &[u8]) -> Result<StoredRegistry, StorageError> {
     match decode::<StoredRegistry>(bytes, "registry") {
         Ok(registry) => Ok(registry),

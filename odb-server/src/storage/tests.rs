@@ -2,6 +2,7 @@
 
 use super::*;
 use odb_wire::{CommitId, DatabaseId, FieldId, IndexId, ObjectId, Tid, TypeId};
+#[cfg(feature = "redb")]
 use std::sync::Arc;
 
 fn object(value: &str) -> StoredObject {
@@ -203,12 +204,14 @@ fn a_registry_stored_before_descriptions_still_loads() {
 }
 
 /// A file backend whose writes fail like a full disk while `full` is set.
+#[cfg(feature = "redb")]
 #[derive(Debug)]
 struct FillableDisk {
     file: redb::backends::FileBackend,
     full: Arc<std::sync::atomic::AtomicBool>,
 }
 
+#[cfg(feature = "redb")]
 impl FillableDisk {
     fn check(&self) -> Result<(), std::io::Error> {
         if self.full.load(std::sync::atomic::Ordering::Acquire) {
@@ -219,6 +222,7 @@ impl FillableDisk {
     }
 }
 
+#[cfg(feature = "redb")]
 impl redb::StorageBackend for FillableDisk {
     fn len(&self) -> Result<u64, std::io::Error> {
         self.file.len()
@@ -240,6 +244,7 @@ impl redb::StorageBackend for FillableDisk {
     }
 }
 
+#[cfg(feature = "redb")]
 #[tokio::test]
 async fn the_file_store_heals_after_the_disk_was_full() {
     use std::sync::atomic::{AtomicBool, Ordering};

@@ -12,7 +12,7 @@
 //! names its seed.
 
 use super::*;
-use crate::transaction::{Finished, Need, Transaction};
+use crate::transaction::{Finished, Transaction};
 use crate::view::{Snapshot, View};
 use crate::Ref;
 use odb_server::sim::{SimConn, SimServer};
@@ -347,21 +347,10 @@ impl World {
                 )?;
                 Ok(())
             })();
-            if let Some(need) = tx.take_need() {
-                let needed = match need {
-                    Need::Schema(s) => format!("schema {}", s.name()),
-                    Need::Ids(n) => format!("{n} ids"),
-                };
-                drop(tx);
-                let _ = needed;
-                // The registry or the pool changed under the attempt (a new connection):
-                // try again on the next step.
-                return;
-            }
-            if let Err(e) = ran {
-                // The counter is not visible yet (the subscription is being restored).
-                drop(tx);
-                let _ = e;
+            // A need (the registry or the pool changed under the attempt: a new connection)
+            // or an error (the counter is not visible yet, while the subscription is restored):
+            // the next step tries again.
+            if tx.take_need().is_some() || ran.is_err() {
                 return;
             }
             let ids_link = tx.ids_link();
@@ -478,33 +467,16 @@ impl World {
         }
     }
 
-    /// What a replica holds: records and the counter, read at its current state.
-    fn contents(shared: &Shared) -> Result<(Tid, Vec<(ObjectId, u32, u32)>, Option<i64>)> {
+    /// What a replica holds at its current state, and its tid.
+    fn contents(shared: &Shared) -> Result<(Tid, Contents)> {
         let view = View::new(Snapshot::open(shared));
-        let tid = view.tid();
-        let mut records = Vec::new();
-        for r in Record::lookup_all(&view)? {
-            records.push((r.id(), r.client(&view)?, r.attempt(&view)?));
-        }
-        let counter = match Counter::lookup_all(&view)?.first() {
-            Some(c) => Some(c.value(&view)?),
-            None => None,
-        };
-        Ok((tid, records, counter))
+        Ok((view.tid(), read(&view)?))
     }
 
-    fn observed_at(&self, tid: Tid) -> Result<(Vec<(ObjectId, u32, u32)>, Option<i64>)> {
+    /// What the observer saw right after commit `tid`.
+    fn observed_at(&self, tid: Tid) -> Result<Contents> {
         let shared = self.observer.core.shared();
-        let view = View::new(Snapshot::open_at(shared, tid)?);
-        let mut records = Vec::new();
-        for r in Record::lookup_all(&view)? {
-            records.push((r.id(), r.client(&view)?, r.attempt(&view)?));
-        }
-        let counter = match Counter::lookup_all(&view)?.first() {
-            Some(c) => Some(c.value(&view)?),
-            None => None,
-        };
-        Ok((records, counter))
+        read(&View::new(Snapshot::open_at(shared, tid)?))
     }
 
     /// The invariants that hold after every step.
@@ -512,7 +484,7 @@ impl World {
         if !self.observer.core.is_up() {
             return;
         }
-        let (now, records, _) = Self::contents(self.observer.core.shared())
+        let (now, (records, _)) = Self::contents(self.observer.core.shared())
             .unwrap_or_else(|e| self.fail(format!("the observer cannot read: {e}")));
         let applied: BTreeSet<(u32, u32)> = records.iter().map(|&(_, c, a)| (c, a)).collect();
         if applied.len() != records.len() {
@@ -536,7 +508,7 @@ impl World {
             if !client.subscribed {
                 continue;
             }
-            let Ok((tid, mine, counter)) = Self::contents(client.core.shared()) else {
+            let Ok((tid, (mine, counter))) = Self::contents(client.core.shared()) else {
                 continue;
             };
             // The observer has every commit of these types; commits after its tid touched
@@ -582,7 +554,7 @@ impl World {
             }
         }
         self.check();
-        let (_, records, counter) = Self::contents(self.observer.core.shared())
+        let (_, (records, counter)) = Self::contents(self.observer.core.shared())
             .unwrap_or_else(|e| self.fail(format!("the observer cannot read: {e}")));
         let applied: BTreeSet<(u32, u32)> = records.iter().map(|&(_, c, a)| (c, a)).collect();
         for key in self.outcomes.committed.keys() {
@@ -604,6 +576,22 @@ impl World {
             ));
         }
     }
+}
+
+/// The records, as (object, client, attempt), and the counter's value.
+type Contents = (Vec<(ObjectId, u32, u32)>, Option<i64>);
+
+/// What a view shows of the model.
+fn read(view: &View<'_>) -> Result<Contents> {
+    let mut records = Vec::new();
+    for r in Record::lookup_all(view)? {
+        records.push((r.id(), r.client(view)?, r.attempt(view)?));
+    }
+    let counter = match Counter::lookup_all(view)?.first() {
+        Some(c) => Some(c.value(view)?),
+        None => None,
+    };
+    Ok((records, counter))
 }
 
 fn run(seed: u64, durable: bool) -> (usize, u32, u32, usize) {
