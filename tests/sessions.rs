@@ -168,6 +168,47 @@ async fn a_cut_connection_comes_back_with_its_subscriptions() {
     server.shutdown().await;
 }
 
+async fn new_account(db: &Client) -> Ref<Account> {
+    db.transaction(|tx| {
+        Account::create(
+            tx,
+            Account {
+                name: "a".into(),
+                balance: 0,
+            },
+        )
+    })
+    .await
+    .expect("creates")
+}
+
+/// Adds 10 to the account's balance in a transaction on a task; returns the task, how many
+/// times the closure ran, and a notice of its first run.
+fn add_ten(
+    db: &Client,
+    account: Ref<Account>,
+) -> (
+    tokio::task::JoinHandle<odb::Result<()>>,
+    Arc<AtomicU32>,
+    Arc<tokio::sync::Notify>,
+) {
+    let runs = Arc::new(AtomicU32::new(0));
+    let ran = Arc::new(tokio::sync::Notify::new());
+    let task = {
+        let (db, runs, ran) = (db.clone(), runs.clone(), ran.clone());
+        tokio::spawn(async move {
+            db.transaction(|tx| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                ran.notify_one();
+                let balance = account.balance(tx)?;
+                account.set_balance(tx, balance + 10)
+            })
+            .await
+        })
+    };
+    (task, runs, ran)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_whose_answer_was_lost_is_applied_once() {
     let storage = MemoryStorage::new();
@@ -180,33 +221,10 @@ async fn a_commit_whose_answer_was_lost_is_applied_once() {
         .expect("subscribes");
     let db = through(&relay).await;
     db.subscribe_type::<Account>().await.expect("subscribes");
-    let account = db
-        .transaction(|tx| {
-            Account::create(
-                tx,
-                Account {
-                    name: "a".into(),
-                    balance: 0,
-                },
-            )
-        })
-        .await
-        .expect("creates");
+    let account = new_account(&db).await;
 
     relay.hold_answers(true);
-    let runs = Arc::new(AtomicU32::new(0));
-    let commit = {
-        let db = db.clone();
-        let runs = runs.clone();
-        tokio::spawn(async move {
-            db.transaction(|tx| {
-                runs.fetch_add(1, Ordering::SeqCst);
-                let balance = account.balance(tx)?;
-                account.set_balance(tx, balance + 10)
-            })
-            .await
-        })
-    };
+    let (commit, runs, _) = add_ten(&db, account);
     // The server applied it; its answer is stuck in the relay.
     observer
         .wait_for(|v| Ok(account.balance(v)? == 10), WAIT)
@@ -236,41 +254,14 @@ async fn a_commit_that_never_arrived_runs_again() {
     let relay = Relay::start(addr(&server)).await.expect("relay");
     let db = through(&relay).await;
     db.subscribe_type::<Account>().await.expect("subscribes");
-    let account = db
-        .transaction(|tx| {
-            Account::create(
-                tx,
-                Account {
-                    name: "a".into(),
-                    balance: 0,
-                },
-            )
-        })
-        .await
-        .expect("creates");
+    let account = new_account(&db).await;
 
     relay.hold_requests(true);
-    let runs = Arc::new(AtomicU32::new(0));
-    let commit = {
-        let db = db.clone();
-        let runs = runs.clone();
-        tokio::spawn(async move {
-            db.transaction(|tx| {
-                runs.fetch_add(1, Ordering::SeqCst);
-                let balance = account.balance(tx)?;
-                account.set_balance(tx, balance + 10)
-            })
-            .await
-        })
-    };
+    let (commit, runs, ran) = add_ten(&db, account);
     // Wait until the closure ran and its commit went into the relay.
-    tokio::time::timeout(WAIT, async {
-        while runs.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the closure runs");
+    tokio::time::timeout(WAIT, ran.notified())
+        .await
+        .expect("the closure runs");
     relay.cut();
     relay.hold_requests(false);
     commit

@@ -164,16 +164,20 @@ impl Shared {
         }
     }
 
+    /// The types of these objects, as far as the registry knows them (by their existence
+    /// field).
+    fn types_of(&self, objects: &[ObjectData]) -> Vec<TypeId> {
+        let registry = self.registry.read();
+        objects
+            .iter()
+            .flat_map(|o| o.fields.iter())
+            .filter_map(|(f, _)| registry.by_exists_field(*f).map(|t| t.type_id))
+            .collect()
+    }
+
     /// Applies a completed subscription atomically: its data, and the types it makes readable.
     pub fn apply_snapshot(&self, objects: Vec<ObjectData>, types: &[TypeId], tid: Tid) {
-        let seen: Vec<TypeId> = {
-            let registry = self.registry.read();
-            objects
-                .iter()
-                .flat_map(|o| o.fields.iter())
-                .filter_map(|(f, _)| registry.by_exists_field(*f).map(|t| t.type_id))
-                .collect()
-        };
+        let seen = self.types_of(&objects);
         let mut local = self.local.write();
         local.readable.extend(types.iter().copied().chain(seen));
         // Checked under the lock: a listener that starts later opens its snapshot after this
@@ -199,14 +203,7 @@ impl Shared {
         delta: bool,
         gone: Vec<ObjectId>,
     ) {
-        let seen: Vec<TypeId> = {
-            let registry = self.registry.read();
-            objects
-                .iter()
-                .flat_map(|o| o.fields.iter())
-                .filter_map(|(f, _)| registry.by_exists_field(*f).map(|t| t.type_id))
-                .collect()
-        };
+        let seen = self.types_of(&objects);
         let mut local = self.local.write();
         if delta {
             local.readable.extend(types.iter().copied().chain(seen));
