@@ -154,4 +154,8 @@ mod book {
     mod security {}
     #[doc = include_str!("../book/src/persistence.md")]
     mod persistence {}
+    #[doc = include_str!("../book/src/sessions.md")]
+    mod sessions {}
+    #[doc = include_str!("../book/src/operations.md")]
+    mod operations {}
 }
