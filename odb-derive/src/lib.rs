@@ -1,10 +1,10 @@
 //! Procedural macros of ODB: `#[odb::schema]` and `#[derive(odb::Object)]`.
 //!
 //! Use them through the `odb` crate, which re-exports and documents them. This crate is
-//! organised as a pipeline: [`parse`] reads the macros' arguments and helper attributes,
-//! [`model`] turns a struct into a validated description of an object type, [`check`] holds
-//! the rules that span several fields or items, and [`codegen`] writes the Rust code.
-//! [`expand`] ties the stages together for each macro.
+//! organised as a pipeline: `parse` reads the macros' arguments and helper attributes,
+//! `model` turns a struct into a validated description of an object type, `check` holds the
+//! rules that span several fields or items, and `codegen` writes the Rust code. `expand` ties
+//! the stages together for each macro.
 
 mod check;
 mod codegen;

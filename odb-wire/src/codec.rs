@@ -119,7 +119,7 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
 }
 
 /// The protocol version a hello announces, read from its first bytes only: the variant index of
-/// [`ClientMessage::Hello`] followed by its leading `protocol_version`. Works on a hello of any
+/// [`ClientMessage::Hello`](crate::ClientMessage::Hello) followed by its leading `protocol_version`. Works on a hello of any
 /// protocol version, even one whose other fields this version cannot decode. `None` when the
 /// frame does not start like a hello.
 pub fn hello_version(frame: &[u8]) -> Option<u32> {

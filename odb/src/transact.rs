@@ -30,7 +30,7 @@ pub struct TxOptions {
 
 impl TxOptions {
     /// How many times the closure is re-run after a conflict before the conflict is returned
-    /// (default: the client's [`ClientBuilder::max_retries`]). `0` means no retry.
+    /// (default: the client's [`ClientBuilder::max_retries`](crate::ClientBuilder::max_retries)). `0` means no retry.
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.max_retries = Some(retries);
         self

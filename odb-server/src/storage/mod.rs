@@ -108,7 +108,7 @@ pub struct StoredRegistry {
     /// The last index id assigned.
     pub last_index: u32,
     /// The latest description of each described field. Last, so that a registry stored
-    /// before descriptions existed is recognised by its end (see [`decode_registry`]).
+    /// before descriptions existed is recognised by its end (see `decode_registry`).
     pub descriptions: Vec<StoredDescription>,
 }
 

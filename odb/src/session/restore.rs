@@ -211,7 +211,13 @@ impl ClientCore {
 
     /// The restore's data arrived: apply it as one change and answer the subscriptions and
     /// cancellations that waited for it.
-    pub(super) fn resumed(&mut self, objects: Vec<ObjectData>, tid: Tid, delta: bool, gone: Vec<ObjectId>) {
+    pub(super) fn resumed(
+        &mut self,
+        objects: Vec<ObjectData>,
+        tid: Tid,
+        delta: bool,
+        gone: Vec<ObjectId>,
+    ) {
         let registry = self.shared.registry.read();
         let mut types: Vec<TypeId> = self
             .targets
