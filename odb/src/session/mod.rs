@@ -386,10 +386,16 @@ impl ClientCore {
             None => reason,
         };
         // A reason that does not pass (a protocol violation, exhausted ids) ends the session.
-        if said.is_some_and(|said| said.is_permanent()) {
+        if said.as_ref().is_some_and(|said| said.is_permanent()) {
             self.close(reason);
             return;
         }
+        // A server that stepped down or is stopping says so on purpose: another server (a
+        // standby taking over, or the same one restarting) is worth trying at once.
+        let at_once = matches!(
+            said,
+            Some(odb_wire::Refusal::NotLeader { .. } | odb_wire::Refusal::ShuttingDown)
+        );
         match self.state {
             State::Closed { .. } => return,
             State::Connecting { attempt, since } => {
@@ -438,10 +444,15 @@ impl ClientCore {
                 Pending::Schema { .. } | Pending::Ids { .. } | Pending::Flush => {}
             }
         }
+        let wait = if at_once {
+            Duration::ZERO
+        } else {
+            self.rng.jitter(self.config.policy.delay(1))
+        };
         self.state = State::Down {
             attempt: 0,
             since: now,
-            retry_at: now + self.rng.jitter(self.config.policy.delay(1)),
+            retry_at: now + wait,
         };
         self.events.push_back(Event::Status(self.status()));
     }
@@ -743,5 +754,78 @@ impl ClientCore {
             types.push(ty);
         }
         Ok((wire, types))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use odb_wire::Refusal;
+
+    fn welcomed(now: Instant) -> ClientCore {
+        let mut core = ClientCore::new(
+            CoreConfig {
+                token: "t".into(),
+                name: "test".into(),
+                max_frame: odb_wire::DEFAULT_MAX_FRAME,
+                policy: ReconnectPolicy::default(),
+                urls: 2,
+                retain_history: 0,
+                seed: 1,
+            },
+            now,
+        );
+        core.on_connected(now);
+        core.on_message(
+            ServerMessage::Welcome {
+                protocol_version: PROTOCOL_VERSION,
+                connection: ObjectId(1),
+                ids: IdBlock { start: 2, len: 10 },
+                tid: Tid(1),
+                heartbeat_interval_ms: 1000,
+                max_frame: 1 << 20,
+                database: DatabaseId(7),
+            },
+            now,
+        );
+        assert!(core.is_up());
+        core
+    }
+
+    #[test]
+    fn a_break_waits_before_dialing_but_a_server_that_stepped_down_does_not() {
+        let now = Instant::now();
+        let mut core = welcomed(now);
+        core.on_disconnected("the connection broke".into(), now);
+        assert!(matches!(core.poll_dial(now), Dial::At(at) if at > now));
+
+        for said in [
+            Refusal::NotLeader {
+                detail: "lease lost".into(),
+            },
+            Refusal::ShuttingDown,
+        ] {
+            let mut core = welcomed(now);
+            core.on_message(ServerMessage::Closing { reason: said }, now);
+            core.on_disconnected("the server closed the connection".into(), now);
+            assert!(matches!(core.poll_dial(now), Dial::Now(_)));
+        }
+    }
+
+    #[test]
+    fn a_permanent_refusal_closes_the_session() {
+        let now = Instant::now();
+        let mut core = welcomed(now);
+        core.on_message(
+            ServerMessage::Closing {
+                reason: Refusal::ProtocolViolation {
+                    detail: "a second hello".into(),
+                },
+            },
+            now,
+        );
+        core.on_disconnected("the server closed the connection".into(), now);
+        assert!(matches!(core.status(), ConnectionStatus::Closed { .. }));
+        assert_eq!(core.poll_dial(now), Dial::Idle);
     }
 }
