@@ -474,10 +474,20 @@ impl Sequencer {
         durable.retry_at = Some(Instant::now() + RETRY);
         let held = std::mem::take(&mut durable.held);
         let mut failed = Vec::new();
+        let deposed = matches!(error, StorageError::NotLeader(_));
         for h in held {
             let replacement = match h.on_failure {
                 OnFailure::Keep => Some(h.frame),
                 OnFailure::Drop => None,
+                // Another server leads now: the client settles the commit with it (it was not
+                // applied there, so it runs again), rather than taking a storage failure.
+                OnFailure::CommitResult(_) if deposed => {
+                    h.outbound.close(Refusal::NotLeader {
+                        detail: error.detail(),
+                    });
+                    failed.push(h.conn);
+                    None
+                }
                 OnFailure::CommitResult(request_id) => {
                     let outcome = if unknown {
                         CommitOutcome::OutcomeUnknown {

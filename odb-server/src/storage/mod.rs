@@ -63,6 +63,10 @@ pub enum StorageError {
     /// batch again is safe: it stores the same values.
     #[error("storage unavailable, the write may or may not have been stored: {0}")]
     OutcomeUnknown(String),
+    /// The write was refused because this server no longer holds the leader's lease (another
+    /// server leads now); nothing of it was stored.
+    #[error("{0}")]
+    NotLeader(String),
     /// The storage holds data this server cannot read (another format version, or something
     /// that is not an ODB database).
     #[error("{0}")]
@@ -79,6 +83,7 @@ impl StorageError {
         match self {
             StorageError::Unavailable(m)
             | StorageError::OutcomeUnknown(m)
+            | StorageError::NotLeader(m)
             | StorageError::Incompatible(m) => m.clone(),
             StorageError::Corrupt(_) => self.to_string(),
         }

@@ -390,7 +390,7 @@ impl RedisStorage {
             Ok(())
         } else {
             fence.deposed.cancel();
-            Err(StorageError::Unavailable(NOT_THE_LEADER.into()))
+            Err(StorageError::NotLeader(NOT_THE_LEADER.into()))
         }
     }
 }
