@@ -662,18 +662,24 @@ impl Sequencer {
             return;
         };
         planned.add_to(&mut state.visibility);
-        let objects: Vec<ObjectData> = planned
-            .covered
-            .into_iter()
-            .filter_map(|id| self.store.object_data(id))
-            .collect();
+        let objects = data_of(&self.store, planned.covered);
         let snapshot = Snapshot::new(
             request_id,
             self.store.tid(),
             objects,
             self.config.max_frame / 2,
         );
-        if !state.outbound.send_snapshot(snapshot) {
+        self.queue_snapshot(conn, snapshot);
+    }
+
+    /// Queues a snapshot on a connection's outbound queue; forgets the connection if it is
+    /// closing.
+    fn queue_snapshot(&mut self, conn: ObjectId, snapshot: Snapshot) {
+        let sent = self
+            .conns
+            .get(&conn)
+            .is_some_and(|state| state.outbound.send_snapshot(snapshot));
+        if !sent {
             self.drop_conn(conn);
         }
     }
@@ -881,6 +887,13 @@ fn rand_u128() -> u128 {
         h.finish()
     };
     (u128::from(half()) << 64) | u128::from(half())
+}
+
+/// The complete current data of the live objects among `ids`, for a snapshot.
+fn data_of(store: &Store, ids: impl IntoIterator<Item = ObjectId>) -> Vec<ObjectData> {
+    ids.into_iter()
+        .filter_map(|id| store.object_data(id))
+        .collect()
 }
 
 /// Waits until `at`; forever without it.

@@ -15,8 +15,7 @@ use super::commit_ids::Fence;
 use super::Sequencer;
 use crate::snapshot::Snapshot;
 use odb_wire::{
-    CommitId, CommitOutcome, IdBlock, ObjectData, ObjectId, RequestId, ServerMessage,
-    SubscriptionTarget, Tid,
+    CommitId, CommitOutcome, IdBlock, ObjectId, RequestId, ServerMessage, SubscriptionTarget, Tid,
 };
 
 /// Most id blocks one `Resume` may name.
@@ -99,20 +98,15 @@ impl Sequencer {
                 .min(issued_below.saturating_sub(1));
             state.visibility.add_own(block.start.max(1), last);
         }
-        let objects: Vec<ObjectData> = state
+        let visible = state
             .visibility
-            .visible_objects(&self.store, self.registry.all_indices())
-            .into_iter()
-            .filter_map(|id| self.store.object_data(id))
-            .collect();
+            .visible_objects(&self.store, self.registry.all_indices());
         let snapshot = Snapshot::resumed(
             request_id,
             self.store.tid(),
-            objects,
+            super::data_of(&self.store, visible),
             self.config.max_frame / 2,
         );
-        if !state.outbound.send_snapshot(snapshot) {
-            self.drop_conn(conn);
-        }
+        self.queue_snapshot(conn, snapshot);
     }
 }
