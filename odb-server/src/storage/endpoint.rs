@@ -90,6 +90,24 @@ impl Endpoint {
     }
 
     /// Opens a connection: to the address, or to the current master.
+    /// Connects, allowing `timeout` for the connection and for each answer; an error names
+    /// `url`.
+    pub(crate) async fn connect_within(
+        &mut self,
+        url: &str,
+        timeout: std::time::Duration,
+    ) -> Result<MultiplexedConnection, StorageError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout);
+        self.connect(&config).await.map_err(|e| {
+            StorageError::Unavailable(format!(
+                "cannot connect to Redis at {url}: {}",
+                super::redis::one_line(&e)
+            ))
+        })
+    }
+
     pub(crate) async fn connect(
         &mut self,
         config: &AsyncConnectionConfig,

@@ -16,7 +16,7 @@
 use super::endpoint::Endpoint;
 use super::StorageError;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Script};
+use redis::Script;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -161,12 +161,7 @@ impl Lease {
         if let Some(conn) = &self.conn {
             return Ok(conn.clone());
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout);
-        let conn = self.client.connect(&config).await.map_err(|e| {
-            StorageError::Unavailable(format!("cannot connect to Redis at {}: {e}", self.url))
-        })?;
+        let conn = self.client.connect_within(&self.url, self.timeout).await?;
         self.conn = Some(conn.clone());
         Ok(conn)
     }

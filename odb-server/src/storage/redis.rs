@@ -34,7 +34,6 @@ use super::{
 };
 use odb_wire::{DatabaseId, ObjectId, Tid};
 use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
 use std::time::Duration;
 
 /// The key prefix used unless another one is configured.
@@ -77,7 +76,7 @@ fn unavailable(context: &str) -> impl Fn(redis::RedisError) -> StorageError + '_
 
 /// A Redis error on one line: the client's parse errors quote the server's reply over several
 /// lines, which would break the server's one-line log and error messages.
-fn one_line(e: &redis::RedisError) -> String {
+pub(super) fn one_line(e: &redis::RedisError) -> String {
     e.to_string()
         .split_whitespace()
         .collect::<Vec<_>>()
@@ -126,16 +125,7 @@ impl RedisStorage {
         if let Some(conn) = &self.conn {
             return Ok(conn.clone());
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout);
-        let conn = self.client.connect(&config).await.map_err(|e| {
-            StorageError::Unavailable(format!(
-                "cannot connect to Redis at {}: {}",
-                self.url,
-                one_line(&e)
-            ))
-        })?;
+        let conn = self.client.connect_within(&self.url, self.timeout).await?;
         self.conn = Some(conn.clone());
         Ok(conn)
     }
