@@ -209,6 +209,96 @@ fn add_ten(
     (task, runs, ran)
 }
 
+/// The server's count of resumed sessions of one kind ("delta" or "full"), from its metrics.
+async fn resumes(server: &RunningServer, kind: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server.metrics_addr().expect("a metrics address");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects to the metrics address");
+    stream
+        .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("asks");
+    let mut text = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut text))
+        .await
+        .expect("answers in time")
+        .expect("reads");
+    let name = format!("odb_resumes_total{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&name))
+        .map_or(0, |v| v.trim().parse().expect("a count"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_cut_is_resumed_with_only_what_changed() {
+    let server = Server::in_memory()
+        .token(TOKEN)
+        .listen("127.0.0.1:0".parse().expect("an address"))
+        .metrics("127.0.0.1:0".parse().expect("an address"))
+        .start()
+        .await
+        .expect("the server starts");
+    let relay = Relay::start(addr(&server)).await.expect("relay");
+    let writer = direct(&server).await;
+    let reader = through(&relay).await;
+    reader
+        .subscribe_index(Entry::tag_index("x"))
+        .await
+        .expect("subscribes to one tag");
+    let made = writer
+        .transaction(|tx| (0..4).map(|n| Entry::create(tx, entry("x", n))).collect())
+        .await
+        .expect("creates");
+    let made: Vec<Ref<Entry>> = made;
+    reader
+        .wait_for(|v| Ok(Entry::lookup_all_by_tag(v, "x")?.len() == 4), WAIT)
+        .await
+        .expect("the reader sees the entries");
+
+    relay.refuse(true);
+    relay.cut();
+    status_becomes(&reader, |s| {
+        matches!(s, ConnectionStatus::Reconnecting { .. })
+    })
+    .await;
+    // While the reader is away: one entry changes, one is deleted, one leaves the tag, one
+    // joins it, and one stays as it was.
+    writer
+        .transaction(|tx| {
+            made[0].set_n(tx, 10)?;
+            made[1].delete(tx)?;
+            made[2].set_tag(tx, "z".to_string())?;
+            Entry::create(tx, entry("x", 20))
+        })
+        .await
+        .expect("commits while the reader is away");
+    relay.refuse(false);
+    status_becomes(&reader, |s| matches!(s, ConnectionStatus::Connected)).await;
+    reader
+        .wait_for(
+            |v| {
+                let mut ns: Vec<u64> = Entry::lookup_all_by_tag(v, "x")?
+                    .iter()
+                    .map(|e| e.n(v))
+                    .collect::<odb::Result<_>>()?;
+                ns.sort_unstable();
+                Ok(ns == [3, 10, 20])
+            },
+            WAIT,
+        )
+        .await
+        .expect("the reader holds what the server holds");
+    let gone = reader
+        .view(|v| Ok((made[1].exists(v)?, made[2].exists(v)?)))
+        .expect("reads");
+    assert_eq!(gone, (false, false), "deleted, and no longer subscribed");
+    assert_eq!(resumes(&server, "delta").await, 1, "sent only what changed");
+    assert_eq!(resumes(&server, "full").await, 0);
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_whose_answer_was_lost_is_applied_once() {
     let storage = MemoryStorage::new();

@@ -57,6 +57,11 @@ pub struct ServerConfig {
     /// Longest time a commit-id record is kept; older ones are dropped (whichever of this and
     /// [`ServerConfig::commit_id_window_count`] drops a record first wins). Default 10 minutes.
     pub commit_id_window_time: Duration,
+    /// How many recent object changes the server remembers so that a reconnecting session is
+    /// sent only the objects that changed while it was away. A session away for longer (more
+    /// changes than this since its last tid, or a server restart in between) is sent its full
+    /// data instead. Memory grows by 8 bytes per change plus 16 per commit. Default 262 144.
+    pub resume_window_changes: usize,
     /// Most connections one peer address may hold before they have authenticated (TLS
     /// handshake and hello); one more from that address is refused with
     /// `Rejected { TooManyFromAddress }` without being read. `None` (the default): a tenth of
@@ -100,6 +105,7 @@ impl std::fmt::Debug for ServerConfig {
             allow_plaintext,
             commit_id_window_count,
             commit_id_window_time,
+            resume_window_changes,
             metrics_addr,
             metrics_allow_remote,
         } = self;
@@ -126,6 +132,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("allow_plaintext", allow_plaintext)
             .field("commit_id_window_count", commit_id_window_count)
             .field("commit_id_window_time", commit_id_window_time)
+            .field("resume_window_changes", resume_window_changes)
             .field("metrics_addr", metrics_addr)
             .field("metrics_allow_remote", metrics_allow_remote)
             .finish()
@@ -175,6 +182,7 @@ impl Default for ServerConfig {
             max_connections: 4096,
             commit_id_window_count: 100_000,
             commit_id_window_time: Duration::from_secs(600),
+            resume_window_changes: 1 << 18,
             max_hello_connections_per_address: None,
             tls: None,
             allow_plaintext: false,

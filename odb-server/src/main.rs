@@ -123,6 +123,10 @@ struct Args {
     /// Longest time a commit-id record is kept, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = ServerConfig::default().commit_id_window_time.as_secs())]
     commit_id_window_secs: u64,
+    /// How many recent object changes are remembered so that a reconnecting client is sent only
+    /// what changed while it was away (8 bytes each, plus 16 per commit).
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().resume_window_changes)]
+    resume_window_changes: usize,
     /// Print the address the server listens on as one line (`HOST:PORT`) on standard output
     /// once it accepts connections: with port 0, the way for a parent process to learn it.
     #[arg(long)]
@@ -223,6 +227,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         commit_id_window_count: args.commit_id_window_count,
         commit_id_window_time: Duration::from_secs(args.commit_id_window_secs),
+        resume_window_changes: args.resume_window_changes,
         tls,
         allow_plaintext: args.allow_plaintext,
         ..ServerConfig::default()

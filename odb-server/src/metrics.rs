@@ -105,6 +105,7 @@ pub(crate) struct Metrics {
     connections_refused: Family<Label, Counter>,
     heartbeat_expiries: Counter,
     auth_failures: Counter,
+    resumes: Family<Label, Counter>,
     tid: Gauge,
     connections: Gauge,
     objects: Gauge,
@@ -152,6 +153,7 @@ impl Default for Metrics {
             connections_refused: Family::default(),
             heartbeat_expiries: Counter::default(),
             auth_failures: Counter::default(),
+            resumes: Family::default(),
             tid: Gauge::default(),
             connections: Gauge::default(),
             objects: Gauge::default(),
@@ -235,6 +237,12 @@ impl Metrics {
             "heartbeat_expiries",
             "Connections closed for sending nothing for the idle timeout",
             self.heartbeat_expiries.clone(),
+        );
+        r.register(
+            "resumes",
+            "Sessions resumed on a new connection, by answer (delta: only what changed; full: \
+             all the session's data)",
+            self.resumes.clone(),
         );
         r.register(
             "auth_failures",
@@ -355,6 +363,12 @@ impl Metrics {
         self.connections_refused
             .get_or_create(&[("reason", why.label())])
             .inc();
+    }
+
+    /// Counts a resumed session, answered with only what changed (`delta`) or in full.
+    pub fn resumed(&self, delta: bool) {
+        let kind = if delta { "delta" } else { "full" };
+        self.resumes.get_or_create(&[("kind", kind)]).inc();
     }
 
     /// Counts a connection closed for silence.

@@ -46,6 +46,7 @@ use crate::snapshot::Snapshot;
 use crate::store::{Applied, Limits, Store};
 use crate::subscriptions::{current, Selection, Visibility};
 use bytes::Bytes;
+use changes::ChangeLog;
 pub(crate) use commit_ids::Clock;
 use commit_ids::CommitIds;
 use odb_wire::limits::Limit;
@@ -185,6 +186,8 @@ pub(crate) struct Sequencer {
     commit_ids: CommitIds,
     /// The time of commit-id records.
     clock: Clock,
+    /// The objects recent commits touched, for resuming sessions; see [`changes`].
+    changes: ChangeLog,
 }
 
 impl Sequencer {
@@ -211,6 +214,7 @@ impl Sequencer {
             .map_err(|e| format!("cannot define the core schema: {e}"))?;
         let commit_ids =
             CommitIds::new(config.commit_id_window_count, config.commit_id_window_time);
+        let changes = ChangeLog::new(store.tid(), config.resume_window_changes);
         let mut seq = Sequencer {
             config,
             registry,
@@ -224,6 +228,7 @@ impl Sequencer {
             database: DatabaseId(rand_u128()),
             commit_ids,
             clock: Clock::default(),
+            changes,
         };
         seq.ended = seq.connection_type.all(&seq.store);
         if !seq.ended.is_empty() {
@@ -505,8 +510,8 @@ impl Sequencer {
                 request_id,
                 targets,
                 own,
-                since: _,
-            } => self.resume(conn, request_id, &targets, &own),
+                since,
+            } => self.resume(conn, request_id, &targets, &own, since),
             // Liveness is the connection task's business (it asks with `Request::Silent`); a
             // second hello is refused there.
             ClientMessage::Heartbeat | ClientMessage::Hello { .. } => {}
@@ -606,6 +611,8 @@ impl Sequencer {
     /// filtered result once.
     /// `committer` is the connection that made the commit, `None` for the server's own commits.
     fn fan_out(&mut self, committer: Option<ObjectId>, applied: &Applied) {
+        self.changes
+            .record(applied.tid, applied.objects.iter().map(|t| t.id));
         let mut encoded: HashMap<Selection, Option<Bytes>> = HashMap::new();
         let mut failed = Vec::new();
         let max_frame = self.config.max_frame;
@@ -908,6 +915,7 @@ fn duration_ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+mod changes;
 mod commit_ids;
 mod durable;
 pub(crate) mod inspect;

@@ -9,7 +9,7 @@
 //! time. Field values are shared `Bytes`, so holding the snapshot copies no value.
 
 use bytes::Bytes;
-use odb_wire::{CodecError, ObjectData, RequestId, ServerMessage, Tid};
+use odb_wire::{CodecError, IdBlock, ObjectData, RequestId, ServerMessage, Tid};
 use std::iter::Peekable;
 use std::vec;
 
@@ -25,9 +25,18 @@ pub(crate) struct Snapshot {
     /// Most bytes of object data in one chunk (a larger object travels alone).
     chunk_bytes: usize,
     complete_sent: bool,
-    /// Whether the snapshot answers a `Resume`, ending with `Resumed` rather than
-    /// `SubscriptionComplete`.
-    resumed: bool,
+    /// How the snapshot ends: `SubscriptionComplete`, or `Resumed` when it answers a `Resume`.
+    end: End,
+}
+
+/// The last frame of a snapshot.
+#[derive(Debug)]
+enum End {
+    Subscribed,
+    /// A resume: with `visible`, a delta that names every visible object as id ranges.
+    Resumed {
+        visible: Option<Vec<IdBlock>>,
+    },
 }
 
 impl Snapshot {
@@ -45,22 +54,29 @@ impl Snapshot {
             objects: objects.into_iter().peekable(),
             chunk_bytes,
             complete_sent: false,
-            resumed: false,
+            end: End::Subscribed,
         }
     }
 
-    /// Like [`Snapshot::new`], answering a `Resume` with every object the connection sees: it
-    /// ends with a full (not delta) `Resumed`.
+    /// Like [`Snapshot::new`], answering a `Resume`. Without `visible`, `objects` is every
+    /// object the connection sees; with it, only those that changed since the resume's tid,
+    /// and `visible` names (as id ranges) every object the connection sees.
     pub fn resumed(
         request_id: RequestId,
         tid: Tid,
         objects: Vec<ObjectData>,
+        visible: Option<Vec<IdBlock>>,
         chunk_bytes: usize,
     ) -> Snapshot {
         Snapshot {
-            resumed: true,
+            end: End::Resumed { visible },
             ..Snapshot::new(request_id, tid, objects, chunk_bytes)
         }
+    }
+
+    /// Whether the snapshot answers a resume with only what changed.
+    pub fn is_delta(&self) -> bool {
+        matches!(self.end, End::Resumed { visible: Some(_) })
     }
 
     /// How many objects are still to be sent.
@@ -77,18 +93,17 @@ impl Snapshot {
                 return None;
             }
             self.complete_sent = true;
-            let end = if self.resumed {
-                ServerMessage::Resumed {
+            let end = match &mut self.end {
+                End::Resumed { visible } => ServerMessage::Resumed {
                     request_id: self.request_id,
                     tid: self.tid,
-                    delta: false,
-                    gone: Vec::new(),
-                }
-            } else {
-                ServerMessage::SubscriptionComplete {
+                    delta: visible.is_some(),
+                    visible: visible.take().unwrap_or_default(),
+                },
+                End::Subscribed => ServerMessage::SubscriptionComplete {
                     request_id: self.request_id,
                     tid: self.tid,
-                }
+                },
             };
             return Some(odb_wire::encode(&end));
         }

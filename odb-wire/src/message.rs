@@ -237,11 +237,12 @@ pub enum ServerMessage {
         /// The snapshot's tid.
         tid: Tid,
         /// `false`: the chunks hold every object the connection sees, and any other object the
-        /// client holds is gone. `true`: the chunks hold only the objects that changed since the
-        /// resume's `since` tid, and `gone` lists the objects no longer visible.
+        /// client holds is gone. `true`: the chunks hold only the visible objects that changed
+        /// since the resume's `since` tid, and `visible` says which objects the connection sees.
         delta: bool,
-        /// With `delta`, the objects deleted or no longer visible since `since`.
-        gone: Vec<ObjectId>,
+        /// With `delta`, every object the connection sees, as ascending, disjoint id ranges: any
+        /// other object the client holds was deleted or is no longer visible. Empty otherwise.
+        visible: Vec<IdBlock>,
     },
     /// Answer to [`ClientMessage::QueryCommits`]: one status per asked commit, in order.
     CommitStatuses {

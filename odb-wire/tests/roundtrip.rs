@@ -288,12 +288,12 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             .clone()
             .prop_map(|reason| ServerMessage::Closing { reason }),
         Just(ServerMessage::Heartbeat),
-        (rid(), tid(), any::<bool>(), vec(oid(), 0..3)).prop_map(
-            |(request_id, tid, delta, gone)| ServerMessage::Resumed {
+        (rid(), tid(), any::<bool>(), vec(block(), 0..3)).prop_map(
+            |(request_id, tid, delta, visible)| ServerMessage::Resumed {
                 request_id,
                 tid,
                 delta,
-                gone
+                visible
             }
         ),
         (rid(), vec(commit_status(), 0..4)).prop_map(|(request_id, statuses)| {

@@ -6,7 +6,7 @@ use crate::replica::Replica;
 use crate::schema::TypeDef;
 use crate::{Error, Result};
 use odb_wire::hash::{FastMap, FastSet};
-use odb_wire::{CommitData, ObjectData, ObjectId, Tid, TypeId};
+use odb_wire::{CommitData, IdBlock, ObjectData, ObjectId, Tid, TypeId};
 use parking_lot::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -200,12 +200,11 @@ impl Shared {
         objects: Vec<ObjectData>,
         types: &[TypeId],
         tid: Tid,
-        delta: bool,
-        gone: Vec<ObjectId>,
+        visible: Option<Vec<IdBlock>>,
     ) {
         let seen = self.types_of(&objects);
         let mut local = self.local.write();
-        if delta {
+        if visible.is_some() {
             local.readable.extend(types.iter().copied().chain(seen));
         } else {
             local.readable = types.iter().copied().chain(seen).collect();
@@ -215,7 +214,7 @@ impl Shared {
         let mut keys = ChangedKeys::default();
         local
             .replica
-            .apply_resync(objects, tid, !delta, gone, listening.then_some(&mut keys));
+            .apply_resync(objects, tid, visible, listening.then_some(&mut keys));
         if listening {
             self.publish(&local, keys, None);
         }

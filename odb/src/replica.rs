@@ -18,7 +18,7 @@
 use crate::changes::ChangedKeys;
 use bytes::Bytes;
 use odb_wire::hash::{FastMap, FastSet};
-use odb_wire::{bytes_eq, CommitData, FieldId, IndexId, ObjectData, ObjectId, Tid};
+use odb_wire::{bytes_eq, CommitData, FieldId, IdBlock, IndexId, ObjectData, ObjectId, Tid};
 use std::collections::{BTreeMap, VecDeque};
 
 mod candidates;
@@ -460,30 +460,35 @@ impl Replica {
     }
 
     /// Applies a session's restore after a reconnection: `objects` with their complete state
-    /// at `tid`, the `gone` objects removed, and with `full` every other live object removed
-    /// too (the restore holds everything the session sees). Nothing is visible until all of it
-    /// is; `changed` is as for [`Replica::apply_commit`]. A `tid` lower than the replica's (a
-    /// new database) replaces it, and the history kept for [`Replica::open_snapshot_at`] starts
-    /// again.
+    /// at `tid`, and every other live object removed unless `visible` (a delta restore, which
+    /// holds only the objects that changed) names it among the ascending id ranges of every
+    /// object the session sees. Nothing is visible until all of it is; `changed` is as for
+    /// [`Replica::apply_commit`]. A `tid` lower than the replica's (a new database) replaces
+    /// it, and the history kept for [`Replica::open_snapshot_at`] starts again.
     pub fn apply_resync(
         &mut self,
         objects: Vec<ObjectData>,
         tid: Tid,
-        full: bool,
-        mut gone: Vec<ObjectId>,
+        visible: Option<Vec<IdBlock>>,
         mut changed: Option<&mut ChangedKeys>,
     ) {
-        if full {
-            let kept: FastSet<ObjectId> = objects.iter().map(|o| o.id).collect();
-            for (&page, slots) in &self.objects.pages {
-                for (slot, obj) in slots.slots.iter().enumerate() {
-                    let id = ObjectId(page * PAGE + slot as u64);
-                    let live = obj
-                        .as_ref()
-                        .is_some_and(|o| o.fields.iter().any(|c| c.latest().is_some()));
-                    if live && !kept.contains(&id) {
-                        gone.push(id);
-                    }
+        let restored: FastSet<ObjectId> = match visible {
+            Some(_) => FastSet::default(),
+            None => objects.iter().map(|o| o.id).collect(),
+        };
+        let kept = |id: ObjectId| match &visible {
+            Some(ranges) => in_ranges(ranges, id),
+            None => restored.contains(&id),
+        };
+        let mut gone = Vec::new();
+        for (&page, slots) in &self.objects.pages {
+            for (slot, obj) in slots.slots.iter().enumerate() {
+                let id = ObjectId(page * PAGE + slot as u64);
+                let live = obj
+                    .as_ref()
+                    .is_some_and(|o| o.fields.iter().any(|c| c.latest().is_some()));
+                if live && !kept(id) {
+                    gone.push(id);
                 }
             }
         }
@@ -601,6 +606,15 @@ impl Replica {
 }
 
 /// Records that `id` has `value` in `index` (at some retained version).
+/// Whether `id` lies in one of `ranges` (ascending and disjoint).
+fn in_ranges(ranges: &[IdBlock], id: ObjectId) -> bool {
+    let after = ranges.partition_point(|r| r.start <= id.0);
+    after
+        .checked_sub(1)
+        .and_then(|i| ranges.get(i))
+        .is_some_and(|r| id.0 - r.start < r.len)
+}
+
 fn add_candidate(
     candidates: &mut FastMap<IndexId, IndexCandidates>,
     index: IndexId,

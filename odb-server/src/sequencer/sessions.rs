@@ -5,8 +5,14 @@
 //! then sees the objects created with ids of those blocks as its own creations (whoever created
 //! them, since only the session could), and gets, at one snapshot, every object it now sees: the
 //! targets' members, its own objects, and what it already saw (its `core.Connection` object).
-//! The answer always holds the full data (`Resumed` with `delta: false`): the client replaces
-//! its replica with it, dropping every object the answer does not hold.
+//!
+//! When the client says which tid its replica holds (`since`, from a connection to the same
+//! database) and the [`ChangeLog`](super::changes::ChangeLog) still covers every commit after
+//! it, the answer is a delta (`Resumed` with `delta: true`): the data of only the visible
+//! objects that changed since, and the id ranges of every visible object, so that the client
+//! drops what it holds outside them. Otherwise it holds the full data (`delta: false`): the
+//! client replaces its replica with it, dropping every object the answer does not hold. Both
+//! leave the client with the same replica.
 //!
 //! It also asks, with `QueryCommits`, what became of the commits whose answers it did not get;
 //! see [`super::commit_ids`].
@@ -14,9 +20,11 @@
 use super::commit_ids::Fence;
 use super::Sequencer;
 use crate::snapshot::Snapshot;
+use odb_wire::hash::FastSet;
 use odb_wire::{
     CommitId, CommitOutcome, IdBlock, ObjectId, RequestId, ServerMessage, SubscriptionTarget, Tid,
 };
+use std::collections::BTreeSet;
 
 /// Most id blocks one `Resume` may name.
 pub(super) const MAX_OWN_BLOCKS: usize = 65_536;
@@ -72,6 +80,7 @@ impl Sequencer {
         request_id: RequestId,
         targets: &[SubscriptionTarget],
         own: &[IdBlock],
+        since: Option<Tid>,
     ) {
         if own.len() > MAX_OWN_BLOCKS {
             let reason = format!(
@@ -101,12 +110,54 @@ impl Sequencer {
         let visible = state
             .visibility
             .visible_objects(&self.store, self.registry.all_indices());
-        let snapshot = Snapshot::resumed(
-            request_id,
-            self.store.tid(),
-            super::data_of(&self.store, visible),
-            self.config.max_frame / 2,
-        );
+        let tid = self.store.tid();
+        let chunk_bytes = self.config.max_frame / 2;
+        let changed = since
+            .filter(|&since| since <= tid)
+            .and_then(|since| self.changes.since(since));
+        let snapshot = match changed.and_then(|changed| delta(&visible, changed, chunk_bytes)) {
+            Some((changed, ranges)) => Snapshot::resumed(
+                request_id,
+                tid,
+                super::data_of(&self.store, changed),
+                Some(ranges),
+                chunk_bytes,
+            ),
+            None => Snapshot::resumed(
+                request_id,
+                tid,
+                super::data_of(&self.store, visible),
+                None,
+                chunk_bytes,
+            ),
+        };
+        self.status.metrics.resumed(snapshot.is_delta());
         self.queue_snapshot(conn, snapshot);
     }
+}
+
+/// The visible objects that changed, and every visible object as id ranges; `None` when the
+/// ranges would not fit in one frame (a very fragmented set), and the full data is sent instead.
+fn delta(
+    visible: &BTreeSet<ObjectId>,
+    changed: FastSet<ObjectId>,
+    chunk_bytes: usize,
+) -> Option<(Vec<ObjectId>, Vec<IdBlock>)> {
+    let mut ranges: Vec<IdBlock> = Vec::new();
+    for &ObjectId(id) in visible {
+        match ranges.last_mut() {
+            Some(last) if last.start.checked_add(last.len) == Some(id) => last.len += 1,
+            _ => ranges.push(IdBlock { start: id, len: 1 }),
+        }
+    }
+    // Each range takes at most two 10-byte varints.
+    if ranges.len().saturating_mul(20) > chunk_bytes {
+        return None;
+    }
+    let mut changed: Vec<ObjectId> = changed
+        .into_iter()
+        .filter(|id| visible.contains(id))
+        .collect();
+    changed.sort_unstable();
+    Some((changed, ranges))
 }

@@ -48,11 +48,11 @@ impl ClientCore {
                 request_id,
                 tid,
                 delta,
-                gone,
+                visible,
             } => {
                 let objects = self.buffers.remove(&request_id).unwrap_or_default();
                 if self.requests.remove(&request_id).is_some() {
-                    self.resumed(objects, tid, delta, gone);
+                    self.resumed(objects, tid, delta.then_some(visible));
                 }
             }
             ServerMessage::Unsubscribed {

@@ -162,7 +162,15 @@ impl ClientCore {
             .collect();
         drop(registry);
         let id = self.next_id();
-        let since = same_database.then(|| self.shared.local.read().replica.tid());
+        // A subscription made or cancelled while away changes what the session sees beyond
+        // what changed on the server: only the full data is then right.
+        let retargeted = self.requests.values().any(|p| {
+            matches!(
+                p,
+                Pending::Subscribe { link: 0, .. } | Pending::Unsubscribe { link: 0 }
+            )
+        });
+        let since = (same_database && !retargeted).then(|| self.shared.local.read().replica.tid());
         let message = ClientMessage::Resume {
             request_id: id,
             targets: wire,
@@ -215,8 +223,7 @@ impl ClientCore {
         &mut self,
         objects: Vec<ObjectData>,
         tid: Tid,
-        delta: bool,
-        gone: Vec<ObjectId>,
+        visible: Option<Vec<IdBlock>>,
     ) {
         let registry = self.shared.registry.read();
         let mut types: Vec<TypeId> = self
@@ -228,7 +235,7 @@ impl ClientCore {
             types.push(info.type_id);
         }
         drop(registry);
-        self.shared.apply_resync(objects, &types, tid, delta, gone);
+        self.shared.apply_resync(objects, &types, tid, visible);
         // Commits pushed while the restore was on its way: the snapshot holds those up to its
         // tid.
         for commit in self.restoring.take().unwrap_or_default() {

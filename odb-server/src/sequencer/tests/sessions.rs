@@ -276,13 +276,25 @@ impl Harness {
         targets: Vec<SubscriptionTarget>,
         own: Vec<IdBlock>,
     ) -> (Vec<ObjectId>, ServerMessage) {
+        self.resume_since(client, targets, own, None)
+    }
+
+    /// Resumes a session whose replica holds `since`; returns the ids of the objects sent and
+    /// the closing `Resumed`.
+    fn resume_since(
+        &mut self,
+        client: &mut Client,
+        targets: Vec<SubscriptionTarget>,
+        own: Vec<IdBlock>,
+        since: Option<Tid>,
+    ) -> (Vec<ObjectId>, ServerMessage) {
         self.send(
             client,
             ClientMessage::Resume {
                 request_id: RequestId(31),
                 targets,
                 own,
-                since: None,
+                since,
             },
         );
         let mut objects = Vec::new();
@@ -335,7 +347,7 @@ fn a_resumed_session_sees_its_own_objects_and_its_targets_but_not_others() {
             request_id: RequestId(31),
             tid: h.seq.store.tid(),
             delta: false,
-            gone: Vec::new(),
+            visible: Vec::new(),
         }
     );
 
@@ -346,6 +358,113 @@ fn a_resumed_session_sees_its_own_objects_and_its_targets_but_not_others() {
     let change = h.set_a(other_block.start, "w");
     h.commit(&other, change);
     assert!(c.next().is_none());
+}
+
+/// A session subscribed to index value "y" went away at `since`; then one of its objects
+/// changed, one was deleted, one joined and one left the value, and one stayed as it was.
+fn away_while_things_changed(config: ServerConfig) -> (Harness, u64, SubscriptionTarget, Tid) {
+    let (mut h, _first) = harness(config);
+    let (mut other, block) = connect_with_block(&mut h.seq);
+    let id = |n: u64| block.start + n;
+    for n in 0..4 {
+        h.create_as(&mut other, id(n), "y");
+    }
+    h.create_as(&mut other, id(4), "x");
+    let since = h.seq.store.tid();
+    for change in [
+        h.set_a(id(0), "y"),
+        h.set_a(id(2), "x"),
+        h.set_a(id(4), "y"),
+    ] {
+        h.commit(&other, change);
+    }
+    h.commit(
+        &other,
+        CommitRequest {
+            base_tid: h.seq.store.tid(),
+            deletes: vec![ObjectId(id(1))],
+            ..CommitRequest::default()
+        },
+    );
+    while other.next().is_some() {}
+    let by_y = SubscriptionTarget::Index {
+        index: h.t.indices[0],
+        value: b("y"),
+    };
+    (h, block.start, by_y, since)
+}
+
+#[test]
+fn a_session_resumed_from_a_recent_tid_is_sent_only_what_changed() {
+    let (mut h, first, by_y, since) = away_while_things_changed(ServerConfig::new("t"));
+    let id = |n: u64| ObjectId(first + n);
+    let (mut c, _) = connect_with_block(&mut h.seq);
+    let (objects, end) = h.resume_since(&mut c, vec![by_y], Vec::new(), Some(since));
+    let mut expected = vec![id(0), id(4), c.id];
+    expected.sort();
+    assert_eq!(
+        objects, expected,
+        "the changed object, the one that joined, and the new connection's object; not the \
+         unchanged one, nor the deleted one, nor the one that left"
+    );
+    let ServerMessage::Resumed {
+        delta,
+        visible,
+        tid,
+        ..
+    } = end
+    else {
+        panic!("expected Resumed, got {end:?}");
+    };
+    assert!(delta);
+    assert_eq!(tid, h.seq.store.tid());
+    let listed: Vec<ObjectId> = visible
+        .iter()
+        .flat_map(|r| (r.start..r.start + r.len).map(ObjectId))
+        .collect();
+    let mut all = vec![id(0), id(3), id(4), c.id];
+    all.sort();
+    assert_eq!(listed, all, "every visible object, changed or not");
+}
+
+#[test]
+fn a_session_away_past_the_change_window_or_from_the_future_gets_the_full_data() {
+    let config = ServerConfig {
+        resume_window_changes: 2,
+        ..ServerConfig::new("t")
+    };
+    let (mut h, _other, by_y, since) = away_while_things_changed(config);
+    let (mut c, _) = connect_with_block(&mut h.seq);
+    let (objects, end) = h.resume_since(&mut c, vec![by_y.clone()], Vec::new(), Some(since));
+    assert!(
+        matches!(end, ServerMessage::Resumed { delta: false, .. }),
+        "{end:?}"
+    );
+    assert_eq!(objects.len(), 4, "id 0, 3 and 4, and the connection object");
+
+    let (mut d, _) = connect_with_block(&mut h.seq);
+    let ahead = Tid(h.seq.store.tid().0 + 10);
+    let (_, end) = h.resume_since(&mut d, vec![by_y], Vec::new(), Some(ahead));
+    assert!(
+        matches!(end, ServerMessage::Resumed { delta: false, .. }),
+        "a replica ahead of the server (storage lost commits) is replaced: {end:?}"
+    );
+}
+
+#[test]
+fn a_restarted_server_does_not_claim_to_know_changes_from_before_its_start() {
+    let storage = MemoryStorage::new();
+    let mut seq = open_on(ServerConfig::new("t"), Some(&storage));
+    let before = seq.tid();
+    let _ = welcome_database(&mut seq);
+    drop(seq);
+    let seq = open_on(ServerConfig::new("t"), Some(&storage));
+    assert!(
+        seq.tid() > before,
+        "the restart deleted the old connection object"
+    );
+    assert!(seq.changes.since(before).is_none());
+    assert!(seq.changes.since(seq.tid()).is_some_and(|c| c.is_empty()));
 }
 
 #[test]
