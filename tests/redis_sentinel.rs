@@ -1,7 +1,8 @@
 //! Redis failing over under a running `odb-server`: a master, a replica and a sentinel on
 //! loopback; the server reaches Redis through the sentinel (`redis+sentinel://`). The master is
 //! killed; after the sentinel promotes the replica, commits go on against the new master and
-//! nothing acknowledged is lost.
+//! nothing acknowledged is lost. With `--redis-wait-replicas`, a commit is acknowledged only
+//! once the replica has it.
 
 mod processes;
 
@@ -193,7 +194,9 @@ async fn commits_continue_after_sentinel_promotes_the_replica() {
     }
     println!("20 commits after {} ms", started.elapsed().as_millis());
     // Everything acknowledged so far is on the replica before it is promoted (replication is
-    // asynchronous: without this, the last writes could be lost, as Redis documents).
+    // asynchronous: without this, the last writes could be lost, as Redis documents; the
+    // server's --redis-wait-replicas does the same for every commit, tested below, but with
+    // one replica it would stop every commit once that replica becomes the master).
     let _: i64 = query(master.port(), redis::cmd("WAIT").arg(1).arg(5000))
         .await
         .expect("WAIT for the replica");
@@ -240,4 +243,108 @@ async fn commits_continue_after_sentinel_promotes_the_replica() {
         "the new master holds tid {tid}, the server is at {}",
         checker.current_tid().0
     );
+}
+
+/// Starts a replica of the Redis on `master`; returns it and its port.
+fn replica_of(master: u16, dir: &TempDir) -> (Proc, u16) {
+    let port = free_port();
+    let replica = redis_process(&[
+        "--port".into(),
+        port.to_string(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--dir".into(),
+        dir.path().display().to_string(),
+        "--save".into(),
+        String::new(),
+        "--replicaof".into(),
+        "127.0.0.1".into(),
+        master.to_string(),
+    ]);
+    (replica, port)
+}
+
+fn signal(process: &Proc, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &process.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_are_acknowledged_only_once_a_replica_has_them() {
+    let master = Redis::start().await;
+    // The replica's first sync starts at once, not after the default 5 s delay.
+    let _: () = query(
+        master.port(),
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("repl-diskless-sync-delay")
+            .arg(0),
+    )
+    .await
+    .expect("configure the master");
+    let replica_dir = TempDir::new("replica");
+    let (replica, replica_port) = replica_of(master.port(), &replica_dir);
+    until("the replica to sync", || async {
+        let info: String = query(replica_port, redis::cmd("INFO").arg("replication"))
+            .await
+            .unwrap_or_default();
+        info.contains("master_link_status:up")
+    })
+    .await;
+    let server_port = free_port();
+    let _server = Proc(
+        Command::new(server_binary())
+            .args(["--service-token", TOKEN])
+            .args([
+                "--redis",
+                &format!("redis://127.0.0.1:{}/0", master.port()),
+                "--redis-timeout-ms",
+                "1000",
+                "--redis-wait-replicas",
+                "1",
+            ])
+            .args(["127.0.0.1", &server_port.to_string()])
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start odb-server"),
+    );
+    until("the server to listen", || accepts(server_port)).await;
+    let db = Client::builder(format!("odb://127.0.0.1:{server_port}"))
+        .token(TOKEN)
+        .connect()
+        .await
+        .expect("connects");
+    let replica_tid = || async {
+        query::<Option<u64>>(replica_port, redis::cmd("GET").arg("odb:tid"))
+            .await
+            .expect("the replica answers")
+    };
+    for seq in 0..5 {
+        db.transaction(|tx| Mark::create(tx, Mark { seq }))
+            .await
+            .expect("commits while the replica follows");
+        assert_eq!(
+            replica_tid().await,
+            Some(db.current_tid().0),
+            "an acknowledged commit is on the replica"
+        );
+    }
+
+    // A replica that stops confirming: the commit is on the master only, so its outcome (after
+    // a failover) is unknown, and it is never reported as stored.
+    signal(&replica, "-STOP");
+    let stalled = db.transaction(|tx| Mark::create(tx, Mark { seq: 5 })).await;
+    assert!(
+        matches!(stalled, Err(odb::Error::CommitOutcomeUnknown { .. })),
+        "{stalled:?}"
+    );
+    signal(&replica, "-CONT");
+    commit(&db, 6).await;
+    assert_eq!(replica_tid().await, Some(db.current_tid().0));
 }

@@ -274,3 +274,49 @@ async fn a_write_whose_outcome_stays_unknown_is_never_reported_as_failed() {
         restarted.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_connecting_while_a_write_is_retried_gets_in_once_it_lands() {
+    let heartbeat = Duration::from_millis(50);
+    let storage = FaultyStorage::new();
+    let config = ServerConfig {
+        heartbeat_interval: heartbeat,
+        ..ServerConfig::new(TOKEN)
+    };
+    let server = Server::start_with_storage(config, None, Box::new(storage.clone()))
+        .await
+        .expect("start the server");
+    let writer = connect(&server).await.expect("connect");
+    storage.set(Mode::LostButUnknown);
+    // The server stores this commit's batch again and again, and holds every answer meanwhile,
+    // the next client's welcome included.
+    let held = tokio::spawn({
+        let writer = writer.clone();
+        async move { commit(&writer, 1).await }
+    });
+    let server = Arc::new(server);
+    let joining = tokio::spawn({
+        let server = server.clone();
+        async move { connect(&server).await }
+    });
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.stats().connections < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the client never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Several heartbeat intervals pass before the welcome can go out: the server must not send
+    // a heartbeat first, which the client would take for a broken hello.
+    tokio::time::sleep(heartbeat * 4).await;
+    storage.set(Mode::Healthy);
+    held.await
+        .expect("the commit's task")
+        .expect("the commit lands once the storage works");
+    let joined = joining
+        .await
+        .expect("the connecting task")
+        .expect("the client gets in once its connection is stored");
+    commit(&joined, 2).await.expect("and commits");
+}

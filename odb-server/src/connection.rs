@@ -15,6 +15,7 @@ use odb_wire::{
 };
 use std::io;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -211,12 +212,14 @@ where
     tracing::info!(client = %client_name, "client authenticated");
 
     let heartbeat = ctx.config.heartbeat_interval;
-    let writer_task = ctx
-        .tracker
-        .spawn(write_loop(writer, queue, heartbeat, closed.clone()).in_current_span());
+    // Set once the `Welcome` is written: only then does the client know the heartbeat pace.
+    let welcomed = Arc::new(AtomicBool::new(false));
+    let writer_task = ctx.tracker.spawn(
+        write_loop(writer, queue, heartbeat, closed.clone(), welcomed.clone()).in_current_span(),
+    );
     let stopping = ctx.stop.clone();
 
-    let end = read_loop(&ctx, &mut reader, conn, &outbound, &closed).await;
+    let end = read_loop(&ctx, &mut reader, conn, &outbound, &closed, &welcomed).await;
     let _ = ctx.sequencer.send(Request::Disconnect { conn }).await;
     match &end {
         End::ByClient => tracing::info!("connection closed by the client"),
@@ -392,6 +395,7 @@ async fn read_loop<S: AsyncRead>(
     conn: ObjectId,
     outbound: &Outbound,
     closed: &CancellationToken,
+    welcomed: &AtomicBool,
 ) -> End {
     let idle = ctx.config.idle_timeout();
     let cancelled = closed.cancelled();
@@ -415,7 +419,11 @@ async fn read_loop<S: AsyncRead>(
                 silence.as_mut().reset(deadline);
                 continue;
             }
-            if heartbeat_checks_suspended(ctx, conn, closed).await {
+            // A client sends heartbeats from its welcome on; a durable server holds the welcome
+            // until the connection's object is stored, which may take a storage timeout.
+            if !welcomed.load(Ordering::Acquire)
+                || heartbeat_checks_suspended(ctx, conn, closed).await
+            {
                 tracing::debug!("silent for {idle:?}, but heartbeat checks are suspended");
                 last_frame = Instant::now();
                 silence.as_mut().reset(last_frame + idle);
@@ -518,6 +526,7 @@ async fn write_loop<S: AsyncWrite>(
     mut queue: OutboundReceiver,
     heartbeat: Duration,
     closed: CancellationToken,
+    welcomed: Arc<AtomicBool>,
 ) -> Option<Writer<S>> {
     let Ok(heartbeat_frame) = odb_wire::encode(&ServerMessage::Heartbeat) else {
         queue.close(Refusal::Internal {
@@ -527,6 +536,10 @@ async fn write_loop<S: AsyncWrite>(
     };
     let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first frame is the `Welcome`, which a durable server sends only once the connection's
+    // object is stored: no heartbeat may go before it, since a client reads anything else first
+    // as a broken hello.
+    let mut started = false;
     let work = async {
         loop {
             tokio::select! {
@@ -540,8 +553,13 @@ async fn write_loop<S: AsyncWrite>(
                         writer.feed(frame).await?;
                     }
                     SinkExt::<Bytes>::flush(&mut writer).await?;
+                    if !started {
+                        started = true;
+                        welcomed.store(true, Ordering::Release);
+                        ticker.reset();
+                    }
                 }
-                _ = ticker.tick() => writer.send(heartbeat_frame.clone()).await?,
+                _ = ticker.tick(), if started => writer.send(heartbeat_frame.clone()).await?,
             }
         }
     };

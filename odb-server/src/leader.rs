@@ -40,6 +40,9 @@ pub struct StandbyConfig {
     pub lease: Duration,
     /// A name for this server in the lease key, for operators (e.g. its address and pid).
     pub owner: String,
+    /// Redis replicas that must confirm each batch before its commits are acknowledged (see
+    /// [`RedisStorage::wait_for_replicas`]); 0 (the default) does not wait.
+    pub wait_replicas: usize,
 }
 
 /// Why a term as leader ended.
@@ -164,7 +167,8 @@ async fn start(
     let storage = RedisStorage::connect(&standby.redis_url, &standby.prefix, standby.redis_timeout)
         .await
         .map_err(|e| ServerError::Storage(e.detail()))?
-        .with_fence(fence);
+        .with_fence(fence)
+        .wait_for_replicas(standby.wait_replicas);
     Server::start_with_storage(config.clone(), Some(listen), Box::new(storage)).await
 }
 

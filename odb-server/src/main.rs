@@ -55,6 +55,10 @@ struct Args {
     /// Timeout of every Redis request and connection attempt, in milliseconds (with --redis).
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     redis_timeout_ms: u64,
+    /// Acknowledge a commit only once this many Redis replicas have it (Redis's WAIT), so that
+    /// it survives a failover (with --redis). 0: as soon as the master has it.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    redis_wait_replicas: usize,
     /// Join a group of standby servers sharing --redis and --redis-prefix: serve only while
     /// holding the leader lease, wait (not listening) otherwise. See the book's chapter on high
     /// availability.
@@ -239,6 +243,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             redis_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
             lease: Duration::from_millis(args.lease_ms),
             owner: format!("{addr} pid {}", std::process::id()),
+            wait_replicas: args.redis_wait_replicas,
         };
         tracing::info!(
             "odb-server standby for {addr}, redis {} (prefix {:?}), lease {} ms, {tls_line}",
@@ -314,9 +319,11 @@ async fn open_storage(args: &Args) -> anyhow::Result<Option<Box<dyn Storage>>> {
         bail!("give at most one of --inmem, --data-dir DIR and --redis URL");
     }
     if args.redis.is_none()
-        && (args.redis_prefix != DEFAULT_REDIS_PREFIX || args.redis_timeout_ms != 5000)
+        && (args.redis_prefix != DEFAULT_REDIS_PREFIX
+            || args.redis_timeout_ms != 5000
+            || args.redis_wait_replicas != 0)
     {
-        bail!("--redis-prefix and --redis-timeout-ms need --redis URL");
+        bail!("--redis-prefix, --redis-timeout-ms and --redis-wait-replicas need --redis URL");
     }
     if let Some(dir) = &args.data_dir {
         let storage = FileStorage::open(dir).map_err(|e| anyhow!("{}", e.detail()))?;
@@ -329,7 +336,8 @@ async fn open_storage(args: &Args) -> anyhow::Result<Option<Box<dyn Storage>>> {
         let timeout = Duration::from_millis(args.redis_timeout_ms);
         let storage = RedisStorage::connect(url, &args.redis_prefix, timeout)
             .await
-            .map_err(|e| anyhow!("{}", e.detail()))?;
+            .map_err(|e| anyhow!("{}", e.detail()))?
+            .wait_for_replicas(args.redis_wait_replicas);
         return Ok(Some(Box::new(storage)));
     }
     Ok(None)

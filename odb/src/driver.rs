@@ -197,25 +197,16 @@ pub(crate) async fn handshake(session: &Session, stream: BoxStream) -> Result<Tr
         transport.writer.feed(frame).await?;
     }
     SinkExt::<bytes::Bytes>::flush(&mut transport.writer).await?;
-    let first = match transport.reader.next().await {
-        Some(Ok(frame)) => frame,
-        Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-            if transport.reader.read_buffer().starts_with(b"HTTP/") {
-                return Err(Error::Protocol(
-                    "not an ODB server: it answered HTTP; check the address and port".into(),
-                ));
-            }
-            return Err(Error::Protocol(format!("{NOT_ODB} ({e})")));
-        }
-        Some(Err(e)) => return Err(e.into()),
-        None => {
-            return Err(Error::Disconnected(format!(
-                "the server closed the connection during the hello; {IF_TLS}"
-            )))
+    let first = loop {
+        let frame = next_frame(&mut transport).await?;
+        match odb_wire::decode_server_message(&frame) {
+            // A heartbeat before the welcome (a server waiting to store the connection) says
+            // only that the server is alive.
+            Ok(ServerMessage::Heartbeat) => continue,
+            Ok(message) => break message,
+            Err(e) => return Err(Error::Protocol(format!("{NOT_ODB} ({e})"))),
         }
     };
-    let first = odb_wire::decode_server_message(&first)
-        .map_err(|e| Error::Protocol(format!("{NOT_ODB} ({e})")))?;
     let refusal = match &first {
         ServerMessage::Welcome { .. } => None,
         ServerMessage::Rejected { reason } | ServerMessage::Closing { reason } => {
@@ -231,6 +222,27 @@ pub(crate) async fn handshake(session: &Session, stream: BoxStream) -> Result<Tr
     }
     session.with_core(|core| core.on_message(first, Instant::now()));
     Ok(transport)
+}
+
+/// The next frame of the hello, or why there is none.
+async fn next_frame(transport: &mut Transport) -> Result<bytes::BytesMut> {
+    Ok(match transport.reader.next().await {
+        Some(Ok(frame)) => frame,
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+            if transport.reader.read_buffer().starts_with(b"HTTP/") {
+                return Err(Error::Protocol(
+                    "not an ODB server: it answered HTTP; check the address and port".into(),
+                ));
+            }
+            return Err(Error::Protocol(format!("{NOT_ODB} ({e})")));
+        }
+        Some(Err(e)) => return Err(e.into()),
+        None => {
+            return Err(Error::Disconnected(format!(
+                "the server closed the connection during the hello; {IF_TLS}"
+            )))
+        }
+    })
 }
 
 /// Whether an error of a connection attempt makes trying again (or another URL) pointless.

@@ -59,6 +59,9 @@ pub struct RedisStorage {
     timeout: Duration,
     conn: Option<MultiplexedConnection>,
     fence: Option<Fence>,
+    /// Replicas that must have each batch before it counts as stored; see
+    /// [`RedisStorage::wait_for_replicas`].
+    replicas: usize,
 }
 
 impl std::fmt::Debug for RedisStorage {
@@ -104,6 +107,7 @@ impl RedisStorage {
             timeout,
             conn: None,
             fence: None,
+            replicas: 0,
         };
         storage.check_format().await?;
         Ok(storage)
@@ -113,6 +117,15 @@ impl RedisStorage {
     /// key holds the fence's value, and otherwise fails (and cancels [`Fence::deposed`]).
     pub fn with_fence(mut self, fence: Fence) -> RedisStorage {
         self.fence = Some(fence);
+        self
+    }
+
+    /// Makes every batch count as stored only once `replicas` Redis replicas have it (Redis's
+    /// `WAIT`), so that an acknowledged commit survives a failover to one of them. A batch the
+    /// replicas do not confirm within half the request timeout is of unknown outcome: it is on
+    /// the master, and may or may not survive a failover.
+    pub fn wait_for_replicas(mut self, replicas: usize) -> RedisStorage {
+        self.replicas = replicas;
         self
     }
 
@@ -287,7 +300,39 @@ impl RedisStorage {
             None => self.write_atomically(&mut conn, &writes).await,
             Some(fence) => self.write_fenced(&mut conn, fence, &writes).await,
         };
+        let result = match result {
+            Ok(()) if self.replicas > 0 => self.wait_replicas(&mut conn).await,
+            other => other,
+        };
         self.settle(result)
+    }
+
+    /// Waits until the configured number of replicas have every write made so far.
+    async fn wait_replicas(&self, conn: &mut MultiplexedConnection) -> Result<(), StorageError> {
+        let wait_ms = u64::try_from((self.timeout / 2).as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let acknowledged: usize = redis::cmd("WAIT")
+            .arg(self.replicas)
+            .arg(wait_ms)
+            .query_async(conn)
+            .await
+            .map_err(|e| {
+                StorageError::OutcomeUnknown(format!(
+                    "written to Redis at {}, but not confirmed by its replicas: {}",
+                    self.url,
+                    one_line(&e)
+                ))
+            })?;
+        if acknowledged >= self.replicas {
+            Ok(())
+        } else {
+            Err(StorageError::OutcomeUnknown(format!(
+                "written to Redis at {}, but only {acknowledged} of the {} replicas required \
+                 (--redis-wait-replicas) confirmed it within {wait_ms} ms",
+                self.url, self.replicas
+            )))
+        }
     }
 
     /// A failed write, as unknown when it may have been applied all the same (see
