@@ -300,7 +300,7 @@ impl Sequencer {
             }
             Err(e) => {
                 tracing::debug!("the storage is still unavailable: {e}");
-                durable.down = Some(e.to_string());
+                durable.down = Some(e.detail());
                 durable.retry_at = Some(Instant::now() + RETRY);
             }
         }
@@ -445,8 +445,8 @@ impl Sequencer {
     /// requests accordingly, and marks the storage down.
     fn fail_batch(&mut self, error: &StorageError) {
         let reason = match error {
-            StorageError::Unavailable(_) | StorageError::OutcomeUnknown(_) => error.to_string(),
-            other => format!("storage unavailable: {other}"),
+            StorageError::Unavailable(_) | StorageError::OutcomeUnknown(_) => error.detail(),
+            other => other.to_string(),
         };
         let unknown = self
             .durable

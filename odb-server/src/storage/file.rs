@@ -18,7 +18,9 @@
 //! after any failed write and opens the file again before the next one (redb repairs the file
 //! on opening it), so writes succeed again as soon as the disk does, without a restart. A failed
 //! transaction commit is reported as [`StorageError::OutcomeUnknown`]: its pages may have
-//! reached the disk before the error.
+//! reached the disk before the error. Running out of space is the exception: redb commits by
+//! rewriting its header in place, in space the file already has, so a commit that could not get
+//! space never reached that point and certainly failed.
 
 use super::{
     decode, decode_u64, encode, Batch, Loaded, Storage, StorageError, StorageFuture, StoredCommit,
@@ -338,7 +340,12 @@ impl FileStorage {
             }
         }
         txn.commit().map_err(|e| {
-            StorageError::OutcomeUnknown(format!("cannot commit to the database: {e}"))
+            let message = format!("cannot commit to the database: {e}");
+            if is_out_of_space(&e) {
+                StorageError::Unavailable(message)
+            } else {
+                StorageError::OutcomeUnknown(message)
+            }
         })
     }
 }
@@ -374,4 +381,16 @@ impl Storage for FileStorage {
         let this = self.clone();
         Box::pin(blocking(move || this.persist_blocking(&batch)))
     }
+}
+
+/// Whether a failed commit failed for lack of space (disk full, or quota exceeded), before its
+/// commit point.
+fn is_out_of_space(error: &redb::CommitError) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    let redb::CommitError::Storage(redb::StorageError::Io(io)) = error else {
+        return false;
+    };
+    io.kind() == std::io::ErrorKind::StorageFull
+        || matches!(io.raw_os_error(), Some(ENOSPC | EDQUOT))
 }
