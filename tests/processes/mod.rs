@@ -179,3 +179,71 @@ impl Drop for Redis {
         self.stop();
     }
 }
+
+/// An `odb-server` process of this build listening on a port it picked itself, killed when
+/// dropped.
+pub struct ServerProcess {
+    child: Child,
+    port: u16,
+}
+
+impl ServerProcess {
+    /// Starts the binary on 127.0.0.1 port 0 with `--print-address` and the given flags, and
+    /// reads the port it bound from its first line of output.
+    pub async fn start(token: &str, flags: &[&str]) -> ServerProcess {
+        let mut child = Command::new(server_binary())
+            .args(["--service-token", token, "--print-address"])
+            .args(flags)
+            .args(["127.0.0.1", "0"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start odb-server");
+        let stdout = child.stdout.take().expect("the server's standard output");
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+            line
+        });
+        let line = tokio::time::timeout(Duration::from_secs(60), line)
+            .await
+            .expect("odb-server reports its address in time")
+            .expect("read the server's output");
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("odb-server did not report its address: {line:?}"));
+        ServerProcess { child, port }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its resident memory now, in bytes (`VmRSS` of /proc/<pid>/status).
+    pub fn rss(&self) -> u64 {
+        self.status_kib("VmRSS:") * 1024
+    }
+
+    fn status_kib(&self, key: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read the server's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in the server's /proc status"))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
