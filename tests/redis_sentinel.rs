@@ -6,7 +6,7 @@
 mod processes;
 
 use odb::{Client, ReconnectPolicy, TxOptions};
-use processes::{accepts, free_port, server_binary, Redis, TempDir};
+use processes::{accepts, free_port, server_binary, spawn_redis, Redis, TempDir};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,18 +33,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn redis_process(args: &[String]) -> Proc {
-    Proc(
-        Command::new("redis-server")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start redis-server (install it, e.g. apt-get install redis-server)"),
-    )
 }
 
 async fn query<T: redis::FromRedisValue>(port: u16, cmd: &mut redis::Cmd) -> redis::RedisResult<T> {
@@ -103,37 +91,33 @@ async fn commit(db: &Client, seq: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_continue_after_sentinel_promotes_the_replica() {
     let mut master = Redis::start().await;
-    let replica_dir = TempDir::new("replica");
-    let replica_port = free_port();
-    let _replica = redis_process(&[
-        "--port".into(),
-        replica_port.to_string(),
-        "--bind".into(),
-        "127.0.0.1".into(),
-        "--dir".into(),
-        replica_dir.path().display().to_string(),
-        "--save".into(),
-        String::new(),
+    let replica = Redis::start_with(&[
         "--replicaof".into(),
         "127.0.0.1".into(),
         master.port().to_string(),
-    ]);
+    ])
+    .await;
+    let replica_port = replica.port();
     let sentinel_dir = TempDir::new("sentinel");
-    let sentinel_port = free_port();
     let config = sentinel_dir.path().join("sentinel.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "port {sentinel_port}\nbind 127.0.0.1\ndir {}\n\
-             sentinel monitor main 127.0.0.1 {} 1\n\
-             sentinel down-after-milliseconds main 1000\n\
-             sentinel failover-timeout main 10000\n",
-            sentinel_dir.path().display(),
-            master.port()
-        ),
-    )
-    .expect("write the sentinel's configuration");
-    let _sentinel = redis_process(&[config.display().to_string(), "--sentinel".into()]);
+    let master_port_now = master.port();
+    // A sentinel rewrites its configuration file, so each attempt writes it afresh.
+    let (sentinel, sentinel_port) = spawn_redis(|port| {
+        std::fs::write(
+            &config,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor main 127.0.0.1 {master_port_now} 1\n\
+                 sentinel down-after-milliseconds main 1000\n\
+                 sentinel failover-timeout main 10000\n",
+                sentinel_dir.path().display(),
+            ),
+        )
+        .expect("write the sentinel's configuration");
+        vec![config.display().to_string(), "--sentinel".into()]
+    })
+    .await;
+    let _sentinel = Proc(sentinel);
     until("the replica to sync", || async {
         let info: String = query(replica_port, redis::cmd("INFO").arg("replication"))
             .await
