@@ -3,9 +3,11 @@
 //! is applied exactly once: each transfer records itself in the same transaction, and the
 //! records reconcile every balance.
 
+mod rng;
 mod support;
 
 use odb::{Client, Ref};
+use rng::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use support::*;
@@ -90,8 +92,8 @@ async fn transfer_randomly(
     db: Client,
     accounts: Arc<Vec<Ref<Account>>>,
     client: u64,
+    mut rng: Rng,
 ) -> anyhow::Result<Outcome> {
-    let mut rng = Rng::new(client);
     let mut out = Outcome::default();
     for i in 0..TRANSFERS_PER_CLIENT {
         let request = random_request(&mut rng);
@@ -166,9 +168,10 @@ async fn concurrent_transfers_conserve_money_and_apply_each_acknowledged_transfe
             db.subscribe_type::<Account>().await?;
             clients.push(db);
         }
+        let mut rng = Rng::for_test("concurrent_transfers");
         let tasks = (0..CLIENTS)
             .zip(clients)
-            .map(|(c, db)| tokio::spawn(transfer_randomly(db, accounts.clone(), c)))
+            .map(|(c, db)| tokio::spawn(transfer_randomly(db, accounts.clone(), c, rng.fork(c))))
             .collect();
         let outcomes = join_all(tasks).await?;
 

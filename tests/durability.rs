@@ -4,14 +4,16 @@
 //! Redis outage fails commits within the timeout and they succeed again once Redis is back, and a
 //! storage failure undoes the failed commits in the running server.
 
+mod processes;
+mod rng;
+
 use odb::{Client, Tid};
 use odb_server::storage::MemoryStorage;
+use processes::{free_port, server_binary, Redis, TempDir};
+use rng::Rng;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "durability-test-token";
@@ -32,33 +34,6 @@ pub mod durable {
 }
 
 use durable::Half;
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "odb-durability-{what}-{}-{n}-{}",
-            std::process::id(),
-            nanos()
-        ));
-        std::fs::create_dir_all(&dir).expect("create a temporary directory");
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 #[tokio::test]
 async fn an_embedded_server_on_a_directory_keeps_its_data_across_restarts() -> anyhow::Result<()> {
@@ -82,65 +57,6 @@ async fn an_embedded_server_on_a_directory_keeps_its_data_across_restarts() -> a
     assert_eq!(db.view(|v| half.get(v))?, Half { seq: 7, part: 1 });
     assert!(db.current_tid() > tid, "tids continue after the restart");
     Ok(())
-}
-
-fn nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64 ^ d.as_secs())
-        .unwrap_or(0)
-}
-
-/// A pseudo-random number in `lo..hi`.
-fn random(lo: u64, hi: u64) -> u64 {
-    static STATE: AtomicU64 = AtomicU64::new(0);
-    let mut x = STATE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ nanos();
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    lo + x % (hi - lo)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// The `odb-server` binary of this build, built first if needed. Tests of the root package
-/// cannot name another package's binary, so it is found next to the test executable (in
-/// `target/<profile>/`), and cargo is asked to build it (a no-op when it is up to date).
-fn server_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("the test executable's path");
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("the test executable lies in target/<profile>/deps");
-            let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
-            let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") | None => "dev".to_string(),
-                Some(other) => other.to_string(),
-            };
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-q", "-p", "odb-server", "--bin", "odb-server"])
-                .arg("--profile")
-                .arg(&profile)
-                .arg("--target-dir")
-                .arg(target_dir)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo build for odb-server");
-            assert!(status.success(), "cargo build of odb-server failed");
-            let binary = profile_dir.join(format!("odb-server{}", std::env::consts::EXE_SUFFIX));
-            assert!(binary.exists(), "{} is missing", binary.display());
-            binary
-        })
-        .clone()
 }
 
 /// A running `odb-server` process.
@@ -225,83 +141,6 @@ impl Drop for ServerProc {
     }
 }
 
-/// A private `redis-server` with append-only persistence, fsynced on every write.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-    dir: TempDir,
-}
-
-impl Redis {
-    async fn start() -> Redis {
-        let mut redis = Redis {
-            child: None,
-            port: free_port(),
-            dir: TempDir::new("redis"),
-        };
-        redis.restart().await;
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// Starts (again) on the same port and directory; fails the test if it cannot.
-    async fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start redis-server (install it, e.g. apt-get install redis-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("redis-server exited at start with {status}");
-            }
-            if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut reply = [0u8; 64];
-                if stream.write_all(b"PING\r\n").await.is_ok() {
-                    if let Ok(n) = stream.read(&mut reply).await {
-                        if reply[..n].starts_with(b"+PONG") {
-                            return;
-                        }
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// Commits the two halves of commit `seq`.
 async fn commit_pair(client: &Client, seq: u64) -> odb::Result<Tid> {
     client
@@ -346,6 +185,7 @@ fn check(seen: &BTreeMap<u64, Vec<u8>>, acked: &BTreeSet<u64>) {
 
 /// Commits, kills the server at a random moment, restarts it and checks, `ROUNDS` times.
 async fn kill_and_restart(storage: Vec<String>) {
+    let mut rng = Rng::for_test(&format!("kill_and_restart {storage:?}"));
     let mut acked: BTreeSet<u64> = BTreeSet::new();
     let mut last_acked_tid = Tid(0);
     for round in 0..ROUNDS as u64 {
@@ -390,7 +230,8 @@ async fn kill_and_restart(storage: Vec<String>) {
                 }
             })
         };
-        tokio::time::sleep(Duration::from_millis(random(50, 400))).await;
+        // A random moment for the kill, not a wait for anything.
+        tokio::time::sleep(Duration::from_millis(rng.between(50, 400))).await;
         server.kill();
         tokio::time::timeout(Duration::from_secs(30), writer)
             .await

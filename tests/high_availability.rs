@@ -7,10 +7,12 @@
 //! (run with `--nocapture` to see them).
 
 mod processes;
+mod rng;
 
 use odb::{Client, ReconnectPolicy, TxOptions};
 use odb_server::storage::{Batch, Lease, RedisStorage, Storage};
 use processes::{accepts, free_port, server_binary, Redis};
+use rng::Rng;
 use std::future::Future;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -42,25 +44,6 @@ fn lease_ms() -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000)
-}
-
-/// A seed from the clock, logged so that a failing run can be told apart.
-fn seed() -> u64 {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1)
-        | 1;
-    println!("seed {seed}");
-    seed
-}
-
-/// xorshift: enough randomness for kill moments.
-fn next_random(state: &mut u64, lo: u64, hi: u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    lo + *state % (hi - lo)
 }
 
 /// One `odb-server --standby` process.
@@ -186,7 +169,7 @@ struct Log {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_without_losing_or_repeating_commits() {
-    let mut random = seed();
+    let mut rng = Rng::for_test("a_killed_leader_is_replaced");
     let redis = Redis::start().await;
     let mut servers: Vec<Standby> = (0..3)
         .map(|_| Standby::start(&redis, free_port(), 250))
@@ -274,7 +257,7 @@ async fn a_killed_leader_is_replaced_without_losing_or_repeating_commits() {
         // the producer is sequential, so that commit waits for the one in flight to be settled.
         // Let the load run for a random number of commits before the kill.
         let before = log.lock().expect("lock").produced.len();
-        let more = next_random(&mut random, 3, 40) as usize;
+        let more = rng.between(3, 40) as usize;
         until("commits before the kill", WAIT, || {
             let log = log.clone();
             async move {

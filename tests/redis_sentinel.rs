@@ -7,7 +7,7 @@
 mod processes;
 
 use odb::{Client, ReconnectPolicy, TxOptions};
-use processes::{accepts, free_port, server_binary, Redis, TempDir};
+use processes::{accepts, free_port, server_binary, spawn_redis, Redis, TempDir};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,18 +34,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn redis_process(args: &[String]) -> Proc {
-    Proc(
-        Command::new("redis-server")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start redis-server (install it, e.g. apt-get install redis-server)"),
-    )
 }
 
 async fn query<T: redis::FromRedisValue>(port: u16, cmd: &mut redis::Cmd) -> redis::RedisResult<T> {
@@ -104,37 +92,33 @@ async fn commit(db: &Client, seq: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_continue_after_sentinel_promotes_the_replica() {
     let mut master = Redis::start().await;
-    let replica_dir = TempDir::new("replica");
-    let replica_port = free_port();
-    let _replica = redis_process(&[
-        "--port".into(),
-        replica_port.to_string(),
-        "--bind".into(),
-        "127.0.0.1".into(),
-        "--dir".into(),
-        replica_dir.path().display().to_string(),
-        "--save".into(),
-        String::new(),
+    let replica = Redis::start_with(&[
         "--replicaof".into(),
         "127.0.0.1".into(),
         master.port().to_string(),
-    ]);
+    ])
+    .await;
+    let replica_port = replica.port();
     let sentinel_dir = TempDir::new("sentinel");
-    let sentinel_port = free_port();
     let config = sentinel_dir.path().join("sentinel.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "port {sentinel_port}\nbind 127.0.0.1\ndir {}\n\
-             sentinel monitor main 127.0.0.1 {} 1\n\
-             sentinel down-after-milliseconds main 1000\n\
-             sentinel failover-timeout main 10000\n",
-            sentinel_dir.path().display(),
-            master.port()
-        ),
-    )
-    .expect("write the sentinel's configuration");
-    let _sentinel = redis_process(&[config.display().to_string(), "--sentinel".into()]);
+    let master_port_now = master.port();
+    // A sentinel rewrites its configuration file, so each attempt writes it afresh.
+    let (sentinel, sentinel_port) = spawn_redis(|port| {
+        std::fs::write(
+            &config,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor main 127.0.0.1 {master_port_now} 1\n\
+                 sentinel down-after-milliseconds main 1000\n\
+                 sentinel failover-timeout main 10000\n",
+                sentinel_dir.path().display(),
+            ),
+        )
+        .expect("write the sentinel's configuration");
+        vec![config.display().to_string(), "--sentinel".into()]
+    })
+    .await;
+    let _sentinel = Proc(sentinel);
     until("the replica to sync", || async {
         let info: String = query(replica_port, redis::cmd("INFO").arg("replication"))
             .await
@@ -245,33 +229,6 @@ async fn commits_continue_after_sentinel_promotes_the_replica() {
     );
 }
 
-/// Starts a replica of the Redis on `master`; returns it and its port.
-fn replica_of(master: u16, dir: &TempDir) -> (Proc, u16) {
-    let port = free_port();
-    let replica = redis_process(&[
-        "--port".into(),
-        port.to_string(),
-        "--bind".into(),
-        "127.0.0.1".into(),
-        "--dir".into(),
-        dir.path().display().to_string(),
-        "--save".into(),
-        String::new(),
-        "--replicaof".into(),
-        "127.0.0.1".into(),
-        master.to_string(),
-    ]);
-    (replica, port)
-}
-
-fn signal(process: &Proc, signal: &str) {
-    let status = Command::new("kill")
-        .args([signal, &process.0.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal} failed");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_are_acknowledged_only_once_a_replica_has_them() {
     let master = Redis::start().await;
@@ -285,8 +242,13 @@ async fn commits_are_acknowledged_only_once_a_replica_has_them() {
     )
     .await
     .expect("configure the master");
-    let replica_dir = TempDir::new("replica");
-    let (replica, replica_port) = replica_of(master.port(), &replica_dir);
+    let replica = Redis::start_with(&[
+        "--replicaof".into(),
+        "127.0.0.1".into(),
+        master.port().to_string(),
+    ])
+    .await;
+    let replica_port = replica.port();
     until("the replica to sync", || async {
         let info: String = query(replica_port, redis::cmd("INFO").arg("replication"))
             .await
@@ -338,13 +300,13 @@ async fn commits_are_acknowledged_only_once_a_replica_has_them() {
 
     // A replica that stops confirming: the commit is on the master only, so its outcome (after
     // a failover) is unknown, and it is never reported as stored.
-    signal(&replica, "-STOP");
+    replica.signal("-STOP");
     let stalled = db.transaction(|tx| Mark::create(tx, Mark { seq: 5 })).await;
     assert!(
         matches!(stalled, Err(odb::Error::CommitOutcomeUnknown { .. })),
         "{stalled:?}"
     );
-    signal(&replica, "-CONT");
+    replica.signal("-CONT");
     commit(&db, 6).await;
     assert_eq!(replica_tid().await, Some(db.current_tid().0));
 }

@@ -5,27 +5,16 @@
 
 #[macro_use]
 mod common;
+mod rng;
 
 use common::*;
 use odb::{Ref, Transaction};
+use rng::Rng;
 use std::collections::BTreeMap;
 
 type Model = BTreeMap<Ref<Account>, Account>;
 
 const OWNERS: [&str; 4] = ["", "x", "y", "z"];
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn check(v: &odb::View<'_>, model: &Model, ever: &[Ref<Account>], what: &str) -> odb::Result<()> {
     for r in ever {
@@ -60,9 +49,9 @@ async fn random_commit(
 ) -> anyhow::Result<()> {
     let live: Vec<Ref<Account>> = model.keys().copied().collect();
     let pick = |rng: &mut Rng| -> Option<Ref<Account>> {
-        (!live.is_empty()).then(|| live[rng.below(live.len() as u64) as usize])
+        (!live.is_empty()).then(|| live[rng.below(live.len())])
     };
-    let owner = |rng: &mut Rng| OWNERS[rng.below(OWNERS.len() as u64) as usize].to_string();
+    let owner = |rng: &mut Rng| OWNERS[rng.below(OWNERS.len())].to_string();
     let kind = rng.below(8);
     match kind {
         0 | 1 => {
@@ -170,7 +159,7 @@ fn level(
 async fn nested_views_keep_their_snapshots_under_random_commits() -> anyhow::Result<()> {
     let p = Pair::new(Transport::InProcess).await?;
     let base = p.a.stats().replica_objects;
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng::for_test("nested_views_keep_their_snapshots");
     let mut model = Model::new();
     let mut ever = Vec::new();
     for round in 0..40 {
@@ -379,7 +368,7 @@ async fn index_subscriber_views_under_random_moves() -> anyhow::Result<()> {
     let a = connect(&p.server, Transport::InProcess).await?;
     a.subscribe_index(Account::owner_index("x")).await?;
     let base = a.stats().replica_objects;
-    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut rng = Rng::for_test("index_subscriber_views");
     let mut model = Model::new();
     let mut ever = Vec::new();
     let mut seen = std::collections::BTreeSet::new();

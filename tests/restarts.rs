@@ -3,44 +3,25 @@
 //! run (in this process, through a relay that keeps their URL while the server's port
 //! changes). The consumer must print every message exactly once, in order.
 
+mod processes;
 mod relay;
+mod rng;
 
 use odb::{Client, ReconnectPolicy};
+use processes::{server_binary, Redis, TempDir};
 use relay::Relay;
+use rng::Rng;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TOKEN: &str = "restarts-test-token";
 /// Server crashes per backend.
 const ROUNDS: usize = 20;
 /// Messages the producer writes.
 const MESSAGES: u64 = 400;
-
-/// The `odb-server` binary of this build, built first if needed.
-fn server_binary() -> PathBuf {
-    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("the test's path");
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("target/<profile>/deps")
-                .to_path_buf();
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-q", "-p", "odb-server", "--bin", "odb-server"])
-                .status()
-                .expect("run cargo build for odb-server");
-            assert!(status.success(), "cargo build of odb-server failed");
-            profile_dir.join(format!("odb-server{}", std::env::consts::EXE_SUFFIX))
-        })
-        .clone()
-}
 
 /// A running `odb-server` process on port 0, and the address it reported.
 struct ServerProcess {
@@ -83,77 +64,6 @@ impl Drop for ServerProcess {
     }
 }
 
-/// A private `redis-server` with append-only persistence, fsynced on every write.
-struct RedisProcess {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-}
-
-impl RedisProcess {
-    fn start() -> RedisProcess {
-        let dir = TempDir::new("redis");
-        // redis-server cannot report a port it picked: take a free one and hand it over.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(&dir.0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server (install it, e.g. apt-get install redis-server)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        RedisProcess {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for RedisProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> TempDir {
-        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let dir =
-            std::env::temp_dir().join(format!("odb-restarts-{what}-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create a temporary directory");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 async fn client(relay: &Relay) -> Client {
     let db = Client::builder(relay.url())
         .token(TOKEN)
@@ -171,11 +81,7 @@ async fn client(relay: &Relay) -> Client {
 
 /// Runs the producer and the consumer while the server is killed `ROUNDS` times.
 async fn survive_crashes(storage: Vec<String>) {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(7, |d| d.as_nanos() as u64)
-        | 1;
-    eprintln!("survive_crashes {storage:?}: seed {seed}");
+    let mut rng = Rng::for_test(&format!("survive_crashes {storage:?}"));
     let mut server = ServerProcess::start(&storage);
     let relay = Relay::start(server.addr).await.expect("relay");
     let producer = client(&relay).await;
@@ -195,12 +101,9 @@ async fn survive_crashes(storage: Vec<String>) {
     let producing = tokio::spawn(async move {
         odb_examples::produce(&producer, Some(MESSAGES), Duration::from_millis(5)).await
     });
-    let mut rng = seed;
     for round in 0..ROUNDS {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        tokio::time::sleep(Duration::from_millis(20 + rng % 80)).await;
+        // A random moment for the kill, not a wait for anything.
+        tokio::time::sleep(Duration::from_millis(rng.between(20, 100))).await;
         server.kill();
         server = ServerProcess::start(&storage);
         relay.set_upstream(server.addr);
@@ -232,17 +135,13 @@ async fn the_quick_example_survives_crashes_of_a_file_store_server() {
     let dir = TempDir::new("data");
     survive_crashes(vec![
         "--data-dir".into(),
-        dir.0.to_string_lossy().into_owned(),
+        dir.path().to_string_lossy().into_owned(),
     ])
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quick_example_survives_crashes_of_a_redis_server() {
-    let redis = RedisProcess::start();
-    survive_crashes(vec![
-        "--redis".into(),
-        format!("redis://127.0.0.1:{}/0", redis.port),
-    ])
-    .await;
+    let redis = Redis::start().await;
+    survive_crashes(vec!["--redis".into(), redis.url()]).await;
 }

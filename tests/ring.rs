@@ -4,9 +4,11 @@
 //! comes back to it through every node, `prev(next(x)) == x`, and the node count matches the
 //! index.
 
+mod rng;
 mod support;
 
 use odb::{Client, Read, Ref};
+use rng::Rng;
 use std::collections::BTreeSet;
 use support::*;
 
@@ -144,8 +146,8 @@ async fn write_randomly(
     db: Client,
     version: Ref<Version>,
     writer: u64,
+    mut rng: Rng,
 ) -> anyhow::Result<(u64, u64)> {
-    let mut rng = Rng::new(writer);
     let (mut inserted, mut removed) = (0, 0);
     for op in 0..OPS_PER_WRITER {
         // The target is chosen outside the transaction: a lookup inside would make every
@@ -252,9 +254,10 @@ async fn ring_stays_consistent_for_type_and_index_readers_under_concurrent_write
             db.subscribe(rings::schema()).await?;
             clients.push(db);
         }
+        let mut rng = Rng::for_test("ring_stays_consistent");
         let writers = (0..WRITERS)
             .zip(clients)
-            .map(|(w, db)| tokio::spawn(write_randomly(db, version, w)))
+            .map(|(w, db)| tokio::spawn(write_randomly(db, version, w, rng.fork(w))))
             .collect();
         let counts = join_all(writers).await?;
         setup.transaction(|tx| version.set_stamp(tx, DONE)).await?;

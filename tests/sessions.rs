@@ -3,11 +3,13 @@
 //! by a TCP relay between the clients and an embedded server.
 
 mod relay;
+mod rng;
 
 use odb::server::{RunningServer, Server};
 use odb::{Client, ConnectionStatus, Error, ReconnectPolicy, Ref};
 use odb_server::storage::MemoryStorage;
 use relay::Relay;
+use rng::Rng;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -544,15 +546,7 @@ async fn bank_transfers_survive_random_cuts() {
     const ACCOUNTS: usize = 6;
     const CLIENTS: u32 = 4;
     const TRANSFERS: u32 = 40;
-    let seed = std::env::var("ODB_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    eprintln!("bank_transfers_survive_random_cuts: ODB_TEST_SEED={seed}");
+    let mut rng = Rng::for_test("bank_transfers_survive_random_cuts");
     let storage = MemoryStorage::new();
     let server = durable(&storage).await;
     let relay = Arc::new(Relay::start(addr(&server)).await.expect("relay"));
@@ -584,14 +578,11 @@ async fn bank_transfers_survive_random_cuts() {
     let cutter = {
         let relay = relay.clone();
         let stop = stop.clone();
+        let mut rng = rng.fork(u64::MAX);
         tokio::spawn(async move {
-            let mut rng = seed | 1;
             let mut cuts = 0;
             while !stop.load(Ordering::SeqCst) {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                tokio::time::sleep(Duration::from_millis(5 + rng % 40)).await;
+                tokio::time::sleep(Duration::from_millis(rng.between(5, 45))).await;
                 relay.cut();
                 cuts += 1;
             }
@@ -601,16 +592,13 @@ async fn bank_transfers_survive_random_cuts() {
     let mut workers = Vec::new();
     for (client, db) in (0..CLIENTS).zip(clients) {
         let accounts = accounts.clone();
-        let mut rng = seed.wrapping_add(u64::from(client) * 7919) | 1;
+        let mut rng = rng.fork(u64::from(client));
         workers.push(tokio::spawn(async move {
             let mut done = 0u32;
             for seq in 0..TRANSFERS {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                let from = accounts[(rng % ACCOUNTS as u64) as usize];
-                let to = accounts[((rng >> 8) % ACCOUNTS as u64) as usize];
-                let amount = (rng >> 16) as i64 % 20 + 1;
+                let from = accounts[rng.below(ACCOUNTS)];
+                let to = accounts[rng.below(ACCOUNTS)];
+                let amount = rng.between(1, 21) as i64;
                 db.transaction(|tx| {
                     let a = from.balance(tx)?;
                     from.set_balance(tx, a - amount)?;

@@ -2,9 +2,11 @@
 //! subscribing in the middle of concurrent writes, a very large transaction, and two clients
 //! with different struct definitions of one schema.
 
+mod rng;
 mod support;
 
 use odb::{Client, ObjectId};
+use rng::Rng;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -129,11 +131,11 @@ const COMMITS_AFTER: u64 = 300;
 /// Creates, changes, moves and deletes random items until told to stop, reporting each commit.
 async fn churn(
     db: Client,
-    seed: u64,
+    writer: u64,
+    mut rng: Rng,
     stop: Arc<AtomicBool>,
     progress: tokio::sync::watch::Sender<u64>,
 ) -> anyhow::Result<()> {
-    let mut rng = Rng::new(seed);
     let mut step = 0u64;
     while !stop.load(Ordering::Relaxed) {
         step += 1;
@@ -145,7 +147,7 @@ async fn churn(
         } else {
             Some(rng.pick(&existing))
         };
-        let payload = format!("writer {seed} step {step}");
+        let payload = format!("writer {writer} step {step}");
         db.transaction(|tx| {
             let Some(t) = target.filter(|_| op != 0) else {
                 Item::create(tx, item(bucket, &payload, step))?;
@@ -178,10 +180,17 @@ async fn subscribing_while_others_write_ends_with_exactly_the_data_of_a_fresh_su
         let stop = Arc::new(AtomicBool::new(false));
         let (progress, mut commits) = tokio::sync::watch::channel(0u64);
         let mut writers = Vec::new();
+        let mut rng = Rng::for_test("subscribing_while_others_write");
         for w in 0..WRITERS {
             let db = client(&server).await?;
             db.subscribe(store::schema()).await?;
-            writers.push(tokio::spawn(churn(db, w, stop.clone(), progress.clone())));
+            writers.push(tokio::spawn(churn(
+                db,
+                w,
+                rng.fork(w),
+                stop.clone(),
+                progress.clone(),
+            )));
         }
         drop(progress);
 

@@ -20,9 +20,19 @@ pub struct ServerConfig {
     pub hello_timeout: Duration,
     /// Largest frame accepted or sent, in bytes. Default [`odb_wire::DEFAULT_MAX_FRAME`].
     pub max_frame: usize,
-    /// Largest number of bytes queued for one connection. A client that reads so slowly that its
-    /// queue grows past this is disconnected, with the reason logged. Default 256 MiB.
+    /// Most bytes queued for one connection. A client that reads so slowly that its queue grows
+    /// past this is disconnected, told [`Refusal::SlowReader`](odb_wire::Refusal::SlowReader),
+    /// with the reason logged. A queued frame counts for its bytes plus what holding it costs
+    /// (an eighth more and 80 bytes), so that the server's memory follows this figure even
+    /// for small frames. Default 256 MiB.
     pub outbound_limit_bytes: usize,
+    /// Most bytes queued for all connections together, counted like
+    /// [`ServerConfig::outbound_limit_bytes`]. Past it, the connection with the largest queue
+    /// is disconnected (told [`Refusal::OutboundBudget`](odb_wire::Refusal::OutboundBudget)),
+    /// then the next largest, until the total is within the budget again. `None` (the
+    /// default): a quarter of the machine's memory, or of the cgroup's memory limit when lower
+    /// (1 GiB when neither can be read).
+    pub max_outbound_total_bytes: Option<usize>,
     /// Smallest number of object ids granted to a client at once. Default 100 000.
     pub id_block_size: u64,
     /// How many tids of conflict history the server keeps. A commit whose base tid is more than
@@ -92,6 +102,7 @@ impl std::fmt::Debug for ServerConfig {
             hello_timeout,
             max_frame,
             outbound_limit_bytes,
+            max_outbound_total_bytes,
             id_block_size,
             conflict_history,
             max_hello_frame,
@@ -116,6 +127,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("hello_timeout", hello_timeout)
             .field("max_frame", max_frame)
             .field("outbound_limit_bytes", outbound_limit_bytes)
+            .field("max_outbound_total_bytes", max_outbound_total_bytes)
             .field("id_block_size", id_block_size)
             .field("conflict_history", conflict_history)
             .field("max_hello_frame", max_hello_frame)
@@ -155,6 +167,12 @@ impl ServerConfig {
             .max(1)
     }
 
+    /// The server-wide budget of queued outbound bytes that is in force.
+    pub(crate) fn outbound_budget(&self) -> usize {
+        self.max_outbound_total_bytes
+            .unwrap_or_else(crate::memory::default_outbound_budget)
+    }
+
     /// How long a connection may stay silent before it is closed.
     pub(crate) fn idle_timeout(&self) -> Duration {
         self.heartbeat_interval
@@ -172,6 +190,7 @@ impl Default for ServerConfig {
             hello_timeout: Duration::from_secs(10),
             max_frame: odb_wire::DEFAULT_MAX_FRAME,
             outbound_limit_bytes: 256 << 20,
+            max_outbound_total_bytes: None,
             id_block_size: 100_000,
             conflict_history: 1_000_000,
             max_hello_frame: 64 << 10,

@@ -233,7 +233,10 @@ where
             }
         }
         End::Closed => match outbound.reason() {
-            Some(reason) => tracing::warn!("connection closed: {reason}"),
+            Some(reason) => {
+                ctx.metrics.connection_closed(reason);
+                tracing::warn!("connection closed: {reason}")
+            }
             None => tracing::info!("connection closed: the server is stopping"),
         },
     }
@@ -267,6 +270,10 @@ where
                     let _ = SinkExt::<Bytes>::close(&mut writer).await;
                 }
             }
+            // Read until the client closes too: a socket closed with unread input (heartbeats
+            // the client sent meanwhile) resets the connection, and the client's system may
+            // then discard the last frame before the client has read why it was closed.
+            while let Some(Ok(_)) = reader.next().await {}
         };
         let _ = timeout(REFUSAL_TIMEOUT, close).await;
     }

@@ -30,6 +30,7 @@ pub mod leader;
 mod limits;
 mod listener;
 mod liveness;
+mod memory;
 mod metrics;
 mod outbound;
 mod push;
@@ -178,6 +179,11 @@ impl Server {
         let sequencer = sequencer::open(config.clone(), status.clone(), storage).await?;
         tracker.spawn(sequencer.run(inbox, halt.clone()));
 
+        let outbound_budget = config.outbound_budget();
+        tracing::info!(
+            "outbound queues: at most {} bytes per connection, {outbound_budget} bytes for all",
+            config.outbound_limit_bytes
+        );
         let ctx = ConnContext {
             connections: Arc::new(Semaphore::new(
                 config.max_connections.min(Semaphore::MAX_PERMITS),
@@ -190,7 +196,7 @@ impl Server {
             auth_throttle: Arc::new(AuthThrottle::default()),
             admission: Arc::new(Admission::new(config.hello_cap_per_address())),
             refusal_log: Arc::default(),
-            queues: Arc::default(),
+            queues: Arc::new(outbound::Totals::new(outbound_budget)),
             config,
             sequencer: requests,
             stop,

@@ -111,6 +111,15 @@ struct Args {
     /// Most bytes queued for one connection before it is disconnected as too slow a reader.
     #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().outbound_limit_bytes)]
     max_outbound_bytes: usize,
+    /// Most bytes queued for all connections together; past it the connection with the largest
+    /// queue is disconnected first. Default: a quarter of the machine's memory (or of the
+    /// cgroup's memory limit when lower), 1 GiB when neither can be read.
+    #[arg(long, value_name = "BYTES")]
+    max_outbound_total_bytes: Option<usize>,
+    /// Most connections one address may hold before they have authenticated; more are refused
+    /// without being read. Default: a tenth of --max-connections, at least 2.
+    #[arg(long, value_name = "N")]
+    max_hello_per_address: Option<usize>,
     /// Serve Prometheus metrics over HTTP at /metrics on HOST:PORT (loopback only, unless
     /// --metrics-allow-remote).
     #[arg(long, value_name = "HOST:PORT")]
@@ -194,6 +203,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.heartbeat_ms == 0 {
         bail!("--heartbeat-ms must be at least 1");
     }
+    if args.max_hello_per_address == Some(0) {
+        bail!("--max-hello-per-address must be at least 1");
+    }
+    if args.max_outbound_total_bytes == Some(0) {
+        bail!("--max-outbound-total-bytes must be at least 1");
+    }
     let addr = resolve(&args.host, args.port).await?;
     let tls = match (&args.tls_cert, &args.tls_key, &args.tls_self_signed) {
         (Some(cert), Some(key), None) => Some(TlsConfig::from_pem_files(cert, key)?),
@@ -228,6 +243,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_value_bytes: args.max_value_bytes,
         max_subscriptions: args.max_subscriptions,
         outbound_limit_bytes: args.max_outbound_bytes,
+        max_outbound_total_bytes: args.max_outbound_total_bytes,
+        max_hello_connections_per_address: args.max_hello_per_address,
         max_connections: args.max_connections,
         commit_id_window_count: args.commit_id_window_count,
         commit_id_window_time: Duration::from_secs(args.commit_id_window_secs),

@@ -104,6 +104,7 @@ pub(crate) struct Metrics {
     connections_accepted: Counter,
     connections_refused: Family<Label, Counter>,
     heartbeat_expiries: Counter,
+    outbound_disconnects: Family<Label, Counter>,
     auth_failures: Counter,
     resumes: Family<Label, Counter>,
     tid: Gauge,
@@ -152,6 +153,7 @@ impl Default for Metrics {
             connections_accepted: Counter::default(),
             connections_refused: Family::default(),
             heartbeat_expiries: Counter::default(),
+            outbound_disconnects: Family::default(),
             auth_failures: Counter::default(),
             resumes: Family::default(),
             tid: Gauge::default(),
@@ -245,6 +247,13 @@ impl Metrics {
             self.resumes.clone(),
         );
         r.register(
+            "outbound_disconnects",
+            "Connections closed because what was queued for them grew too large, by limit \
+             (connection: their own queue's limit; server: the budget of all queues, as the \
+             largest queue)",
+            self.outbound_disconnects.clone(),
+        );
+        r.register(
             "auth_failures",
             "Hellos with a wrong token",
             self.auth_failures.clone(),
@@ -282,7 +291,8 @@ impl Metrics {
         );
         r.register(
             "outbound_queue_bytes",
-            "Bytes queued for all connections and not yet written",
+            "What the frames queued for all open connections and not yet written cost in \
+             memory (bytes plus per-frame bookkeeping), as counted against the outbound limits",
             self.outbound_bytes.clone(),
         );
         r.register(
@@ -376,6 +386,18 @@ impl Metrics {
         self.heartbeat_expiries.inc();
     }
 
+    /// Counts a connection closed for the size of its outbound queue, if `reason` says so.
+    pub fn connection_closed(&self, reason: &odb_wire::Refusal) {
+        let limit = match reason {
+            odb_wire::Refusal::SlowReader { .. } => "connection",
+            odb_wire::Refusal::OutboundBudget { .. } => "server",
+            _ => return,
+        };
+        self.outbound_disconnects
+            .get_or_create(&[("limit", limit)])
+            .inc();
+    }
+
     /// The text exposition of every metric, with the state gauges set from `counts` and
     /// `gauges` (left as they were when `gauges` is `None`: the sequencer did not answer).
     pub fn render(&self, counts: &Counts, gauges: Option<&Gauges>) -> String {
@@ -448,6 +470,11 @@ mod tests {
             limit: Some(odb_wire::limits::Limit::ValueSize),
         });
         m.connection_refused(Refusal::Unauthorized);
+        m.connection_closed(&odb_wire::Refusal::OutboundBudget {
+            queued: 2,
+            budget: 1,
+        });
+        m.connection_closed(&odb_wire::Refusal::ShuttingDown);
         let text = m.render(&Counts::default(), Some(&Gauges::default()));
         assert_eq!(
             line(&text, "odb_commits_total{outcome=\"committed\"}"),
@@ -455,6 +482,8 @@ mod tests {
         );
         assert!(text.contains("odb_commits_refused_total{reason=\"value_size\"} 1"));
         assert!(text.contains("odb_auth_failures_total 1"));
+        assert!(text.contains("odb_outbound_disconnects_total{limit=\"server\"} 1"));
+        assert!(!text.contains("odb_outbound_disconnects_total{limit=\"connection\"}"));
         assert!(text.contains("odb_subscriptions{kind=\"object\"} 0"));
         assert!(text.ends_with("# EOF\n"), "{text}");
     }

@@ -20,8 +20,9 @@ pub struct ServerStats {
     /// Conflict keys with a stamp in the conflict history. Bounded by the keys written in the
     /// last [`ServerConfig::conflict_history`](crate::ServerConfig::conflict_history) tids.
     pub conflict_stamps: usize,
-    /// Bytes of encoded messages queued for all connections and not yet written to their
-    /// sockets (subscription snapshots being streamed are not counted here).
+    /// What the encoded messages queued for all open connections and not yet written to their
+    /// sockets cost in memory, in bytes: their bytes plus what holding each costs, as counted
+    /// against the outbound limits (subscription snapshots being streamed are not counted).
     pub outbound_bytes: usize,
     /// Subscription snapshots queued or being streamed to clients.
     pub outbound_snapshots: usize,

@@ -286,7 +286,9 @@ impl Store {
     /// Adds or replaces a live object.
     fn put(&mut self, id: ObjectId, obj: Obj) {
         if let Err((table::Full, _)) = self.objects.insert(Live { id, obj }) {
-            // Validation keeps the object count below the table's limit (`check_sizes`).
+            // Unreachable: a commit is refused before any change unless the table has room
+            // for every object it creates (`check_room`), a rollback only restores objects
+            // it removed, and a loaded store holds what fitted before.
             debug_assert!(false, "the object table is full although validation passed");
             tracing::error!(object = id.0, "the object table is full; object dropped");
         }
@@ -352,7 +354,43 @@ impl Store {
         self.check_conflicts(req)?;
         let plan = self.plan(registry, req)?;
         self.check_sizes(req, &plan)?;
+        self.check_room(req, &plan)?;
         Ok(self.apply(registry, &plan))
+    }
+
+    /// The last check before anything changes: the tables can take every object and index
+    /// value the commit may add, so that applying it cannot fail half-way. [`check_sizes`]
+    /// already refuses a commit over the store's size limit, so a failure here is a broken
+    /// invariant: a debug build stops, a release build refuses the whole commit, which changes
+    /// nothing, and goes on serving.
+    ///
+    /// [`check_sizes`]: Store::check_sizes
+    fn check_room(&self, req: &CommitRequest, plan: &plan::Plan<'_>) -> Result<(), CommitOutcome> {
+        // As in `check_sizes`: each created object, and each index write, adds at most one
+        // entry to a table.
+        let created = plan.created();
+        let values = created.saturating_add(req.index_writes.len());
+        let (objects_room, values_room) = (self.objects.room(), self.members.room());
+        if created <= objects_room && values <= values_room {
+            return Ok(());
+        }
+        debug_assert!(
+            false,
+            "the store's tables cannot take a commit that passed validation"
+        );
+        tracing::error!(
+            created,
+            values,
+            objects_room,
+            values_room,
+            "a commit passed validation but the store's tables cannot take it; refused"
+        );
+        Err(invalid(format!(
+            "internal error: the store cannot take the {created} objects and up to {values} \
+             index values this commit adds, although it passed validation (room for \
+             {objects_room} objects and {values_room} index values); nothing of the commit was \
+             applied"
+        )))
     }
 
     /// Fails if anything the transaction read was written after its base tid.
@@ -388,7 +426,8 @@ impl Store {
 /// Adds a new index value to `members`.
 fn add_value(members: &mut IndexValues, value: IndexValue) {
     if let Err((table::Full, _)) = members.insert(value) {
-        // Validation keeps the index value count below the table's limit (`check_sizes`).
+        // Unreachable: a commit is refused before any change unless the table has room for
+        // every index value it may add (`check_room`).
         debug_assert!(
             false,
             "the index value table is full although validation passed"

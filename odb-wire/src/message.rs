@@ -282,7 +282,8 @@ pub struct StatsData {
     pub store_bytes: u64,
     /// Conflict keys in the conflict history.
     pub conflict_stamps: u64,
-    /// Bytes queued for all connections.
+    /// What the messages queued for all open connections cost in memory, in bytes (their bytes
+    /// plus what holding each costs), as counted against the server's outbound limits.
     pub outbound_bytes: u64,
     /// Subscription targets held: whole types, index values, single objects.
     pub subscriptions: (u64, u64, u64),

@@ -85,7 +85,7 @@ pub enum Refusal {
     SlowReader {
         /// Bytes queued when the connection was closed.
         queued: u64,
-        /// The limit that was exceeded (per connection, or the server-wide budget).
+        /// The per-connection limit that was exceeded.
         limit: u64,
     },
     /// The server has handed out every object id.
@@ -102,6 +102,19 @@ pub enum Refusal {
     Internal {
         /// What failed.
         detail: String,
+    },
+    /// What the server had queued for all its clients together grew past its server-wide
+    /// budget, and this connection had the largest queue: the client does not read fast enough
+    /// for the server's load.
+    #[error(
+        "the server's memory for unsent data is full ({budget} bytes for all clients) and this \
+         client had the most waiting: {queued} bytes"
+    )]
+    OutboundBudget {
+        /// Bytes queued for this connection when it was closed.
+        queued: u64,
+        /// The server-wide budget of queued bytes.
+        budget: u64,
     },
 }
 
@@ -126,6 +139,7 @@ impl Refusal {
             | Refusal::Silent { .. }
             | Refusal::FrameTooLarge { .. }
             | Refusal::SlowReader { .. }
+            | Refusal::OutboundBudget { .. }
             | Refusal::Internal { .. } => false,
         }
     }
@@ -153,6 +167,10 @@ mod tests {
             Refusal::HelloTimeout { after_ms: 1 },
             Refusal::StorageUnavailable {
                 detail: "disk full".into(),
+            },
+            Refusal::OutboundBudget {
+                queued: 10,
+                budget: 20,
             },
         ] {
             assert!(!passing.is_permanent(), "{passing}");

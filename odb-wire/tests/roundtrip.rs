@@ -226,6 +226,8 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         Just(Refusal::ShuttingDown),
         (any::<u64>(), any::<u64>())
             .prop_map(|(queued, limit)| Refusal::SlowReader { queued, limit }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(queued, budget)| Refusal::OutboundBudget { queued, budget }),
     ];
     prop_oneof![
         (

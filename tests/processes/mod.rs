@@ -86,23 +86,113 @@ pub async fn accepts(port: u16) -> bool {
         .is_ok()
 }
 
+/// Starts `redis-server` with the arguments `args` gives for a port, on a free port, and waits
+/// until that very process answers there. `redis-server` cannot pick a port itself and report
+/// it, so a port free a moment ago is handed over; if another process takes it first, this one
+/// exits at start (address in use) and another port is tried. Answers are checked to come from
+/// this process (the pid in `INFO server`), not from another server that took the port.
+pub async fn spawn_redis(args: impl Fn(u16) -> Vec<String>) -> (Child, u16) {
+    const ATTEMPTS: usize = 10;
+    let mut last = String::new();
+    for _ in 0..ATTEMPTS {
+        let port = free_port();
+        match spawn_redis_on(port, &args(port)).await {
+            Ok(child) => return (child, port),
+            Err(why) => last = why,
+        }
+    }
+    panic!("redis-server did not start in {ATTEMPTS} attempts: {last}");
+}
+
+/// Starts `redis-server` with `args`, which make it listen on `port`, and waits until it
+/// answers there; `Err` if it exited at start (its port taken, most likely).
+async fn spawn_redis_on(port: u16, args: &[String]) -> Result<Child, String> {
+    let mut child = Command::new("redis-server")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server (install it, e.g. apt-get install redis-server)");
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "redis-server on port {port} exited at start with {status}"
+            ));
+        }
+        if redis_pid(port).await == Some(pid) {
+            return Ok(child);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("redis-server on port {port} did not answer within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The pid of the Redis server (or sentinel) answering on a loopback port, if one does.
+async fn redis_pid(port: u16) -> Option<u32> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
+}
+
 /// A private `redis-server` with append-only persistence, fsynced on every write.
 pub struct Redis {
     child: Option<Child>,
     port: u16,
     dir: TempDir,
+    extra: Vec<String>,
 }
 
 impl Redis {
-    /// Starts one on a free port and waits until it answers.
+    /// Starts one on a free port (see [`spawn_redis`]) and waits until it answers.
     pub async fn start() -> Redis {
-        let mut redis = Redis {
-            child: None,
-            port: free_port(),
-            dir: TempDir::new("redis"),
-        };
-        redis.restart().await;
-        redis
+        Redis::start_with(&[]).await
+    }
+
+    /// Starts one with extra arguments (such as `--replicaof HOST PORT`).
+    pub async fn start_with(extra: &[String]) -> Redis {
+        let dir = TempDir::new("redis");
+        let (child, port) = spawn_redis(|port| Redis::args(&dir, port, extra)).await;
+        Redis {
+            child: Some(child),
+            port,
+            dir,
+            extra: extra.to_vec(),
+        }
+    }
+
+    fn args(dir: &TempDir, port: u16, extra: &[String]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            &dir.path().display().to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend_from_slice(extra);
+        args
     }
 
     /// Its URL, database 0.
@@ -115,45 +205,24 @@ impl Redis {
         self.port
     }
 
-    /// Starts (again) on the same port and directory; fails the test if it cannot.
+    /// Starts again on the same port and directory, after [`Redis::stop`]; fails the test if
+    /// it cannot (the port was taken meanwhile).
     pub async fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start redis-server (install it, e.g. apt-get install redis-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("redis-server exited at start with {status}");
-            }
-            if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut reply = [0u8; 64];
-                if stream.write_all(b"PING\r\n").await.is_ok() {
-                    if let Ok(n) = stream.read(&mut reply).await {
-                        if reply[..n].starts_with(b"+PONG") {
-                            return;
-                        }
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let args = Redis::args(&self.dir, self.port, &self.extra);
+        match spawn_redis_on(self.port, &args).await {
+            Ok(child) => self.child = Some(child),
+            Err(why) => panic!("redis-server did not restart: {why}"),
         }
+    }
+
+    /// Sends it a signal (`-STOP`, `-CONT`, ...) with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server is running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
     }
 
     /// Kills it.
@@ -177,5 +246,73 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// An `odb-server` process of this build listening on a port it picked itself, killed when
+/// dropped.
+pub struct ServerProcess {
+    child: Child,
+    port: u16,
+}
+
+impl ServerProcess {
+    /// Starts the binary on 127.0.0.1 port 0 with `--print-address` and the given flags, and
+    /// reads the port it bound from its first line of output.
+    pub async fn start(token: &str, flags: &[&str]) -> ServerProcess {
+        let mut child = Command::new(server_binary())
+            .args(["--service-token", token, "--print-address"])
+            .args(flags)
+            .args(["127.0.0.1", "0"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start odb-server");
+        let stdout = child.stdout.take().expect("the server's standard output");
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+            line
+        });
+        let line = tokio::time::timeout(Duration::from_secs(60), line)
+            .await
+            .expect("odb-server reports its address in time")
+            .expect("read the server's output");
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("odb-server did not report its address: {line:?}"));
+        ServerProcess { child, port }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its resident memory now, in bytes (`VmRSS` of /proc/<pid>/status).
+    pub fn rss(&self) -> u64 {
+        self.status_kib("VmRSS:") * 1024
+    }
+
+    fn status_kib(&self, key: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read the server's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in the server's /proc status"))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

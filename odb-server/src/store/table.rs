@@ -30,7 +30,7 @@ pub(crate) trait Keyed {
     fn key(&self) -> &Self::Key;
 }
 
-/// A table is full: it already holds [`MAX_ENTRIES`] entries.
+/// A table is full: it already holds as many entries as it may ([`MAX_ENTRIES`]).
 #[derive(Debug)]
 pub(crate) struct Full;
 
@@ -109,6 +109,8 @@ pub(crate) struct Table<E, S> {
     entries: Chunks<E>,
     positions: HashTable<u32>,
     build: S,
+    /// Most entries: [`MAX_ENTRIES`], less in tests that fill a table.
+    max: usize,
 }
 
 impl<E, S: Default> Default for Table<E, S> {
@@ -120,6 +122,18 @@ impl<E, S: Default> Default for Table<E, S> {
             },
             positions: HashTable::new(),
             build: S::default(),
+            max: MAX_ENTRIES,
+        }
+    }
+}
+
+impl<E, S: Default> Table<E, S> {
+    /// An empty table that holds at most `max` entries, to test what happens when one is full.
+    #[cfg(test)]
+    pub fn with_max(max: usize) -> Self {
+        Table {
+            max: max.min(MAX_ENTRIES),
+            ..Table::default()
         }
     }
 }
@@ -135,6 +149,11 @@ impl<E: Keyed, S: BuildHasher> Table<E, S> {
     /// How many entries there are.
     pub fn len(&self) -> usize {
         self.entries.len
+    }
+
+    /// How many more entries the table can take.
+    pub fn room(&self) -> usize {
+        self.max.saturating_sub(self.entries.len)
     }
 
     /// The hash of a key, as the table computes it.
@@ -197,7 +216,7 @@ impl<E: Keyed, S: BuildHasher> Table<E, S> {
         let Ok(pos) = u32::try_from(self.entries.len) else {
             return Err((Full, entry));
         };
-        if pos == u32::MAX {
+        if pos == u32::MAX || self.entries.len >= self.max {
             return Err((Full, entry));
         }
         self.entries.push(entry);

@@ -429,3 +429,56 @@ fn rewrites_keep_other_fields_and_removed_fields_keep_their_stamp() {
         Tid(3)
     );
 }
+
+/// A commit that passed validation but that the store's tables cannot take (a broken
+/// invariant, provoked here with tables smaller than the limits assume) is refused whole before
+/// anything changes; a debug build stops at the broken invariant instead.
+#[test]
+fn a_commit_the_tables_cannot_take_is_refused_whole_and_changes_nothing() {
+    for full in ["objects", "index values"] {
+        let mut f = fixture();
+        match full {
+            "objects" => f.store.objects = Table::with_max(1),
+            _ => f.store.members = Table::with_max(2),
+        }
+        f.commit(&f.create_t(1, "x")).unwrap();
+        let snapshot = |s: &Store| {
+            (
+                s.tid(),
+                s.object_count(),
+                s.index_value_count(),
+                s.changes(),
+                s.current(ObjectId(1)),
+                s.members(f.t.indices[0], &b("x")).collect::<Vec<_>>(),
+            )
+        };
+        let before = snapshot(&f.store);
+        // Creates an object with a new index value, and changes the existing one.
+        let mut req = f.create_t(2, "y");
+        req.writes.push(write(1, f.t.fields[1], Some("changed")));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            f.store.commit(&f.registry, &req)
+        }));
+        let debug_build = cfg!(debug_assertions);
+        match outcome {
+            Err(_) => assert!(debug_build, "only a debug build stops ({full})"),
+            Ok(outcome) => assert!(
+                matches!(
+                    &outcome,
+                    Err(CommitOutcome::Invalid { reason, limit: None })
+                        if reason.starts_with("internal error") && reason.contains("nothing")
+                ),
+                "{full}: {outcome:?}"
+            ),
+        }
+        assert_eq!(snapshot(&f.store), before, "{full}: nothing changed");
+        // The store goes on taking commits that fit.
+        let change = CommitRequest {
+            base_tid: f.store.tid(),
+            writes: vec![write(1, f.t.fields[1], Some("later"))],
+            ..CommitRequest::default()
+        };
+        f.commit(&change).unwrap();
+        assert_eq!(f.store.tid(), Tid(2), "{full}");
+    }
+}
