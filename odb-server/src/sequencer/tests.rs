@@ -476,7 +476,9 @@ fn a_rejected_commit_pushes_nothing() {
 #[test]
 fn a_connection_over_its_queue_limit_is_dropped() {
     let (mut h, mut a) = harness(ServerConfig::new("t"));
-    let slow = connect(&mut h.seq, 200);
+    // Room for the welcome and the registration push (each counted with its overhead), not
+    // for twenty commits.
+    let slow = connect(&mut h.seq, 400);
     h.subscribe(&slow, vec![SubscriptionTarget::Type(h.t.type_id)]);
     assert_eq!(h.status.connections.load(Ordering::Acquire), 2);
     for o in 0..20 {
