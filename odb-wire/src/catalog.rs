@@ -1,10 +1,11 @@
 //! What the server's schemas say about ids: which type an object is, what a field is called
-//! and how its values decode.
+//! and how its values decode. Tools that show stored data without its Rust types (the `odb`
+//! command, the server's web inspector) read it through a [`Catalog`].
 
-use crate::error::CliError;
-use odb_wire::describe::{decode_value, Value};
-use odb_wire::{FieldId, IndexId, ObjectData, SchemaInfo, TypeDesc, TypeId, TypeInfo};
+use crate::describe::{decode_value, Value};
+use crate::{FieldId, IndexId, ObjectData, SchemaInfo, TypeDesc, TypeId, TypeInfo};
 use std::collections::HashMap;
+use std::fmt;
 
 /// Where a field id leads.
 #[derive(Clone, Debug)]
@@ -23,6 +24,7 @@ pub struct Catalog {
     exists: HashMap<FieldId, TypeId>,
     fields: HashMap<FieldId, FieldEntry>,
     indices: HashMap<IndexId, (TypeId, String, Vec<String>)>,
+    all_indices: HashMap<IndexId, TypeId>,
 }
 
 /// A field's value, decoded when the field has a description that fits.
@@ -60,6 +62,7 @@ impl Catalog {
             for ty in &schema.types {
                 let qualified = format!("{}.{}", schema.name, ty.name);
                 catalog.exists.insert(ty.exists_field, ty.type_id);
+                catalog.all_indices.insert(ty.all_index, ty.type_id);
                 for f in &ty.fields {
                     catalog.fields.insert(
                         f.id,
@@ -83,16 +86,21 @@ impl Catalog {
     }
 
     /// The type named `schema.Type`.
-    pub fn type_named(&self, name: &str) -> Result<&TypeInfo, CliError> {
+    pub fn type_named(&self, name: &str) -> Option<&TypeInfo> {
         self.types
             .values()
             .find(|(qualified, _)| qualified == name)
             .map(|(_, ty)| ty)
-            .ok_or_else(|| {
-                CliError::NotFound(format!(
-                    "no type {name:?}; `odb schemas` lists them (names are schema.Type)"
-                ))
-            })
+    }
+
+    /// A type by id.
+    pub fn type_info(&self, ty: TypeId) -> Option<&TypeInfo> {
+        self.types.get(&ty).map(|(_, info)| info)
+    }
+
+    /// The type whose index of all objects `index` is.
+    pub fn all_index_type(&self, index: IndexId) -> Option<TypeId> {
+        self.all_indices.get(&index).copied()
     }
 
     /// `schema.Type` of a type id.
@@ -176,6 +184,23 @@ impl Catalog {
                 .iter()
                 .filter_map(|(i, v)| self.index(*i, v))
                 .collect(),
+        }
+    }
+}
+
+impl fmt::Display for Decoded {
+    /// A decoded value as [`Value`] shows it; raw bytes in hex, followed by why they were not
+    /// decoded.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decoded::Value(v) => write!(f, "{v}"),
+            Decoded::Raw { bytes, why } => {
+                write!(f, "0x")?;
+                for b in bytes {
+                    write!(f, "{b:02x}")?;
+                }
+                write!(f, " ({why})")
+            }
         }
     }
 }
