@@ -9,6 +9,8 @@ use crate::sequencer::feed::{ChangeKind, FeedCommit, FeedValue};
 use crate::sequencer::inspect::{Answer, Query};
 use bytes::Bytes;
 use odb_wire::catalog::{Catalog, Decoded};
+use odb_wire::TypeId;
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +24,8 @@ const STATS_EVERY: Duration = Duration::from_secs(1);
 /// The longest text shown for one field value in a commit line.
 const VALUE_CHARS: usize = 120;
 
-/// How often the schemas may be asked for again when a commit names a type not known yet.
-const CATALOG_REFRESH: Duration = Duration::from_secs(1);
+/// The shortest interval a rate of commits is measured over.
+const RATE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// One follower of the feed.
 pub(crate) struct Stream {
@@ -31,8 +33,10 @@ pub(crate) struct Stream {
     commits: broadcast::Receiver<Arc<FeedCommit>>,
     ticks: Interval,
     catalog: Catalog,
-    refreshed: Instant,
+    /// Types still unknown after the schemas were asked for again: not asked for twice.
+    missing: HashSet<TypeId>,
     last: (Instant, u64),
+    rate: f64,
     started: bool,
     /// Its place among the streams allowed at once, given back when it ends.
     _slot: OwnedSemaphorePermit,
@@ -51,8 +55,9 @@ impl Stream {
             commits,
             ticks,
             catalog,
-            refreshed: Instant::now(),
+            missing: HashSet::new(),
             last: (Instant::now(), tid),
+            rate: 0.0,
             started: false,
             _slot: slot,
         }
@@ -85,13 +90,12 @@ impl Stream {
         let tid = status.tid.load(Ordering::Acquire);
         let now = Instant::now();
         let (then, before) = self.last;
-        let seconds = now.saturating_duration_since(then).as_secs_f64();
-        let rate = if seconds > 0.0 {
-            tid.saturating_sub(before) as f64 / seconds
-        } else {
-            0.0
-        };
-        self.last = (now, tid);
+        let elapsed = now.saturating_duration_since(then);
+        if elapsed >= RATE_INTERVAL {
+            self.rate = tid.saturating_sub(before) as f64 / elapsed.as_secs_f64();
+            self.last = (now, tid);
+        }
+        let rate = self.rate;
         // Numbers only: nothing here needs escaping.
         let data = format!(
             "{{\"tid\":{tid},\"commits_per_second\":{rate:.1},\"connections\":{},\
@@ -104,13 +108,20 @@ impl Stream {
     }
 
     async fn commit_event(&mut self, commit: &FeedCommit) -> String {
-        let unknown = commit
-            .objects
-            .iter()
-            .any(|o| self.catalog.type_name(o.ty).is_none());
-        if unknown && self.refreshed.elapsed() >= CATALOG_REFRESH {
+        // A type defined since the schemas were read: read them again, once per such type.
+        let unknown = |catalog: &Catalog, missing: &HashSet<TypeId>| {
+            commit
+                .objects
+                .iter()
+                .any(|o| catalog.type_name(o.ty).is_none() && !missing.contains(&o.ty))
+        };
+        if unknown(&self.catalog, &self.missing) {
             self.catalog = catalog(&self.state).await;
-            self.refreshed = Instant::now();
+            for object in &commit.objects {
+                if self.catalog.type_name(object.ty).is_none() {
+                    self.missing.insert(object.ty);
+                }
+            }
         }
         event("commit", &commit_line(&self.catalog, commit))
     }
