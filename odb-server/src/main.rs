@@ -258,7 +258,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listening = server.local_addr().unwrap_or(addr);
     tracing::info!("odb-server listening on {listening}, storage {storage_line}, {tls_line}");
     if let Some(metrics) = server.metrics_addr() {
-        tracing::info!("metrics at http://{metrics}/metrics, the web inspector at http://{metrics}/");
+        tracing::info!(
+            "metrics at http://{metrics}/metrics, the web inspector at http://{metrics}/"
+        );
     }
     // One line on standard output once the listener is bound, for scripts and tests that start
     // the server on port 0: the bare address with --print-address, else a sentence.

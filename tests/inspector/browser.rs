@@ -2,13 +2,23 @@
 //! the test on the pages, and see a commit made while the page is open arrive in the live feed.
 //!
 //! Without a `chromium` program the test is skipped with a loud message, unless
-//! `ODB_REQUIRE_CHROMIUM=1` says it must run (CI sets it), in which case it fails.
+//! `ODB_REQUIRE_CHROMIUM=1` says it must run (CI sets it), in which case it fails. With
+//! `ODB_INSPECTOR_SCREENSHOTS=DIR` it saves an image of each page it visits in `DIR`.
 
 use crate::cdp::{self, Browser};
 use crate::inspected::Item;
 use crate::start;
 use crate::support::{bounded, client, TOKEN};
+use std::path::PathBuf;
 use tokio::task::block_in_place;
+
+/// Saves an image of the page as `DIR/name.png` when `ODB_INSPECTOR_SCREENSHOTS=DIR` is set.
+fn screenshot(browser: &mut Browser, name: &str) -> anyhow::Result<()> {
+    match std::env::var_os("ODB_INSPECTOR_SCREENSHOTS") {
+        Some(dir) => browser.screenshot(&PathBuf::from(dir).join(format!("{name}.png"))),
+        None => Ok(()),
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inspector_works_in_a_headless_browser() -> anyhow::Result<()> {
@@ -97,6 +107,7 @@ async fn the_inspector_works_in_a_headless_browser() -> anyhow::Result<()> {
                 "the live figures",
                 "Number(document.getElementById('m-objects').textContent) >= 3",
             )?;
+            screenshot(&mut browser, "overview")?;
 
             browser.navigate(&format!("{base}/types/inspector_test.Item"))?;
             browser.wait_for(
@@ -107,6 +118,7 @@ async fn the_inspector_works_in_a_headless_browser() -> anyhow::Result<()> {
             let dom = browser.dom()?;
             let link = format!("href=\"/objects/{}\"", shown.id().0);
             anyhow::ensure!(dom.contains(&link), "no link to the object in\n{dom}");
+            screenshot(&mut browser, "type")?;
 
             browser.navigate(&format!("{base}/objects/{}", shown.id().0))?;
             browser.wait_for(
@@ -114,6 +126,15 @@ async fn the_inspector_works_in_a_headless_browser() -> anyhow::Result<()> {
                 "!!document.getElementById('fields') \
                  && document.getElementById('fields').innerText.includes('seen-in-the-browser')",
             )?;
+            screenshot(&mut browser, "object")?;
+
+            browser.navigate(&format!("{base}/connections"))?;
+            browser.wait_for(
+                "the connections",
+                "!!document.getElementById('connections') \
+                 && document.getElementById('connections').innerText.includes('concurrency-test')",
+            )?;
+            screenshot(&mut browser, "connections")?;
             Ok(())
         })?;
         block_in_place(move || drop(browser));

@@ -180,6 +180,19 @@ impl Browser {
         Ok(value.as_str().unwrap_or_default().to_string())
     }
 
+    /// Saves a PNG image of the page, 1280 pixels wide, to `path`.
+    pub fn screenshot(&mut self, path: &std::path::Path) -> anyhow::Result<()> {
+        let metrics =
+            json!({ "width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": false });
+        self.call("Emulation.setDeviceMetricsOverride", metrics)?;
+        let shot = self.call("Page.captureScreenshot", json!({ "format": "png" }))?;
+        let data = shot["data"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("no image in the answer"))?;
+        std::fs::write(path, base64_decode(data)?)?;
+        Ok(())
+    }
+
     /// The page's markup.
     pub fn dom(&mut self) -> anyhow::Result<String> {
         let value = self.eval("document.documentElement.outerHTML")?;
@@ -202,6 +215,26 @@ impl Drop for Browser {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
+}
+
+/// Standard base64 (the DevTools protocol's encoding of binary data).
+fn base64_decode(text: &str) -> anyhow::Result<Vec<u8>> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes().filter(|&c| c != b'=') {
+        let v = ALPHABET
+            .iter()
+            .position(|&a| a == c)
+            .ok_or_else(|| anyhow::anyhow!("not base64: {c}"))?;
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Ok(out)
 }
 
 fn rand_seed() -> u64 {
