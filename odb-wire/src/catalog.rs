@@ -221,3 +221,87 @@ fn raw(bytes: &[u8], why: String) -> Decoded {
         why,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FieldInfo, IndexInfo, ObjectId};
+    use bytes::Bytes;
+
+    fn catalog() -> Catalog {
+        let field = |name: &str, id, desc| FieldInfo {
+            name: name.into(),
+            id: FieldId(id),
+            desc,
+        };
+        Catalog::new(vec![SchemaInfo {
+            name: "shop".into(),
+            types: vec![TypeInfo {
+                name: "Item".into(),
+                type_id: TypeId(1),
+                exists_field: FieldId(10),
+                all_index: IndexId(20),
+                count: 1,
+                fields: vec![
+                    field("name", 11, Some(TypeDesc::String)),
+                    field("count", 12, Some(TypeDesc::U64)),
+                    field("blob", 13, None),
+                ],
+                indices: vec![IndexInfo {
+                    name: "by_name".into(),
+                    id: IndexId(21),
+                    fields: vec!["name".into()],
+                }],
+            }],
+        }])
+    }
+
+    fn bytes(value: &impl serde::Serialize) -> Bytes {
+        crate::encode_exact(value).unwrap()
+    }
+
+    #[test]
+    fn an_object_is_decoded_through_the_descriptions() {
+        let catalog = catalog();
+        let object = ObjectData {
+            id: ObjectId(5),
+            fields: vec![
+                (FieldId(10), bytes(&true)),
+                (FieldId(11), bytes(&"pen")),
+                (FieldId(12), bytes(&3u64)),
+                (FieldId(13), Bytes::from_static(&[0xab])),
+            ],
+            indices: vec![(IndexId(20), Bytes::new()), (IndexId(21), bytes(&"pen"))],
+        };
+        let view = catalog.view(&object);
+        assert_eq!(view.type_name, "shop.Item");
+        let shown: Vec<String> = view
+            .fields
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        assert_eq!(
+            shown,
+            ["name=\"pen\"", "count=3", "blob=0xab (no description)"]
+        );
+        // The index of all objects is not an index value worth showing.
+        assert_eq!(view.indices.len(), 1);
+        assert_eq!(view.indices[0].0, "by_name");
+        assert_eq!(catalog.all_index_type(IndexId(20)), Some(TypeId(1)));
+        assert_eq!(catalog.all_index_type(IndexId(21)), None);
+        assert!(catalog.type_named("shop.Item").is_some());
+        assert!(catalog.type_named("shop.Nope").is_none());
+    }
+
+    #[test]
+    fn bytes_that_do_not_fit_their_description_are_shown_raw() {
+        let (name, value) = catalog().field(FieldId(12), &[0xff]);
+        assert_eq!(name, "count");
+        assert!(matches!(value, Decoded::Raw { .. }), "{value:?}");
+        assert!(value
+            .to_string()
+            .starts_with("0xff (does not decode as u64"));
+        let (name, _) = catalog().field(FieldId(99), &[]);
+        assert_eq!(name, "field#99");
+    }
+}

@@ -56,6 +56,14 @@ async fn pages_need_the_service_token() -> anyhow::Result<()> {
 
         // Signing in with a wrong token fails; with the token it gives a session cookie that
         // scripts cannot read and other sites cannot send.
+        let mut forged = Request::post_form("/login", "token=guess");
+        forged
+            .headers
+            .push("Origin: http://elsewhere.example".into());
+        assert_eq!(fetch(addr, forged).await?.status, 403);
+        let mut forged = Request::post_form("/login", "token=guess");
+        forged.headers.push("Sec-Fetch-Site: cross-site".into());
+        assert_eq!(fetch(addr, forged).await?.status, 403);
         let refused = fetch(addr, Request::post_form("/login", "token=guess")).await?;
         assert_eq!(refused.status, 401);
         assert!(refused.header("set-cookie").is_none());

@@ -31,8 +31,8 @@ use futures::StreamExt;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{
-    HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE,
-    LOCATION, REFERRER_POLICY, SET_COOKIE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, HOST,
+    LOCATION, ORIGIN, REFERRER_POLICY, SET_COOKIE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use std::convert::Infallible;
@@ -82,6 +82,10 @@ pub(crate) async fn route(
             asset(STYLE, "text/css; charset=utf-8")
         }
         (Method::GET | Method::HEAD, "/login") => html(StatusCode::OK, pages::sign_in(None)),
+        (Method::POST, _) if !same_origin(&request) => plain(
+            StatusCode::FORBIDDEN,
+            "a form of another site cannot sign in or out here\n",
+        ),
         (Method::POST, "/login") => sign_in(state, request, peer).await,
         (Method::POST, "/logout") => sign_out(state, &request),
         (Method::GET | Method::HEAD, _) => {
@@ -129,6 +133,23 @@ fn authorized<B>(state: &HttpState, request: &Request<B>) -> bool {
             .into_iter()
             .filter_map(|c| auth::cookie(c, auth::COOKIE))
             .any(|id| state.sessions.is_live(id))
+}
+
+/// Whether a form was posted from a page of this address. Browsers say where a request comes
+/// from in `Sec-Fetch-Site` (and older ones in `Origin`); a request with neither does not come
+/// from a browser page and has nothing to forge.
+fn same_origin<B>(request: &Request<B>) -> bool {
+    if let Some(site) = request.headers().get("sec-fetch-site") {
+        return site == "same-origin" || site == "none";
+    }
+    let Some(origin) = request.headers().get(ORIGIN) else {
+        return true;
+    };
+    let host = request.headers().get(HOST).and_then(|h| h.to_str().ok());
+    match (origin.to_str(), host) {
+        (Ok(origin), Some(host)) => origin.strip_prefix("http://") == Some(host),
+        _ => false,
+    }
 }
 
 async fn sign_in(state: &HttpState, request: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
@@ -220,7 +241,8 @@ fn asset(body: &'static str, content_type: &'static str) -> HttpResponse {
     response
 }
 
-/// An HTML page, with the headers that keep it from being framed, cached or given a referrer.
+/// An HTML page, with the headers that keep it from being framed, cached or its address sent
+/// to other sites.
 pub(crate) fn html(status: StatusCode, body: String) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
     *response.status_mut() = status;
@@ -232,7 +254,9 @@ pub(crate) fn html(status: StatusCode, body: String) -> HttpResponse {
     headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Addresses of inspector pages are not sent elsewhere; same-origin requests keep their
+    // `Origin`, which the sign-in form's check reads.
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
