@@ -107,8 +107,8 @@ pub async fn fetch(addr: SocketAddr, request: Request<'_>) -> anyhow::Result<Ans
     parse(&String::from_utf8(response)?)
 }
 
-/// Sends a request for a live feed and reads it until what was received satisfies `done`;
-/// returns it all. Fails if that takes longer than [`WAIT`].
+/// Reads a live feed opened with [`open`], appending to `received`, until `received`
+/// satisfies `done`. Fails if that takes longer than [`WAIT`].
 pub async fn read_until(
     stream: &mut TcpStream,
     received: &mut String,

@@ -188,3 +188,73 @@ pub(crate) fn commit_line(catalog: &Catalog, commit: &FeedCommit) -> String {
 fn decoded_text(decoded: &Decoded) -> String {
     super::html::shorten(&decoded.to_string(), VALUE_CHARS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sequencer::feed::FeedObject;
+    use odb_wire::{FieldId, FieldInfo, IndexId, ObjectId, SchemaInfo, Tid, TypeDesc, TypeInfo};
+
+    fn catalog() -> Catalog {
+        Catalog::new(vec![SchemaInfo {
+            name: "s".into(),
+            types: vec![TypeInfo {
+                name: "T".into(),
+                type_id: TypeId(1),
+                exists_field: FieldId(10),
+                all_index: IndexId(20),
+                count: 0,
+                fields: vec![FieldInfo {
+                    name: "a".into(),
+                    id: FieldId(11),
+                    desc: Some(TypeDesc::String),
+                }],
+                indices: Vec::new(),
+            }],
+        }])
+    }
+
+    #[test]
+    fn a_commit_line_says_what_changed_in_bounded_size() {
+        let object = |id, kind, fields| FeedObject {
+            id: ObjectId(id),
+            ty: TypeId(1),
+            kind,
+            fields,
+        };
+        let value = odb_wire::encode_exact("x\ny").unwrap();
+        let commit = FeedCommit {
+            tid: Tid(9),
+            objects: vec![
+                object(
+                    5,
+                    ChangeKind::Created,
+                    vec![
+                        (FieldId(10), FeedValue::Bytes(Bytes::new())),
+                        (FieldId(11), FeedValue::Bytes(value)),
+                    ],
+                ),
+                object(
+                    6,
+                    ChangeKind::Updated,
+                    vec![(FieldId(11), FeedValue::Long(5000))],
+                ),
+                object(
+                    7,
+                    ChangeKind::Updated,
+                    vec![(FieldId(11), FeedValue::Removed)],
+                ),
+                object(8, ChangeKind::Deleted, Vec::new()),
+            ],
+            total: 14,
+        };
+        let line = commit_line(&catalog(), &commit);
+        assert_eq!(
+            line,
+            "tid 9: create #5 s.T a=\"x\\ny\"; update #6 s.T a=(5000 bytes); \
+             update #7 s.T a=(removed); delete #8 s.T; and 10 more objects"
+        );
+        let sent = event("commit", "one\ntwo");
+        assert_eq!(sent, "event: commit\ndata: one two\n\n");
+    }
+}
