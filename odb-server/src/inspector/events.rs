@@ -14,12 +14,15 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, OwnedSemaphorePermit};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 /// How often the figures are sent.
 const STATS_EVERY: Duration = Duration::from_secs(1);
+
+/// The most commit events sent in one write.
+const BATCH: usize = 64;
 
 /// The longest text shown for one field value in a commit line.
 const VALUE_CHARS: usize = 120;
@@ -74,14 +77,33 @@ impl Stream {
         tokio::select! {
             _ = stop.cancelled() => None,
             _ = self.ticks.tick() => Some(Bytes::from(self.stats())),
-            received = self.commits.recv() => match received {
-                Ok(commit) => Some(Bytes::from(self.commit_event(&commit).await)),
-                Err(RecvError::Lagged(n)) => Some(Bytes::from(event(
-                    "lag",
-                    &format!("{n} commits not shown: the feed fell behind"),
-                ))),
-                Err(RecvError::Closed) => None,
-            },
+            received = self.commits.recv() => {
+                let mut events = self.received(received).await?;
+                // Whatever else has arrived goes out in the same write: under a steady flow of
+                // commits, one write per batch rather than per commit.
+                for _ in 1..BATCH {
+                    match self.commits.try_recv() {
+                        Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                        Ok(commit) => events.push_str(&self.received(Ok(commit)).await?),
+                        Err(TryRecvError::Lagged(n)) => {
+                            events.push_str(&self.received(Err(RecvError::Lagged(n))).await?)
+                        }
+                    }
+                }
+                Some(Bytes::from(events))
+            }
+        }
+    }
+
+    /// The event for what the feed gave; `None` once it is closed.
+    async fn received(&mut self, received: Result<Arc<FeedCommit>, RecvError>) -> Option<String> {
+        match received {
+            Ok(commit) => Some(self.commit_event(&commit).await),
+            Err(RecvError::Lagged(n)) => Some(event(
+                "lag",
+                &format!("{n} commits not shown: the feed fell behind"),
+            )),
+            Err(RecvError::Closed) => None,
         }
     }
 
