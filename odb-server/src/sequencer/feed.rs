@@ -2,8 +2,9 @@
 //! whoever follows the feed.
 //!
 //! Nothing is built while nobody follows it. A summary is bounded whatever the commit's size:
-//! it names at most [`MAX_OBJECTS`] objects and copies no value longer than [`MAX_VALUE`]
-//! bytes, so a bulk commit costs the sequencer no more than a small one. The channel is a
+//! it names at most [`MAX_OBJECTS`] objects, copies no value longer than [`MAX_VALUE`] bytes and
+//! at most [`MAX_COPIED`] bytes of values in all, so a bulk commit costs the sequencer no more
+//! than a small one, and the summaries kept for followers hold a few megabytes at most. The channel is a
 //! bounded broadcast: a follower that falls behind loses the oldest summaries (and is told how
 //! many), and the sequencer never waits for it.
 
@@ -18,6 +19,9 @@ pub(crate) const MAX_OBJECTS: usize = 20;
 
 /// The longest value copied into a summary; longer ones are given by their length.
 pub(crate) const MAX_VALUE: usize = 1024;
+
+/// The most bytes of values copied into one summary; values past it are given by their length.
+pub(crate) const MAX_COPIED: usize = 16 << 10;
 
 /// Summaries kept for followers that have not read them yet.
 const CAPACITY: usize = 256;
@@ -93,6 +97,7 @@ impl Feed {
         if self.sender.receiver_count() == 0 {
             return;
         }
+        let mut budget = MAX_COPIED;
         let objects = applied
             .objects
             .iter()
@@ -112,8 +117,11 @@ impl Feed {
                     .map(|(field, value)| {
                         let value = match value {
                             None => FeedValue::Removed,
-                            Some(v) if v.len() > MAX_VALUE => FeedValue::Long(v.len()),
-                            Some(v) => FeedValue::Bytes(Bytes::copy_from_slice(v)),
+                            Some(v) if v.len() > MAX_VALUE.min(budget) => FeedValue::Long(v.len()),
+                            Some(v) => {
+                                budget -= v.len();
+                                FeedValue::Bytes(Bytes::copy_from_slice(v))
+                            }
                         };
                         (field, value)
                     })

@@ -3,7 +3,7 @@
 
 use super::streaming::create_many;
 use super::*;
-use crate::sequencer::feed::{ChangeKind, FeedValue, MAX_OBJECTS, MAX_VALUE};
+use crate::sequencer::feed::{ChangeKind, FeedValue, MAX_COPIED, MAX_OBJECTS, MAX_VALUE};
 use crate::sequencer::inspect::{Answer, Query, MAX_PAGE};
 
 fn ask(h: &mut Harness, query: Query) -> Answer {
@@ -111,6 +111,28 @@ fn the_feed_summarises_each_commit_in_bounded_size() {
     assert!(created.objects[1]
         .fields
         .contains(&(h.t.fields[0], FeedValue::Bytes(b("x")))));
+
+    // Values past the summary's budget are given by their length.
+    let big = vec![b'v'; MAX_VALUE];
+    let mut req = create_many(&h, 500, 20, "x");
+    for w in req.writes.iter_mut().filter(|w| w.field == h.t.fields[0]) {
+        w.value = Some(Bytes::from(big.clone()));
+    }
+    h.step(&mut a, req);
+    let summary = feed.try_recv().unwrap();
+    let copied: usize = summary
+        .objects
+        .iter()
+        .flat_map(|o| &o.fields)
+        .map(|(_, v)| match v {
+            FeedValue::Bytes(b) => b.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(copied, MAX_COPIED / MAX_VALUE * MAX_VALUE);
+    assert!(summary.objects[19]
+        .fields
+        .contains(&(h.t.fields[0], FeedValue::Long(MAX_VALUE))));
 
     let req = h.set_a(101, "z");
     h.step(&mut a, req);
