@@ -104,6 +104,36 @@ async fn pages_need_the_service_token() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn wrong_tokens_are_answered_later_and_later() -> anyhow::Result<()> {
+    bounded(async {
+        let server = start().await?;
+        let addr = addr(&server)?;
+        // The first failures from an address cost nothing; then each answer waits, the wait
+        // doubling from a quarter of a second (the throttle of hellos, shared).
+        for _ in 0..5 {
+            let wrong = fetch(addr, Request::get("/").bearer("guess")).await?;
+            assert_eq!(wrong.status, 401);
+        }
+        let asked = std::time::Instant::now();
+        let wrong = fetch(addr, Request::get("/").bearer("guess")).await?;
+        assert_eq!(wrong.status, 401);
+        let waited = asked.elapsed();
+        assert!(
+            waited >= std::time::Duration::from_millis(250),
+            "answered after {waited:?}"
+        );
+        let form = fetch(addr, Request::post_form("/login", "token=guess")).await?;
+        assert_eq!(form.status, 401);
+        // The token still works from the same address.
+        let page = fetch(addr, Request::get("/").bearer(TOKEN)).await?;
+        assert_eq!(page.status, 200);
+        server.shutdown().await;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
 async fn pages_show_decoded_objects_and_escape_them() -> anyhow::Result<()> {
     bounded(async {
         let server = start().await?;

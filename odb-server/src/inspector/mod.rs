@@ -89,7 +89,11 @@ pub(crate) async fn route(
         (Method::POST, "/login") => sign_in(state, request, peer).await,
         (Method::POST, "/logout") => sign_out(state, &request),
         (Method::GET | Method::HEAD, _) => {
-            if !authorized(state, &request) {
+            let credentials = credentials(state, &request);
+            if credentials == Credentials::WrongToken {
+                wrong_token(state, peer).await;
+            }
+            if credentials != Credentials::Valid {
                 return if path == "/events" {
                     plain(StatusCode::UNAUTHORIZED, "sign in or send the token\n")
                 } else {
@@ -114,8 +118,19 @@ pub(crate) async fn route(
     }
 }
 
-/// Whether the request carries the token or a live session's cookie.
-fn authorized<B>(state: &HttpState, request: &Request<B>) -> bool {
+/// What a request's credentials are worth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Credentials {
+    /// The token, or a live session's cookie.
+    Valid,
+    /// None that is valid, and no wrong token either (perhaps an expired cookie).
+    Missing,
+    /// A wrong token: counted by the throttle, like a wrong sign-in.
+    WrongToken,
+}
+
+/// Checks the request's `Authorization: Bearer` token and session cookie.
+fn credentials<B>(state: &HttpState, request: &Request<B>) -> Credentials {
     let header = |name| {
         request
             .headers()
@@ -124,15 +139,34 @@ fn authorized<B>(state: &HttpState, request: &Request<B>) -> bool {
             .filter_map(|v| v.to_str().ok())
             .collect::<Vec<_>>()
     };
-    let by_token = header(AUTHORIZATION)
+    let tokens: Vec<&str> = header(AUTHORIZATION)
         .into_iter()
         .filter_map(auth::bearer)
+        .collect();
+    let by_token = tokens
+        .iter()
         .any(|token| auth::same_secret(token, &state.config.token));
-    by_token
-        || header(COOKIE)
+    let by_cookie = || {
+        header(COOKIE)
             .into_iter()
             .filter_map(|c| auth::cookie(c, auth::COOKIE))
             .any(|id| state.sessions.is_live(id))
+    };
+    if by_token || by_cookie() {
+        Credentials::Valid
+    } else if tokens.is_empty() {
+        Credentials::Missing
+    } else {
+        Credentials::WrongToken
+    }
+}
+
+/// Waits as long as the throttle says after a wrong token from `peer`.
+async fn wrong_token(state: &HttpState, peer: SocketAddr) {
+    let delay = state.throttle.failed(peer.ip(), Failure::Token);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
 }
 
 /// Whether a form was posted from a page of this address. Browsers say where a request comes
@@ -164,10 +198,7 @@ async fn sign_in(state: &HttpState, request: Request<Incoming>, peer: SocketAddr
     };
     let token = auth::form_field(&body, "token").unwrap_or_default();
     if !auth::same_secret(&token, &state.config.token) {
-        let delay = state.throttle.failed(peer.ip(), Failure::Token);
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
+        wrong_token(state, peer).await;
         return html(
             StatusCode::UNAUTHORIZED,
             pages::sign_in(Some("That is not the service token.")),
