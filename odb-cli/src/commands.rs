@@ -1,10 +1,10 @@
 //! The commands of `odb`, each writing its output through an [`Output`].
 
-use crate::catalog::{Catalog, ObjectView};
 use crate::error::CliError;
 use crate::render::{object_json, object_line, pairs_json, pairs_text};
 use crate::session::Session;
 use bytes::Bytes;
+use odb_wire::catalog::{Catalog, ObjectView};
 use odb_wire::{CommitData, ObjectId, SubscriptionTarget};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -114,6 +114,15 @@ pub async fn schemas<W: Write>(session: &mut Session, out: &mut Output<W>) -> Re
     Ok(())
 }
 
+/// The type named `schema.Type`, or an error naming the command that lists them.
+fn type_named<'c>(catalog: &'c Catalog, name: &str) -> Result<&'c odb_wire::TypeInfo, CliError> {
+    catalog.type_named(name).ok_or_else(|| {
+        CliError::NotFound(format!(
+            "no type {name:?}; `odb schemas` lists them (names are schema.Type)"
+        ))
+    })
+}
+
 /// `odb count SCHEMA.Type`.
 pub async fn count<W: Write>(
     session: &mut Session,
@@ -121,7 +130,7 @@ pub async fn count<W: Write>(
     type_name: &str,
 ) -> Result<(), CliError> {
     let catalog = Catalog::new(session.schemas().await?);
-    let n = catalog.type_named(type_name)?.count;
+    let n = type_named(&catalog, type_name)?.count;
     if out.json {
         return out.json(json!({ "type": type_name, "count": n }));
     }
@@ -137,7 +146,7 @@ pub async fn ls<W: Write>(
     limit: Option<usize>,
 ) -> Result<(), CliError> {
     let catalog = Catalog::new(session.schemas().await?);
-    let ty = catalog.type_named(type_name)?;
+    let ty = type_named(&catalog, type_name)?;
     let target = match filter {
         None => SubscriptionTarget::Type(ty.type_id),
         Some(filter) => {
@@ -348,7 +357,7 @@ struct Change {
     op: &'static str,
     id: u64,
     type_name: String,
-    fields: Vec<(String, crate::catalog::Decoded)>,
+    fields: Vec<(String, odb_wire::catalog::Decoded)>,
 }
 
 fn describe_commit(
@@ -383,7 +392,7 @@ fn describe_commit(
                 Some(v) => catalog.field(*f, v),
                 None => (
                     catalog.field(*f, &[]).0,
-                    crate::catalog::Decoded::Value(odb_wire::describe::Value::Unit),
+                    odb_wire::catalog::Decoded::Value(odb_wire::describe::Value::Unit),
                 ),
             })
             .collect();

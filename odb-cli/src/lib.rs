@@ -6,12 +6,11 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod catalog;
 pub mod commands;
 pub mod error;
 pub mod render;
 pub mod session;
 
-pub use catalog::Catalog;
 pub use error::CliError;
+pub use odb_wire::catalog::{self, Catalog};
 pub use session::{Session, Target};

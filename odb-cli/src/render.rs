@@ -1,6 +1,6 @@
 //! Decoded values as JSON and as text for people.
 
-use crate::catalog::{Decoded, ObjectView};
+use odb_wire::catalog::{Decoded, ObjectView};
 use odb_wire::describe::{FieldValues, Value};
 use serde_json::{json, Map, Value as Json};
 
@@ -82,10 +82,7 @@ pub fn decoded_json(decoded: &Decoded) -> Json {
 
 /// A field value for people.
 pub fn decoded_text(decoded: &Decoded) -> String {
-    match decoded {
-        Decoded::Value(v) => v.to_string(),
-        Decoded::Raw { bytes, why } => format!("{} ({why})", hex(bytes)),
-    }
+    decoded.to_string()
 }
 
 /// An object as JSON: `{"id", "type", "fields": {..}, "indices": {..}}`.

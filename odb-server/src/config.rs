@@ -85,8 +85,9 @@ pub struct ServerConfig {
     /// [`Server::start`](crate::Server::start) refuses to listen on such an address unless
     /// [`ServerConfig::tls`] is set.
     pub allow_plaintext: bool,
-    /// Where to serve Prometheus metrics over HTTP, at `/metrics`; `None` (the default) serves
-    /// none. Port 0 picks a free port (see [`Server::metrics_addr`](crate::Server::metrics_addr)).
+    /// Where to serve Prometheus metrics over HTTP, at `/metrics`, and the web inspector (its
+    /// other pages, which need the service token); `None` (the default) serves neither. Port 0
+    /// picks a free port (see [`Server::metrics_addr`](crate::Server::metrics_addr)).
     pub metrics_addr: Option<SocketAddr>,
     /// Allows [`ServerConfig::metrics_addr`] to be an address other than loopback. Without it
     /// (the default), the server refuses to start with such an address.

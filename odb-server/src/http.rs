@@ -1,18 +1,24 @@
-//! The HTTP endpoint of a server: Prometheus metrics at `/metrics`.
+//! The HTTP endpoint of a server: Prometheus metrics at `/metrics`, and the web inspector
+//! (see [`crate::inspector`]) on every other page.
 //!
 //! It listens on its own address ([`ServerConfig::metrics_addr`]), loopback unless
 //! [`ServerConfig::metrics_allow_remote`] is set, and speaks plain HTTP/1.1 through hyper.
 //! Scrapes are cheap for the server: counters are read as they are, and the figures that
 //! describe the current state are asked of the sequencer with one request per scrape.
+//! `/metrics` needs no token, as Prometheus scrapers expect (what it tells is figures, never
+//! data); the inspector's pages do.
 
+use crate::auth_throttle::AuthThrottle;
 use crate::config::ServerConfig;
 use crate::error::ServerError;
+use crate::inspector;
 use crate::metrics::Counts;
 use crate::outbound::Totals;
 use crate::sequencer::inspect::{Answer, Query};
 use crate::sequencer::{Request, Status};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::server::conn::http1;
@@ -47,6 +53,39 @@ pub(crate) struct HttpState {
     pub queues: Arc<Totals>,
     /// The sequencer's request channel.
     pub sequencer: mpsc::Sender<Request>,
+    /// The service token, among the settings.
+    pub config: Arc<ServerConfig>,
+    /// The inspector's signed-in sessions.
+    pub sessions: Arc<inspector::Sessions>,
+    /// Delays the answers to wrong tokens, shared with the protocol's hellos.
+    pub throttle: Arc<AuthThrottle>,
+    /// Places for the inspector's live feeds.
+    pub streams: Arc<Semaphore>,
+    /// Cancelled when the server stops: ends the live feeds.
+    pub stop: CancellationToken,
+}
+
+impl HttpState {
+    /// The state of a server's endpoint.
+    pub fn new(
+        status: Arc<Status>,
+        queues: Arc<Totals>,
+        sequencer: mpsc::Sender<Request>,
+        config: Arc<ServerConfig>,
+        throttle: Arc<AuthThrottle>,
+        stop: CancellationToken,
+    ) -> HttpState {
+        HttpState {
+            status,
+            queues,
+            sequencer,
+            config,
+            sessions: Arc::default(),
+            throttle,
+            streams: Arc::new(Semaphore::new(inspector::MAX_STREAMS)),
+            stop,
+        }
+    }
 }
 
 /// Binds the endpoint's address, refusing one that is not loopback unless allowed.
@@ -109,7 +148,7 @@ async fn serve_connection(
 ) {
     let service = service_fn(move |request| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(route(&state, request).await) }
+        async move { Ok::<_, Infallible>(route(&state, request, peer).await) }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -128,22 +167,31 @@ async fn serve_connection(
     }
 }
 
-type HttpResponse = Response<Full<Bytes>>;
+/// A response: a whole body, or the inspector's live feed.
+pub(crate) type HttpResponse = Response<UnsyncBoxBody<Bytes, Infallible>>;
 
-async fn route(state: &HttpState, request: hyper::Request<Incoming>) -> HttpResponse {
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        return text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "only GET is served\n".into(),
-        );
+async fn route(
+    state: &HttpState,
+    request: hyper::Request<Incoming>,
+    peer: SocketAddr,
+) -> HttpResponse {
+    let path = request.uri().path();
+    if path == "/metrics" {
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET is served\n".into(),
+            );
+        }
+        return metrics(state).await;
     }
-    match request.uri().path() {
-        "/metrics" => metrics(state).await,
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found; metrics are at /metrics\n".into(),
-        ),
+    if inspector::serves(path) {
+        return inspector::route(state, request, peer).await;
     }
+    text(
+        StatusCode::NOT_FOUND,
+        "not found; metrics are at /metrics and the inspector at /\n".into(),
+    )
 }
 
 async fn metrics(state: &HttpState) -> HttpResponse {
@@ -190,8 +238,9 @@ pub(crate) async fn ask(state: &HttpState, query: Query) -> Option<Answer> {
         .flatten()
 }
 
-fn text(status: StatusCode, body: String) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+/// A plain-text response.
+pub(crate) fn text(status: StatusCode, body: String) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,

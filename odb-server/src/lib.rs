@@ -25,6 +25,7 @@ mod error;
 mod http;
 mod id_grants;
 mod id_set;
+mod inspector;
 #[cfg(feature = "redis")]
 pub mod leader;
 mod limits;
@@ -206,11 +207,14 @@ impl Server {
             metrics: status.metrics.clone(),
         };
         if let Some(http_listener) = http_listener {
-            let state = http::HttpState {
-                status: status.clone(),
-                queues: ctx.queues.clone(),
-                sequencer: ctx.sequencer.clone(),
-            };
+            let state = http::HttpState::new(
+                status.clone(),
+                ctx.queues.clone(),
+                ctx.sequencer.clone(),
+                ctx.config.clone(),
+                ctx.auth_throttle.clone(),
+                ctx.stop.clone(),
+            );
             let span = tracing::info_span!("metrics", addr = ?metrics_addr);
             let task = http::serve(http_listener, state, ctx.stop.clone(), ctx.tracker.clone());
             ctx.tracker.spawn(task.instrument(span));

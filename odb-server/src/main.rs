@@ -120,8 +120,8 @@ struct Args {
     /// without being read. Default: a tenth of --max-connections, at least 2.
     #[arg(long, value_name = "N")]
     max_hello_per_address: Option<usize>,
-    /// Serve Prometheus metrics over HTTP at /metrics on HOST:PORT (loopback only, unless
-    /// --metrics-allow-remote).
+    /// Serve Prometheus metrics over HTTP at /metrics on HOST:PORT, and the web inspector
+    /// (which needs the service token) at / (loopback only, unless --metrics-allow-remote).
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
     /// Allow --metrics-addr to be an address other than loopback.
@@ -285,7 +285,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listening = server.local_addr().unwrap_or(addr);
     tracing::info!("odb-server listening on {listening}, storage {storage_line}, {tls_line}");
     if let Some(metrics) = server.metrics_addr() {
-        tracing::info!("metrics at http://{metrics}/metrics");
+        tracing::info!(
+            "metrics at http://{metrics}/metrics, the web inspector at http://{metrics}/"
+        );
     }
     // One line on standard output once the listener is bound, for scripts and tests that start
     // the server on port 0: the bare address with --print-address, else a sentence.

@@ -133,6 +133,8 @@ pub(crate) struct Status {
     pub conflict_stamps: AtomicUsize,
     /// The server's metrics, updated by the sequencer and the connection tasks.
     pub metrics: Arc<Metrics>,
+    /// Summaries of applied commits, for the web inspector's live feed.
+    pub feed: feed::Feed,
 }
 
 struct Conn {
@@ -613,6 +615,7 @@ impl Sequencer {
     fn fan_out(&mut self, committer: Option<ObjectId>, applied: &Applied) {
         self.changes
             .record(applied.tid, applied.objects.iter().map(|t| t.id));
+        self.status.feed.publish(applied, &self.store);
         let mut encoded: HashMap<Selection, Option<Bytes>> = HashMap::new();
         let mut failed = Vec::new();
         let max_frame = self.config.max_frame;
@@ -918,6 +921,7 @@ fn duration_ms(d: std::time::Duration) -> u64 {
 mod changes;
 mod commit_ids;
 mod durable;
+pub(crate) mod feed;
 pub(crate) mod inspect;
 mod observe;
 mod sessions;

@@ -166,6 +166,27 @@ impl Visibility {
         held
     }
 
+    /// Up to `limit` subscribed targets, sorted: index values (a type subscription is the
+    /// type's "all" index with the empty value), then single objects. For inspection.
+    pub fn targets(&self, limit: usize) -> (Vec<(IndexId, Bytes)>, Vec<ObjectId>) {
+        let mut indices: Vec<(IndexId, Bytes)> = self
+            .index_subs
+            .by_index
+            .iter()
+            .flat_map(|(index, values)| values.iter().map(|v| (*index, v.clone())))
+            .take(limit)
+            .collect();
+        indices.sort();
+        let mut objects: Vec<ObjectId> = self
+            .objects
+            .iter()
+            .copied()
+            .take(limit.saturating_sub(indices.len()))
+            .collect();
+        objects.sort();
+        (indices, objects)
+    }
+
     /// How many targets (index values and single objects) this connection is subscribed to,
     /// and how many of `indices` and `objects` it is not subscribed to yet.
     pub fn subscription_count(

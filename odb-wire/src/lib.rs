@@ -6,6 +6,7 @@
 // Library code answers bad input with errors, never panics: no unwrap/expect outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod catalog;
 pub mod codec;
 pub mod describe;
 pub mod hash;

@@ -112,9 +112,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Serve Prometheus metrics over HTTP at `/metrics` on this address (port 0 picks a free
-    /// port; see [`RunningServer::metrics_addr`]). Only loopback addresses are accepted unless
-    /// [`ServerConfig::metrics_allow_remote`] is set.
+    /// Serve Prometheus metrics over HTTP at `/metrics` on this address, and the web inspector
+    /// at `/` (port 0 picks a free port; see [`RunningServer::metrics_addr`]). Only loopback
+    /// addresses are accepted unless [`ServerConfig::metrics_allow_remote`] is set.
     pub fn metrics(mut self, addr: SocketAddr) -> Self {
         self.config.metrics_addr = Some(addr);
         self

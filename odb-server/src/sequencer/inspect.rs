@@ -1,14 +1,64 @@
-//! Read-only questions about the sequencer's state, asked by the metrics endpoint.
+//! Read-only questions about the sequencer's state, asked by the metrics endpoint and the web
+//! inspector.
+//!
+//! Every answer is bounded: lists are paged or cut at a limit the sequencer enforces whatever
+//! was asked, so that an inspector page costs the sequencer little more than a small commit.
+//! (The gauges are the exception: they walk every object, as a metrics scrape does.)
 
 use super::Sequencer;
 use crate::metrics::Gauges;
-use odb_wire::{SchemaInfo, StatsData};
+use crate::subscriptions::Held;
+use bytes::Bytes;
+use odb_wire::{IndexId, ObjectData, ObjectId, SchemaInfo, StatsData, TypeId};
+
+/// The most objects answered to one [`Query::Objects`].
+pub(crate) const MAX_PAGE: usize = 200;
+
+/// The most connections answered to one [`Query::Connections`].
+pub(crate) const MAX_CONNECTIONS: usize = 200;
+
+/// The most subscription targets listed for one connection.
+pub(crate) const MAX_TARGETS: usize = 50;
 
 /// What is asked.
 #[derive(Debug)]
 pub(crate) enum Query {
     /// The state figures of the metrics.
     Gauges,
+    /// The figures a client's `Stats` gets.
+    Stats,
+    /// Every schema, with object counts.
+    Schemas,
+    /// A page of the objects of a type, in id order.
+    Objects {
+        /// The type.
+        ty: TypeId,
+        /// Only objects with a greater id.
+        after: ObjectId,
+        /// How many at most (and never more than [`MAX_PAGE`]).
+        limit: usize,
+    },
+    /// One object.
+    Object(ObjectId),
+    /// The first [`MAX_CONNECTIONS`] connections, in id order.
+    Connections,
+}
+
+/// One connection, as the inspector shows it.
+#[derive(Debug)]
+pub(crate) struct ConnectionInfo {
+    /// Its id, which is also the id of its `core.Connection` object.
+    pub id: ObjectId,
+    /// Its `core.Connection` object.
+    pub object: Option<ObjectData>,
+    /// Bytes queued for it.
+    pub outbound_bytes: usize,
+    /// How many subscriptions it holds.
+    pub held: Held,
+    /// Up to [`MAX_TARGETS`] of its subscribed index values (types are their "all" index).
+    pub indices: Vec<(IndexId, Bytes)>,
+    /// Objects it subscribed to one by one, within the same limit.
+    pub objects: Vec<ObjectId>,
 }
 
 /// The answer to a [`Query`] of the same name.
@@ -16,6 +66,26 @@ pub(crate) enum Query {
 pub(crate) enum Answer {
     /// The state figures of the metrics.
     Gauges(Gauges),
+    /// The figures a client's `Stats` gets.
+    Stats(StatsData),
+    /// Every schema.
+    Schemas(Vec<SchemaInfo>),
+    /// A page of objects; `more` tells whether objects follow it.
+    Objects {
+        /// The objects.
+        objects: Vec<ObjectData>,
+        /// Whether more follow.
+        more: bool,
+    },
+    /// The object, if it is live.
+    Object(Option<ObjectData>),
+    /// The connections listed and how many there are in all.
+    Connections {
+        /// The first connections.
+        list: Vec<ConnectionInfo>,
+        /// How many are live.
+        total: usize,
+    },
 }
 
 impl Sequencer {
@@ -23,6 +93,66 @@ impl Sequencer {
     pub(super) fn inspect(&self, query: Query) -> Answer {
         match query {
             Query::Gauges => Answer::Gauges(self.gauges()),
+            Query::Stats => Answer::Stats(self.stats()),
+            Query::Schemas => Answer::Schemas(self.schema_infos()),
+            Query::Objects { ty, after, limit } => self.objects_page(ty, after, limit),
+            Query::Object(id) => Answer::Object(self.store.object_data(id)),
+            Query::Connections => self.connections(),
+        }
+    }
+
+    fn objects_page(&self, ty: TypeId, after: ObjectId, limit: usize) -> Answer {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let Some(info) = self.registry.type_info(ty) else {
+            return Answer::Objects {
+                objects: Vec::new(),
+                more: false,
+            };
+        };
+        let Some(first) = after.0.checked_add(1) else {
+            return Answer::Objects {
+                objects: Vec::new(),
+                more: false,
+            };
+        };
+        let mut ids =
+            self.store
+                .members_in(info.all_index, &[], ObjectId(first), ObjectId(u64::MAX));
+        let objects = ids
+            .by_ref()
+            .take(limit)
+            .filter_map(|id| self.store.object_data(id))
+            .collect();
+        let more = ids.next().is_some();
+        Answer::Objects { objects, more }
+    }
+
+    fn connections(&self) -> Answer {
+        let is_type_index = |index| {
+            self.registry
+                .index_type(index)
+                .and_then(|ty| self.registry.type_info(ty))
+                .is_some_and(|info| info.all_index == index)
+        };
+        let list = self
+            .conns
+            .iter()
+            .take(MAX_CONNECTIONS)
+            .map(|(&id, conn)| {
+                let (indices, objects) = conn.visibility.targets(MAX_TARGETS);
+                ConnectionInfo {
+                    id,
+                    object: self.store.object_data(id),
+                    outbound_bytes: conn.outbound.queued(),
+                    held: conn.visibility.held(is_type_index),
+                    indices,
+                    objects,
+                }
+            })
+            .collect();
+        Answer::Connections {
+            list,
+            total: self.conns.len(),
         }
     }
 

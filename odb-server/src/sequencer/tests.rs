@@ -695,6 +695,7 @@ fn stale_connection_objects_are_deleted_at_start() {
     assert_eq!(fresh.store.tid(), Tid(0));
 }
 
+mod inspect;
 mod limits;
 mod sessions;
 #[cfg(all(feature = "redb", feature = "redis"))]

@@ -1,10 +1,11 @@
 //! What the server's schemas say about ids: which type an object is, what a field is called
-//! and how its values decode.
+//! and how its values decode. Tools that show stored data without its Rust types (the `odb`
+//! command, the server's web inspector) read it through a [`Catalog`].
 
-use crate::error::CliError;
-use odb_wire::describe::{decode_value, Value};
-use odb_wire::{FieldId, IndexId, ObjectData, SchemaInfo, TypeDesc, TypeId, TypeInfo};
+use crate::describe::{decode_value, Value};
+use crate::{FieldId, IndexId, ObjectData, SchemaInfo, TypeDesc, TypeId, TypeInfo};
 use std::collections::HashMap;
+use std::fmt;
 
 /// Where a field id leads.
 #[derive(Clone, Debug)]
@@ -23,6 +24,7 @@ pub struct Catalog {
     exists: HashMap<FieldId, TypeId>,
     fields: HashMap<FieldId, FieldEntry>,
     indices: HashMap<IndexId, (TypeId, String, Vec<String>)>,
+    all_indices: HashMap<IndexId, TypeId>,
 }
 
 /// A field's value, decoded when the field has a description that fits.
@@ -60,6 +62,7 @@ impl Catalog {
             for ty in &schema.types {
                 let qualified = format!("{}.{}", schema.name, ty.name);
                 catalog.exists.insert(ty.exists_field, ty.type_id);
+                catalog.all_indices.insert(ty.all_index, ty.type_id);
                 for f in &ty.fields {
                     catalog.fields.insert(
                         f.id,
@@ -83,16 +86,21 @@ impl Catalog {
     }
 
     /// The type named `schema.Type`.
-    pub fn type_named(&self, name: &str) -> Result<&TypeInfo, CliError> {
+    pub fn type_named(&self, name: &str) -> Option<&TypeInfo> {
         self.types
             .values()
             .find(|(qualified, _)| qualified == name)
             .map(|(_, ty)| ty)
-            .ok_or_else(|| {
-                CliError::NotFound(format!(
-                    "no type {name:?}; `odb schemas` lists them (names are schema.Type)"
-                ))
-            })
+    }
+
+    /// A type by id.
+    pub fn type_info(&self, ty: TypeId) -> Option<&TypeInfo> {
+        self.types.get(&ty).map(|(_, info)| info)
+    }
+
+    /// The type whose index of all objects `index` is.
+    pub fn all_index_type(&self, index: IndexId) -> Option<TypeId> {
+        self.all_indices.get(&index).copied()
     }
 
     /// `schema.Type` of a type id.
@@ -180,6 +188,23 @@ impl Catalog {
     }
 }
 
+impl fmt::Display for Decoded {
+    /// A decoded value as [`Value`] shows it; raw bytes in hex, followed by why they were not
+    /// decoded.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decoded::Value(v) => write!(f, "{v}"),
+            Decoded::Raw { bytes, why } => {
+                write!(f, "0x")?;
+                for b in bytes {
+                    write!(f, "{b:02x}")?;
+                }
+                write!(f, " ({why})")
+            }
+        }
+    }
+}
+
 fn decode(desc: Option<&TypeDesc>, bytes: &[u8]) -> Decoded {
     match desc {
         None => raw(bytes, "no description".into()),
@@ -194,5 +219,89 @@ fn raw(bytes: &[u8], why: String) -> Decoded {
     Decoded::Raw {
         bytes: bytes.to_vec(),
         why,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FieldInfo, IndexInfo, ObjectId};
+    use bytes::Bytes;
+
+    fn catalog() -> Catalog {
+        let field = |name: &str, id, desc| FieldInfo {
+            name: name.into(),
+            id: FieldId(id),
+            desc,
+        };
+        Catalog::new(vec![SchemaInfo {
+            name: "shop".into(),
+            types: vec![TypeInfo {
+                name: "Item".into(),
+                type_id: TypeId(1),
+                exists_field: FieldId(10),
+                all_index: IndexId(20),
+                count: 1,
+                fields: vec![
+                    field("name", 11, Some(TypeDesc::String)),
+                    field("count", 12, Some(TypeDesc::U64)),
+                    field("blob", 13, None),
+                ],
+                indices: vec![IndexInfo {
+                    name: "by_name".into(),
+                    id: IndexId(21),
+                    fields: vec!["name".into()],
+                }],
+            }],
+        }])
+    }
+
+    fn bytes(value: &impl serde::Serialize) -> Bytes {
+        crate::encode_exact(value).unwrap()
+    }
+
+    #[test]
+    fn an_object_is_decoded_through_the_descriptions() {
+        let catalog = catalog();
+        let object = ObjectData {
+            id: ObjectId(5),
+            fields: vec![
+                (FieldId(10), bytes(&true)),
+                (FieldId(11), bytes(&"pen")),
+                (FieldId(12), bytes(&3u64)),
+                (FieldId(13), Bytes::from_static(&[0xab])),
+            ],
+            indices: vec![(IndexId(20), Bytes::new()), (IndexId(21), bytes(&"pen"))],
+        };
+        let view = catalog.view(&object);
+        assert_eq!(view.type_name, "shop.Item");
+        let shown: Vec<String> = view
+            .fields
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        assert_eq!(
+            shown,
+            ["name=\"pen\"", "count=3", "blob=0xab (no description)"]
+        );
+        // The index of all objects is not an index value worth showing.
+        assert_eq!(view.indices.len(), 1);
+        assert_eq!(view.indices[0].0, "by_name");
+        assert_eq!(catalog.all_index_type(IndexId(20)), Some(TypeId(1)));
+        assert_eq!(catalog.all_index_type(IndexId(21)), None);
+        assert!(catalog.type_named("shop.Item").is_some());
+        assert!(catalog.type_named("shop.Nope").is_none());
+    }
+
+    #[test]
+    fn bytes_that_do_not_fit_their_description_are_shown_raw() {
+        let (name, value) = catalog().field(FieldId(12), &[0xff]);
+        assert_eq!(name, "count");
+        assert!(matches!(value, Decoded::Raw { .. }), "{value:?}");
+        assert!(value
+            .to_string()
+            .starts_with("0xff (does not decode as u64"));
+        let (name, _) = catalog().field(FieldId(99), &[]);
+        assert_eq!(name, "field#99");
     }
 }
