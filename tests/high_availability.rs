@@ -242,7 +242,7 @@ async fn a_killed_leader_is_replaced_without_losing_or_repeating_commits() {
                         .push(format!("waiting for {next}: {e}"));
                     return;
                 }
-                let taken = consumer
+                let taken: odb::Result<bool> = consumer
                     .transaction_with(tx_options(), |tx| {
                         match Item::lookup_any_by_seq(tx, next)? {
                             Some(item) => {
@@ -448,7 +448,7 @@ async fn a_paused_leader_is_fenced_and_steps_down() {
             for item in Item::lookup_all(v)? {
                 seqs.push(item.get(v)?.seq);
             }
-            Ok(seqs)
+            Ok::<_, odb::Error>(seqs)
         })
         .expect("reads");
     let mut seqs = seqs;
