@@ -4,14 +4,17 @@
 //! Redis outage fails commits within the timeout and they succeed again once Redis is back, and a
 //! storage failure undoes the failed commits in the running server.
 
+mod processes;
+
 use odb::{Client, Tid};
 use odb_server::storage::MemoryStorage;
+use processes::server_binary;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "durability-test-token";
@@ -106,41 +109,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-/// The `odb-server` binary of this build, built first if needed. Tests of the root package
-/// cannot name another package's binary, so it is found next to the test executable (in
-/// `target/<profile>/`), and cargo is asked to build it (a no-op when it is up to date).
-fn server_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("the test executable's path");
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("the test executable lies in target/<profile>/deps");
-            let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
-            let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") | None => "dev".to_string(),
-                Some(other) => other.to_string(),
-            };
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-q", "-p", "odb-server", "--bin", "odb-server"])
-                .arg("--profile")
-                .arg(&profile)
-                .arg("--target-dir")
-                .arg(target_dir)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo build for odb-server");
-            assert!(status.success(), "cargo build of odb-server failed");
-            let binary = profile_dir.join(format!("odb-server{}", std::env::consts::EXE_SUFFIX));
-            assert!(binary.exists(), "{} is missing", binary.display());
-            binary
-        })
-        .clone()
 }
 
 /// A running `odb-server` process.

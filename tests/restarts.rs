@@ -3,13 +3,15 @@
 //! run (in this process, through a relay that keeps their URL while the server's port
 //! changes). The consumer must print every message exactly once, in order.
 
+mod processes;
 mod relay;
 
 use odb::{Client, ReconnectPolicy};
+use processes::server_binary;
 use relay::Relay;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,28 +21,6 @@ const TOKEN: &str = "restarts-test-token";
 const ROUNDS: usize = 20;
 /// Messages the producer writes.
 const MESSAGES: u64 = 400;
-
-/// The `odb-server` binary of this build, built first if needed.
-fn server_binary() -> PathBuf {
-    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("the test's path");
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("target/<profile>/deps")
-                .to_path_buf();
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-q", "-p", "odb-server", "--bin", "odb-server"])
-                .status()
-                .expect("run cargo build for odb-server");
-            assert!(status.success(), "cargo build of odb-server failed");
-            profile_dir.join(format!("odb-server{}", std::env::consts::EXE_SUFFIX))
-        })
-        .clone()
-}
 
 /// A running `odb-server` process on port 0, and the address it reported.
 struct ServerProcess {
