@@ -7,6 +7,7 @@ use odb::server::{RunningServer, Server, ServerConfig};
 use odb::{Client, Error, Ref, Transaction, TxOptions};
 use std::num::ParseIntError;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 #[odb::schema]
 pub mod user_errors {
@@ -189,6 +190,18 @@ async fn conflicts_are_retried_for_closures_with_their_own_error_type() -> anyho
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     assert_eq!(db.view(|v| c.value(v))?, 20);
+
+    // A commit cannot make its round trip in no time: the timeout comes back converted too.
+    let late = db
+        .transaction_with(
+            TxOptions::default().timeout(Duration::ZERO),
+            increment(c, &runs),
+        )
+        .await;
+    assert!(
+        matches!(late, Err(AppError::Db(Error::Timeout(..)))),
+        "{late:?}"
+    );
     Ok(())
 }
 
