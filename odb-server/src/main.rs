@@ -241,7 +241,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         };
         tracing::info!(
             "odb-server standby for {addr}, redis {} (prefix {:?}), lease {} ms, {tls_line}",
-            standby.redis.url(),
+            standby.redis.redacted_url(),
             standby.prefix,
             args.lease_ms
         );

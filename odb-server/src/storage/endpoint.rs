@@ -41,7 +41,7 @@ pub struct RedisTarget {
 impl std::fmt::Debug for RedisTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisTarget")
-            .field("url", &self.url)
+            .field("url", &self.redacted_url())
             .field("custom_ca", &self.ca_pem.is_some())
             .finish()
     }
@@ -103,6 +103,12 @@ impl RedisTarget {
         &self.url
     }
 
+    /// The URL with its password, if it has one, replaced by `***`: what logs and error
+    /// messages show.
+    pub fn redacted_url(&self) -> String {
+        redact(&self.url)
+    }
+
     /// Whether a custom CA replaces the system's roots.
     pub fn has_custom_ca(&self) -> bool {
         self.ca_pem.is_some()
@@ -133,6 +139,23 @@ impl From<&RedisTarget> for RedisTarget {
     }
 }
 
+/// `url` with the password of its user information (`scheme://USER:PASSWORD@host...`)
+/// replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((user_info, hosts)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match user_info.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{hosts}{path}"),
+        None => url.to_string(),
+    }
+}
+
 /// A Redis database to connect to.
 pub(crate) enum Endpoint {
     /// One address.
@@ -146,12 +169,13 @@ impl Endpoint {
     /// on a custom CA with a URL that is not `rediss://`.
     pub(crate) fn open(target: &RedisTarget) -> Result<Endpoint, StorageError> {
         let url = target.url();
+        let shown = target.redacted_url();
         let invalid =
-            |why: String| StorageError::Incompatible(format!("invalid Redis URL {url:?}: {why}"));
+            |why: String| StorageError::Incompatible(format!("invalid Redis URL {shown:?}: {why}"));
         if let Some(ca_pem) = &target.ca_pem {
             if !url.starts_with(TLS_SCHEME) {
                 return Err(StorageError::Incompatible(format!(
-                    "a Redis CA file was given, but the Redis URL {url:?} does not use TLS; use {TLS_SCHEME}HOST:PORT/DB"
+                    "a Redis CA file was given, but the Redis URL {shown:?} does not use TLS; use {TLS_SCHEME}HOST:PORT/DB"
                 )));
             }
             let certificates = TlsCertificates {
@@ -303,6 +327,31 @@ mod tests {
                 Err(other) => panic!("{bad}: {other}"),
                 Ok(_) => panic!("{bad} was accepted"),
             }
+        }
+    }
+
+    #[test]
+    fn passwords_are_hidden_from_messages() {
+        for (url, shown) in [
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            (
+                "redis://:s3cret@10.0.0.5:6379/0",
+                "redis://:***@10.0.0.5:6379/0",
+            ),
+            (
+                "rediss://ann:p@ss:w@rd@redis:6380/2",
+                "rediss://ann:***@redis:6380/2",
+            ),
+            ("redis://ann@redis:6379", "redis://ann@redis:6379"),
+            (
+                "redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/main/2",
+                "redis+sentinel://:***@10.0.0.1:26379,10.0.0.2:26379/main/2",
+            ),
+            ("nonsense", "nonsense"),
+        ] {
+            let target = RedisTarget::new(url);
+            assert_eq!(target.redacted_url(), shown, "{url}");
+            assert!(format!("{target:?}").contains(shown), "{target:?}");
         }
     }
 

@@ -51,6 +51,7 @@ return 0
 /// The lease as one server sees it: its Redis connection and the keys.
 pub struct Lease {
     client: Endpoint,
+    /// The URL without its password, for messages.
     url: String,
     conn: Option<MultiplexedConnection>,
     key: String,
@@ -92,7 +93,7 @@ impl Lease {
         let client = Endpoint::open(&target)?;
         Ok(Lease {
             client,
-            url: target.url().to_string(),
+            url: target.redacted_url(),
             conn: None,
             key: lease_key(prefix),
             epoch_key: format!("{prefix}epoch"),

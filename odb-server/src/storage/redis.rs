@@ -54,6 +54,7 @@ const SCAN_COUNT: usize = 1000;
 /// Storage in a Redis database, under a key prefix.
 pub struct RedisStorage {
     client: Endpoint,
+    /// The URL without its password, for messages.
     url: String,
     prefix: String,
     timeout: Duration,
@@ -102,7 +103,7 @@ impl RedisStorage {
         let client = Endpoint::open(&target)?;
         let mut storage = RedisStorage {
             client,
-            url: target.url().to_string(),
+            url: target.redacted_url(),
             prefix: prefix.to_string(),
             timeout,
             conn: None,
