@@ -100,7 +100,7 @@ async fn transfer_randomly(
         let uid = client * 1_000_000 + i;
         let (from, to) = (accounts[request.from], accounts[request.to]);
         let runs = &mut out.runs;
-        let result = db
+        let result: odb::Result<bool> = db
             .transaction(|tx| {
                 *runs += 1;
                 let from_balance = from.balance(tx)?;
@@ -208,7 +208,7 @@ async fn concurrent_transfers_conserve_money_and_apply_each_acknowledged_transfe
                 .into_iter()
                 .map(|t| t.get(v))
                 .collect::<odb::Result<_>>()?;
-            Ok((balances, records))
+            Ok::<_, odb::Error>((balances, records))
         })?;
 
         let total: i64 = balances.iter().sum();

@@ -318,7 +318,7 @@ async fn marked_reads_make_commits_conflict() -> anyhow::Result<()> {
     let a = local_client(&server).await?;
     let (c, d) = a
         .transaction(|tx| {
-            Ok((
+            Ok::<_, odb::Error>((
                 Counter::create(tx, counter("c", 0))?,
                 Counter::create(tx, counter("d", 0))?,
             ))
@@ -398,12 +398,15 @@ async fn historical_views_read_retained_states() -> anyhow::Result<()> {
     for value in 2..=5u64 {
         let tid = tids[value as usize];
         assert_eq!(a.view_at(tid, |v| c.value(v))?, value);
-        assert_eq!(a.view_at(tid, |v| Ok(odb::Read::tid(v)))?, tid);
+        assert_eq!(
+            a.view_at(tid, |v| Ok::<_, odb::Error>(odb::Read::tid(v)))?,
+            tid
+        );
     }
     // A view opened earlier keeps reading its snapshot while history moves on.
     a.view_at(tids[2], |old| {
         assert_eq!(c.value(old)?, 2);
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
     let too_old = a.view_at(tids[1], |v| c.value(v));
     match too_old {
@@ -517,7 +520,7 @@ async fn a_reactor_keeps_a_summary_up_to_date() -> anyhow::Result<()> {
     };
     let (x, y) = b
         .transaction(|tx| {
-            Ok((
+            Ok::<_, odb::Error>((
                 Counter::create(tx, counter("x", 5))?,
                 Counter::create(tx, counter("y", 7))?,
             ))
@@ -615,7 +618,8 @@ async fn pending_subscriptions_complete_when_awaited_later() -> anyhow::Result<(
     let main_tid = main.await?;
     let counters_tid = counters.await?;
     assert!(main_tid > Tid(0) && counters_tid > Tid(0));
-    let (cs, ss) = a.view(|v| Ok((Counter::lookup_all(v)?, Summary::lookup_all(v)?)))?;
+    let (cs, ss) =
+        a.view(|v| Ok::<_, odb::Error>((Counter::lookup_all(v)?, Summary::lookup_all(v)?)))?;
     assert_eq!(cs.len(), 1);
     assert_eq!(ss.len(), 1);
     assert_eq!(a.view(|v| ss[0].total(v))?, 2);
@@ -637,7 +641,7 @@ async fn unsubscribing_removes_what_was_only_visible_through_the_subscription() 
     let b = tcp_client(&server).await?;
     let (c, s) = b
         .transaction(|tx| {
-            Ok((
+            Ok::<_, odb::Error>((
                 Counter::create(tx, counter("c", 1))?,
                 Summary::create(
                     tx,

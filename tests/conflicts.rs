@@ -269,7 +269,7 @@ async fn conflicting_commit_changes_nothing(t: Transport) -> anyhow::Result<()> 
             assert_eq!(Account::lookup_all(v)?, vec![s.ann, s.bob, s.zed]);
             assert_eq!(Account::lookup_all_by_owner(v, "ann")?, vec![s.ann]);
             assert!(Account::lookup_all_by_owner(v, "carol")?.is_empty());
-            Ok(())
+            Ok::<_, odb::Error>(())
         })?;
     }
     // The next successful commit takes the very next tid.

@@ -147,7 +147,7 @@ async fn commit_pair(client: &Client, seq: u64) -> odb::Result<Tid> {
         .transaction(|tx| {
             Half::create(tx, Half { seq, part: 0 })?;
             Half::create(tx, Half { seq, part: 1 })?;
-            Ok(())
+            Ok::<_, odb::Error>(())
         })
         .await?;
     Ok(client.current_tid())
@@ -166,7 +166,7 @@ async fn visible(client: &Client) -> BTreeMap<u64, Vec<u8>> {
                 let value = half.get(v)?;
                 seen.entry(value.seq).or_default().push(value.part);
             }
-            Ok(seen)
+            Ok::<_, odb::Error>(seen)
         })
         .expect("read the commits")
 }
@@ -490,7 +490,7 @@ async fn failed_batches_are_undone() {
             for half in Half::lookup_all(v)? {
                 seen.insert(half.get(v)?.seq);
             }
-            Ok(seen)
+            Ok::<_, odb::Error>(seen)
         })
         .expect("view");
     assert_eq!(seen, BTreeSet::from([1, 3]));

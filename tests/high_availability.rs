@@ -225,7 +225,7 @@ async fn a_killed_leader_is_replaced_without_losing_or_repeating_commits() {
                         .push(format!("waiting for {next}: {e}"));
                     return;
                 }
-                let taken = consumer
+                let taken: odb::Result<bool> = consumer
                     .transaction_with(tx_options(), |tx| {
                         match Item::lookup_any_by_seq(tx, next)? {
                             Some(item) => {
@@ -431,7 +431,7 @@ async fn a_paused_leader_is_fenced_and_steps_down() {
             for item in Item::lookup_all(v)? {
                 seqs.push(item.get(v)?.seq);
             }
-            Ok(seqs)
+            Ok::<_, odb::Error>(seqs)
         })
         .expect("reads");
     let mut seqs = seqs;
@@ -444,20 +444,20 @@ async fn a_fenced_storage_cannot_write_once_the_lease_is_lost() {
     let redis = Redis::start().await;
     let timeout = Duration::from_secs(5);
     let ttl = Duration::from_secs(60);
-    let mut first = Lease::new(&redis.url(), "ha:", ttl, timeout).expect("a lease");
+    let mut first = Lease::new(redis.url(), "ha:", ttl, timeout).expect("a lease");
     let held = first
         .try_acquire("first")
         .await
         .expect("asks")
         .expect("takes the free lease");
-    let mut second = Lease::new(&redis.url(), "ha:", ttl, timeout).expect("a lease");
+    let mut second = Lease::new(redis.url(), "ha:", ttl, timeout).expect("a lease");
     assert_eq!(
         second.try_acquire("second").await.expect("asks"),
         None,
         "a held lease cannot be taken"
     );
     let fence = first.fence(&held);
-    let mut storage = RedisStorage::connect(&redis.url(), "ha:", timeout)
+    let mut storage = RedisStorage::connect(redis.url(), "ha:", timeout)
         .await
         .expect("connects")
         .with_fence(fence.clone());

@@ -17,7 +17,7 @@ async fn lookups_follow_the_none_one_several_table(t: Transport) -> anyhow::Resu
                 Account::create(tx, account("several", 2))?,
                 Account::create(tx, account("several", 3))?,
             ];
-            Ok((one, several))
+            Ok::<_, odb::Error>((one, several))
         })
         .await?;
     db.view(|v| {
@@ -56,7 +56,7 @@ async fn lookups_follow_the_none_one_several_table(t: Transport) -> anyhow::Resu
         assert_eq!(Account::lookup_any(v)?, Some(all[0]));
         assert_eq!(Visit::lookup_all(v)?, vec![]);
         assert_eq!(Visit::lookup_any(v)?, None);
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
     // Another client sees the same answers once it has the data.
     p.b.flush().await?;
@@ -93,7 +93,7 @@ async fn lookups_return_ascending_ids_across_clients_and_commits() -> anyhow::Re
             assert_eq!(Account::lookup_all(v)?, created);
             assert_eq!(Account::lookup_all_by_owner(v, "same")?, created);
             assert_eq!(Account::lookup_any_by_owner(v, "same")?, Some(created[0]));
-            Ok(())
+            Ok::<_, odb::Error>(())
         })?;
     }
     Ok(())
@@ -105,7 +105,7 @@ async fn composite_index_lookups_match_the_whole_tuple() -> anyhow::Result<()> {
     let db = &p.a;
     let (ann3, ann3b, ann4, bob3) = db
         .transaction(|tx| {
-            Ok((
+            Ok::<_, odb::Error>((
                 Visit::create(tx, visit("ann", 3, 1))?,
                 Visit::create(tx, visit("ann", 3, 2))?,
                 Visit::create(tx, visit("ann", 4, 1))?,
@@ -138,7 +138,7 @@ async fn composite_index_lookups_match_the_whole_tuple() -> anyhow::Result<()> {
         assert!(missing.to_string().contains(r#"("zed", 9)"#), "{missing}");
         let user = String::from("bob");
         assert_eq!(Visit::lookup_one_by_user_day(v, (&user, 3))?, bob3);
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
     // The index value made from borrowed forms is the one made from owned values.
     assert_eq!(
@@ -164,7 +164,7 @@ async fn composite_index_lookups_match_the_whole_tuple() -> anyhow::Result<()> {
                 vec![ann3b, ann4]
             );
             assert_eq!(Visit::lookup_all_by_user_day(v, key("bob", 3))?, vec![]);
-            Ok(())
+            Ok::<_, odb::Error>(())
         })?;
     }
     Ok(())
@@ -215,7 +215,7 @@ async fn lookups_see_the_transactions_own_uncommitted_changes(t: Transport) -> a
     p.a.view(|v| {
         assert_eq!(Account::lookup_all(v)?, vec![ann, bob]);
         assert_eq!(Account::lookup_all_by_owner(v, "ann")?, vec![ann]);
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
 
     // Committed: everyone sees the same index state afterwards.
@@ -227,7 +227,7 @@ async fn lookups_see_the_transactions_own_uncommitted_changes(t: Transport) -> a
             assert_eq!(Account::lookup_all_by_owner(v, "ann")?, vec![bob]);
             assert_eq!(Account::lookup_all_by_owner(v, "bob")?, vec![]);
             assert_eq!(Account::lookup_all_by_owner(v, "carol")?, vec![new]);
-            Ok(())
+            Ok::<_, odb::Error>(())
         })?;
     }
     Ok(())
@@ -249,7 +249,7 @@ async fn deleted_object_does_not_exist_and_cannot_be_read(t: Transport) -> anyho
             Err(Error::ObjectDoesNotExist { .. })
         ));
         assert!(matches!(ann.get(tx), Err(Error::ObjectDoesNotExist { .. })));
-        Ok(())
+        Ok::<_, odb::Error>(())
     })
     .await?;
     p.b.flush().await?;
@@ -263,7 +263,7 @@ async fn deleted_object_does_not_exist_and_cannot_be_read(t: Transport) -> anyho
             assert!(matches!(ann.get(v), Err(Error::ObjectDoesNotExist { .. })));
             assert_eq!(Account::lookup_all(v)?, vec![]);
             assert_eq!(Account::lookup_all_by_owner(v, "ann")?, vec![]);
-            Ok(())
+            Ok::<_, odb::Error>(())
         })?;
     }
     // Deleting it again, or writing it, in a later transaction.
@@ -285,7 +285,7 @@ async fn deleted_object_does_not_exist_and_cannot_be_read(t: Transport) -> anyho
             never.owner(v),
             Err(Error::ObjectDoesNotExist { .. })
         ));
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
     Ok(())
 }
@@ -351,7 +351,7 @@ async fn create_then_delete_in_one_transaction_writes_nothing(t: Transport) -> a
             ghost.delete(tx)?;
             assert!(!ghost.exists(tx)?);
             assert_eq!(Account::lookup_all_by_owner(tx, "ann")?, vec![existing]);
-            Ok(ghost)
+            Ok::<_, odb::Error>(ghost)
         })
         .await?;
     assert_eq!(p.a.flush().await?, before, "nothing was committed");
@@ -360,7 +360,7 @@ async fn create_then_delete_in_one_transaction_writes_nothing(t: Transport) -> a
         c.view(|v| {
             assert!(!ghost.exists(v)?);
             assert_eq!(Account::lookup_all(v)?, vec![existing]);
-            Ok(())
+            Ok::<_, odb::Error>(())
         })?;
     }
     Ok(())
@@ -380,7 +380,7 @@ async fn handles_are_ids_and_read_whole_objects() -> anyhow::Result<()> {
         assert_eq!(same.get(v)?, account("ann", 7));
         assert_eq!(same.owner(v)?, "ann");
         assert!(v.tid() >= odb::Tid(1));
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
     Ok(())
 }

@@ -212,7 +212,7 @@ async fn commits_continue_after_sentinel_promotes_the_replica() {
             for mark in Mark::lookup_all(v)? {
                 seqs.push(mark.get(v)?.seq);
             }
-            Ok(seqs)
+            Ok::<_, odb::Error>(seqs)
         })
         .expect("reads");
     seqs.sort();

@@ -150,7 +150,7 @@ fn level(
         }
         check(v, &mine, ever, &format!("depth {depth} after nested"))?;
         p.a.view(|fresh| check(fresh, model, ever, &format!("depth {depth} fresh")))?;
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
     Ok(())
 }
@@ -262,7 +262,7 @@ async fn deleted_and_dropped_objects_leave_the_replica() -> anyhow::Result<()> {
         })
         .map_err(|e| odb::Error::Invalid(e.to_string()))?;
         assert_eq!(Account::lookup_all_by_owner(v, "x")?.len(), 50);
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
     assert_eq!(p.a.stats().replica_objects, base);
     assert!(p.a.view(|v| Account::lookup_all(v))?.is_empty());
@@ -303,16 +303,16 @@ async fn view_at_reads_retained_lookups() -> anyhow::Result<()> {
     a.view_at(t1, |v| {
         assert_eq!(Account::lookup_all_by_owner(v, "x")?, vec![acc]);
         assert_eq!(Account::lookup_all(v)?, vec![acc]);
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
     a.view_at(t2, |v| {
         assert_eq!(Account::lookup_all_by_owner(v, "x")?, vec![]);
         assert_eq!(Account::lookup_all_by_owner(v, "y")?, vec![acc]);
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
     a.view_at(t3, |v| {
         assert_eq!(Account::lookup_all(v)?, vec![]);
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
     Ok(())
 }

@@ -165,7 +165,7 @@ async fn write_randomly(
                     remove(tx, target)?
                 };
                 version.set_stamp(tx, stamp)?;
-                Ok(done)
+                Ok::<_, odb::Error>(done)
             })
             .await?;
         match (done, insert) {

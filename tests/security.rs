@@ -294,7 +294,11 @@ async fn limits_are_reported_as_limit_exceeded() {
     }
     // Nothing but the valid commit was applied, and both clients keep working.
     other.flush().await.unwrap();
-    assert_eq!(db.view(|v| Ok(Account::lookup_all(v)?.len())).unwrap(), 5);
+    assert_eq!(
+        db.view(|v| Ok::<_, odb::Error>(Account::lookup_all(v)?.len()))
+            .unwrap(),
+        5
+    );
     server.shutdown().await;
 }
 

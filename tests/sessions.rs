@@ -142,7 +142,9 @@ async fn a_cut_connection_comes_back_with_its_subscriptions() {
     assert!(!reader.is_connected());
     // While the client reconnects, views read the replica as it was, and say it may be stale.
     assert_eq!(entries(&reader).await, 1);
-    assert!(reader.view(|v| Ok(v.may_be_stale())).expect("reads"));
+    assert!(reader
+        .view(|v| Ok::<_, odb::Error>(v.may_be_stale()))
+        .expect("reads"));
     writer
         .transaction(|tx| Entry::create(tx, entry("a", 2)))
         .await
@@ -157,7 +159,9 @@ async fn a_cut_connection_comes_back_with_its_subscriptions() {
         ConnectionStatus::Connected
     ));
     assert_ne!(reader.connection_id(), first_connection, "a new connection");
-    assert!(!reader.view(|v| Ok(v.may_be_stale())).expect("reads"));
+    assert!(!reader
+        .view(|v| Ok::<_, odb::Error>(v.may_be_stale()))
+        .expect("reads"));
     // The reader can write again, with ids granted on its new connection.
     reader
         .transaction(|tx| Entry::create(tx, entry("b", 3)))
@@ -293,7 +297,7 @@ async fn a_short_cut_is_resumed_with_only_what_changed() {
         .await
         .expect("the reader holds what the server holds");
     let gone = reader
-        .view(|v| Ok((made[1].exists(v)?, made[2].exists(v)?)))
+        .view(|v| Ok::<_, Error>((made[1].exists(v)?, made[2].exists(v)?)))
         .expect("reads");
     assert_eq!(gone, (false, false), "deleted, and no longer subscribed");
     assert_eq!(resumes(&server, "delta").await, 1, "sent only what changed");
@@ -605,7 +609,7 @@ async fn bank_transfers_survive_random_cuts() {
                     let b = to.balance(tx)?;
                     to.set_balance(tx, b + amount)?;
                     Transfer::create(tx, Transfer { client, seq })?;
-                    Ok(())
+                    Ok::<_, odb::Error>(())
                 })
                 .await
                 .unwrap_or_else(|e| panic!("transfer {client}/{seq} failed: {e}"));
@@ -641,7 +645,7 @@ async fn bank_transfers_survive_random_cuts() {
                 .map(|t| Ok((t.client(v)?, t.seq(v)?)))
                 .collect::<odb::Result<_>>()?;
             records.sort();
-            Ok((total, records))
+            Ok::<_, odb::Error>((total, records))
         })
         .expect("reads");
     assert_eq!(total, 100 * ACCOUNTS as i64, "money is conserved");

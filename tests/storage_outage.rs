@@ -144,7 +144,7 @@ async fn notes(client: &Client) -> BTreeSet<u64> {
         .view(|v| {
             Note::lookup_all(v)?
                 .into_iter()
-                .map(|n| Ok(n.get(v)?.seq))
+                .map(|n| Ok::<_, odb::Error>(n.get(v)?.seq))
                 .collect()
         })
         .expect("read the notes")

@@ -54,7 +54,7 @@ async fn object_moving_into_a_subscribed_value_arrives_whole_and_stays_after_mov
 
         let (mover, bystander) = writer
             .transaction(|tx| {
-                Ok((
+                Ok::<_, odb::Error>((
                     Item::create(tx, item("out", "written before the move", 1))?,
                     Item::create(tx, item("out", "never moves", 7))?,
                 ))
@@ -265,7 +265,7 @@ async fn transaction_creating_fifty_thousand_objects_reaches_subscribers() -> an
                 for i in 0..BIG {
                     Item::create(tx, item(BUCKETS[i as usize % 3], "bulk", i))?;
                 }
-                Ok(())
+                Ok::<_, odb::Error>(())
             })
             .await?;
         assert_eq!(
@@ -279,7 +279,7 @@ async fn transaction_creating_fifty_thousand_objects_reaches_subscribers() -> an
             .map_err(|e| {
                 anyhow::anyhow!(
                     "the subscriber saw {:?} of {BIG} objects: {e}",
-                    early.view(|v| Ok(Item::lookup_all(v)?.len()))
+                    early.view(|v| Ok::<_, odb::Error>(Item::lookup_all(v)?.len()))
                 )
             })?;
 
@@ -378,10 +378,12 @@ async fn clients_with_different_struct_definitions_share_a_schema_by_field_name(
         let late = client(&server).await?;
         late.subscribe(v1::schema()).await?;
         let ids: Vec<ObjectId> = late.view(|v| {
-            Ok(v1::Item::lookup_all(v)?
-                .into_iter()
-                .map(|i| i.id())
-                .collect())
+            Ok::<_, odb::Error>(
+                v1::Item::lookup_all(v)?
+                    .into_iter()
+                    .map(|i| i.id())
+                    .collect(),
+            )
         })?;
         assert_eq!(ids, vec![made_by_old.id(), made_by_new.id()]);
         Ok(())

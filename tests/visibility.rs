@@ -70,9 +70,9 @@ async fn view_snapshot_stays_stable_while_commits_arrive(t: Transport) -> anyhow
                 Account::lookup_all_by_owner(fresh, "ann")?,
                 vec![ann, carol]
             );
-            Ok(())
+            Ok::<_, odb::Error>(())
         })?;
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
     Ok(())
 }
@@ -103,7 +103,7 @@ async fn subscribed_clients_see_each_others_commits(t: Transport) -> anyhow::Res
         for (i, visit) in Visit::lookup_all(v)?.into_iter().enumerate() {
             assert_eq!(visit.day(v)?, i as u32);
         }
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
 
     p.b.transaction(|tx| acc.delete(tx)).await?;
@@ -219,7 +219,7 @@ async fn reading_an_unsubscribed_type_is_not_subscribed() -> anyhow::Result<()> 
         ));
         assert!(not_subscribed(acc.balance(v).map(drop)));
         assert!(not_subscribed(acc.exists(v).map(drop)));
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
     let in_tx = c.transaction(|tx| acc.balance(tx)).await;
     assert!(not_subscribed(in_tx.map(drop)));
@@ -228,7 +228,7 @@ async fn reading_an_unsubscribed_type_is_not_subscribed() -> anyhow::Result<()> 
     c.view(|v| {
         assert_eq!(acc.get(v)?, account("ann", 1));
         assert!(not_subscribed(Visit::lookup_all(v).map(drop)));
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
     let message = c.view(|v| Visit::lookup_all(v)).unwrap_err().to_string();
     assert!(message.contains("bank.Visit"), "{message}");
@@ -253,7 +253,7 @@ async fn index_subscription_sees_its_value_and_objects_moving_in(
         assert_eq!(Account::lookup_all(v)?, vec![ann]);
         assert_eq!(ann.get(v)?, account("ann", 1));
         assert!(!bob.exists(v)?);
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
 
     // Changes to objects outside the value do not arrive...
@@ -267,7 +267,7 @@ async fn index_subscription_sees_its_value_and_objects_moving_in(
     c.view(|v| {
         assert_eq!(Account::lookup_all(v)?, vec![ann]);
         assert!(!bob.exists(v)?);
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
     // ...until one moves into it: then it arrives with all its current data.
     p.b.transaction(|tx| bob.set_owner(tx, "ann".into()))
@@ -293,7 +293,7 @@ async fn index_subscription_sees_its_value_and_objects_moving_in(
             Account::lookup_all_by_owner(v, "ann")?,
             vec![ann, bob, dave]
         );
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
     // An object that leaves the value leaves the subscriber's index too.
     p.b.transaction(|tx| ann.set_owner(tx, "erin".into()))
@@ -326,7 +326,7 @@ async fn object_subscription_sees_only_that_object(t: Transport) -> anyhow::Resu
         assert_eq!(bob.get(v)?, account("bob", 2));
         assert!(!ann.exists(v)?);
         assert_eq!(Account::lookup_all(v)?, vec![bob]);
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
     p.b.transaction(|tx| {
         ann.set_balance(tx, 10)?;
@@ -351,7 +351,7 @@ async fn own_creations_are_visible_without_subscribing(t: Transport) -> anyhow::
     let c = connect(&p.server, t).await?;
     let (mine, my_visit) = c
         .transaction(|tx| {
-            Ok((
+            Ok::<_, odb::Error>((
                 Account::create(tx, account("ann", 2))?,
                 Visit::create(tx, visit("ann", 1, 1))?,
             ))
@@ -362,7 +362,7 @@ async fn own_creations_are_visible_without_subscribing(t: Transport) -> anyhow::
         assert_eq!(my_visit.count(v)?, 1);
         assert_eq!(Account::lookup_all_by_owner(v, "ann")?, vec![mine]);
         assert!(!theirs.exists(v)?);
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
     // Changing them later needs no subscription either.
     c.transaction(|tx| mine.set_balance(tx, 3)).await?;
@@ -409,7 +409,7 @@ async fn subscription_data_is_complete_when_subscribe_returns() -> anyhow::Resul
         for (i, acc) in created.iter().enumerate() {
             assert_eq!(acc.balance(v)?, i as i64);
         }
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
     Ok(())
 }

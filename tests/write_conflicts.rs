@@ -64,7 +64,7 @@ async fn indexed_write_conflicts_with_changes_to_its_index_fields(
                 vec![s.visit]
             );
             assert!(Visit::lookup_all_by_user_day(v, ("ann".to_string(), 3u32))?.is_empty());
-            Ok(())
+            Ok::<_, odb::Error>(())
         })?;
     }
 
@@ -81,7 +81,7 @@ async fn indexed_write_conflicts_with_changes_to_its_index_fields(
     p.a.view(|v| {
         assert_eq!(Account::lookup_all_by_owner(v, "dave")?, vec![s.ann]);
         assert!(Account::lookup_all_by_owner(v, "carol")?.is_empty());
-        Ok(())
+        Ok::<_, odb::Error>(())
     })?;
     Ok(())
 }
@@ -111,7 +111,7 @@ async fn any_write_conflicts_with_a_concurrent_delete(t: Transport) -> anyhow::R
                 Err(Error::ObjectDoesNotExist { .. })
             ));
             assert_eq!(Account::lookup_all(v)?, vec![s.bob, s.zed]);
-            Ok(())
+            Ok::<_, odb::Error>(())
         })?;
     }
     Ok(())
@@ -220,7 +220,7 @@ async fn delete_conflicts_with_indexed_field_changes_only(t: Transport) -> anyho
         c.view(|v| {
             assert!(!s.ann.exists(v)?);
             assert!(Account::lookup_all_by_owner(v, "ann")?.is_empty());
-            Ok(())
+            Ok::<_, odb::Error>(())
         })?;
     }
     Ok(())

@@ -33,7 +33,7 @@ pub async fn fill(db: &odb::Client, items: std::ops::Range<usize>) -> Result<()>
             for i in start..end {
                 Item::create(tx, item(i))?;
             }
-            Ok(())
+            Ok::<_, odb::Error>(())
         })
         .await
         .context("filling the database")?;
@@ -161,7 +161,7 @@ pub async fn subscribe(ctx: &mut Ctx) -> Result<Row> {
             .await
             .context("subscribing")?;
         last = started.elapsed();
-        let count = db.view(|v| Ok(Item::lookup_all(v)?.len()))?;
+        let count = db.view(|v| Ok::<_, odb::Error>(Item::lookup_all(v)?.len()))?;
         anyhow::ensure!(count == n, "the subscriber sees {count} of {n} objects");
         times_ms.push(round1(last.as_secs_f64() * 1000.0));
     }
@@ -194,7 +194,7 @@ pub async fn bulk(ctx: &mut Ctx) -> Result<Row> {
             for i in 0..n {
                 Item::create(tx, item(i))?;
             }
-            Ok(())
+            Ok::<_, odb::Error>(())
         })
         .await
         .context("the bulk commit")?;
@@ -207,7 +207,7 @@ pub async fn bulk(ctx: &mut Ctx) -> Result<Row> {
         .await
         .context("waiting for the bulk commit in the reader")?;
     let visible = started.elapsed();
-    let count = reader.view(|v| Ok(Item::lookup_all(v)?.len()))?;
+    let count = reader.view(|v| Ok::<_, odb::Error>(Item::lookup_all(v)?.len()))?;
     anyhow::ensure!(count == n, "the reader sees {count} of {n} objects");
     let ours = Measure {
         ops_per_sec: rate(n as u64, visible),

@@ -195,7 +195,7 @@ pub async fn reader(url: &str, objects: usize) -> Result<()> {
     db.subscribe(crate::bench_schema::schema()).await?;
     // Measured before the check, whose list of handles would be counted otherwise.
     let after = rss_bytes()?;
-    let seen = db.view(|v| Ok(crate::bench_schema::Item::lookup_all(v)?.len()))?;
+    let seen = db.view(|v| Ok::<_, odb::Error>(crate::bench_schema::Item::lookup_all(v)?.len()))?;
     anyhow::ensure!(seen == objects, "the reader sees {seen} of {objects} items");
     println!("{before} {after}");
     Ok(())

@@ -181,7 +181,7 @@ async fn the_command_decodes_odd_shapes_through_the_descriptions() -> anyhow::Re
                     secret: Secret(513),
                 },
             )?;
-            Ok((ann, order))
+            Ok::<_, odb::Error>((ann, order))
         })
         .await?;
 

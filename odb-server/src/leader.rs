@@ -13,7 +13,7 @@
 //! write is refused. It then closes every connection with a `Closing` frame whose reason starts
 //! with "not the leader", and becomes a standby again.
 
-use crate::storage::{Fence, HeldLease, Lease, RedisStorage};
+use crate::storage::{Fence, HeldLease, Lease, RedisStorage, RedisTarget};
 use crate::{Server, ServerConfig, ServerError};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -30,8 +30,9 @@ pub const MIN_LEASE: Duration = Duration::from_millis(300);
 /// How a server joins a group of standby servers.
 #[derive(Clone, Debug)]
 pub struct StandbyConfig {
-    /// The Redis URL every server of the group uses.
-    pub redis_url: String,
+    /// The Redis database every server of the group uses (its URL, and the CA of a
+    /// `rediss://` server if it is not one of the system's roots).
+    pub redis: RedisTarget,
     /// The key prefix every server of the group uses.
     pub prefix: String,
     /// Timeout of every Redis request and connection attempt.
@@ -72,7 +73,7 @@ pub async fn run_standby(
         )));
     }
     let mut lease = Lease::new(
-        &standby.redis_url,
+        &standby.redis,
         &standby.prefix,
         standby.lease,
         standby.redis_timeout.min(standby.lease / 3),
@@ -164,7 +165,7 @@ async fn start(
     standby: &StandbyConfig,
     fence: Fence,
 ) -> Result<Server, ServerError> {
-    let storage = RedisStorage::connect(&standby.redis_url, &standby.prefix, standby.redis_timeout)
+    let storage = RedisStorage::connect(&standby.redis, &standby.prefix, standby.redis_timeout)
         .await
         .map_err(|e| ServerError::Storage(e.detail()))?
         .with_fence(fence)

@@ -15,7 +15,7 @@
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 use odb_server::leader::{run_standby, StandbyConfig};
-use odb_server::storage::{FileStorage, RedisStorage, Storage, DEFAULT_REDIS_PREFIX};
+use odb_server::storage::{FileStorage, RedisStorage, RedisTarget, Storage, DEFAULT_REDIS_PREFIX};
 use odb_server::{self_signed_names, Server, ServerConfig, TlsConfig};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -46,9 +46,13 @@ struct Args {
     /// Keep the data in an embedded database in DIR (created if missing); durable.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Keep the data in Redis, e.g. redis://127.0.0.1:6379/0.
+    /// Keep the data in Redis, e.g. redis://127.0.0.1:6379/0 (rediss:// for TLS).
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
+    /// Verify a rediss:// server's certificate against the CA certificates in this PEM file
+    /// instead of the system's trusted roots (with --redis).
+    #[arg(long, value_name = "PATH", requires = "redis")]
+    redis_ca_file: Option<PathBuf>,
     /// Prefix of every Redis key the server uses (with --redis).
     #[arg(long, value_name = "PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
     redis_prefix: String,
@@ -255,7 +259,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     if args.standby {
         let standby = StandbyConfig {
-            redis_url: args.redis.clone().unwrap_or_default(),
+            redis: redis_target(&args)?,
             prefix: args.redis_prefix.clone(),
             redis_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
             lease: Duration::from_millis(args.lease_ms),
@@ -264,7 +268,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         };
         tracing::info!(
             "odb-server standby for {addr}, redis {} (prefix {:?}), lease {} ms, {tls_line}",
-            standby.redis_url,
+            standby.redis.redacted_url(),
             standby.prefix,
             args.lease_ms
         );
@@ -348,18 +352,27 @@ async fn open_storage(args: &Args) -> anyhow::Result<Option<Box<dyn Storage>>> {
         let storage = FileStorage::open(dir).map_err(|e| anyhow!("{}", e.detail()))?;
         return Ok(Some(Box::new(storage)));
     }
-    if let Some(url) = &args.redis {
+    if args.redis.is_some() {
         if args.redis_timeout_ms == 0 {
             bail!("--redis-timeout-ms must be at least 1");
         }
         let timeout = Duration::from_millis(args.redis_timeout_ms);
-        let storage = RedisStorage::connect(url, &args.redis_prefix, timeout)
+        let storage = RedisStorage::connect(redis_target(args)?, &args.redis_prefix, timeout)
             .await
             .map_err(|e| anyhow!("{}", e.detail()))?
             .wait_for_replicas(args.redis_wait_replicas);
         return Ok(Some(Box::new(storage)));
     }
     Ok(None)
+}
+
+/// The Redis database of --redis and --redis-ca-file.
+fn redis_target(args: &Args) -> anyhow::Result<RedisTarget> {
+    let target = RedisTarget::new(args.redis.clone().unwrap_or_default());
+    match &args.redis_ca_file {
+        Some(path) => target.ca_file(path).map_err(|e| anyhow!("{}", e.detail())),
+        None => Ok(target),
+    }
 }
 
 /// Resolves a `HOST:PORT` argument to the first address it names.

@@ -158,7 +158,11 @@ impl Client {
 
     /// Runs `f` on a read-only snapshot of the local replica. Never contacts the server, and
     /// works while the client reconnects (see [`View::may_be_stale`]).
-    pub fn view<T>(&self, f: impl FnOnce(&View<'_>) -> Result<T>) -> Result<T> {
+    ///
+    /// `f`'s result is returned as is, so its error may be the program's own type (one that
+    /// [`Error`] converts into, for `?` on reads); when nothing else fixes the error type, name
+    /// it: `Ok::<_, odb::Error>(value)`.
+    pub fn view<T, E>(&self, f: impl FnOnce(&View<'_>) -> Result<T, E>) -> Result<T, E> {
         let view = View::new(Snapshot::open(&self.inner.shared));
         f(&view)
     }
@@ -168,8 +172,13 @@ impl Client {
     ///
     /// Only recent states are kept, as many as [`ClientBuilder::retain_history`] says. A `tid`
     /// older than that fails with [`Error::HistoryUnavailable`]; a `tid` newer than
-    /// [`Client::current_tid`] fails with [`Error::Invalid`].
-    pub fn view_at<T>(&self, tid: Tid, f: impl FnOnce(&View<'_>) -> Result<T>) -> Result<T> {
+    /// [`Client::current_tid`] fails with [`Error::Invalid`]; these errors come back converted
+    /// into `f`'s error type, which is returned as is (see [`Client::view`]).
+    pub fn view_at<T, E: From<Error>>(
+        &self,
+        tid: Tid,
+        f: impl FnOnce(&View<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let view = View::new(Snapshot::open_at(&self.inner.shared, tid)?);
         f(&view)
     }
@@ -183,6 +192,10 @@ impl Client {
     /// polling. While the client reconnects it keeps waiting; it fails with
     /// [`Error::Disconnected`] if the client closes first, and returns the condition's own
     /// error if it fails.
+    ///
+    /// Unlike views and transactions, the condition's error type is ODB's own [`Error`]: a
+    /// condition is a question about the data, and the usual `|v| Ok(x.value(v)? > 3)` needs
+    /// no annotation this way.
     pub async fn wait_for(
         &self,
         mut condition: impl FnMut(&View<'_>) -> Result<bool>,

@@ -159,6 +159,11 @@ pub enum Error {
 
 impl Error {
     /// An error a transaction closure can return to stop without committing or retrying.
+    ///
+    /// A closure whose error type is the program's own (see [`Client::transaction`]) returns
+    /// one of its own errors instead, and gets it back unchanged.
+    ///
+    /// [`Client::transaction`]: crate::Client::transaction
     pub fn abort(reason: impl Into<String>) -> Error {
         Error::Aborted(reason.into())
     }

@@ -49,13 +49,15 @@ impl TxOptions {
 }
 
 /// How a transaction attempt ended.
-enum Attempt<T> {
-    /// The client must provide something before the closure can run to the end.
+enum Attempt<T, E> {
+    /// The client must provide something before the closure can run to the end. This is
+    /// decided by the transaction's own state, whatever the closure returned: a closure that
+    /// turned the failed read into its own error type, or ignored it, still runs again.
     Need(Need),
     /// The closure returned a value; its created objects took ids granted on this connection.
     Done(T, Finished, Option<u64>),
-    /// The closure returned an error.
-    Failed(Error),
+    /// The closure returned an error of its own.
+    Failed(E),
 }
 
 /// How a successful transaction ended.
@@ -72,11 +74,35 @@ impl Client {
     /// `f` runs synchronously on a snapshot of the local replica (no awaits inside: every read
     /// is local). If the commit conflicts, `f` runs again on a fresh snapshot, up to the
     /// configured number of retries. When this returns `Ok`, the commit is visible in this
-    /// client's replica. A closure that writes nothing never contacts the server. An `Err`
-    /// returned by `f` is returned as is and nothing is committed.
-    pub async fn transaction<T, F>(&self, f: F) -> Result<T>
+    /// client's replica. A closure that writes nothing never contacts the server.
+    ///
+    /// `f` may return any error type `E` that ODB's [`Error`] converts into, so `?` works on
+    /// the program's own errors as on ODB's. An `Err` returned by `f` is returned unchanged and
+    /// nothing is committed; errors of the transaction itself (a conflict after the last retry,
+    /// a lost connection) come back converted with `E::from`. When nothing else fixes `E`, name
+    /// it: `Ok::<_, odb::Error>(value)` at the end of the closure.
+    ///
+    /// ```no_run
+    /// #[derive(Debug)]
+    /// enum AppError {
+    ///     Db(odb::Error),
+    ///     BadNumber(std::num::ParseIntError),
+    /// }
+    /// impl From<odb::Error> for AppError {
+    ///     fn from(e: odb::Error) -> Self { AppError::Db(e) }
+    /// }
+    /// impl From<std::num::ParseIntError> for AppError {
+    ///     fn from(e: std::num::ParseIntError) -> Self { AppError::BadNumber(e) }
+    /// }
+    ///
+    /// # async fn demo(db: odb::Client) -> Result<(), AppError> {
+    /// let n = db.transaction(|_tx| -> Result<u64, AppError> { Ok("42".parse::<u64>()?) }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnMut(&mut Transaction<'_>) -> Result<T>,
+        E: From<Error>,
+        F: FnMut(&mut Transaction<'_>) -> Result<T, E>,
     {
         self.transaction_with(TxOptions::default(), f).await
     }
@@ -85,9 +111,10 @@ impl Client {
     ///
     /// Fails with [`Error::Timeout`] when the options' timeout passes before the transaction
     /// committed; see [`TxOptions::timeout`] for what that means for a commit in flight.
-    pub async fn transaction_with<T, F>(&self, options: TxOptions, f: F) -> Result<T>
+    pub async fn transaction_with<T, E, F>(&self, options: TxOptions, f: F) -> Result<T, E>
     where
-        F: FnMut(&mut Transaction<'_>) -> Result<T>,
+        E: From<Error>,
+        F: FnMut(&mut Transaction<'_>) -> Result<T, E>,
     {
         let retries = options.max_retries.unwrap_or(self.inner.max_retries);
         let Some(timeout) = options.timeout else {
@@ -97,7 +124,7 @@ impl Client {
         let run = self.run_transaction(retries, Some((deadline, timeout)), f);
         let (value, _) = tokio::time::timeout_at(deadline, run)
             .await
-            .map_err(|_| transaction_timeout(timeout))??;
+            .map_err(|_| E::from(transaction_timeout(timeout)))??;
         Ok(value)
     }
 
@@ -108,13 +135,15 @@ impl Client {
     /// error, [`Error::Conflict`] included: there is no retry. A closure that writes nothing
     /// gives a `PendingCommit` that is already resolved. `f` runs again only if the client
     /// must first define the schema on the server or obtain object ids, before anything is
-    /// sent. An error returned by `f` is returned here and nothing is sent.
+    /// sent. An error returned by `f` is returned here unchanged and nothing is sent; as with
+    /// [`Client::transaction`], `f`'s error type is any `E` that [`Error`] converts into.
     ///
     /// Several pending commits from one client are answered in the order they were sent. A
     /// commit whose `PendingCommit` is dropped is not withdrawn.
-    pub async fn transaction_async<T, F>(&self, mut f: F) -> Result<PendingCommit<T>>
+    pub async fn transaction_async<T, E, F>(&self, mut f: F) -> Result<PendingCommit<T>, E>
     where
-        F: FnMut(&mut Transaction<'_>) -> Result<T>,
+        E: From<Error>,
+        F: FnMut(&mut Transaction<'_>) -> Result<T, E>,
     {
         let mut needs = Needs::default();
         loop {
@@ -139,14 +168,19 @@ impl Client {
 
     /// Runs a transaction with retries; says whether it committed or what it read. No commit
     /// is sent once the deadline (with the timeout it came from) has passed.
-    pub(crate) async fn run_transaction<T, F>(
+    ///
+    /// Whether to run the closure again is decided on ODB's own errors (the transaction's
+    /// needs, the commit's answer) before they are converted into `E`, so a program's error
+    /// type that wraps [`Error`] can neither hide nor fake a retry.
+    pub(crate) async fn run_transaction<T, E, F>(
         &self,
         max_retries: u32,
         deadline: Option<(tokio::time::Instant, Duration)>,
         mut f: F,
-    ) -> Result<(T, Outcome)>
+    ) -> Result<(T, Outcome), E>
     where
-        F: FnMut(&mut Transaction<'_>) -> Result<T>,
+        E: From<Error>,
+        F: FnMut(&mut Transaction<'_>) -> Result<T, E>,
     {
         let mut conflicts = 0u32;
         let mut needs = Needs::default();
@@ -177,7 +211,7 @@ impl Client {
             };
             if let Some((deadline, timeout)) = deadline {
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(transaction_timeout(timeout));
+                    return Err(transaction_timeout(timeout).into());
                 }
             }
             match self.commit(request, ids_link).await {
@@ -186,15 +220,15 @@ impl Client {
                     conflicts += 1;
                     backoff(conflicts).await;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
     }
 
     /// Runs the closure once on a fresh snapshot.
-    fn attempt<T, F>(&self, f: &mut F) -> Attempt<T>
+    fn attempt<T, E, F>(&self, f: &mut F) -> Attempt<T, E>
     where
-        F: FnMut(&mut Transaction<'_>) -> Result<T>,
+        F: FnMut(&mut Transaction<'_>) -> Result<T, E>,
     {
         let mut tx = Transaction::new(&self.inner.shared);
         let out = f(&mut tx);

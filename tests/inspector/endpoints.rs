@@ -169,7 +169,7 @@ async fn pages_show_decoded_objects_and_escape_them() -> anyhow::Result<()> {
                         },
                     )?;
                 }
-                Ok((first, second))
+                Ok::<_, odb::Error>((first, second))
             })
             .await?;
 

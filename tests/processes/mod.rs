@@ -62,7 +62,17 @@ pub fn server_binary() -> PathBuf {
                 Some(other) => other.to_string(),
             };
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
+            let mut build = Command::new(cargo);
+            // Cargo runs a test with its package's variables set (CARGO_PKG_NAME,
+            // CARGO_MANIFEST_DIR, ...). Some build scripts (ring's) run again when those
+            // change, so a build started with them would redo what a build from a shell did,
+            // and the next build from a shell would redo it once more: start it without them.
+            for (name, _) in std::env::vars_os() {
+                if name.to_str().is_some_and(set_by_cargo_for_tests) {
+                    build.env_remove(name);
+                }
+            }
+            let status = build
                 .args(["build", "-q", "-p", "odb-server", "--bin", "odb-server"])
                 .arg("--profile")
                 .arg(&profile)
@@ -77,6 +87,20 @@ pub fn server_binary() -> PathBuf {
             binary
         })
         .clone()
+}
+
+/// Whether cargo sets the variable `name` for the test it runs, and not for a build started from
+/// a shell.
+fn set_by_cargo_for_tests(name: &str) -> bool {
+    [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+    ]
+    .iter()
+    .any(|prefix| name.starts_with(prefix))
+        || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&name)
 }
 
 /// Whether something accepts TCP connections on the loopback port.

@@ -234,7 +234,10 @@ fn a_failed_batch_makes_its_commit_ids_unknown_and_refused() {
     server.send(&s.conn, &commit);
     match result(&mut server, &s.conn) {
         Some(CommitOutcome::StorageUnavailable { reason }) => {
-            assert_eq!(reason, "the in-memory storage is set to fail", "the storage's reason")
+            assert_eq!(
+                reason, "the in-memory storage is set to fail",
+                "the storage's reason"
+            )
         }
         other => panic!("expected a storage failure, got {other:?}"),
     }

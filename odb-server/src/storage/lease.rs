@@ -13,7 +13,7 @@
 //! this leader took and writes only if they are equal ([`Fence`]). Redis runs a script
 //! atomically, so no other leader's lease can begin between the check and the write.
 
-use super::endpoint::Endpoint;
+use super::endpoint::{Endpoint, RedisTarget};
 use super::StorageError;
 use redis::aio::MultiplexedConnection;
 use redis::Script;
@@ -51,6 +51,7 @@ return 0
 /// The lease as one server sees it: its Redis connection and the keys.
 pub struct Lease {
     client: Endpoint,
+    /// The URL without its password, for messages.
     url: String,
     conn: Option<MultiplexedConnection>,
     key: String,
@@ -79,18 +80,20 @@ pub struct HeldLease {
 }
 
 impl Lease {
-    /// A lease on the Redis database at `url`, under `prefix`, lasting `ttl` unless renewed.
-    /// Every request times out after `timeout`. Connects lazily; fails only on a malformed URL.
+    /// A lease on the Redis database at `target` (a URL, or a [`RedisTarget`]), under
+    /// `prefix`, lasting `ttl` unless renewed. Every request times out after `timeout`.
+    /// Connects lazily; fails only on a malformed URL.
     pub fn new(
-        url: &str,
+        target: impl Into<RedisTarget>,
         prefix: &str,
         ttl: Duration,
         timeout: Duration,
     ) -> Result<Lease, StorageError> {
-        let client = Endpoint::open(url)?;
+        let target = target.into();
+        let client = Endpoint::open(&target)?;
         Ok(Lease {
             client,
-            url: url.to_string(),
+            url: target.redacted_url(),
             conn: None,
             key: lease_key(prefix),
             epoch_key: format!("{prefix}epoch"),

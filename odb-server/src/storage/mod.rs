@@ -33,6 +33,8 @@ mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
+#[cfg(feature = "redis")]
+pub use endpoint::RedisTarget;
 #[cfg(feature = "redb")]
 pub use file::FileStorage;
 #[cfg(feature = "redis")]

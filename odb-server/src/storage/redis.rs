@@ -26,7 +26,7 @@
 //! timed out after it was sent fails with [`StorageError::OutcomeUnknown`]: Redis may have
 //! applied the transaction before the link went down.
 
-use super::endpoint::Endpoint;
+use super::endpoint::{Endpoint, RedisTarget};
 use super::lease::{Fence, FENCED_WRITE, NOT_THE_LEADER};
 use super::{
     decode, encode, Batch, Loaded, Storage, StorageError, StorageFuture, StoredCommit,
@@ -54,6 +54,7 @@ const SCAN_COUNT: usize = 1000;
 /// Storage in a Redis database, under a key prefix.
 pub struct RedisStorage {
     client: Endpoint,
+    /// The URL without its password, for messages.
     url: String,
     prefix: String,
     timeout: Duration,
@@ -87,22 +88,25 @@ pub(super) fn one_line(e: &redis::RedisError) -> String {
 }
 
 impl RedisStorage {
-    /// Connects to the Redis database at `url` (`redis://HOST:PORT/DB`, `rediss://` for TLS, or
-    /// `redis+sentinel://HOST:PORT,.../MASTER/DB`; see the book) and checks the format
+    /// Connects to the Redis database at `target`: a URL (`redis://HOST:PORT/DB`, `rediss://`
+    /// for TLS, or `redis+sentinel://HOST:PORT,.../MASTER/DB`; see the book), or a
+    /// [`RedisTarget`] that also names the CA of a `rediss://` server. Then checks the format
     /// version under `prefix`, writing it into an empty database. Every request, and every
     /// connection attempt, times out after `timeout`.
     ///
-    /// Fails if the URL is malformed, Redis cannot be reached, or the keys under `prefix` hold
-    /// data of another format version.
+    /// Fails if the URL is malformed, Redis cannot be reached (a TLS server whose certificate
+    /// is not trusted included), or the keys under `prefix` hold data of another format
+    /// version.
     pub async fn connect(
-        url: &str,
+        target: impl Into<RedisTarget>,
         prefix: &str,
         timeout: Duration,
     ) -> Result<RedisStorage, StorageError> {
-        let client = Endpoint::open(url)?;
+        let target = target.into();
+        let client = Endpoint::open(&target)?;
         let mut storage = RedisStorage {
             client,
-            url: url.to_string(),
+            url: target.redacted_url(),
             prefix: prefix.to_string(),
             timeout,
             conn: None,
