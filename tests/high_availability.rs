@@ -184,6 +184,8 @@ async fn a_killed_leader_is_replaced_without_losing_or_repeating_commits() {
         .expect("the consumer subscribes");
     let log = Arc::new(Mutex::new(Log::default()));
     let stop = tokio_util::sync::CancellationToken::new();
+    // Cancelled once the producer has returned: only then is its last item in the log.
+    let produced_all = tokio_util::sync::CancellationToken::new();
 
     let producing = tokio::spawn({
         let (log, stop) = (log.clone(), stop.clone());
@@ -207,17 +209,21 @@ async fn a_killed_leader_is_replaced_without_losing_or_repeating_commits() {
         }
     });
     let consuming = tokio::spawn({
-        let (log, stop) = (log.clone(), stop.clone());
+        let (log, produced_all) = (log.clone(), produced_all.clone());
         async move {
             let mut next = 0;
             loop {
+                let done = produced_all.is_cancelled();
                 let produced = log.lock().expect("lock").produced.len() as u64;
-                if stop.is_cancelled() && next >= produced {
+                if done && next >= produced {
                     return;
                 }
-                let present = consumer
-                    .wait_for(|v| Ok(Item::lookup_any_by_seq(v, next)?.is_some()), WAIT)
-                    .await;
+                // The producer may stop before making item `next`: look again then.
+                let present = tokio::select! {
+                    present = consumer
+                        .wait_for(|v| Ok(Item::lookup_any_by_seq(v, next)?.is_some()), WAIT) => present,
+                    _ = produced_all.cancelled(), if !done => continue,
+                };
                 if let Err(e) = present {
                     log.lock()
                         .expect("lock")
@@ -306,6 +312,7 @@ async fn a_killed_leader_is_replaced_without_losing_or_repeating_commits() {
         .await
         .expect("the producer stops")
         .expect("the producer does not panic");
+    produced_all.cancel();
     tokio::time::timeout(WAIT, consuming)
         .await
         .expect("the consumer catches up")
