@@ -260,6 +260,14 @@ where
             writer_task.await
         }
     };
+    // A client closed for reading too slowly is given time to read why: its queue is freed
+    // already, and only the frame being written and the socket are kept meanwhile.
+    let patience = match &tell {
+        Some(Refusal::SlowReader { .. } | Refusal::OutboundBudget { .. }) => {
+            ctx.config.idle_timeout().max(REFUSAL_TIMEOUT)
+        }
+        _ => REFUSAL_TIMEOUT,
+    };
     if let Ok(Some(mut writer)) = writer {
         let close = async {
             match tell {
@@ -275,7 +283,10 @@ where
             // then discard the last frame before the client has read why it was closed.
             while let Some(Ok(_)) = reader.next().await {}
         };
-        let _ = timeout(REFUSAL_TIMEOUT, close).await;
+        tokio::select! {
+            _ = ctx.halt.cancelled() => {}
+            _ = timeout(patience, close) => {}
+        }
     }
 }
 
