@@ -9,10 +9,10 @@ mod rng;
 
 use odb::{Client, Tid};
 use odb_server::storage::MemoryStorage;
-use processes::{free_port, server_binary, Redis, TempDir};
+use processes::{free_port, server_binary, Redis, ServerProcess, TempDir};
 use rng::Rng;
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,86 +59,18 @@ async fn an_embedded_server_on_a_directory_keeps_its_data_across_restarts() -> a
     Ok(())
 }
 
-/// A running `odb-server` process.
-struct ServerProc {
-    child: Child,
-    port: u16,
-}
-
-impl ServerProc {
-    /// Starts the server with the given storage flags on port 0 and reads the port it bound
-    /// from the line it prints once it listens.
-    async fn start(storage: &[String]) -> ServerProc {
-        let mut child = Command::new(server_binary())
-            .args(["--service-token", TOKEN])
-            .args(storage)
-            .args(["127.0.0.1", "0"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start odb-server");
-        let stdout = child.stdout.take().expect("the server's standard output");
-        let line = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
-            line
-        });
-        let line = tokio::time::timeout(Duration::from_secs(30), line)
-            .await
-            .expect("odb-server reports its address in time")
-            .expect("read the server's output");
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("odb-server did not report its address: {line:?}"));
-        ServerProc { child, port }
-    }
-
-    /// Sends SIGTERM and waits for the process to exit by itself; returns its status.
-    async fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for odb-server") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "odb-server did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Sends SIGKILL and waits for the process to end.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    async fn connect(&self) -> Client {
-        Client::builder(format!("odb://127.0.0.1:{}", self.port))
-            .token(TOKEN)
-            .name("durability-test")
-            .max_retries(0)
-            // Each round kills the server and starts a new client: this one must stop with it
-            // rather than reconnect (reconnecting is what tests/sessions.rs checks).
-            .reconnect(odb::ReconnectPolicy::disabled())
-            .connect()
-            .await
-            .expect("connect to odb-server")
-    }
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// A client of the server process, which stops with it rather than reconnecting.
+async fn connect(server: &ServerProcess) -> Client {
+    Client::builder(format!("odb://127.0.0.1:{}", server.port()))
+        .token(TOKEN)
+        .name("durability-test")
+        .max_retries(0)
+        // Each round kills the server and starts a new client: this one must stop with it
+        // rather than reconnect (reconnecting is what tests/sessions.rs checks).
+        .reconnect(odb::ReconnectPolicy::disabled())
+        .connect()
+        .await
+        .expect("connect to odb-server")
 }
 
 /// Commits the two halves of commit `seq`.
@@ -189,8 +121,8 @@ async fn kill_and_restart(storage: Vec<String>) {
     let mut acked: BTreeSet<u64> = BTreeSet::new();
     let mut last_acked_tid = Tid(0);
     for round in 0..ROUNDS as u64 {
-        let mut server = ServerProc::start(&storage).await;
-        let client = server.connect().await;
+        let mut server = ServerProcess::start(TOKEN, &storage).await;
+        let client = connect(&server).await;
         let seen = visible(&client).await;
         check(&seen, &acked);
         // The previous run's connection objects were deleted, and that deletion was stored.
@@ -245,8 +177,8 @@ async fn kill_and_restart(storage: Vec<String>) {
         acked.extend(done.0.iter().copied());
         last_acked_tid = last_acked_tid.max(done.1);
     }
-    let server = ServerProc::start(&storage).await;
-    let client = server.connect().await;
+    let server = ServerProcess::start(TOKEN, &storage).await;
+    let client = connect(&server).await;
     check(&visible(&client).await, &acked);
     assert!(client.current_tid() > last_acked_tid);
 }
@@ -264,8 +196,8 @@ async fn file_backend_survives_sigkill() {
 async fn sigterm_shuts_down_gracefully() {
     let dir = TempDir::new("sigterm");
     let storage = vec!["--data-dir".to_string(), dir.path().display().to_string()];
-    let mut server = ServerProc::start(&storage).await;
-    let client = server.connect().await;
+    let mut server = ServerProcess::start(TOKEN, &storage).await;
+    let client = connect(&server).await;
     let mut acked = BTreeSet::new();
     for seq in 1..=20 {
         commit_pair(&client, seq).await.expect("commit");
@@ -284,8 +216,8 @@ async fn sigterm_shuts_down_gracefully() {
     .await
     .expect("the client notices the shutdown");
     assert!(reason.contains("shutting down"), "{reason}");
-    let server = ServerProc::start(&storage).await;
-    let fresh = server.connect().await;
+    let server = ServerProcess::start(TOKEN, &storage).await;
+    let fresh = connect(&server).await;
     let seen = visible(&fresh).await;
     check(&seen, &acked);
 }
@@ -311,8 +243,8 @@ async fn redis_outage_fails_commits_until_redis_is_back() {
         "--redis-timeout-ms".to_string(),
         "1000".to_string(),
     ];
-    let mut server = ServerProc::start(&storage).await;
-    let client = server.connect().await;
+    let mut server = ServerProcess::start(TOKEN, &storage).await;
+    let client = connect(&server).await;
     commit_pair(&client, 1)
         .await
         .expect("commit before the outage");
@@ -349,12 +281,12 @@ async fn redis_outage_fails_commits_until_redis_is_back() {
     }
 
     // The server and a fresh client agree: 1 and 3 are stored, 2 is not.
-    let other = server.connect().await;
+    let other = connect(&server).await;
     let seen = visible(&other).await;
     assert_eq!(seen.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
     server.kill();
-    let server = ServerProc::start(&storage).await;
-    let client = server.connect().await;
+    let server = ServerProcess::start(TOKEN, &storage).await;
+    let client = connect(&server).await;
     let seen = visible(&client).await;
     assert_eq!(seen.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
     check(&seen, &BTreeSet::from([1, 3]));

@@ -7,7 +7,7 @@
 mod processes;
 
 use odb::{Client, ReconnectPolicy, TxOptions};
-use processes::{accepts, free_port, server_binary, spawn_redis, Redis, TempDir};
+use processes::{accepts, free_port, server_binary, spawn_redis, Redis, ServerProcess, TempDir};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -256,28 +256,20 @@ async fn commits_are_acknowledged_only_once_a_replica_has_them() {
         info.contains("master_link_status:up")
     })
     .await;
-    let server_port = free_port();
-    let _server = Proc(
-        Command::new(server_binary())
-            .args(["--service-token", TOKEN])
-            .args([
-                "--redis",
-                &format!("redis://127.0.0.1:{}/0", master.port()),
-                "--redis-timeout-ms",
-                "1000",
-                "--redis-wait-replicas",
-                "1",
-            ])
-            .args(["127.0.0.1", &server_port.to_string()])
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start odb-server"),
-    );
-    until("the server to listen", || accepts(server_port)).await;
-    let db = Client::builder(format!("odb://127.0.0.1:{server_port}"))
+    let redis_url = format!("redis://127.0.0.1:{}/0", master.port());
+    let server = ServerProcess::start(
+        TOKEN,
+        &[
+            "--redis",
+            &redis_url,
+            "--redis-timeout-ms",
+            "1000",
+            "--redis-wait-replicas",
+            "1",
+        ],
+    )
+    .await;
+    let db = Client::builder(format!("odb://127.0.0.1:{}", server.port()))
         .token(TOKEN)
         .connect()
         .await

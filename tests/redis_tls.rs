@@ -9,7 +9,7 @@
 mod processes;
 
 use odb::{Client, ReconnectPolicy};
-use processes::{accepts, free_port, server_binary, TempDir};
+use processes::{accepts, free_port, server_binary, ServerProcess, TempDir};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -171,61 +171,16 @@ impl Drop for TlsRedis {
     }
 }
 
-/// A running `odb-server`, killed when dropped.
-struct OdbServer {
-    child: Child,
-    port: u16,
-}
-
-impl OdbServer {
-    /// Starts the binary with these storage flags on port 0 and reads the port it bound.
-    async fn start(flags: &[String]) -> OdbServer {
-        let mut child = Command::new(server_binary())
-            .args(["--service-token", TOKEN, "--print-address"])
-            .args(flags)
-            .args(["127.0.0.1", "0"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start odb-server");
-        let stdout = child.stdout.take().expect("the server's standard output");
-        let line = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
-            line
-        });
-        let line = tokio::time::timeout(WAIT, line)
-            .await
-            .expect("odb-server reports its address in time")
-            .expect("read the server's output");
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("odb-server did not report its address: {line:?}"));
-        OdbServer { child, port }
-    }
-
-    async fn connect(&self) -> Client {
-        let db = Client::builder(format!("odb://127.0.0.1:{}", self.port))
-            .token(TOKEN)
-            .reconnect(ReconnectPolicy::disabled())
-            .connect()
-            .await
-            .expect("connect to odb-server");
-        db.subscribe(tls_store::schema()).await.expect("subscribe");
-        db
-    }
-}
-
-impl Drop for OdbServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A client of the server process, subscribed to the test's schema.
+async fn connect(server: &ServerProcess) -> Client {
+    let db = Client::builder(format!("odb://127.0.0.1:{}", server.port()))
+        .token(TOKEN)
+        .reconnect(ReconnectPolicy::disabled())
+        .connect()
+        .await
+        .expect("connect to odb-server");
+    db.subscribe(tls_store::schema()).await.expect("subscribe");
+    db
 }
 
 /// Runs the binary with these flags, expecting it to fail at startup; returns its error line.
@@ -263,8 +218,8 @@ async fn data_stored_over_tls_survives_a_restart() {
     let ca = pki.ca().display().to_string();
     let storage = flags(&["--redis", &redis.url(), "--redis-ca-file", &ca]);
 
-    let server = OdbServer::start(&storage).await;
-    let db = server.connect().await;
+    let server = ServerProcess::start(TOKEN, &storage).await;
+    let db = connect(&server).await;
     let note = db
         .transaction(|tx| {
             Note::create(
@@ -294,8 +249,8 @@ async fn data_stored_over_tls_survives_a_restart() {
     db.close();
     drop(server);
 
-    let server = OdbServer::start(&storage).await;
-    let db = server.connect().await;
+    let server = ServerProcess::start(TOKEN, &storage).await;
+    let db = connect(&server).await;
     let back = db
         .view(|v| Note::lookup_one_by_title(v, "over tls"))
         .expect("the note is back");
@@ -368,7 +323,7 @@ async fn a_standby_server_takes_the_lease_over_tls() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start odb-server --standby");
-    let server = OdbServer { child, port };
+    let server = ServerProcess::from_child(child, port);
     let deadline = Instant::now() + WAIT;
     while !accepts(port).await {
         assert!(
@@ -378,7 +333,7 @@ async fn a_standby_server_takes_the_lease_over_tls() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let db = server.connect().await;
+    let db = connect(&server).await;
     db.transaction(|tx| {
         Note::create(
             tx,

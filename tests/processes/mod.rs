@@ -283,7 +283,7 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the binary on 127.0.0.1 port 0 with `--print-address` and the given flags, and
     /// reads the port it bound from its first line of output.
-    pub async fn start(token: &str, flags: &[&str]) -> ServerProcess {
+    pub async fn start(token: &str, flags: &[impl AsRef<std::ffi::OsStr>]) -> ServerProcess {
         let mut child = Command::new(server_binary())
             .args(["--service-token", token, "--print-address"])
             .args(flags)
@@ -313,9 +313,38 @@ impl ServerProcess {
         ServerProcess { child, port }
     }
 
+    /// A server started otherwise, on a port chosen beforehand (a standby binds its port only
+    /// once it leads, so it cannot report one).
+    pub fn from_child(child: Child, port: u16) -> ServerProcess {
+        ServerProcess { child, port }
+    }
+
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Sends SIGTERM and waits for the process to exit by itself; returns its status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for odb-server") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "odb-server did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGKILL and waits for the process to end.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Its resident memory now, in bytes (`VmRSS` of /proc/<pid>/status).
@@ -336,7 +365,6 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
