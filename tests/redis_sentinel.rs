@@ -89,15 +89,20 @@ async fn commit(db: &Client, seq: u64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commits_continue_after_sentinel_promotes_the_replica() {
-    let mut master = Redis::start().await;
-    let replica = Redis::start_with(&[
+/// A Redis replicating `master`.
+async fn replica_of(master: &Redis) -> Redis {
+    Redis::start_with(&[
         "--replicaof".into(),
         "127.0.0.1".into(),
         master.port().to_string(),
     ])
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_continue_after_sentinel_promotes_the_replica() {
+    let mut master = Redis::start().await;
+    let replica = replica_of(&master).await;
     let replica_port = replica.port();
     let sentinel_dir = TempDir::new("sentinel");
     let config = sentinel_dir.path().join("sentinel.conf");
@@ -242,12 +247,7 @@ async fn commits_are_acknowledged_only_once_a_replica_has_them() {
     )
     .await
     .expect("configure the master");
-    let replica = Redis::start_with(&[
-        "--replicaof".into(),
-        "127.0.0.1".into(),
-        master.port().to_string(),
-    ])
-    .await;
+    let replica = replica_of(&master).await;
     let replica_port = replica.port();
     until("the replica to sync", || async {
         let info: String = query(replica_port, redis::cmd("INFO").arg("replication"))
