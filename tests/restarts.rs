@@ -8,7 +8,7 @@ mod relay;
 mod rng;
 
 use odb::{Client, ReconnectPolicy};
-use processes::{server_binary, Redis, TempDir};
+use processes::{Redis, ServerProcess, TempDir};
 use relay::Relay;
 use rng::Rng;
 use std::io::{BufRead, BufReader};
@@ -22,47 +22,6 @@ const TOKEN: &str = "restarts-test-token";
 const ROUNDS: usize = 20;
 /// Messages the producer writes.
 const MESSAGES: u64 = 400;
-
-/// A running `odb-server` process on port 0, and the address it reported.
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl ServerProcess {
-    fn start(storage: &[String]) -> ServerProcess {
-        let mut child = Command::new(server_binary())
-            .args(["--service-token", TOKEN, "--print-address"])
-            .args(storage)
-            .args(["127.0.0.1", "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start odb-server");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the address");
-        let addr = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("odb-server printed {line:?}, not an address"));
-        ServerProcess { child, addr }
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn client(relay: &Relay) -> Client {
     let db = Client::builder(relay.url())
@@ -82,8 +41,8 @@ async fn client(relay: &Relay) -> Client {
 /// Runs the producer and the consumer while the server is killed `ROUNDS` times.
 async fn survive_crashes(storage: Vec<String>) {
     let mut rng = Rng::for_test(&format!("survive_crashes {storage:?}"));
-    let mut server = ServerProcess::start(&storage);
-    let relay = Relay::start(server.addr).await.expect("relay");
+    let mut server = ServerProcess::start(TOKEN, &storage).await;
+    let relay = Relay::start(server.addr()).await.expect("relay");
     let producer = client(&relay).await;
     let consumer = client(&relay).await;
     let printed = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -105,10 +64,10 @@ async fn survive_crashes(storage: Vec<String>) {
         // A random moment for the kill, not a wait for anything.
         tokio::time::sleep(Duration::from_millis(rng.between(20, 100))).await;
         server.kill();
-        server = ServerProcess::start(&storage);
-        relay.set_upstream(server.addr);
+        server = ServerProcess::start(TOKEN, &storage).await;
+        relay.set_upstream(server.addr());
         relay.cut();
-        eprintln!("round {round}: restarted on {}", server.addr);
+        eprintln!("round {round}: restarted on {}", server.addr());
     }
     tokio::time::timeout(Duration::from_secs(120), producing)
         .await

@@ -324,6 +324,11 @@ impl ServerProcess {
         self.port
     }
 
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
     /// Sends SIGTERM and waits for the process to exit by itself; returns its status.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let status = Command::new("kill")
