@@ -11,9 +11,6 @@ use odb::{Client, ReconnectPolicy};
 use processes::{Redis, ServerProcess, TempDir};
 use relay::Relay;
 use rng::Rng;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
