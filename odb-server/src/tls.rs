@@ -170,7 +170,7 @@ pub fn self_signed_names(host: &str, ip: IpAddr) -> Vec<String> {
 /// against today's attackers; moving to a post-quantum provider is a dependency decision, not a
 /// code change here.
 #[allow(deprecated)]
-fn ring_provider() -> rustls::crypto::CryptoProvider {
+pub(crate) fn ring_provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 

@@ -51,7 +51,7 @@ impl Sessions {
     /// Starts a session; returns its id, or `None` if no random number could be had.
     pub fn start(&self) -> Option<String> {
         let mut bytes = [0u8; 32];
-        rustls::crypto::ring::default_provider()
+        crate::tls::ring_provider()
             .secure_random
             .fill(&mut bytes)
             .ok()?;
