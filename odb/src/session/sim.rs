@@ -8,7 +8,7 @@
 //! "committed" is in the database; and that no commit answered "not applied" is. At the end it
 //! checks that each applied commit was applied exactly once.
 //!
-//! `ODB_SIM_SEEDS=N` runs N seeds (default 600, and half as many against an in-memory server), `ODB_SIM_SEED=S` runs seed S alone; a failure
+//! `ODB_SIM_SEEDS=N` runs N seeds (default 2000, and half as many against an in-memory server), `ODB_SIM_SEED=S` runs seed S alone; a failure
 //! names its seed.
 
 use super::*;
@@ -619,7 +619,7 @@ fn seeds() -> Vec<u64> {
     let n: u64 = std::env::var("ODB_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(600);
+        .unwrap_or(2000);
     (1..=n).collect()
 }
 
