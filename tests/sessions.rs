@@ -5,7 +5,7 @@
 mod relay;
 mod rng;
 
-use odb::server::{RunningServer, Server};
+use odb::server::{RunningServer, Server, ServerBuilder};
 use odb::{Client, ConnectionStatus, Error, ReconnectPolicy, Ref};
 use odb_server::storage::MemoryStorage;
 use relay::Relay;
@@ -41,9 +41,9 @@ pub mod sessions {
 }
 use sessions::{Account, Entry, Transfer};
 
-/// A server keeping its data in `storage`, so that a restart continues where it stopped.
-async fn durable(storage: &MemoryStorage) -> RunningServer {
-    Server::with_storage(storage.clone())
+/// Starts a server with the tests' token, listening on a free loopback port.
+async fn start(builder: ServerBuilder) -> RunningServer {
+    builder
         .token(TOKEN)
         .listen("127.0.0.1:0".parse().expect("an address"))
         .start()
@@ -51,13 +51,18 @@ async fn durable(storage: &MemoryStorage) -> RunningServer {
         .expect("the server starts")
 }
 
+/// A server keeping its data in `storage`, so that a restart continues where it stopped.
+async fn durable(storage: &MemoryStorage) -> RunningServer {
+    start(Server::with_storage(storage.clone())).await
+}
+
 async fn in_memory() -> RunningServer {
-    Server::in_memory()
-        .token(TOKEN)
-        .listen("127.0.0.1:0".parse().expect("an address"))
-        .start()
-        .await
-        .expect("the server starts")
+    start(Server::in_memory()).await
+}
+
+/// A relay in front of `server`, through which connections can be cut.
+async fn relay_to(server: &RunningServer) -> Relay {
+    Relay::start(addr(server)).await.expect("relay")
 }
 
 fn addr(server: &RunningServer) -> std::net::SocketAddr {
@@ -116,7 +121,7 @@ async fn status_becomes(db: &Client, want: impl Fn(&ConnectionStatus) -> bool) {
 async fn a_cut_connection_comes_back_with_its_subscriptions() {
     let storage = MemoryStorage::new();
     let server = durable(&storage).await;
-    let relay = Relay::start(addr(&server)).await.expect("relay");
+    let relay = relay_to(&server).await;
     let writer = direct(&server).await;
     writer.subscribe_type::<Entry>().await.expect("subscribes");
     let reader = through(&relay).await;
@@ -239,14 +244,9 @@ async fn resumes(server: &RunningServer, kind: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_cut_is_resumed_with_only_what_changed() {
-    let server = Server::in_memory()
-        .token(TOKEN)
-        .listen("127.0.0.1:0".parse().expect("an address"))
-        .metrics("127.0.0.1:0".parse().expect("an address"))
-        .start()
-        .await
-        .expect("the server starts");
-    let relay = Relay::start(addr(&server)).await.expect("relay");
+    let server =
+        start(Server::in_memory().metrics("127.0.0.1:0".parse().expect("an address"))).await;
+    let relay = relay_to(&server).await;
     let writer = direct(&server).await;
     let reader = through(&relay).await;
     reader
@@ -309,7 +309,7 @@ async fn a_short_cut_is_resumed_with_only_what_changed() {
 async fn a_commit_whose_answer_was_lost_is_applied_once() {
     let storage = MemoryStorage::new();
     let server = durable(&storage).await;
-    let relay = Relay::start(addr(&server)).await.expect("relay");
+    let relay = relay_to(&server).await;
     let observer = direct(&server).await;
     observer
         .subscribe_type::<Account>()
@@ -347,7 +347,7 @@ async fn a_commit_whose_answer_was_lost_is_applied_once() {
 async fn a_commit_that_never_arrived_runs_again() {
     let storage = MemoryStorage::new();
     let server = durable(&storage).await;
-    let relay = Relay::start(addr(&server)).await.expect("relay");
+    let relay = relay_to(&server).await;
     let db = through(&relay).await;
     db.subscribe_type::<Account>().await.expect("subscribes");
     let account = new_account(&db).await;
@@ -381,7 +381,7 @@ async fn a_commit_that_never_arrived_runs_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_wait_for_the_connection_up_to_their_timeout() {
     let server = in_memory().await;
-    let relay = Relay::start(addr(&server)).await.expect("relay");
+    let relay = relay_to(&server).await;
     let db = through(&relay).await;
     db.subscribe_type::<Entry>().await.expect("subscribes");
     relay.refuse(true);
@@ -417,7 +417,7 @@ async fn transactions_wait_for_the_connection_up_to_their_timeout() {
 async fn a_durable_server_restart_is_resumed() {
     let storage = MemoryStorage::new();
     let server = durable(&storage).await;
-    let relay = Relay::start(addr(&server)).await.expect("relay");
+    let relay = relay_to(&server).await;
     let db = through(&relay).await;
     db.subscribe_index(Entry::tag_index("x"))
         .await
@@ -464,7 +464,7 @@ async fn a_durable_server_restart_is_resumed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_memory_server_restart_is_a_new_database() {
     let server = in_memory().await;
-    let relay = Relay::start(addr(&server)).await.expect("relay");
+    let relay = relay_to(&server).await;
     let db = through(&relay).await;
     db.subscribe_type::<Entry>().await.expect("subscribes");
     db.transaction(|tx| Entry::create(tx, entry("old", 1)))
@@ -503,7 +503,7 @@ async fn an_in_memory_server_restart_is_a_new_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_reconnecting_a_break_closes_the_client() {
     let server = in_memory().await;
-    let relay = Relay::start(addr(&server)).await.expect("relay");
+    let relay = relay_to(&server).await;
     let db = Client::builder(relay.url())
         .token(TOKEN)
         .reconnect(ReconnectPolicy::disabled())
