@@ -11,7 +11,7 @@ mod rng;
 
 use odb::{Client, ReconnectPolicy, TxOptions};
 use odb_server::storage::{Batch, Lease, RedisStorage, Storage};
-use processes::{accepts, free_port, server_binary, Redis};
+use processes::{accepts, free_port, quick_reconnect, server_binary, Redis};
 use rng::Rng;
 use std::future::Future;
 use std::process::{Child, Command, Stdio};
@@ -142,11 +142,7 @@ async fn connect(urls: &[String], name: &str) -> Client {
     Client::builder(urls.join(","))
         .token(TOKEN)
         .name(name)
-        .reconnect(
-            ReconnectPolicy::default()
-                .initial_delay(Duration::from_millis(20))
-                .max_delay(Duration::from_millis(200)),
-        )
+        .reconnect(quick_reconnect())
         .connect()
         .await
         .expect("connect to the leader")

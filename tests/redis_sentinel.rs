@@ -6,8 +6,10 @@
 
 mod processes;
 
-use odb::{Client, ReconnectPolicy, TxOptions};
-use processes::{accepts, free_port, server_binary, spawn_redis, Redis, ServerProcess, TempDir};
+use odb::{Client, TxOptions};
+use processes::{
+    accepts, free_port, quick_reconnect, server_binary, spawn_redis, Redis, ServerProcess, TempDir,
+};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -168,11 +170,7 @@ async fn commits_continue_after_sentinel_promotes_the_replica() {
     until("the server to lead", || accepts(server_port)).await;
     let db = Client::builder(format!("odb://127.0.0.1:{server_port}"))
         .token(TOKEN)
-        .reconnect(
-            ReconnectPolicy::default()
-                .initial_delay(Duration::from_millis(20))
-                .max_delay(Duration::from_millis(200)),
-        )
+        .reconnect(quick_reconnect())
         .connect()
         .await
         .expect("connects");

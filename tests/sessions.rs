@@ -553,7 +553,7 @@ async fn bank_transfers_survive_random_cuts() {
     let mut rng = Rng::for_test("bank_transfers_survive_random_cuts");
     let storage = MemoryStorage::new();
     let server = durable(&storage).await;
-    let relay = Arc::new(Relay::start(addr(&server)).await.expect("relay"));
+    let relay = Arc::new(relay_to(&server).await);
     let setup = direct(&server).await;
     let accounts: Vec<Ref<Account>> = setup
         .transaction(|tx| {

@@ -103,6 +103,14 @@ fn set_by_cargo_for_tests(name: &str) -> bool {
         || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&name)
 }
 
+/// A reconnect policy that retries within tens of milliseconds, so that tests of failures do not
+/// wait for the default backoff.
+pub fn quick_reconnect() -> odb::ReconnectPolicy {
+    odb::ReconnectPolicy::default()
+        .initial_delay(Duration::from_millis(20))
+        .max_delay(Duration::from_millis(200))
+}
+
 /// Whether something accepts TCP connections on the loopback port.
 pub async fn accepts(port: u16) -> bool {
     tokio::net::TcpStream::connect(("127.0.0.1", port))
