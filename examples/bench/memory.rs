@@ -41,6 +41,11 @@ async fn run_child(args: &[&str], env: Option<(&str, &str)>) -> Result<String> {
     if let Some((k, v)) = env {
         command.env(k, v);
     }
+    // mimalloc returns freed pages to the system a second after they were freed, and only when
+    // the process calls the allocator again: the resident size measured right after a burst
+    // would count the buffers the burst freed. Returning them at once makes it count what the
+    // process holds.
+    command.env("MIMALLOC_PURGE_DELAY", "0");
     let mut guard = ChildGuard(command.spawn().context("starting a child process")?);
     let mut stdout = guard.0.stdout.take().context("the child has no output")?;
     // Read the whole output on a blocking thread: the child may print more than a pipe holds.

@@ -1,16 +1,18 @@
 //! The client's local multi-version replica of the data it can see.
 //!
 //! Every change the replica applies (a pushed commit, or a subscription's initial data) gets the
-//! next local [`Version`]. Every field and every index membership of every visible object keeps
-//! a short chain of `(version, value)`, so a snapshot opened at version `v` reads exactly the
-//! state after change `v` while newer changes are applied. Local versions rather than server
-//! tids number the changes because a subscription completing at the replica's current tid
-//! still changes what is visible, and open snapshots must not see that.
+//! next local [`Version`]. A snapshot opened at version `v` reads exactly the state after change
+//! `v` while newer changes are applied. Local versions rather than server tids number the
+//! changes because a subscription completing at the replica's current tid still changes what is
+//! visible, and open snapshots must not see that.
 //!
-//! Versions no open snapshot can read any more are pruned: at once when no snapshot is open,
+//! States no open snapshot can read any more are pruned: at once when no snapshot is open,
 //! otherwise as soon as the oldest snapshot that needed them closes. A replica may also be told
 //! to retain the states after its most recent changes (`retain_history`), which keeps the
 //! pruning horizon at the oldest retained version so that historical snapshots can open there.
+//!
+//! Each object keeps its current state as one compact [`Record`], and, only while an open or
+//! retained snapshot may still read them, its earlier states in a side map.
 //!
 //! Index lookups go through a candidate set per (index, value): every object that had that
 //! value at some retained version. A lookup checks each candidate's version at the snapshot.
@@ -18,15 +20,19 @@
 use crate::changes::ChangedKeys;
 use bytes::Bytes;
 use odb_wire::hash::{FastMap, FastSet};
-use odb_wire::{bytes_eq, CommitData, FieldId, IdBlock, IndexId, ObjectData, ObjectId, Tid};
+use odb_wire::{
+    bytes_eq, CommitData, FieldId, FieldWrite, IdBlock, IndexId, IndexWrite, ObjectData, ObjectId,
+    Tid,
+};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
 
 mod candidates;
-mod chain;
+mod record;
 mod value;
 use candidates::IndexCandidates;
-use chain::{chain_mut, Chain};
-use value::Value;
+use record::{Record, Slot};
 
 /// A local change number: strictly increasing with every change applied to the replica.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Default)]
@@ -55,27 +61,21 @@ pub(crate) struct SnapshotAt {
     pub tid: Tid,
 }
 
-/// The retained versions of one object's fields and index memberships.
-#[derive(Debug, Default)]
-struct ObjectVersions {
-    fields: Vec<Chain<FieldId>>,
-    indices: Vec<Chain<IndexId>>,
-}
-
 /// Slots per page of [`ObjectTable`].
 const PAGE: u64 = 16;
 
-/// The objects of one page: ids `n * PAGE .. (n + 1) * PAGE`.
+/// The current states of the objects of one page: ids `n * PAGE .. (n + 1) * PAGE`.
 #[derive(Debug, Default)]
 struct Page {
     live: usize,
-    slots: [Option<ObjectVersions>; PAGE as usize],
+    slots: [Option<Record>; PAGE as usize],
 }
 
-/// The replica's objects by id. The server hands out ids in blocks and a client uses each
-/// block in order, so objects created together have neighbouring ids: keeping them in pages
-/// of neighbouring slots finds an object with one lookup in a small map and keeps objects read
-/// in id order (what lookups return) close together in memory.
+/// The replica's objects by id, each with its current state. The server hands out ids in
+/// blocks and a client uses each block in order, so objects created together have
+/// neighbouring ids: keeping them in pages of neighbouring slots finds an object with one
+/// lookup in a small map and keeps objects read in id order (what lookups return) close
+/// together in memory.
 #[derive(Debug, Default)]
 struct ObjectTable {
     pages: FastMap<u64, Box<Page>>,
@@ -89,40 +89,45 @@ impl ObjectTable {
     }
 
     #[inline]
-    fn get(&self, id: &ObjectId) -> Option<&ObjectVersions> {
+    fn get(&self, id: &ObjectId) -> Option<&Record> {
         let (page, slot) = Self::split(*id);
         self.pages.get(&page)?.slots[slot].as_ref()
     }
 
-    fn get_mut(&mut self, id: &ObjectId) -> Option<&mut ObjectVersions> {
-        let (page, slot) = Self::split(*id);
-        self.pages.get_mut(&page)?.slots[slot].as_mut()
-    }
-
-    /// The object, inserted empty when absent.
-    fn get_or_default(&mut self, id: ObjectId) -> &mut ObjectVersions {
+    /// Sets the object's current state; returns the one it replaces.
+    fn insert(&mut self, id: ObjectId, record: Record) -> Option<Record> {
         let (page, slot) = Self::split(id);
         let page = self.pages.entry(page).or_default();
-        let slot = &mut page.slots[slot];
-        if slot.is_none() {
+        let old = page.slots[slot].replace(record);
+        if old.is_none() {
             page.live += 1;
             self.len += 1;
         }
-        slot.get_or_insert_with(ObjectVersions::default)
+        old
     }
 
-    fn remove(&mut self, id: &ObjectId) {
+    fn remove(&mut self, id: &ObjectId) -> Option<Record> {
         let (index, slot) = Self::split(*id);
-        let Some(page) = self.pages.get_mut(&index) else {
-            return;
-        };
-        if page.slots[slot].take().is_some() {
-            page.live -= 1;
-            self.len -= 1;
-            if page.live == 0 {
-                self.pages.remove(&index);
-            }
+        let page = self.pages.get_mut(&index)?;
+        let old = page.slots[slot].take()?;
+        page.live -= 1;
+        self.len -= 1;
+        if page.live == 0 {
+            self.pages.remove(&index);
         }
+        Some(old)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (ObjectId, &Record)> {
+        self.pages.iter().flat_map(|(&page, slots)| {
+            slots
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(move |(slot, record)| {
+                    Some((ObjectId(page * PAGE + slot as u64), record.as_ref()?))
+                })
+        })
     }
 
     fn len(&self) -> usize {
@@ -136,6 +141,9 @@ pub(crate) struct Replica {
     tid: Tid,
     version: Version,
     objects: ObjectTable,
+    /// Earlier states of objects that an open or retained snapshot may still read, oldest
+    /// first; all older than the object's current state.
+    older: FastMap<ObjectId, Vec<Record>>,
     /// Per index and value, every object that had that value at some retained version.
     candidates: FastMap<IndexId, IndexCandidates>,
     /// Snapshot versions of open views and transactions, with how many are open at each.
@@ -147,6 +155,8 @@ pub(crate) struct Replica {
     /// The tid and version of the newest change and of the `retain` changes before it,
     /// oldest first.
     applied: VecDeque<(Tid, Version)>,
+    /// Reused while building records.
+    scratch: Vec<u8>,
 }
 
 impl Replica {
@@ -249,10 +259,22 @@ impl Replica {
         self.objects.len()
     }
 
+    /// The state of object `id` that a snapshot at `at` reads.
+    #[inline]
+    fn record_at(&self, id: ObjectId, at: Version) -> Option<&Record> {
+        let current = self.objects.get(&id)?;
+        if current.version() <= at {
+            return Some(current);
+        }
+        self.older
+            .get(&id)?
+            .iter()
+            .rev()
+            .find(|r| r.version() <= at)
+    }
+
     pub fn field(&self, id: ObjectId, field: FieldId, at: SnapshotAt) -> Option<&[u8]> {
-        let obj = self.objects.get(&id)?;
-        let chain = obj.fields.iter().find(|c| c.key() == field)?;
-        chain.at(at.version)
+        self.record_at(id, at.version)?.get(Slot::Field(field))
     }
 
     /// Field `field` of object `id` at `at` when the object's existence field `exists` is set
@@ -265,24 +287,11 @@ impl Replica {
         field: FieldId,
         at: SnapshotAt,
     ) -> Option<Option<&[u8]>> {
-        let obj = self.objects.get(&id)?;
-        let mut alive = false;
-        let mut value = None;
-        for chain in &obj.fields {
-            if chain.key() == exists {
-                alive = chain.at(at.version).is_some();
-            }
-            if chain.key() == field {
-                value = chain.at(at.version);
-            }
-        }
-        alive.then_some(value)
+        self.record_at(id, at.version)?.live_field(exists, field)
     }
 
     fn index_value(&self, id: ObjectId, index: IndexId, at: Version) -> Option<&[u8]> {
-        let obj = self.objects.get(&id)?;
-        let chain = obj.indices.iter().find(|c| c.key() == index)?;
-        chain.at(at)
+        self.record_at(id, at)?.get(Slot::Index(index))
     }
 
     /// Ids of the objects whose `index` has exactly `value` at `at`, ascending.
@@ -302,94 +311,167 @@ impl Replica {
     /// Applies a pushed commit as one new version. When `changed` is given, the keys whose
     /// value changed are added to it: fields written or deleted, index values gained or lost.
     pub fn apply_commit(&mut self, commit: CommitData, mut changed: Option<&mut ChangedKeys>) {
-        self.tid = self.tid.max(commit.tid);
-        let version = self.next_version();
+        let CommitData {
+            tid,
+            writes,
+            index_writes,
+            deletes,
+        } = commit;
+        let (version, horizon) = self.begin(tid);
         if let Some(changed) = changed.as_deref_mut() {
-            changed.reserve(commit.writes.len(), commit.index_writes.len());
+            changed.reserve(writes.len(), index_writes.len());
         }
-        // Objects left with more than their current values, which may need pruning.
-        let mut touched = Vec::new();
-        // The server sends each object's writes together: each run of one object's writes
-        // finds the object once.
-        let mut writes = commit.writes.into_iter();
-        while let Some(first) = writes.next() {
-            let id = first.object;
-            let more = writes
-                .as_slice()
-                .iter()
-                .take_while(|w| w.object == id)
-                .count();
-            let obj = self.objects.get_or_default(id);
-            if obj.fields.is_empty() {
-                obj.fields.reserve_exact(more + 1);
-            }
-            let mut history = false;
-            for w in std::iter::once(first).chain(writes.by_ref().take(more)) {
-                let value = w.value.as_deref().map(Value::new);
-                history |= chain_mut(&mut obj.fields, w.field).push(version, value);
-                if let Some(changed) = changed.as_deref_mut() {
-                    changed.field(id, w.field);
+        let mut waiting = Vec::new();
+        // The server sends each object's writes together: an object's field and index writes
+        // are applied at once, rebuilding its record once.
+        let mut index_runs: FastMap<ObjectId, Range<usize>> = FastMap::default();
+        let mut more_index_runs = Vec::new();
+        for (id, run) in runs(&index_writes, |w| w.object) {
+            match index_runs.entry(id) {
+                Entry::Occupied(_) => more_index_runs.push((id, run)),
+                Entry::Vacant(slot) => {
+                    slot.insert(run);
                 }
             }
-            if history {
-                touched.push(id);
-            }
         }
-        let mut index_writes = commit.index_writes.into_iter();
-        while let Some(first) = index_writes.next() {
-            let id = first.object;
-            let more = index_writes
-                .as_slice()
-                .iter()
-                .take_while(|w| w.object == id)
-                .count();
-            let obj = self.objects.get_or_default(id);
-            if obj.indices.is_empty() {
-                obj.indices.reserve_exact(more + 1);
-            }
-            let mut history = false;
-            for w in std::iter::once(first).chain(index_writes.by_ref().take(more)) {
-                if let Some(value) = &w.value {
-                    add_candidate(&mut self.candidates, w.index, value, id);
-                }
-                let chain = chain_mut(&mut obj.indices, w.index);
-                if let Some(changed) = changed.as_deref_mut() {
-                    index_changed(changed, w.index, chain.latest(), w.value.as_deref());
-                }
-                history |= chain.push(version, w.value.as_deref().map(Value::new));
-            }
-            if history {
-                touched.push(id);
-            }
+        for (id, run) in runs(&writes, |w| w.object) {
+            let indices = index_runs.remove(&id).unwrap_or_default();
+            let (fields, indices) = (&writes[run], &index_writes[indices]);
+            self.update(
+                id,
+                fields,
+                indices,
+                version,
+                horizon,
+                &mut changed,
+                &mut waiting,
+            );
         }
-        for id in commit.deletes {
-            if let Some(obj) = self.objects.get_mut(&id) {
-                if let Some(changed) = changed.as_deref_mut() {
-                    for chain in &obj.fields {
-                        if chain.latest().is_some() {
-                            changed.field(id, chain.key());
-                        }
-                    }
-                    for chain in &obj.indices {
-                        if let Some(value) = chain.latest() {
-                            changed.index(chain.key(), Bytes::copy_from_slice(value));
-                        }
+        let rest = index_runs.into_iter().chain(more_index_runs);
+        for (id, run) in rest {
+            let indices = &index_writes[run];
+            self.update(
+                id,
+                &[],
+                indices,
+                version,
+                horizon,
+                &mut changed,
+                &mut waiting,
+            );
+        }
+        for id in deletes {
+            let Some(old) = self.objects.get(&id).filter(|r| !r.is_tombstone()) else {
+                continue;
+            };
+            if let Some(changed) = changed.as_deref_mut() {
+                for (slot, value) in old.entries() {
+                    match slot {
+                        Slot::Field(f) => changed.field(id, f),
+                        Slot::Index(i) => changed.index(i, Bytes::copy_from_slice(value)),
                     }
                 }
-                for chain in &mut obj.fields {
-                    chain.push(version, None);
-                }
-                for chain in &mut obj.indices {
-                    chain.push(version, None);
-                }
-                touched.push(id);
             }
+            self.install(id, Record::tombstone(version), horizon, &mut waiting);
         }
         if let Some(changed) = changed {
             changed.seal();
         }
+        self.wait_for_snapshots(version, waiting);
+    }
+
+    /// Starts a change: the replica's next version, recorded as applied at `tid`, and the
+    /// oldest version a snapshot may read once it is applied.
+    fn begin(&mut self, tid: Tid) -> (Version, Version) {
+        self.tid = self.tid.max(tid);
+        let version = self.next_version();
         self.record_applied(self.tid, version);
-        self.settle(touched, version);
+        (version, self.horizon())
+    }
+
+    /// Applies field and index writes to one object at `version`.
+    #[allow(clippy::too_many_arguments)]
+    fn update(
+        &mut self,
+        id: ObjectId,
+        fields: &[FieldWrite],
+        indices: &[IndexWrite],
+        version: Version,
+        horizon: Version,
+        changed: &mut Option<&mut ChangedKeys>,
+        waiting: &mut Vec<ObjectId>,
+    ) {
+        let old = self.objects.get(&id).filter(|r| !r.is_tombstone());
+        let mut entries: Vec<(Slot, Option<&[u8]>)> = old
+            .map(|r| r.entries().map(|(s, v)| (s, Some(v))).collect())
+            .unwrap_or_default();
+        for w in fields {
+            set(&mut entries, Slot::Field(w.field), w.value.as_deref());
+            if let Some(changed) = changed.as_deref_mut() {
+                changed.field(id, w.field);
+            }
+        }
+        for w in indices {
+            let before = set(&mut entries, Slot::Index(w.index), w.value.as_deref());
+            if let Some(changed) = changed.as_deref_mut() {
+                index_changed(changed, w.index, before, w.value.as_deref());
+            }
+        }
+        // Only the final value of each index written is a candidate: a commit may write one
+        // index twice.
+        for (slot, value) in &entries {
+            if let (Slot::Index(index), Some(value)) = (slot, value) {
+                if indices.iter().any(|w| w.index == *index) {
+                    add_candidate(&mut self.candidates, *index, value, id);
+                }
+            }
+        }
+        let present = entries.iter().filter_map(|(s, v)| Some((*s, (*v)?)));
+        let record = Record::build(version, present, &mut self.scratch);
+        self.install(id, record, horizon, waiting);
+    }
+
+    /// Makes `record` the object's current state, keeping the state it replaces while a
+    /// snapshot may read it, and forgetting what none can read any more.
+    fn install(
+        &mut self,
+        id: ObjectId,
+        record: Record,
+        horizon: Version,
+        waiting: &mut Vec<ObjectId>,
+    ) {
+        let version = record.version();
+        let tombstone = record.is_tombstone();
+        let Some(old) = self.objects.insert(id, record) else {
+            if tombstone {
+                // Writes that left nothing of an object this replica did not hold.
+                self.objects.remove(&id);
+            }
+            return;
+        };
+        let has_older = self.older.contains_key(&id);
+        if old.version() == version || (version <= horizon && !has_older) {
+            // No snapshot reads the replaced state: an earlier step of this very change, or a
+            // state every snapshot reads past.
+            self.forget(id, [old]);
+            if !tombstone && !has_older {
+                return;
+            }
+        } else {
+            self.older.entry(id).or_default().push(old);
+        }
+        if self.prune_object(id, horizon) {
+            waiting.push(id);
+        }
+    }
+
+    /// Remembers the objects whose earlier states wait for snapshots older than `version`.
+    fn wait_for_snapshots(&mut self, version: Version, mut waiting: Vec<ObjectId>) {
+        if !waiting.is_empty() {
+            waiting.sort_unstable();
+            waiting.dedup();
+            self.history.entry(version).or_default().extend(waiting);
+        }
     }
 
     /// Applies a subscription's initial data, each object's complete state at `tid`, as one
@@ -400,63 +482,57 @@ impl Replica {
         tid: Tid,
         mut changed: Option<&mut ChangedKeys>,
     ) {
-        self.tid = self.tid.max(tid);
-        let version = self.next_version();
-        let mut touched = Vec::new();
+        let (version, horizon) = self.begin(tid);
+        let mut waiting = Vec::new();
         for data in objects {
             let id = data.id;
-            let obj = self.objects.get_or_default(id);
-            let mut history = false;
-            for chain in obj.fields.iter_mut() {
-                let f = chain.key();
-                if !data.fields.iter().any(|(g, _)| *g == f) {
-                    history |= chain.push(version, None);
-                    if let Some(changed) = changed.as_deref_mut() {
-                        changed.field(id, f);
+            let old = self.objects.get(&id).filter(|r| !r.is_tombstone());
+            if let Some(changed) = changed.as_deref_mut() {
+                for (slot, value) in old.into_iter().flat_map(Record::entries) {
+                    match slot {
+                        Slot::Field(f) if !data.fields.iter().any(|(g, _)| *g == f) => {
+                            changed.field(id, f);
+                        }
+                        Slot::Index(i) if !data.indices.iter().any(|(j, _)| *j == i) => {
+                            index_changed(changed, i, Some(value), None);
+                        }
+                        _ => {}
                     }
                 }
-            }
-            if obj.fields.is_empty() {
-                obj.fields.reserve_exact(data.fields.len());
-            }
-            for (f, v) in data.fields {
-                history |= chain_mut(&mut obj.fields, f).push(version, Some(Value::new(&v)));
-                if let Some(changed) = changed.as_deref_mut() {
-                    changed.field(id, f);
+                for (f, _) in &data.fields {
+                    changed.field(id, *f);
+                }
+                for (i, value) in &data.indices {
+                    let before = old.and_then(|r| r.get(Slot::Index(*i)));
+                    index_changed(changed, *i, before, Some(value));
                 }
             }
-            if obj.indices.is_empty() {
-                obj.indices.reserve_exact(data.indices.len());
+            for (i, value) in &data.indices {
+                add_candidate(&mut self.candidates, *i, value, id);
             }
-            let stale: Vec<IndexId> = obj
-                .indices
-                .iter()
-                .map(|c| c.key())
-                .filter(|i| !data.indices.iter().any(|(j, _)| j == i))
-                .collect();
-            for i in stale {
-                history |= self.set_index(id, i, None, version, changed.as_deref_mut());
-            }
-            for (i, v) in data.indices {
-                history |= self.set_index(id, i, Some(v), version, changed.as_deref_mut());
-            }
-            if history {
-                touched.push(id);
-            }
+            let fields = data.fields.iter().map(|(f, v)| (Slot::Field(*f), &v[..]));
+            let indices = data.indices.iter().map(|(i, v)| (Slot::Index(*i), &v[..]));
+            let record = Record::build(version, fields.chain(indices), &mut self.scratch);
+            self.install(id, record, horizon, &mut waiting);
         }
         if let Some(changed) = changed {
             changed.seal();
         }
-        self.record_applied(self.tid, version);
-        self.settle(touched, version);
+        self.wait_for_snapshots(version, waiting);
     }
 
     /// The fields object `id` has or had in this replica.
     pub fn object_fields(&self, id: ObjectId) -> impl Iterator<Item = FieldId> + '_ {
+        let older = self.older.get(&id).into_iter().flatten();
         self.objects
             .get(&id)
             .into_iter()
-            .flat_map(|o| o.fields.iter().map(|c| c.key()))
+            .chain(older)
+            .flat_map(Record::entries)
+            .filter_map(|(slot, _)| match slot {
+                Slot::Field(f) => Some(f),
+                Slot::Index(_) => None,
+            })
     }
 
     /// Applies a session's restore after a reconnection: `objects` with their complete state
@@ -480,18 +556,15 @@ impl Replica {
             Some(ranges) => in_ranges(ranges, id),
             None => restored.contains(&id),
         };
-        let mut gone = Vec::new();
-        for (&page, slots) in &self.objects.pages {
-            for (slot, obj) in slots.slots.iter().enumerate() {
-                let id = ObjectId(page * PAGE + slot as u64);
-                let live = obj
-                    .as_ref()
-                    .is_some_and(|o| o.fields.iter().any(|c| c.latest().is_some()));
-                if live && !kept(id) {
-                    gone.push(id);
-                }
-            }
-        }
+        let gone: Vec<ObjectId> = self
+            .objects
+            .iter()
+            .filter(|(id, record)| {
+                let live = record.entries().any(|(s, _)| matches!(s, Slot::Field(_)));
+                live && !kept(*id)
+            })
+            .map(|(id, _)| id)
+            .collect();
         if tid < self.tid {
             self.applied.clear();
             self.tid = tid;
@@ -520,44 +593,6 @@ impl Replica {
         self.version
     }
 
-    /// Sets an index membership, recording the index keys it changes in `changed`; returns
-    /// whether the object now has history to prune.
-    fn set_index(
-        &mut self,
-        id: ObjectId,
-        index: IndexId,
-        value: Option<Bytes>,
-        version: Version,
-        changed: Option<&mut ChangedKeys>,
-    ) -> bool {
-        if let Some(v) = &value {
-            add_candidate(&mut self.candidates, index, v, id);
-        }
-        let obj = self.objects.get_or_default(id);
-        let chain = chain_mut(&mut obj.indices, index);
-        if let Some(changed) = changed {
-            index_changed(changed, index, chain.latest(), value.as_deref());
-        }
-        chain.push(version, value.as_deref().map(Value::new))
-    }
-
-    /// Prunes what the new version made obsolete in the `touched` objects (those whose chains
-    /// hold more than their current values), and remembers what must wait for open snapshots.
-    fn settle(&mut self, mut touched: Vec<ObjectId>, version: Version) {
-        touched.sort_unstable();
-        touched.dedup();
-        let horizon = self.horizon();
-        let mut waiting = Vec::new();
-        for id in touched {
-            if self.prune_object(id, horizon) {
-                waiting.push(id);
-            }
-        }
-        if !waiting.is_empty() {
-            self.history.entry(version).or_default().extend(waiting);
-        }
-    }
-
     /// Prunes objects whose history no open snapshot needs any more.
     fn collect(&mut self) {
         let horizon = self.horizon();
@@ -571,41 +606,106 @@ impl Replica {
         }
     }
 
-    /// Prunes one object's chains; drops the object when nothing of it remains. Returns
-    /// whether history is still retained for an open snapshot.
+    /// Drops the earlier states of one object that no snapshot reading at `horizon` or later
+    /// can see, and the object itself when it is deleted as of `horizon`. Returns whether
+    /// earlier states (or a deletion) still wait for an open snapshot.
     fn prune_object(&mut self, id: ObjectId, horizon: Version) -> bool {
-        let Some(obj) = self.objects.get_mut(&id) else {
+        let Some(current) = self.objects.get(&id) else {
+            self.older.remove(&id);
             return false;
         };
-        let mut forgotten = Vec::new();
-        obj.fields.retain_mut(|chain| {
-            chain.prune(horizon);
-            !chain.is_empty()
-        });
-        obj.indices.retain_mut(|chain| {
-            let index = chain.key();
-            forgotten.extend(chain.prune(horizon).into_iter().map(|v| (index, v)));
-            !chain.is_empty()
-        });
-        let waiting = obj.fields.iter().any(|c| c.has_history())
-            || obj.indices.iter().any(|c| c.has_history());
-        if obj.fields.is_empty() && obj.indices.is_empty() {
-            self.objects.remove(&id);
-        }
-        for (index, value) in forgotten {
-            let Some(values) = self.candidates.get_mut(&index) else {
-                continue;
+        let (version, tombstone) = (current.version(), current.is_tombstone());
+        let mut dropped = Vec::new();
+        if let Some(older) = self.older.get_mut(&id) {
+            // Keep the newest earlier state visible at the horizon, and those after it.
+            let keep_from = match version <= horizon {
+                true => older.len(),
+                false => older
+                    .iter()
+                    .rposition(|r| r.version() <= horizon)
+                    .unwrap_or(0),
             };
-            values.remove(&value, id);
-            if values.is_empty() {
-                self.candidates.remove(&index);
+            dropped.extend(older.drain(..keep_from));
+            if older.is_empty() {
+                self.older.remove(&id);
             }
         }
+        let mut waiting = tombstone || self.older.contains_key(&id);
+        if tombstone && version <= horizon && !self.older.contains_key(&id) {
+            dropped.extend(self.objects.remove(&id));
+            waiting = false;
+        }
+        self.forget(id, dropped);
         waiting
+    }
+
+    /// Removes the index candidates that only the `dropped` states of object `id` had.
+    fn forget(&mut self, id: ObjectId, dropped: impl IntoIterator<Item = Record>) {
+        for record in dropped {
+            for (index, value) in record.index_values() {
+                let kept = self
+                    .objects
+                    .get(&id)
+                    .into_iter()
+                    .chain(self.older.get(&id).into_iter().flatten())
+                    .any(|r| r.has_index_value(index, value));
+                if kept {
+                    continue;
+                }
+                let Some(values) = self.candidates.get_mut(&index) else {
+                    continue;
+                };
+                values.remove(value, id);
+                if values.is_empty() {
+                    self.candidates.remove(&index);
+                }
+            }
+        }
     }
 }
 
-/// Records that `id` has `value` in `index` (at some retained version).
+/// Sets `slot` to `value` among `entries` (`None`: removed); returns the value it had.
+fn set<'a>(
+    entries: &mut Vec<(Slot, Option<&'a [u8]>)>,
+    slot: Slot,
+    value: Option<&'a [u8]>,
+) -> Option<&'a [u8]> {
+    match entries.iter_mut().find(|(s, _)| *s == slot) {
+        Some((_, v)) => std::mem::replace(v, value),
+        None => {
+            // Fields stay before indices (see `Record`).
+            let at = match slot {
+                Slot::Field(_) => entries
+                    .iter()
+                    .position(|(s, _)| matches!(s, Slot::Index(_)))
+                    .unwrap_or(entries.len()),
+                Slot::Index(_) => entries.len(),
+            };
+            entries.insert(at, (slot, value));
+            None
+        }
+    }
+}
+
+/// The runs of consecutive items of `items` that belong to one object, with their object.
+fn runs<'a, T>(
+    items: &'a [T],
+    object: impl Fn(&T) -> ObjectId + 'a,
+) -> impl Iterator<Item = (ObjectId, Range<usize>)> + 'a {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let first = items.get(start)?;
+        let id = object(first);
+        let len = items[start..]
+            .iter()
+            .take_while(|item| object(item) == id)
+            .count();
+        let run = start..start + len;
+        start += len;
+        Some((id, run))
+    })
+}
+
 /// Whether `id` lies in one of `ranges` (ascending and disjoint).
 fn in_ranges(ranges: &[IdBlock], id: ObjectId) -> bool {
     let after = ranges.partition_point(|r| r.start <= id.0);
@@ -615,6 +715,7 @@ fn in_ranges(ranges: &[IdBlock], id: ObjectId) -> bool {
         .is_some_and(|r| id.0 - r.start < r.len)
 }
 
+/// Records that `id` has `value` in `index` (at some retained version).
 fn add_candidate(
     candidates: &mut FastMap<IndexId, IndexCandidates>,
     index: IndexId,
@@ -777,12 +878,8 @@ mod tests {
         for t in 1..=50u64 {
             r.apply_test(&commit(t, vec![write(1, 1, Some(b"v"))], vec![]));
         }
-        assert_eq!(
-            r.objects.get(&ObjectId(1)).unwrap().fields[0]
-                .entries()
-                .len(),
-            1
-        );
+        assert!(r.older.is_empty());
+        assert_eq!(r.object_count(), 1);
         assert!(r.history.is_empty());
     }
 
@@ -810,12 +907,7 @@ mod tests {
             Err(HistoryError::Future { current: Tid(4) })
         );
         // Only the retained versions are kept.
-        assert_eq!(
-            r.objects.get(&ObjectId(1)).unwrap().fields[0]
-                .entries()
-                .len(),
-            3
-        );
+        assert_eq!(r.older.get(&ObjectId(1)).map(Vec::len), Some(2));
     }
 
     #[test]
@@ -889,5 +981,113 @@ mod tests {
         r.close_snapshot(last);
         assert_eq!(r.object_count(), 0);
         assert!(r.history.is_empty());
+    }
+
+    /// A model of the replica: the complete state after each version.
+    type State = BTreeMap<ObjectId, (BTreeMap<u32, Vec<u8>>, BTreeMap<u32, Vec<u8>>)>;
+
+    #[test]
+    fn random_changes_read_like_a_model_at_every_open_snapshot() {
+        for seed in 1..=300u64 {
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n
+            };
+            let mut r = Replica::new(Tid(0));
+            if next(3) == 0 {
+                r.set_retain(next(4) as usize);
+            }
+            let mut state = State::new();
+            let mut open: Vec<(SnapshotAt, State)> = Vec::new();
+            for tid in 1..=60u64 {
+                let mut commit = CommitData {
+                    tid: Tid(tid),
+                    ..CommitData::default()
+                };
+                for _ in 0..next(4) {
+                    let o = ObjectId(next(6));
+                    let entry = state.entry(o).or_default();
+                    for _ in 0..=next(2) {
+                        let f = next(3) as u32;
+                        let value = (next(4) > 0).then(|| vec![next(3) as u8; next(30) as usize]);
+                        commit.writes.push(FieldWrite {
+                            object: o,
+                            field: FieldId(f),
+                            value: value.clone().map(Bytes::from),
+                        });
+                        match value {
+                            Some(v) => entry.0.insert(f, v),
+                            None => entry.0.remove(&f),
+                        };
+                    }
+                    if next(2) == 0 {
+                        let i = next(2) as u32;
+                        let value = (next(4) > 0).then(|| vec![b'k'; next(3) as usize]);
+                        commit.index_writes.push(IndexWrite {
+                            object: o,
+                            index: IndexId(i),
+                            value: value.clone().map(Bytes::from),
+                        });
+                        match value {
+                            Some(v) => entry.1.insert(i, v),
+                            None => entry.1.remove(&i),
+                        };
+                    }
+                }
+                if next(5) == 0 {
+                    let o = ObjectId(next(6));
+                    if state.remove(&o).is_some() {
+                        commit.deletes.push(o);
+                    }
+                }
+                state.retain(|_, (f, i)| !f.is_empty() || !i.is_empty());
+                r.apply_commit(commit, None);
+                if next(3) == 0 {
+                    open.push((r.open_snapshot(), state.clone()));
+                }
+                if !open.is_empty() && next(3) == 0 {
+                    let (at, _) = open.swap_remove(next(open.len() as u64) as usize);
+                    r.close_snapshot(at);
+                }
+                let now = (r.open_snapshot(), state.clone());
+                for (at, expected) in open.iter().chain([&now]) {
+                    for o in 0..6 {
+                        let o = ObjectId(o);
+                        let model = expected.get(&o);
+                        for f in 0..3 {
+                            let want = model.and_then(|m| m.0.get(&f)).map(Vec::as_slice);
+                            assert_eq!(r.field(o, FieldId(f), *at), want, "seed {seed}");
+                        }
+                    }
+                    for i in 0..2u32 {
+                        for len in 0..3 {
+                            let value = vec![b'k'; len];
+                            let want: Vec<ObjectId> = expected
+                                .iter()
+                                .filter(|(_, m)| m.1.get(&i) == Some(&value))
+                                .map(|(o, _)| *o)
+                                .collect();
+                            let got = r.lookup(IndexId(i), &value, *at);
+                            assert_eq!(got, want, "seed {seed}");
+                        }
+                    }
+                }
+                r.close_snapshot(now.0);
+            }
+            for (at, _) in open.drain(..) {
+                r.close_snapshot(at);
+            }
+            r.set_retain(0);
+            // Nothing but the current state is left.
+            assert!(r.older.is_empty(), "seed {seed}");
+            assert!(r.history.is_empty(), "seed {seed}");
+            assert_eq!(r.object_count(), state.len(), "seed {seed}");
+            let candidates: usize = r.candidates.values().map(IndexCandidates::len).sum();
+            let members: usize = state.values().map(|m| m.1.len()).sum();
+            assert_eq!(candidates, members, "seed {seed}");
+        }
     }
 }

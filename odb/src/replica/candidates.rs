@@ -108,6 +108,17 @@ impl IndexCandidates {
         (!candidates.is_empty()).then_some(candidates)
     }
 
+    /// How many (value, object) pairs are recorded.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.empty.iter().count()
+            + self
+                .values
+                .values()
+                .map(|c| c.iter().count())
+                .sum::<usize>()
+    }
+
     /// Whether no object has or had any value.
     pub fn is_empty(&self) -> bool {
         self.empty.is_empty() && self.values.is_empty()
