@@ -80,11 +80,21 @@ pub fn encode_exact<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CodecErro
 }
 
 /// Decodes a payload into a server message: like [`decode`], with a faster path for the
-/// largest message a client receives, a pushed commit.
+/// largest messages a client receives, a pushed commit and subscription data.
 pub fn decode_server_message(payload: &[u8]) -> Result<crate::ServerMessage, CodecError> {
-    match commit::decode(payload) {
+    match commit::decode(payload, None) {
         Some(msg) => Ok(msg),
         None => decode(payload),
+    }
+}
+
+/// Decodes a frame into a server message like [`decode_server_message`]; the values of a pushed
+/// commit or of subscription data share the frame's buffer rather than being copied, so the
+/// frame stays allocated while any of them is held.
+pub fn decode_server_frame(frame: &Bytes) -> Result<crate::ServerMessage, CodecError> {
+    match commit::decode(frame, Some(frame)) {
+        Some(msg) => Ok(msg),
+        None => decode(frame),
     }
 }
 

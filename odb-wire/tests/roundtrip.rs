@@ -360,6 +360,16 @@ proptest! {
     }
 
     #[test]
+    fn the_server_frame_decoder_agrees_with_the_generic_one(
+        msg in server_message(),
+        flip in any::<prop::sample::Index>(),
+        bits in 1u8..,
+    ) {
+        let from_frame = |p: &[u8]| decode_server_frame(&Bytes::copy_from_slice(p));
+        fast_decoder_agrees(from_frame, msg, flip, bits)?;
+    }
+
+    #[test]
     fn the_push_encoder_writes_what_serde_writes(data in commit_data(), big in vec(any::<u8>(), 250..300)) {
         let mut data = data;
         // Values and lengths around the one-byte varint limit.

@@ -349,7 +349,9 @@ async fn read_half(
             Some(Err(e)) => return format!("reading from the server failed: {e}"),
             None => return "the server closed the connection".into(),
         };
-        let message = match odb_wire::decode_server_message(&frame) {
+        // Frozen, the frame's buffer is shared by the values decoded from it.
+        let frame = frame.freeze();
+        let message = match odb_wire::decode_server_frame(&frame) {
             Ok(message) => message,
             Err(e) => return format!("the server sent an undecodable message: {e}"),
         };

@@ -1,14 +1,15 @@
-//! A hand-written decoder for the largest messages: the pushed commit a client receives
-//! ([`ServerMessage::Commit`]) and the commit request a server receives
-//! ([`ClientMessage::Commit`]).
+//! A hand-written decoder for the largest messages: the pushed commit and the subscription data
+//! a client receives ([`ServerMessage::Commit`], [`ServerMessage::SubscriptionData`]) and the
+//! commit request a server receives ([`ClientMessage::Commit`]).
 //!
 //! It reads the same bytes the serde decoder does, without serde's per-value error plumbing and
-//! with every vector allocated once at its final size. It accepts nothing the serde decoder
-//! rejects: anything unexpected makes it give up, and the caller then decodes with serde, which
-//! reports the error.
+//! with every vector allocated once at its final size. Given the frame as [`Bytes`], the values
+//! it returns share the frame's buffer instead of being copied one allocation each. It accepts
+//! nothing the serde decoder rejects: anything unexpected makes it give up, and the caller then
+//! decodes with serde, which reports the error.
 
 use crate::message::{
-    ClientMessage, CommitData, CommitRequest, FieldWrite, IndexWrite, ServerMessage,
+    ClientMessage, CommitData, CommitRequest, FieldWrite, IndexWrite, ObjectData, ServerMessage,
 };
 use crate::{CommitId, FieldId, IndexId, ObjectId, RequestId, Tid};
 use bytes::Bytes;
@@ -26,9 +27,17 @@ const MIN_WRITE: usize = 3;
 
 /// Decodes `payload` if it is a [`ServerMessage::Commit`]; `None` otherwise, or when anything
 /// about it is unexpected.
-pub(super) fn decode(payload: &[u8]) -> Option<ServerMessage> {
-    let mut r = Reader { buf: payload };
-    if r.byte()? != server_commit_tag()? {
+/// With `shared`, the frame `payload` is, values share its buffer.
+pub(super) fn decode(payload: &[u8], shared: Option<&Bytes>) -> Option<ServerMessage> {
+    let mut r = Reader {
+        buf: payload,
+        shared,
+    };
+    let tag = r.byte()?;
+    if tag == subscription_data_tag()? {
+        return r.subscription_data();
+    }
+    if tag != server_commit_tag()? {
         return None;
     }
     let tid = Tid(r.u64()?);
@@ -47,7 +56,10 @@ pub(super) fn decode(payload: &[u8]) -> Option<ServerMessage> {
 /// Decodes `payload` if it is a [`ClientMessage::Commit`]; `None` otherwise, or when anything
 /// about it is unexpected.
 pub(super) fn decode_request(payload: &[u8]) -> Option<ClientMessage> {
-    let mut r = Reader { buf: payload };
+    let mut r = Reader {
+        buf: payload,
+        shared: None,
+    };
     if r.byte()? != client_commit_tag()? {
         return None;
     }
@@ -89,6 +101,17 @@ pub(super) fn server_commit_tag() -> Option<u8> {
     *TAG.get_or_init(|| first_byte(&ServerMessage::Commit(CommitData::default())))
 }
 
+/// The first byte of an encoded [`ServerMessage::SubscriptionData`], as [`server_commit_tag`].
+fn subscription_data_tag() -> Option<u8> {
+    static TAG: OnceLock<Option<u8>> = OnceLock::new();
+    *TAG.get_or_init(|| {
+        first_byte(&ServerMessage::SubscriptionData {
+            request_id: RequestId(0),
+            objects: Vec::new(),
+        })
+    })
+}
+
 /// The first byte of an encoded [`ClientMessage::Commit`], as [`server_commit_tag`].
 fn client_commit_tag() -> Option<u8> {
     static TAG: OnceLock<Option<u8>> = OnceLock::new();
@@ -109,6 +132,8 @@ fn first_byte<T: serde::Serialize>(msg: &T) -> Option<u8> {
 /// The unread part of a payload.
 struct Reader<'a> {
     buf: &'a [u8],
+    /// The whole frame `buf` lies in, when values may share it.
+    shared: Option<&'a Bytes>,
 }
 
 impl<'a> Reader<'a> {
@@ -185,7 +210,42 @@ impl<'a> Reader<'a> {
 
     fn bytes(&mut self) -> Option<Bytes> {
         let len = usize::try_from(self.u64()?).ok()?;
-        Some(Bytes::copy_from_slice(self.take(len)?))
+        let value = self.take(len)?;
+        Some(match self.shared {
+            Some(frame) => frame.slice_ref(value),
+            None => Bytes::copy_from_slice(value),
+        })
+    }
+
+    /// The rest of a [`ServerMessage::SubscriptionData`] after its tag.
+    fn subscription_data(&mut self) -> Option<ServerMessage> {
+        let request_id = RequestId(self.u64()?);
+        // An object is at least its id and two empty lists.
+        let n = self.len(3)?;
+        let mut objects = Vec::with_capacity(n);
+        for _ in 0..n {
+            let id = ObjectId(self.u64()?);
+            let count = self.len(2)?;
+            let mut fields = Vec::with_capacity(count);
+            for _ in 0..count {
+                fields.push((FieldId(self.u32()?), self.bytes()?));
+            }
+            let count = self.len(2)?;
+            let mut indices = Vec::with_capacity(count);
+            for _ in 0..count {
+                indices.push((IndexId(self.u32()?), self.bytes()?));
+            }
+            objects.push(ObjectData {
+                id,
+                fields,
+                indices,
+            });
+        }
+        self.end()?;
+        Some(ServerMessage::SubscriptionData {
+            request_id,
+            objects,
+        })
     }
 
     fn option_bytes(&mut self) -> Option<Option<Bytes>> {
@@ -275,7 +335,7 @@ mod tests {
     fn decodes_what_serde_encodes() {
         let msg = sample();
         let payload = super::super::encode(&msg).unwrap();
-        assert_eq!(decode(&payload), Some(msg));
+        assert_eq!(decode(&payload, None), Some(msg));
     }
 
     #[test]
@@ -306,20 +366,20 @@ mod tests {
         for cut in 0..payload.len() {
             assert_eq!(decode_request(&payload[..cut]), None);
         }
-        assert_eq!(decode(&payload), None);
+        assert_eq!(decode(&payload, None), None);
     }
 
     #[test]
     fn gives_up_on_other_messages_and_on_damaged_ones() {
         let other = ServerMessage::Heartbeat;
-        assert_eq!(decode(&super::super::encode(&other).unwrap()), None);
+        assert_eq!(decode(&super::super::encode(&other).unwrap(), None), None);
         let payload = super::super::encode(&sample()).unwrap();
         for cut in 0..payload.len() {
-            assert_eq!(decode(&payload[..cut]), None);
+            assert_eq!(decode(&payload[..cut], None), None);
         }
         let mut trailing = payload.to_vec();
         trailing.push(0);
-        assert_eq!(decode(&trailing), None);
+        assert_eq!(decode(&trailing, None), None);
     }
 
     #[test]
@@ -329,7 +389,43 @@ mod tests {
         let mut payload = vec![tag, 0, 1, 1, U64_BYTE];
         payload.extend_from_slice(&(1u64 << 40).to_le_bytes());
         payload.extend_from_slice(&[0, 0, 0]);
-        assert_eq!(decode(&payload), None);
+        assert_eq!(decode(&payload, None), None);
         assert!(super::super::decode::<ServerMessage>(&payload).is_err());
+    }
+
+    #[test]
+    fn decodes_subscription_data_sharing_the_frame() {
+        let msg = ServerMessage::SubscriptionData {
+            request_id: RequestId(300),
+            objects: vec![
+                ObjectData {
+                    id: ObjectId(1 << 40),
+                    fields: vec![
+                        (FieldId(0), Bytes::new()),
+                        (FieldId(70_000), Bytes::from(vec![3u8; 300])),
+                    ],
+                    indices: vec![(IndexId(2), Bytes::from_static(b"item-1"))],
+                },
+                ObjectData {
+                    id: ObjectId(2),
+                    fields: vec![],
+                    indices: vec![],
+                },
+            ],
+        };
+        let frame = super::super::encode(&msg).unwrap();
+        assert_eq!(decode(&frame, None), Some(msg.clone()));
+        let Some(ServerMessage::SubscriptionData { objects, .. }) = decode(&frame, Some(&frame))
+        else {
+            panic!("not decoded");
+        };
+        let value = &objects[0].fields[1].1;
+        assert_eq!(value, &vec![3u8; 300]);
+        // The value points into the frame rather than into a copy.
+        let inside = frame.as_ptr_range();
+        assert!(inside.contains(&value.as_ptr()));
+        for cut in 0..frame.len() {
+            assert_eq!(decode(&frame[..cut], None), None);
+        }
     }
 }
