@@ -19,8 +19,8 @@
 //! A subscription's initial data is queued as one [`Snapshot`] item, which the receiving side
 //! turns into frames one at a time, in its place in the FIFO: everything queued after it (the
 //! commits that followed the snapshot's tid) is sent after its last frame. A snapshot's bytes do
-//! not count against the limits: they are bounded by the snapshot, which shares its values with
-//! the store, and only one chunk of it is encoded at a time. The frames queued behind a snapshot
+//! not count against the limits: they are the covered objects' data encoded once, about their
+//! size in the store, and only one chunk's frame is built from them at a time. The frames queued behind a snapshot
 //! do count, so a client that reads a large snapshot too slowly while much is committed is
 //! disconnected like any slow client.
 

@@ -51,8 +51,8 @@ pub(crate) use commit_ids::Clock;
 use commit_ids::CommitIds;
 use odb_wire::limits::Limit;
 use odb_wire::{
-    ClientMessage, CommitOutcome, CommitRequest, DatabaseId, IdBlock, ObjectData, ObjectId,
-    RequestId, ServerMessage, SubscriptionTarget, PROTOCOL_VERSION,
+    ClientMessage, CommitOutcome, CommitRequest, DatabaseId, IdBlock, ObjectId, RequestId,
+    ServerMessage, SubscriptionTarget, PROTOCOL_VERSION,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -899,11 +899,13 @@ fn rand_u128() -> u128 {
     (u128::from(half()) << 64) | u128::from(half())
 }
 
-/// The complete current data of the live objects among `ids`, for a snapshot.
-fn data_of(store: &Store, ids: impl IntoIterator<Item = ObjectId>) -> Vec<ObjectData> {
-    ids.into_iter()
-        .filter_map(|id| store.object_data(id))
-        .collect()
+/// The complete current data of the live objects among `ids`, encoded for a snapshot.
+fn data_of(store: &Store, ids: impl IntoIterator<Item = ObjectId>) -> odb_wire::EncodedObjects {
+    let mut out = odb_wire::EncodedObjects::new();
+    for id in ids {
+        store.encode_object(id, &mut out);
+    }
+    out
 }
 
 /// Waits until `at`; forever without it.

@@ -6,12 +6,11 @@
 //! limit each, then `SubscriptionComplete` (or `Resumed`, for a resumed session), encoding each
 //! frame only when the socket can take it.
 //! So the sequencer never encodes a large snapshot, and at most one chunk of it is encoded at any
-//! time. Field values are shared `Bytes`, so holding the snapshot copies no value.
+//! time. The objects are encoded once, back to back in one buffer, when the snapshot is taken:
+//! a chunk's frame is a header and a slice of it.
 
 use bytes::Bytes;
-use odb_wire::{CodecError, IdBlock, ObjectData, RequestId, ServerMessage, Tid};
-use std::iter::Peekable;
-use std::vec;
+use odb_wire::{CodecError, EncodedObjects, IdBlock, RequestId, ServerMessage, Tid};
 
 /// Most objects in one `SubscriptionData` chunk.
 pub(crate) const CHUNK_OBJECTS: usize = 1000;
@@ -21,7 +20,10 @@ pub(crate) const CHUNK_OBJECTS: usize = 1000;
 pub(crate) struct Snapshot {
     request_id: RequestId,
     tid: Tid,
-    objects: Peekable<vec::IntoIter<ObjectData>>,
+    /// Every object's data, encoded once when the snapshot was taken.
+    objects: EncodedObjects,
+    /// The first object not sent yet.
+    next: usize,
     /// Most bytes of object data in one chunk (a larger object travels alone).
     chunk_bytes: usize,
     complete_sent: bool,
@@ -45,13 +47,14 @@ impl Snapshot {
     pub fn new(
         request_id: RequestId,
         tid: Tid,
-        objects: Vec<ObjectData>,
+        objects: EncodedObjects,
         chunk_bytes: usize,
     ) -> Snapshot {
         Snapshot {
             request_id,
             tid,
-            objects: objects.into_iter().peekable(),
+            objects,
+            next: 0,
             chunk_bytes,
             complete_sent: false,
             end: End::Subscribed,
@@ -64,7 +67,7 @@ impl Snapshot {
     pub fn resumed(
         request_id: RequestId,
         tid: Tid,
-        objects: Vec<ObjectData>,
+        objects: EncodedObjects,
         visible: Option<Vec<IdBlock>>,
         chunk_bytes: usize,
     ) -> Snapshot {
@@ -82,13 +85,13 @@ impl Snapshot {
     /// How many objects are still to be sent.
     #[cfg(test)]
     pub fn remaining(&self) -> usize {
-        self.objects.len()
+        self.objects.len() - self.next
     }
 
     /// Encodes the next frame: a chunk of data while objects remain, then the completion, then
     /// nothing.
     pub fn next_frame(&mut self) -> Option<Result<Bytes, CodecError>> {
-        if self.objects.peek().is_none() {
+        if self.next >= self.objects.len() {
             if self.complete_sent {
                 return None;
             }
@@ -107,36 +110,27 @@ impl Snapshot {
             };
             return Some(odb_wire::encode(&end));
         }
-        let mut chunk = Vec::new();
+        let start = self.next;
         let mut bytes = 0usize;
-        while let Some(next) = self.objects.peek() {
-            let size = object_size(next);
-            if !chunk.is_empty()
-                && (chunk.len() >= CHUNK_OBJECTS || bytes.saturating_add(size) > self.chunk_bytes)
+        while self.next < self.objects.len() {
+            let size = self.objects.size(self.next);
+            let count = self.next - start;
+            if count > 0
+                && (count >= CHUNK_OBJECTS || bytes.saturating_add(size) > self.chunk_bytes)
             {
                 break;
             }
             bytes = bytes.saturating_add(size);
-            chunk.extend(self.objects.next());
+            self.next += 1;
         }
-        Some(odb_wire::encode(&ServerMessage::SubscriptionData {
-            request_id: self.request_id,
-            objects: chunk,
-        }))
+        Some(self.objects.chunk(self.request_id, start..self.next))
     }
-}
-
-/// Roughly how many bytes an object takes on the wire.
-fn object_size(data: &ObjectData) -> usize {
-    let fields: usize = data.fields.iter().map(|(_, v)| v.len() + 8).sum();
-    let indices: usize = data.indices.iter().map(|(_, v)| v.len() + 8).sum();
-    16 + fields + indices
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use odb_wire::{FieldId, IndexId, ObjectId};
+    use odb_wire::{FieldId, IndexId, ObjectData, ObjectId};
 
     fn object(id: u64, value_len: usize) -> ObjectData {
         ObjectData {
@@ -189,13 +183,13 @@ mod tests {
     #[test]
     fn chunks_by_bytes_and_a_large_object_travels_alone() {
         let objects = vec![object(1, 40), object(2, 40), object(3, 500), object(4, 1)];
-        let messages = frames(Snapshot::new(RequestId(1), Tid(1), objects, 150));
+        let messages = frames(Snapshot::new(RequestId(1), Tid(1), objects.into(), 150));
         assert_eq!(chunk_sizes(&messages), vec![2, 1, 1]);
     }
 
     #[test]
     fn an_empty_snapshot_is_just_the_completion() {
-        let snapshot = Snapshot::new(RequestId(1), Tid(3), Vec::new(), 10);
+        let snapshot = Snapshot::new(RequestId(1), Tid(3), EncodedObjects::new(), 10);
         assert_eq!(snapshot.remaining(), 0);
         let messages = frames(snapshot);
         assert_eq!(messages.len(), 1);

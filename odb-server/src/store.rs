@@ -342,6 +342,16 @@ impl Store {
         })
     }
 
+    /// Appends the complete current data of a live object to `out`, encoded for a
+    /// subscription's chunks; returns whether the object is live.
+    pub fn encode_object(&self, id: ObjectId, out: &mut odb_wire::EncodedObjects) -> bool {
+        let Some(r) = self.live(id) else {
+            return false;
+        };
+        out.push(id, r.fields(), r.indices());
+        true
+    }
+
     /// Validates and, if it is valid and conflict-free, applies a commit at the next tid.
     /// On failure nothing changed and the outcome says why.
     pub fn commit(

@@ -17,8 +17,10 @@ pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
 pub const MAX_FRAME_CAP: usize = 1 << 30;
 
 mod commit;
+mod objects;
 mod push;
 
+pub use objects::EncodedObjects;
 pub use push::{encode_commit_push, PushEntry};
 
 type Config<const LIMIT: usize> = bincode::config::Configuration<

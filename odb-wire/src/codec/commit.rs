@@ -102,7 +102,7 @@ pub(super) fn server_commit_tag() -> Option<u8> {
 }
 
 /// The first byte of an encoded [`ServerMessage::SubscriptionData`], as [`server_commit_tag`].
-fn subscription_data_tag() -> Option<u8> {
+pub(super) fn subscription_data_tag() -> Option<u8> {
     static TAG: OnceLock<Option<u8>> = OnceLock::new();
     *TAG.get_or_init(|| {
         first_byte(&ServerMessage::SubscriptionData {

@@ -77,7 +77,7 @@ where
 }
 
 /// An unsigned integer as bincode's standard configuration writes it.
-fn varint(out: &mut Vec<u8>, v: u64) {
+pub(super) fn varint(out: &mut Vec<u8>, v: u64) {
     if v < u64::from(U16_BYTE) {
         out.push(v as u8);
     } else if let Ok(v) = u16::try_from(v) {
