@@ -24,7 +24,6 @@ use odb_wire::{
     bytes_eq, CommitData, FieldId, FieldWrite, IdBlock, IndexId, IndexWrite, ObjectData, ObjectId,
     Tid,
 };
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 
@@ -322,43 +321,21 @@ impl Replica {
             changed.reserve(writes.len(), index_writes.len());
         }
         let mut waiting = Vec::new();
-        // The server sends each object's writes together: an object's field and index writes
-        // are applied at once, rebuilding its record once.
-        let mut index_runs: FastMap<ObjectId, Range<usize>> = FastMap::default();
-        let mut more_index_runs = Vec::new();
-        for (id, run) in runs(&index_writes, |w| w.object) {
-            match index_runs.entry(id) {
-                Entry::Occupied(_) => more_index_runs.push((id, run)),
-                Entry::Vacant(slot) => {
-                    slot.insert(run);
-                }
-            }
-        }
+        // The server sends each object's writes together, field writes and index changes in
+        // the same object order: an object's both runs are applied at once, rebuilding its
+        // record once. A run that does not line up is applied on its own, at the same version.
+        let mut index_runs = runs(&index_writes, |w| w.object).peekable();
         for (id, run) in runs(&writes, |w| w.object) {
-            let indices = index_runs.remove(&id).unwrap_or_default();
-            let (fields, indices) = (&writes[run], &index_writes[indices]);
-            self.update(
-                id,
-                fields,
-                indices,
-                version,
-                horizon,
-                &mut changed,
-                &mut waiting,
-            );
+            let indices = match index_runs.peek() {
+                Some((next, _)) if *next == id => index_runs.next().map(|(_, r)| r),
+                _ => None,
+            };
+            let indices = &index_writes[indices.unwrap_or_default()];
+            self.update(id, &writes[run], indices, version, horizon, &mut changed, &mut waiting);
         }
-        let rest = index_runs.into_iter().chain(more_index_runs);
-        for (id, run) in rest {
+        for (id, run) in index_runs {
             let indices = &index_writes[run];
-            self.update(
-                id,
-                &[],
-                indices,
-                version,
-                horizon,
-                &mut changed,
-                &mut waiting,
-            );
+            self.update(id, &[], indices, version, horizon, &mut changed, &mut waiting);
         }
         for id in deletes {
             let Some(old) = self.objects.get(&id).filter(|r| !r.is_tombstone()) else {
