@@ -134,6 +134,14 @@ impl ObjectTable {
     }
 }
 
+/// One change being applied: its version, the oldest version a snapshot may read once it is
+/// applied, and the objects whose earlier states wait for open snapshots.
+struct Step {
+    version: Version,
+    horizon: Version,
+    waiting: Vec<ObjectId>,
+}
+
 /// The replica. Not thread-safe by itself: the client keeps it behind a lock.
 #[derive(Debug, Default)]
 pub(crate) struct Replica {
@@ -316,11 +324,10 @@ impl Replica {
             index_writes,
             deletes,
         } = commit;
-        let (version, horizon) = self.begin(tid);
+        let mut step = self.begin(tid);
         if let Some(changed) = changed.as_deref_mut() {
             changed.reserve(writes.len(), index_writes.len());
         }
-        let mut waiting = Vec::new();
         // The server sends each object's writes together, field writes and index changes in
         // the same object order: an object's both runs are applied at once, rebuilding its
         // record once. A run that does not line up is applied on its own, at the same version.
@@ -331,11 +338,11 @@ impl Replica {
                 _ => None,
             };
             let indices = &index_writes[indices.unwrap_or_default()];
-            self.update(id, &writes[run], indices, version, horizon, &mut changed, &mut waiting);
+            self.update(id, &writes[run], indices, &mut step, &mut changed);
         }
         for (id, run) in index_runs {
             let indices = &index_writes[run];
-            self.update(id, &[], indices, version, horizon, &mut changed, &mut waiting);
+            self.update(id, &[], indices, &mut step, &mut changed);
         }
         for id in deletes {
             let Some(old) = self.objects.get(&id).filter(|r| !r.is_tombstone()) else {
@@ -349,34 +356,34 @@ impl Replica {
                     }
                 }
             }
-            self.install(id, Record::tombstone(version), horizon, &mut waiting);
+            self.install(id, Record::tombstone(step.version), &mut step);
         }
         if let Some(changed) = changed {
             changed.seal();
         }
-        self.wait_for_snapshots(version, waiting);
+        self.wait_for_snapshots(step);
     }
 
-    /// Starts a change: the replica's next version, recorded as applied at `tid`, and the
-    /// oldest version a snapshot may read once it is applied.
-    fn begin(&mut self, tid: Tid) -> (Version, Version) {
+    /// Starts a change: the replica's next version, recorded as applied at `tid`.
+    fn begin(&mut self, tid: Tid) -> Step {
         self.tid = self.tid.max(tid);
         let version = self.next_version();
         self.record_applied(self.tid, version);
-        (version, self.horizon())
+        Step {
+            version,
+            horizon: self.horizon(),
+            waiting: Vec::new(),
+        }
     }
 
-    /// Applies field and index writes to one object at `version`.
-    #[allow(clippy::too_many_arguments)]
+    /// Applies field and index writes to one object.
     fn update(
         &mut self,
         id: ObjectId,
         fields: &[FieldWrite],
         indices: &[IndexWrite],
-        version: Version,
-        horizon: Version,
+        step: &mut Step,
         changed: &mut Option<&mut ChangedKeys>,
-        waiting: &mut Vec<ObjectId>,
     ) {
         let old = self.objects.get(&id).filter(|r| !r.is_tombstone());
         let mut entries: Vec<(Slot, Option<&[u8]>)> = old
@@ -404,20 +411,14 @@ impl Replica {
             }
         }
         let present = entries.iter().filter_map(|(s, v)| Some((*s, (*v)?)));
-        let record = Record::build(version, present, &mut self.scratch);
-        self.install(id, record, horizon, waiting);
+        let record = Record::build(step.version, present, &mut self.scratch);
+        self.install(id, record, step);
     }
 
     /// Makes `record` the object's current state, keeping the state it replaces while a
     /// snapshot may read it, and forgetting what none can read any more.
-    fn install(
-        &mut self,
-        id: ObjectId,
-        record: Record,
-        horizon: Version,
-        waiting: &mut Vec<ObjectId>,
-    ) {
-        let version = record.version();
+    fn install(&mut self, id: ObjectId, record: Record, step: &mut Step) {
+        let (version, horizon) = (record.version(), step.horizon);
         let tombstone = record.is_tombstone();
         let Some(old) = self.objects.insert(id, record) else {
             if tombstone {
@@ -438,12 +439,18 @@ impl Replica {
             self.older.entry(id).or_default().push(old);
         }
         if self.prune_object(id, horizon) {
-            waiting.push(id);
+            step.waiting.push(id);
         }
     }
 
-    /// Remembers the objects whose earlier states wait for snapshots older than `version`.
-    fn wait_for_snapshots(&mut self, version: Version, mut waiting: Vec<ObjectId>) {
+    /// Ends a change: remembers the objects whose earlier states wait for snapshots older
+    /// than it.
+    fn wait_for_snapshots(&mut self, step: Step) {
+        let Step {
+            version,
+            mut waiting,
+            ..
+        } = step;
         if !waiting.is_empty() {
             waiting.sort_unstable();
             waiting.dedup();
@@ -459,8 +466,7 @@ impl Replica {
         tid: Tid,
         mut changed: Option<&mut ChangedKeys>,
     ) {
-        let (version, horizon) = self.begin(tid);
-        let mut waiting = Vec::new();
+        let mut step = self.begin(tid);
         for data in objects {
             let id = data.id;
             let old = self.objects.get(&id).filter(|r| !r.is_tombstone());
@@ -489,13 +495,13 @@ impl Replica {
             }
             let fields = data.fields.iter().map(|(f, v)| (Slot::Field(*f), &v[..]));
             let indices = data.indices.iter().map(|(i, v)| (Slot::Index(*i), &v[..]));
-            let record = Record::build(version, fields.chain(indices), &mut self.scratch);
-            self.install(id, record, horizon, &mut waiting);
+            let record = Record::build(step.version, fields.chain(indices), &mut self.scratch);
+            self.install(id, record, &mut step);
         }
         if let Some(changed) = changed {
             changed.seal();
         }
-        self.wait_for_snapshots(version, waiting);
+        self.wait_for_snapshots(step);
     }
 
     /// The fields object `id` has or had in this replica.
