@@ -264,8 +264,11 @@ impl Outbound {
         let totals = &self.shared.totals;
         if totals.bytes.load(Ordering::Acquire) > totals.budget {
             totals.shed();
+            // Shedding may have closed this very connection. (Checking the token takes its
+            // lock, so it is not done on every frame.)
+            return !self.shared.closed.is_cancelled();
         }
-        !self.shared.closed.is_cancelled()
+        true
     }
 
     /// Queues a subscription's initial data, to be encoded and sent chunk by chunk before
