@@ -29,9 +29,11 @@ use std::ops::Range;
 
 mod candidates;
 mod record;
+mod snapshots;
 mod value;
 use candidates::IndexCandidates;
 use record::{Record, Slot};
+use snapshots::OpenSnapshots;
 
 /// A local change number: strictly increasing with every change applied to the replica.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Default)]
@@ -154,7 +156,7 @@ pub(crate) struct Replica {
     /// Per index and value, every object that had that value at some retained version.
     candidates: FastMap<IndexId, IndexCandidates>,
     /// Snapshot versions of open views and transactions, with how many are open at each.
-    open: BTreeMap<Version, usize>,
+    open: OpenSnapshots,
     /// Objects with retained history, by the version after which it can be pruned.
     history: BTreeMap<Version, Vec<ObjectId>>,
     /// How many changes before the newest one keep their state readable.
@@ -194,7 +196,7 @@ impl Replica {
 
     /// Registers a snapshot of the current state; its versions are retained until released.
     pub fn open_snapshot(&mut self) -> SnapshotAt {
-        *self.open.entry(self.version).or_default() += 1;
+        self.open.open(self.version);
         SnapshotAt {
             version: self.version,
             tid: self.tid,
@@ -216,18 +218,14 @@ impl Replica {
             .ok_or(HistoryError::Unavailable {
                 oldest: self.applied.front().map_or(self.tid, |(t, _)| *t),
             })?;
-        *self.open.entry(version).or_default() += 1;
+        self.open.open(version);
         Ok(SnapshotAt { version, tid })
     }
 
     /// Releases a snapshot taken with [`Replica::open_snapshot`].
     pub fn close_snapshot(&mut self, at: SnapshotAt) {
-        if let Some(count) = self.open.get_mut(&at.version) {
-            *count -= 1;
-            if *count == 0 {
-                self.open.remove(&at.version);
-                self.collect();
-            }
+        if self.open.close(at.version) {
+            self.collect();
         }
     }
 
@@ -236,9 +234,7 @@ impl Replica {
     fn horizon(&self) -> Version {
         let retained = self.applied.front().map_or(self.version, |(_, v)| *v);
         self.open
-            .keys()
-            .next()
-            .copied()
+            .oldest()
             .unwrap_or(self.version)
             .min(self.version)
             .min(retained)
