@@ -394,7 +394,7 @@ impl Replica {
         for w in indices {
             let before = set(&mut entries, Slot::Index(w.index), w.value.as_deref());
             if let Some(changed) = changed.as_deref_mut() {
-                index_changed(changed, w.index, before, w.value.as_deref());
+                index_changed(changed, w.index, before, w.value.as_ref());
             }
         }
         // Only the final value of each index written is a candidate: a commit may write one
@@ -704,22 +704,24 @@ fn add_candidate(
     candidates.entry(index).or_default().insert(value, id);
 }
 
-/// Records the index keys an index change touches: the value lost and the value gained.
+/// Records the index keys an index change touches: the value lost and the value gained. The
+/// gained value is shared (it comes from the change), the lost one copied out of the record.
 fn index_changed(
     changed: &mut ChangedKeys,
     index: IndexId,
     old: Option<&[u8]>,
-    new: Option<&[u8]>,
+    new: Option<&Bytes>,
 ) {
     if let (Some(old), Some(new)) = (old, new) {
         if bytes_eq(old, new) {
             return;
         }
-    } else if old.is_none() && new.is_none() {
-        return;
     }
-    for value in old.into_iter().chain(new) {
-        changed.index(index, Bytes::copy_from_slice(value));
+    if let Some(old) = old {
+        changed.index(index, Bytes::copy_from_slice(old));
+    }
+    if let Some(new) = new {
+        changed.index(index, new.clone());
     }
 }
 
