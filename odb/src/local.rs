@@ -115,12 +115,11 @@ impl Shared {
         };
         // The distinct fields written (with whether some write gave a value) and indices
         // written: far fewer than the writes.
-        let mut fields: FastSet<(odb_wire::FieldId, bool)> = FastSet::default();
-        fields.extend(commit.writes.iter().map(|w| (w.field, w.value.is_some())));
-        let mut indices: FastSet<odb_wire::IndexId> = FastSet::default();
-        if kind == CommitKind::Pushed {
-            indices.extend(commit.index_writes.iter().map(|w| w.index));
-        }
+        let fields = distinct(commit.writes.iter().map(|w| (w.field, w.value.is_some())));
+        let indices = match kind {
+            CommitKind::Pushed => distinct(commit.index_writes.iter().map(|w| w.index)),
+            _ => Vec::new(),
+        };
         // The registry lock is never held together with the replica's.
         let (created, types) = {
             let registry = self.registry.read();
@@ -255,6 +254,30 @@ impl Shared {
 }
 
 /// What users see of a pushed commit.
+/// The distinct items of `items`, in the order first seen. A commit writes few distinct
+/// fields and indices however many objects it writes: they are found by a linear search of
+/// the few seen so far, and by a hash set once there are more.
+fn distinct<T: Copy + Eq + std::hash::Hash>(items: impl Iterator<Item = T>) -> Vec<T> {
+    const LINEAR: usize = 16;
+    let mut seen = Vec::new();
+    let mut set: FastSet<T> = FastSet::default();
+    for item in items {
+        let new = match seen.len() < LINEAR {
+            true => !seen.contains(&item),
+            false => {
+                if set.is_empty() {
+                    set.extend(seen.iter().copied());
+                }
+                set.insert(item)
+            }
+        };
+        if new {
+            seen.push(item);
+        }
+    }
+    seen
+}
+
 fn applied_commit(commit: &CommitData) -> AppliedCommit {
     let mut deleted = commit.deletes.clone();
     deleted.sort_unstable();
@@ -276,5 +299,19 @@ fn applied_commit(commit: &CommitData) -> AppliedCommit {
         tid: commit.tid,
         changed,
         deleted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::distinct;
+
+    #[test]
+    fn distinct_keeps_the_first_of_each_in_order_below_and_above_the_linear_search() {
+        let few = [3, 1, 3, 2, 1, 3];
+        assert_eq!(distinct(few.into_iter()), vec![3, 1, 2]);
+        let many: Vec<u32> = (0..100).chain(0..100).chain([7, 99, 150]).collect();
+        let expected: Vec<u32> = (0..100).chain([150]).collect();
+        assert_eq!(distinct(many.into_iter()), expected);
     }
 }
