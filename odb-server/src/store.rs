@@ -45,10 +45,9 @@ pub(crate) struct Record {
     pub indices: Vec<(IndexId, Bytes)>,
 }
 
-/// A live object with its id, as the object table holds it.
+/// A live object, as the object table holds it (the record holds the object's id).
 #[derive(Debug)]
 struct Live {
-    id: ObjectId,
     obj: Obj,
 }
 
@@ -58,8 +57,8 @@ type Objects = Table<Live, FastBuild>;
 impl Keyed for Live {
     type Key = ObjectId;
 
-    fn key(&self) -> &ObjectId {
-        &self.id
+    fn key(&self) -> ObjectId {
+        self.obj.id()
     }
 }
 
@@ -150,7 +149,7 @@ impl Store {
         };
         store.forget_conflict_history();
         for (id, record) in objects {
-            let obj = Obj::from_plain(record.ty, &record.fields, &record.indices, Tid(0));
+            let obj = Obj::from_plain(id, record.ty, &record.fields, &record.indices, Tid(0));
             store.put(id, obj);
             store.link(id);
         }
@@ -290,7 +289,8 @@ impl Store {
 
     /// Adds or replaces a live object.
     fn put(&mut self, id: ObjectId, obj: Obj) {
-        if let Err((table::Full, _)) = self.objects.insert(Live { id, obj }) {
+        debug_assert_eq!(obj.id(), id, "a record holds its own id");
+        if let Err((table::Full, _)) = self.objects.insert(Live { obj }) {
             // Unreachable: a commit is refused before any change unless the table has room
             // for every object it creates (`check_room`), a rollback only restores objects
             // it removed, and a loaded store holds what fitted before.
@@ -449,7 +449,12 @@ fn merge_stamps(before: &Obj, now: &Obj) -> Obj {
     }
     fields.sort_by_key(|(f, _, _)| *f);
     let indices: Vec<(IndexId, &[u8])> = before.indices().collect();
-    Obj::build(before.ty(), fields.into_iter(), indices.into_iter())
+    Obj::build(
+        before.id(),
+        before.ty(),
+        fields.into_iter(),
+        indices.into_iter(),
+    )
 }
 
 #[cfg(test)]

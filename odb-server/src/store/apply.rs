@@ -492,5 +492,5 @@ fn rebuild(
         old: live.into_iter().flat_map(Obj::indices).peekable(),
         new: draft,
     };
-    Obj::build_in(scratch, ty, fields, indices)
+    Obj::build_in(scratch, o, ty, fields, indices)
 }

@@ -261,13 +261,9 @@ mod tests {
     fn objects(values: &[(u64, IndexId, Vec<u8>)]) -> Objects {
         let mut objects = Objects::default();
         for (o, i, v) in values {
-            let obj = Obj::build(TypeId(1), [].into_iter(), [(*i, &v[..])].into_iter());
-            objects
-                .insert(Live {
-                    id: ObjectId(*o),
-                    obj,
-                })
-                .unwrap();
+            let indices = [(*i, &v[..])].into_iter();
+            let obj = Obj::build(ObjectId(*o), TypeId(1), [].into_iter(), indices);
+            objects.insert(Live { obj }).unwrap();
         }
         objects
     }

@@ -22,12 +22,13 @@ const CHUNK: usize = 4096;
 /// Tables smaller than this never shrink.
 const MIN_SHRINK: usize = 64;
 
-/// An entry of a [`Table`], which carries its own key.
+/// An entry of a [`Table`], which carries its own key (possibly encoded, so it is given by
+/// value).
 pub(crate) trait Keyed {
     /// The key type.
-    type Key: ?Sized + Hash + Eq;
+    type Key: Copy + Hash + Eq;
     /// The entry's key.
-    fn key(&self) -> &Self::Key;
+    fn key(&self) -> Self::Key;
 }
 
 /// A table is full: it already holds as many entries as it may ([`MAX_ENTRIES`]).
@@ -253,7 +254,7 @@ impl<E: Keyed, S: BuildHasher + Clone> Table<E, S> {
 
     /// Where the entry with this key is.
     pub fn position(&self, key: &E::Key) -> Option<usize> {
-        self.find(self.hash(key), |e| e.key() == key)
+        self.find(self.hash(key), |e| e.key() == *key)
     }
 
     /// The entry with this key.
@@ -273,8 +274,9 @@ impl<E: Keyed, S: BuildHasher + Clone> Table<E, S> {
     /// Adds an entry, or replaces the one with the same key (which is returned). Fails, giving
     /// the entry back, if the table is full.
     pub fn insert(&mut self, entry: E) -> Result<Option<E>, (Full, E)> {
-        let hash = self.hash(entry.key());
-        if let Some(pos) = self.find(hash, |e| e.key() == entry.key()) {
+        let key = entry.key();
+        let hash = self.hash(&key);
+        if let Some(pos) = self.find(hash, |e| e.key() == key) {
             return match self.entries.get_mut(pos) {
                 Some(slot) => Ok(Some(std::mem::replace(slot, entry))),
                 None => Err((Full, entry)),
@@ -290,7 +292,7 @@ impl<E: Keyed, S: BuildHasher + Clone> Table<E, S> {
         let build = self.build.clone();
         self.remove_by(
             build.hash_one(key),
-            |e| e.key() == key,
+            |e| e.key() == *key,
             |e| build.hash_one(e.key()),
         )
     }
@@ -306,8 +308,8 @@ mod tests {
 
     impl Keyed for E {
         type Key = u64;
-        fn key(&self) -> &u64 {
-            &self.0
+        fn key(&self) -> u64 {
+            self.0
         }
     }
 
