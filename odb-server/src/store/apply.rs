@@ -482,6 +482,12 @@ fn rebuild(
         }
         history.take(&Key::Field(o, f));
     }
+    // A commit's tid is newer than every stamp the object has; without field writes, the old
+    // stamp still fits.
+    let newest = match live {
+        Some(live) if fields.is_empty() => live.stamp(),
+        _ => tid,
+    };
     let fields = MergedFields {
         old: live.into_iter().flat_map(Obj::field_slots).peekable(),
         new: fields,
@@ -492,5 +498,5 @@ fn rebuild(
         old: live.into_iter().flat_map(Obj::indices).peekable(),
         new: draft,
     };
-    Obj::build_in(scratch, o, ty, fields, indices)
+    Obj::build_in(scratch, o, ty, newest, fields, indices)
 }

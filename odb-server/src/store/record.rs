@@ -153,28 +153,27 @@ impl Obj {
         fields: impl Iterator<Item = (FieldId, Tid, Src<'a>)> + Clone,
         indices: impl Iterator<Item = (IndexId, &'a [u8])>,
     ) -> Obj {
-        Obj::build_in(&mut Scratch::default(), id, ty, fields, indices)
+        let newest = fields.clone().map(|(_, stamp, _)| stamp).max();
+        let newest = newest.unwrap_or_default();
+        Obj::build_in(&mut Scratch::default(), id, ty, newest, fields, indices)
     }
 
-    /// [`Obj::build`] with reused buffers: the fields are read twice (once for the object's
-    /// stamp), the slots are written once, into `scratch`, and the object's buffer is allocated
-    /// once, at its exact size.
+    /// [`Obj::build`] with reused buffers and the object's stamp given: the fields whose last
+    /// write is `newest` take no tid of their own (any tid is correct; the newest one makes the
+    /// record smallest). The slots are written once, into `scratch`, and the object's buffer
+    /// is allocated once, at its exact size.
     pub(super) fn build_in<'a>(
         scratch: &mut Scratch,
         id: ObjectId,
         ty: TypeId,
-        fields: impl Iterator<Item = (FieldId, Tid, Src<'a>)> + Clone,
+        newest: Tid,
+        fields: impl Iterator<Item = (FieldId, Tid, Src<'a>)>,
         indices: impl Iterator<Item = (IndexId, &'a [u8])>,
     ) -> Obj {
         let Scratch { slots, values } = scratch;
         slots.clear();
         values.clear();
         let (mut field_count, mut index_count) = (0u64, 0u64);
-        let newest = fields
-            .clone()
-            .map(|(_, stamp, _)| stamp)
-            .max()
-            .unwrap_or_default();
         // Field values as (offset in `slots`, length), for index values to point at.
         for (id, stamp, src) in fields {
             field_count += 1;
@@ -268,6 +267,11 @@ impl Obj {
         let mut pos = 0;
         get(&self.data, &mut pos);
         TypeId(get(&self.data, &mut pos) as u32)
+    }
+
+    /// The object's stamp: the newest tid of its fields' last writes when it was built.
+    pub(super) fn stamp(&self) -> Tid {
+        self.slots().stamp
     }
 
     fn slots(&self) -> Slots<'_> {
