@@ -243,7 +243,8 @@ impl Store {
             return;
         };
         for (index, value) in live.obj.indices() {
-            if let Some(entry) = self.members.get_mut(&self.objects, index, value) {
+            let near = Some(&live.obj);
+            if let Some(entry) = self.members.get_mut(&self.objects, near, index, value) {
                 entry.insert(o);
                 continue;
             }
@@ -265,12 +266,13 @@ impl Store {
             return;
         };
         for (index, value) in live.obj.indices() {
-            let Some(entry) = self.members.get_mut(&self.objects, index, value) else {
+            let near = Some(&live.obj);
+            let Some(entry) = self.members.get_mut(&self.objects, near, index, value) else {
                 continue;
             };
             if entry.remove(o) {
                 let stamp = entry.stamp();
-                self.members.remove(&self.objects, index, value);
+                self.members.remove(&self.objects, near, index, value);
                 self.history.live_drop(stamp);
                 self.history
                     .keep(Key::Index(index, Bytes::copy_from_slice(value)), stamp);

@@ -222,7 +222,7 @@ impl Store {
             objects.push(Touched { id: o, before });
         }
         for (i, v) in stamps.iter() {
-            match self.members.get_mut(&self.objects, i, v) {
+            match self.members.get_mut(&self.objects, None, i, v) {
                 Some(entry) => {
                     if entry.stamp() != tid {
                         self.history.live_restamp(entry.stamp(), tid);
@@ -332,10 +332,10 @@ fn leave(
         if stays {
             continue;
         }
-        if let Some(entry) = members.get_mut(objects, i, v) {
+        if let Some(entry) = members.get_mut(objects, Some(live), i, v) {
             if entry.remove(o) {
                 let stamp = entry.stamp();
-                members.remove(objects, i, v);
+                members.remove(objects, Some(live), i, v);
                 history.live_drop(stamp);
             }
         }
@@ -365,7 +365,7 @@ fn join(
     v: &[u8],
     tid: Tid,
 ) {
-    match members.get_mut(objects, i, v) {
+    match members.get_mut(objects, None, i, v) {
         Some(entry) => {
             entry.insert(o);
             if entry.stamp() != tid {

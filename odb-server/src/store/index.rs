@@ -10,6 +10,7 @@
 //! the table reads every first member's record once.
 
 use super::member_set::MemberSet;
+use super::record::Obj;
 use super::table::{Full, Table};
 use super::Objects;
 use odb_wire::{IndexId, ObjectId, Tid};
@@ -60,9 +61,15 @@ impl IndexValue {
         }
     }
 
-    /// The value, as the record of its first member holds it.
-    fn value<'a>(&self, objects: &'a Objects) -> Option<&'a [u8]> {
-        objects.get(&self.first()?)?.obj.index(self.index())
+    /// The value, as the record of its first member holds it: `near`, when that is the first
+    /// member's record (which saves a lookup), or else the one in `objects`.
+    fn value<'a>(&self, objects: &'a Objects, near: Option<&'a Obj>) -> Option<&'a [u8]> {
+        let first = self.first()?;
+        let record = match near {
+            Some(near) if near.id() == first => near,
+            _ => &objects.get(&first)?.obj,
+        };
+        record.index(self.index())
     }
 
     /// The tid of the last change of the member set.
@@ -161,7 +168,7 @@ fn hash(build: &RandomState, index: IndexId, value: &[u8]) -> u64 {
 
 /// The hash of an index value, its value read from `objects`.
 fn rehash(build: &RandomState, objects: &Objects, e: &IndexValue) -> u64 {
-    match e.value(objects) {
+    match e.value(objects, None) {
         Some(v) => hash(build, e.index(), v),
         None => {
             debug_assert!(false, "an index value's first member does not hold it");
@@ -181,27 +188,36 @@ impl IndexValues {
         self.table.room()
     }
 
-    /// Where value `value` of index `index` is.
-    fn position(&self, objects: &Objects, index: IndexId, value: &[u8]) -> Option<usize> {
+    /// Where value `value` of index `index` is; `near` is the record of an object that may be
+    /// its first member.
+    fn position(
+        &self,
+        objects: &Objects,
+        near: Option<&Obj>,
+        index: IndexId,
+        value: &[u8],
+    ) -> Option<usize> {
         self.table.find(hash(&self.build, index, value), |e| {
-            e.index() == index && e.value(objects) == Some(value)
+            e.index() == index && e.value(objects, near) == Some(value)
         })
     }
 
     /// Value `value` of index `index`.
     pub fn get(&self, objects: &Objects, index: IndexId, value: &[u8]) -> Option<&IndexValue> {
-        let p = self.position(objects, index, value)?;
+        let p = self.position(objects, None, index, value)?;
         self.table.at(p)
     }
 
-    /// Value `value` of index `index`, to change (its members must keep holding the value).
+    /// Value `value` of index `index`, to change (its members must keep holding the value);
+    /// `near` is the record of an object that may be its first member.
     pub fn get_mut(
         &mut self,
         objects: &Objects,
+        near: Option<&Obj>,
         index: IndexId,
         value: &[u8],
     ) -> Option<&mut IndexValue> {
-        let p = self.position(objects, index, value)?;
+        let p = self.position(objects, near, index, value)?;
         self.table.at_mut(p)
     }
 
@@ -219,17 +235,19 @@ impl IndexValues {
             .insert_new(h, entry, |e| rehash(build, objects, e))
     }
 
-    /// Removes value `value` of index `index`.
+    /// Removes value `value` of index `index`; `near` is the record of an object that may be
+    /// its first member.
     pub fn remove(
         &mut self,
         objects: &Objects,
+        near: Option<&Obj>,
         index: IndexId,
         value: &[u8],
     ) -> Option<IndexValue> {
         let build = &self.build;
         self.table.remove_by(
             hash(build, index, value),
-            |e| e.index() == index && e.value(objects) == Some(value),
+            |e| e.index() == index && e.value(objects, near) == Some(value),
             |e| rehash(build, objects, e),
         )
     }
@@ -306,7 +324,7 @@ mod tests {
         let mut values = IndexValues::default();
         for o in 0..n {
             let (i, v) = (index(o), value(o));
-            match values.get_mut(&objects, i, &v) {
+            match values.get_mut(&objects, None, i, &v) {
                 Some(e) => e.insert(ObjectId(o)),
                 None => values
                     .add(&objects, &v, IndexValue::new(i, Tid(1), ObjectId(o)))
@@ -323,7 +341,7 @@ mod tests {
         assert!(values.get(&objects, IndexId(2), b"value-3").is_none());
         assert!(values.get(&objects, IndexId(1), b"value-4000").is_none());
         for o in (0..n).filter(|o| o % 5 != 0) {
-            assert!(values.remove(&objects, index(o), &value(o)).is_some());
+            assert!(values.remove(&objects, None, index(o), &value(o)).is_some());
         }
         assert_eq!(values.len(), (n / 5) as usize);
         for o in 0..n {
@@ -347,18 +365,31 @@ mod tests {
                 IndexValue::new(IndexId(1), Tid(1), ObjectId(9)),
             )
             .unwrap();
+        let record = |o: u64| objects.get(&ObjectId(o)).map(|l| &l.obj);
         for o in [4, 12] {
             values
-                .get_mut(&objects, IndexId(1), b"k")
+                .get_mut(&objects, record(o), IndexId(1), b"k")
                 .unwrap()
                 .insert(ObjectId(o));
         }
         // The first member leaves: the value is read from the next one.
-        let e = values.get_mut(&objects, IndexId(1), b"k").unwrap();
+        let e = values
+            .get_mut(&objects, record(4), IndexId(1), b"k")
+            .unwrap();
         assert!(!e.remove(ObjectId(4)));
         let e = values.get(&objects, IndexId(1), b"k").unwrap();
         assert_eq!(e.members().collect::<Vec<_>>(), [9, 12].map(ObjectId));
-        assert!(values.remove(&objects, IndexId(1), b"k").is_some());
+        // A record that is not the first member's, or holds another value, finds nothing wrong.
+        let other = Obj::build(ObjectId(9), TypeId(1), [].into_iter(), [].into_iter());
+        assert!(values
+            .get_mut(&objects, Some(&other), IndexId(1), b"k")
+            .is_none());
+        assert!(values
+            .get_mut(&objects, record(12), IndexId(1), b"k")
+            .is_some());
+        assert!(values
+            .remove(&objects, record(9), IndexId(1), b"k")
+            .is_some());
         assert_eq!(values.len(), 0);
     }
 }
