@@ -28,7 +28,7 @@ mod table;
 
 pub(crate) use apply::{Applied, Touched};
 use history::History;
-use index::{index_key, IndexValue, IndexValues};
+use index::{IndexValue, IndexValues};
 pub(crate) use limits::Limits;
 pub(crate) use record::Obj;
 use record::Src;
@@ -45,25 +45,27 @@ pub(crate) struct Record {
     pub indices: Vec<(IndexId, Bytes)>,
 }
 
-/// A live object with its id, as the object table holds it.
+/// A live object, as the object table holds it (the record holds the object's id).
 #[derive(Debug)]
 struct Live {
-    id: ObjectId,
     obj: Obj,
 }
+
+/// The live objects, by id.
+type Objects = Table<Live, FastBuild>;
 
 impl Keyed for Live {
     type Key = ObjectId;
 
-    fn key(&self) -> &ObjectId {
-        &self.id
+    fn key(&self) -> ObjectId {
+        self.obj.id()
     }
 }
 
 /// All data of the database, and its conflict history.
 #[derive(Default)]
 pub(crate) struct Store {
-    objects: Table<Live, FastBuild>,
+    objects: Objects,
     members: IndexValues,
     history: History,
     limits: Limits,
@@ -96,11 +98,7 @@ impl Store {
     pub fn last_write(&self, key: &Key) -> Tid {
         let live = match key {
             Key::Field(o, f) => self.live(*o).and_then(|r| r.field_stamp(*f)),
-            Key::Index(i, v) => {
-                let mut k = Vec::with_capacity(4 + v.len());
-                index_key(&mut k, *i, v);
-                self.members.get(&k[..]).map(|e| e.stamp())
-            }
+            Key::Index(i, v) => self.members.get(&self.objects, *i, v).map(|e| e.stamp()),
         };
         let stamp = live.unwrap_or_default().max(self.history.last_write(key));
         if self.history.counts(stamp) {
@@ -151,9 +149,9 @@ impl Store {
         };
         store.forget_conflict_history();
         for (id, record) in objects {
-            let obj = Obj::from_plain(record.ty, &record.fields, &record.indices, Tid(0));
-            store.link(id, &obj);
+            let obj = Obj::from_plain(id, record.ty, &record.fields, &record.indices, Tid(0));
             store.put(id, obj);
+            store.link(id);
         }
         store
     }
@@ -206,9 +204,11 @@ impl Store {
             return;
         };
         for (id, before) in journal {
+            // Index values read their value from their members' records: the object leaves
+            // them before its record goes.
+            self.unlink(id);
             let now = self.objects.remove(&id).map(|l| l.obj);
             if let Some(now) = &now {
-                self.unlink(id, now);
                 for slot in now.field_slots() {
                     self.history.live_drop(slot.stamp);
                 }
@@ -229,44 +229,50 @@ impl Store {
                 for slot in restored.field_slots() {
                     self.history.live_add(slot.stamp);
                 }
-                self.link(id, &restored);
                 self.put(id, restored);
+                self.link(id);
             }
         }
         self.journal = Some(FastMap::default());
     }
 
-    /// Adds an object to the member sets of its index values (outside a commit: a new index
-    /// value takes over a remembered stamp).
-    fn link(&mut self, o: ObjectId, obj: &Obj) {
-        let mut k = Vec::new();
-        for (index, value) in obj.indices() {
-            index_key(&mut k, index, value);
-            if let Some(entry) = self.members.get_mut(&k[..]) {
+    /// Adds live object `o` to the member sets of its index values (outside a commit: a new
+    /// index value takes over a remembered stamp).
+    fn link(&mut self, o: ObjectId) {
+        let Some(live) = self.objects.get(&o) else {
+            return;
+        };
+        for (index, value) in live.obj.indices() {
+            let near = Some(&live.obj);
+            if let Some(entry) = self.members.get_mut(&self.objects, near, index, value) {
                 entry.insert(o);
                 continue;
             }
-            let stamp = self
-                .history
-                .take(&Key::Index(index, Bytes::copy_from_slice(value)))
-                .unwrap_or_default();
+            let stamp = self.history.take_index(index, value).unwrap_or_default();
             self.history.live_add(stamp);
-            self.add_value(IndexValue::new(&k, stamp, o));
+            add_value(
+                &mut self.members,
+                &self.objects,
+                value,
+                IndexValue::new(index, stamp, o),
+            );
         }
     }
 
-    /// Removes an object from the member sets of its index values (outside a commit: an index
-    /// value left empty keeps its stamp in the history).
-    fn unlink(&mut self, o: ObjectId, obj: &Obj) {
-        let mut k = Vec::new();
-        for (index, value) in obj.indices() {
-            index_key(&mut k, index, value);
-            let Some(entry) = self.members.get_mut(&k[..]) else {
+    /// Removes live object `o` from the member sets of its index values (outside a commit: an
+    /// index value left empty keeps its stamp in the history).
+    fn unlink(&mut self, o: ObjectId) {
+        let Some(live) = self.objects.get(&o) else {
+            return;
+        };
+        for (index, value) in live.obj.indices() {
+            let near = Some(&live.obj);
+            let Some(entry) = self.members.get_mut(&self.objects, near, index, value) else {
                 continue;
             };
             if entry.remove(o) {
                 let stamp = entry.stamp();
-                self.members.remove(&k[..]);
+                self.members.remove(&self.objects, near, index, value);
                 self.history.live_drop(stamp);
                 self.history
                     .keep(Key::Index(index, Bytes::copy_from_slice(value)), stamp);
@@ -285,7 +291,8 @@ impl Store {
 
     /// Adds or replaces a live object.
     fn put(&mut self, id: ObjectId, obj: Obj) {
-        if let Err((table::Full, _)) = self.objects.insert(Live { id, obj }) {
+        debug_assert_eq!(obj.id(), id, "a record holds its own id");
+        if let Err((table::Full, _)) = self.objects.insert(Live { obj }) {
             // Unreachable: a commit is refused before any change unless the table has room
             // for every object it creates (`check_room`), a rollback only restores objects
             // it removed, and a loaded store holds what fitted before.
@@ -294,17 +301,10 @@ impl Store {
         }
     }
 
-    /// Adds a new index value.
-    fn add_value(&mut self, value: IndexValue) {
-        add_value(&mut self.members, value);
-    }
-
     /// The objects whose `index` currently has exactly `value`, in ascending id order.
     pub fn members(&self, index: IndexId, value: &Bytes) -> impl Iterator<Item = ObjectId> + '_ {
-        let mut k = Vec::with_capacity(4 + value.len());
-        index_key(&mut k, index, value);
         self.members
-            .get(&k[..])
+            .get(&self.objects, index, value)
             .into_iter()
             .flat_map(|e| e.members())
     }
@@ -318,19 +318,17 @@ impl Store {
         lo: ObjectId,
         hi: ObjectId,
     ) -> impl Iterator<Item = ObjectId> + '_ {
-        let mut k = Vec::with_capacity(4 + value.len());
-        index_key(&mut k, index, value);
         self.members
-            .get(&k[..])
+            .get(&self.objects, index, value)
             .into_iter()
             .flat_map(move |e| e.members_in(lo, hi))
     }
 
     /// How many objects `index` currently has with exactly `value`.
     pub fn member_count(&self, index: IndexId, value: &[u8]) -> usize {
-        let mut k = Vec::with_capacity(4 + value.len());
-        index_key(&mut k, index, value);
-        self.members.get(&k[..]).map_or(0, |e| e.member_count())
+        self.members
+            .get(&self.objects, index, value)
+            .map_or(0, |e| e.member_count())
     }
 
     /// The complete current data of a live object.
@@ -433,9 +431,9 @@ impl Store {
     }
 }
 
-/// Adds a new index value to `members`.
-fn add_value(members: &mut IndexValues, value: IndexValue) {
-    if let Err((table::Full, _)) = members.insert(value) {
+/// Adds a new index value, `value`, to `members`; its member is in `objects` already.
+fn add_value(members: &mut IndexValues, objects: &Objects, value: &[u8], entry: IndexValue) {
+    if let Err((table::Full, _)) = members.add(objects, value, entry) {
         // Unreachable: a commit is refused before any change unless the table has room for
         // every index value it may add (`check_room`).
         debug_assert!(
@@ -463,7 +461,12 @@ fn merge_stamps(before: &Obj, now: &Obj) -> Obj {
     }
     fields.sort_by_key(|(f, _, _)| *f);
     let indices: Vec<(IndexId, &[u8])> = before.indices().collect();
-    Obj::build(before.ty(), fields.into_iter(), indices.into_iter())
+    Obj::build(
+        before.id(),
+        before.ty(),
+        fields.into_iter(),
+        indices.into_iter(),
+    )
 }
 
 #[cfg(test)]

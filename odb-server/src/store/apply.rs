@@ -8,10 +8,10 @@
 //! middle of the commit, values of deleted objects) are stamped at the end.
 
 use super::history::History;
-use super::index::{index_key, IndexValue, IndexValues};
+use super::index::{IndexValue, IndexValues};
 use super::plan::{Plan, Planned};
 use super::record::{FieldSlot, Obj, Scratch, Src};
-use super::{add_value, Store};
+use super::{add_value, Objects, Store};
 use crate::registry::Registry;
 use bytes::Bytes;
 use odb_wire::{FieldId, IndexId, Key, ObjectId, Tid, TypeId};
@@ -172,7 +172,6 @@ impl Store {
     pub(super) fn apply(&mut self, registry: &Registry, plan: &Plan<'_>) -> Applied {
         let tid = self.tid.next();
         self.tid = tid;
-        let mut k = Vec::new();
         let mut stamps = Stamps::default();
         // Every object's final index values, and where each object's are.
         let mut indices: Vec<(IndexId, Option<&[u8]>)> = Vec::new();
@@ -192,7 +191,15 @@ impl Store {
             }
             if let Some(live) = live {
                 let (members, history) = (&mut self.members, &mut self.history);
-                leave(members, history, p.id, live, draft, p.deleted, &mut k);
+                leave(
+                    members,
+                    &self.objects,
+                    history,
+                    p.id,
+                    live,
+                    draft,
+                    p.deleted,
+                );
             }
         }
         self.objects.reserve(plan.created());
@@ -210,13 +217,12 @@ impl Store {
             let before = if p.deleted {
                 self.delete(o, &fields, tid)
             } else {
-                self.write(&mut scratch, o, p.ty, &fields, draft, tid, &mut k)
+                self.write(&mut scratch, o, p.ty, &fields, draft, tid)
             };
             objects.push(Touched { id: o, before });
         }
         for (i, v) in stamps.iter() {
-            index_key(&mut k, i, v);
-            match self.members.get_mut(&k) {
+            match self.members.get_mut(&self.objects, None, i, v) {
                 Some(entry) => {
                     if entry.stamp() != tid {
                         self.history.live_restamp(entry.stamp(), tid);
@@ -264,7 +270,6 @@ impl Store {
 
     /// Writes `fields` and `draft` to `o` (creating it), joining the index values it did not
     /// have. Returns the object as it was.
-    #[allow(clippy::too_many_arguments)]
     fn write(
         &mut self,
         scratch: &mut Scratch,
@@ -273,24 +278,33 @@ impl Store {
         fields: &[(FieldId, Option<&[u8]>)],
         draft: &DraftIndices<'_>,
         tid: Tid,
-        k: &mut Vec<u8>,
     ) -> Option<Obj> {
         let pos = self.objects.position(&o);
         let live = pos.and_then(|p| self.objects.at(p)).map(|l| &l.obj);
         let obj = rebuild(scratch, &mut self.history, o, ty, live, fields, draft, tid);
-        for (i, v) in draft {
-            let Some(v) = v else { continue };
-            if live.is_none_or(|r| r.index(*i) != Some(v)) {
-                join(&mut self.members, &mut self.history, k, o, *i, v, tid);
-            }
-        }
-        match pos.and_then(|p| self.objects.at_mut(p)) {
+        // The new record goes in first: the index values it joins read their value from it.
+        let before = match pos.and_then(|p| self.objects.at_mut(p)) {
             Some(slot) => Some(std::mem::replace(&mut slot.obj, obj)),
             None => {
                 self.put(o, obj);
                 None
             }
+        };
+        for (i, v) in draft {
+            let Some(v) = v else { continue };
+            if before.as_ref().is_none_or(|r| r.index(*i) != Some(v)) {
+                join(
+                    &mut self.members,
+                    &self.objects,
+                    &mut self.history,
+                    o,
+                    *i,
+                    v,
+                    tid,
+                );
+            }
         }
+        before
     }
 }
 
@@ -299,12 +313,12 @@ impl Store {
 /// the commit).
 fn leave(
     members: &mut IndexValues,
+    objects: &Objects,
     history: &mut History,
     o: ObjectId,
     live: &Obj,
     draft: &DraftIndices<'_>,
     deleted: bool,
-    k: &mut Vec<u8>,
 ) {
     if !deleted && draft.is_empty() {
         return;
@@ -318,11 +332,10 @@ fn leave(
         if stays {
             continue;
         }
-        index_key(k, i, v);
-        if let Some(entry) = members.get_mut(k) {
+        if let Some(entry) = members.get_mut(objects, Some(live), i, v) {
             if entry.remove(o) {
                 let stamp = entry.stamp();
-                members.remove(k);
+                members.remove(objects, Some(live), i, v);
                 history.live_drop(stamp);
             }
         }
@@ -342,17 +355,17 @@ fn final_indices<'a>(
 }
 
 /// Adds `o` to the member set of index value `v` of index `i`, stamping the value with `tid`.
+/// The record of `o` in `objects` holds the value already.
 fn join(
     members: &mut IndexValues,
+    objects: &Objects,
     history: &mut History,
-    k: &mut Vec<u8>,
     o: ObjectId,
     i: IndexId,
     v: &[u8],
     tid: Tid,
 ) {
-    index_key(k, i, v);
-    match members.get_mut(k) {
+    match members.get_mut(objects, None, i, v) {
         Some(entry) => {
             entry.insert(o);
             if entry.stamp() != tid {
@@ -364,7 +377,7 @@ fn join(
         None => {
             history.live_add(tid);
             history.take_index(i, v);
-            add_value(members, IndexValue::new(k, tid, o));
+            add_value(members, objects, v, IndexValue::new(i, tid, o));
         }
     }
 }
@@ -469,6 +482,12 @@ fn rebuild(
         }
         history.take(&Key::Field(o, f));
     }
+    // A commit's tid is newer than every stamp the object has; without field writes, the old
+    // stamp still fits.
+    let newest = match live {
+        Some(live) if fields.is_empty() => live.stamp(),
+        _ => tid,
+    };
     let fields = MergedFields {
         old: live.into_iter().flat_map(Obj::field_slots).peekable(),
         new: fields,
@@ -479,5 +498,5 @@ fn rebuild(
         old: live.into_iter().flat_map(Obj::indices).peekable(),
         new: draft,
     };
-    Obj::build_in(scratch, ty, fields, indices)
+    Obj::build_in(scratch, o, ty, newest, fields, indices)
 }

@@ -1,164 +1,105 @@
 //! Index values: the objects that have one value of one index, and the tid of the last change of
-//! that member set. They are kept in a dense [`Table`] keyed by the index id followed by the
-//! value, and a short key is kept inline rather than in an allocation of its own.
+//! that member set, kept in a dense [`Table`] and found by index id and value.
+//!
+//! An index value does not keep its value: every member's record holds it already (see
+//! [`record`](super::record)), so it is read from the record of the value's first member. That
+//! takes an index value from 40 bytes, with its own copy of the value, to 24. The price is an
+//! ordering rule for the store: a member's record must hold the value whenever the table is
+//! used, so an object leaves its old index values before its record changes, and joins its new
+//! ones after the new record is in place. A lookup also reads one object's record, and growing
+//! the table reads every first member's record once.
 
 use super::member_set::MemberSet;
-use super::table::{Keyed, Table};
+use super::record::Obj;
+use super::table::{Full, Table};
+use super::Objects;
 use odb_wire::{IndexId, ObjectId, Tid};
 use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 
-/// The index values, by [`index_key`]. Index values come from clients, so their hash is keyed
-/// with a random seed.
-pub(super) type IndexValues = Table<IndexValue, RandomState>;
-
-/// The key of an index value: the index id, then the value.
-pub(super) fn index_key(out: &mut Vec<u8>, index: IndexId, value: &[u8]) {
-    out.clear();
-    out.extend_from_slice(&index.0.to_le_bytes());
-    out.extend_from_slice(value);
-}
-
-/// Longest key kept inline.
-const INLINE: usize = 22;
-
-/// The objects that have one index value, and the tid of the last change of that set.
-///
-/// The key is kept inline when short, and a single member without a set; both choices share
-/// one tag, so that an index value takes 40 bytes.
+/// The objects that have one index value, and the tid of the last change of that set. A single
+/// member is kept without a set.
 #[derive(Debug)]
 pub(super) struct IndexValue(Repr);
 
 #[derive(Debug)]
 enum Repr {
-    InlineOne {
-        len: u8,
-        bytes: [u8; INLINE],
+    One {
+        index: IndexId,
         stamp: Tid,
         one: ObjectId,
     },
-    InlineMany {
-        len: u8,
-        bytes: [u8; INLINE],
+    Many {
+        index: IndexId,
         stamp: Tid,
         many: Box<MemberSet>,
     },
-    HeapOne {
-        key: Box<[u8]>,
-        stamp: Tid,
-        one: ObjectId,
-    },
-    HeapMany {
-        key: Box<[u8]>,
-        stamp: Tid,
-        many: Box<MemberSet>,
-    },
-}
-
-/// An index value's key, taken apart.
-enum Key {
-    Inline(u8, [u8; INLINE]),
-    Heap(Box<[u8]>),
-}
-
-/// An index value's members, taken apart.
-enum Members {
-    One(ObjectId),
-    Many(Box<MemberSet>),
 }
 
 impl IndexValue {
-    /// An index value with a single member.
-    pub fn new(key: &[u8], stamp: Tid, member: ObjectId) -> IndexValue {
-        let mut bytes = [0u8; INLINE];
-        let key = match (bytes.get_mut(..key.len()), u8::try_from(key.len())) {
-            (Some(prefix), Ok(len)) => {
-                prefix.copy_from_slice(key);
-                Key::Inline(len, bytes)
-            }
-            _ => Key::Heap(key.into()),
-        };
-        IndexValue::from_parts(key, stamp, Members::One(member))
-    }
-
-    fn from_parts(key: Key, stamp: Tid, members: Members) -> IndexValue {
-        IndexValue(match (key, members) {
-            (Key::Inline(len, bytes), Members::One(one)) => Repr::InlineOne {
-                len,
-                bytes,
-                stamp,
-                one,
-            },
-            (Key::Inline(len, bytes), Members::Many(many)) => Repr::InlineMany {
-                len,
-                bytes,
-                stamp,
-                many,
-            },
-            (Key::Heap(key), Members::One(one)) => Repr::HeapOne { key, stamp, one },
-            (Key::Heap(key), Members::Many(many)) => Repr::HeapMany { key, stamp, many },
+    /// An index value of `index` with a single member, whose record holds the value.
+    pub fn new(index: IndexId, stamp: Tid, member: ObjectId) -> IndexValue {
+        IndexValue(Repr::One {
+            index,
+            stamp,
+            one: member,
         })
     }
 
-    /// Takes the value apart, leaving an empty placeholder.
-    fn take_parts(&mut self) -> (Key, Tid, Members) {
-        let placeholder = Repr::InlineOne {
-            len: 0,
-            bytes: [0; INLINE],
-            stamp: Tid(0),
-            one: ObjectId(0),
-        };
-        match std::mem::replace(&mut self.0, placeholder) {
-            Repr::InlineOne {
-                len,
-                bytes,
-                stamp,
-                one,
-            } => (Key::Inline(len, bytes), stamp, Members::One(one)),
-            Repr::InlineMany {
-                len,
-                bytes,
-                stamp,
-                many,
-            } => (Key::Inline(len, bytes), stamp, Members::Many(many)),
-            Repr::HeapOne { key, stamp, one } => (Key::Heap(key), stamp, Members::One(one)),
-            Repr::HeapMany { key, stamp, many } => (Key::Heap(key), stamp, Members::Many(many)),
+    /// Its index.
+    pub fn index(&self) -> IndexId {
+        match &self.0 {
+            Repr::One { index, .. } | Repr::Many { index, .. } => *index,
         }
+    }
+
+    /// The member whose record the value is read from: the smallest one.
+    fn first(&self) -> Option<ObjectId> {
+        match &self.0 {
+            Repr::One { one, .. } => Some(*one),
+            Repr::Many { many, .. } => many.first(),
+        }
+    }
+
+    /// The value, as the record of its first member holds it: `near`, when that is the first
+    /// member's record (which saves a lookup), or else the one in `objects`.
+    fn value<'a>(&self, objects: &'a Objects, near: Option<&'a Obj>) -> Option<&'a [u8]> {
+        let first = self.first()?;
+        let record = match near {
+            Some(near) if near.id() == first => near,
+            _ => &objects.get(&first)?.obj,
+        };
+        record.index(self.index())
     }
 
     /// The tid of the last change of the member set.
     pub fn stamp(&self) -> Tid {
         match &self.0 {
-            Repr::InlineOne { stamp, .. }
-            | Repr::InlineMany { stamp, .. }
-            | Repr::HeapOne { stamp, .. }
-            | Repr::HeapMany { stamp, .. } => *stamp,
+            Repr::One { stamp, .. } | Repr::Many { stamp, .. } => *stamp,
         }
     }
 
     /// Sets the tid of the last change of the member set.
     pub fn set_stamp(&mut self, tid: Tid) {
         match &mut self.0 {
-            Repr::InlineOne { stamp, .. }
-            | Repr::InlineMany { stamp, .. }
-            | Repr::HeapOne { stamp, .. }
-            | Repr::HeapMany { stamp, .. } => *stamp = tid,
+            Repr::One { stamp, .. } | Repr::Many { stamp, .. } => *stamp = tid,
         }
     }
 
     /// Adds a member.
     pub fn insert(&mut self, o: ObjectId) {
         match &mut self.0 {
-            Repr::InlineOne { one, .. } | Repr::HeapOne { one, .. } if *one == o => {}
-            Repr::InlineMany { many, .. } | Repr::HeapMany { many, .. } => {
-                many.insert(o);
-            }
-            Repr::InlineOne { .. } | Repr::HeapOne { .. } => {
-                let (key, stamp, members) = self.take_parts();
-                let set = match members {
-                    Members::One(one) => [one, o].into_iter().collect(),
-                    Members::Many(set) => *set,
+            Repr::One { one, .. } if *one == o => {}
+            Repr::One { index, stamp, one } => {
+                let many = Box::new([*one, o].into_iter().collect());
+                self.0 = Repr::Many {
+                    index: *index,
+                    stamp: *stamp,
+                    many,
                 };
-                *self = IndexValue::from_parts(key, stamp, Members::Many(Box::new(set)));
+            }
+            Repr::Many { many, .. } => {
+                many.insert(o);
             }
         }
     }
@@ -166,12 +107,15 @@ impl IndexValue {
     /// Removes a member; returns whether the set is empty now.
     pub fn remove(&mut self, o: ObjectId) -> bool {
         match &mut self.0 {
-            Repr::InlineOne { one, .. } | Repr::HeapOne { one, .. } => *one == o,
-            Repr::InlineMany { many, .. } | Repr::HeapMany { many, .. } => {
+            Repr::One { one, .. } => *one == o,
+            Repr::Many { index, stamp, many } => {
                 many.remove(o);
                 if let (1, Some(last)) = (many.len(), many.first()) {
-                    let (key, stamp, _) = self.take_parts();
-                    *self = IndexValue::from_parts(key, stamp, Members::One(last));
+                    self.0 = Repr::One {
+                        index: *index,
+                        stamp: *stamp,
+                        one: last,
+                    };
                 }
                 false
             }
@@ -181,12 +125,8 @@ impl IndexValue {
     /// The members from `lo` to `hi` (inclusive) in ascending order.
     pub fn members_in(&self, lo: ObjectId, hi: ObjectId) -> impl Iterator<Item = ObjectId> + '_ {
         let (one, many) = match &self.0 {
-            Repr::InlineOne { one, .. } | Repr::HeapOne { one, .. } => {
-                ((lo <= *one && *one <= hi).then_some(*one), None)
-            }
-            Repr::InlineMany { many, .. } | Repr::HeapMany { many, .. } => {
-                (None, Some(many.range(lo, hi)))
-            }
+            Repr::One { one, .. } => ((lo <= *one && *one <= hi).then_some(*one), None),
+            Repr::Many { many, .. } => (None, Some(many.range(lo, hi))),
         };
         one.into_iter().chain(many.into_iter().flatten())
     }
@@ -194,32 +134,136 @@ impl IndexValue {
     /// How many members the value has.
     pub fn member_count(&self) -> usize {
         match &self.0 {
-            Repr::InlineOne { .. } | Repr::HeapOne { .. } => 1,
-            Repr::InlineMany { many, .. } | Repr::HeapMany { many, .. } => many.len(),
+            Repr::One { .. } => 1,
+            Repr::Many { many, .. } => many.len(),
         }
     }
 
     /// The members in ascending order.
     pub fn members(&self) -> impl Iterator<Item = ObjectId> + '_ {
         let (one, many) = match &self.0 {
-            Repr::InlineOne { one, .. } | Repr::HeapOne { one, .. } => (Some(*one), None),
-            Repr::InlineMany { many, .. } | Repr::HeapMany { many, .. } => {
-                (None, Some(many.iter()))
-            }
+            Repr::One { one, .. } => (Some(*one), None),
+            Repr::Many { many, .. } => (None, Some(many.iter())),
         };
         one.into_iter().chain(many.into_iter().flatten())
     }
 }
 
-impl Keyed for IndexValue {
-    type Key = [u8];
+/// The index values of the store, found by index id and value. Every method takes the object
+/// table, where the values are read.
+#[derive(Default)]
+pub(super) struct IndexValues {
+    pub(super) table: Table<IndexValue, ()>,
+    /// Index values come from clients, so their hash is keyed with a random seed.
+    build: RandomState,
+}
 
-    fn key(&self) -> &[u8] {
-        match &self.0 {
-            Repr::InlineOne { len, bytes, .. } | Repr::InlineMany { len, bytes, .. } => {
-                bytes.get(..usize::from(*len)).unwrap_or_default()
-            }
-            Repr::HeapOne { key, .. } | Repr::HeapMany { key, .. } => key,
+/// The hash of value `value` of index `index`.
+fn hash(build: &RandomState, index: IndexId, value: &[u8]) -> u64 {
+    let mut h = build.build_hasher();
+    h.write_u32(index.0);
+    h.write(value);
+    h.finish()
+}
+
+/// The hash of an index value, its value read from `objects`.
+fn rehash(build: &RandomState, objects: &Objects, e: &IndexValue) -> u64 {
+    match e.value(objects, None) {
+        Some(v) => hash(build, e.index(), v),
+        None => {
+            debug_assert!(false, "an index value's first member does not hold it");
+            0
+        }
+    }
+}
+
+impl IndexValues {
+    /// How many index values there are.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// How many more index values the table can take.
+    pub fn room(&self) -> usize {
+        self.table.room()
+    }
+
+    /// Where value `value` of index `index` is; `near` is the record of an object that may be
+    /// its first member.
+    fn position(
+        &self,
+        objects: &Objects,
+        near: Option<&Obj>,
+        index: IndexId,
+        value: &[u8],
+    ) -> Option<usize> {
+        self.table.find(hash(&self.build, index, value), |e| {
+            e.index() == index && e.value(objects, near) == Some(value)
+        })
+    }
+
+    /// Value `value` of index `index`.
+    pub fn get(&self, objects: &Objects, index: IndexId, value: &[u8]) -> Option<&IndexValue> {
+        let p = self.position(objects, None, index, value)?;
+        self.table.at(p)
+    }
+
+    /// Value `value` of index `index`, to change (its members must keep holding the value);
+    /// `near` is the record of an object that may be its first member.
+    pub fn get_mut(
+        &mut self,
+        objects: &Objects,
+        near: Option<&Obj>,
+        index: IndexId,
+        value: &[u8],
+    ) -> Option<&mut IndexValue> {
+        let p = self.position(objects, near, index, value)?;
+        self.table.at_mut(p)
+    }
+
+    /// Adds `entry`, which no index value of its index has yet, as value `value`: its member's
+    /// record must already hold it. Fails, giving the entry back, if the table is full.
+    pub fn add(
+        &mut self,
+        objects: &Objects,
+        value: &[u8],
+        entry: IndexValue,
+    ) -> Result<(), (Full, IndexValue)> {
+        let build = &self.build;
+        let h = hash(build, entry.index(), value);
+        self.table
+            .insert_new(h, entry, |e| rehash(build, objects, e))
+    }
+
+    /// Removes value `value` of index `index`; `near` is the record of an object that may be
+    /// its first member.
+    pub fn remove(
+        &mut self,
+        objects: &Objects,
+        near: Option<&Obj>,
+        index: IndexId,
+        value: &[u8],
+    ) -> Option<IndexValue> {
+        let build = &self.build;
+        self.table.remove_by(
+            hash(build, index, value),
+            |e| e.index() == index && e.value(objects, near) == Some(value),
+            |e| rehash(build, objects, e),
+        )
+    }
+
+    /// Every index value, in no particular order.
+    #[cfg(test)]
+    pub fn iter(&self) -> impl Iterator<Item = &IndexValue> {
+        self.table.iter()
+    }
+
+    /// Index values that hold at most `max` values, to test what happens when they are full.
+    #[cfg(test)]
+    pub fn with_max(max: usize) -> Self {
+        IndexValues {
+            table: Table::with_max(max),
+            build: RandomState::default(),
         }
     }
 }
@@ -227,64 +271,125 @@ impl Keyed for IndexValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::record::Obj;
+    use crate::store::Live;
+    use odb_wire::TypeId;
+
+    /// An object table whose object `o` has value `v` of index `i` for each `(o, i, v)`.
+    fn objects(values: &[(u64, IndexId, Vec<u8>)]) -> Objects {
+        let mut objects = Objects::default();
+        for (o, i, v) in values {
+            let indices = [(*i, &v[..])].into_iter();
+            let obj = Obj::build(ObjectId(*o), TypeId(1), [].into_iter(), indices);
+            objects.insert(Live { obj }).unwrap();
+        }
+        objects
+    }
 
     #[test]
-    fn short_keys_are_inline_and_an_index_value_takes_40_bytes() {
-        assert_eq!(std::mem::size_of::<IndexValue>(), 40);
-        for len in [0, 1, INLINE - 1, INLINE, INLINE + 1, 300] {
-            let key: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let mut v = IndexValue::new(&key, Tid(3), ObjectId(1));
-            assert_eq!(v.key(), &key[..]);
-            let inline = matches!(v.0, Repr::InlineOne { .. });
-            assert_eq!(inline, len <= INLINE, "{len}");
-            v.insert(ObjectId(2));
-            v.set_stamp(Tid(4));
-            assert_eq!((v.key(), v.stamp()), (&key[..], Tid(4)));
-            assert!(!v.remove(ObjectId(1)));
-            assert_eq!((v.key(), v.stamp()), (&key[..], Tid(4)));
-            assert!(v.remove(ObjectId(2)));
-        }
+    fn an_index_value_takes_24_bytes() {
+        assert_eq!(std::mem::size_of::<IndexValue>(), 24);
     }
 
     #[test]
     fn members_shrink_back_to_one() {
-        let mut v = IndexValue::new(b"k", Tid(1), ObjectId(5));
+        let mut v = IndexValue::new(IndexId(2), Tid(1), ObjectId(5));
         v.insert(ObjectId(5));
-        assert!(matches!(v.0, Repr::InlineOne { .. }));
+        assert!(matches!(v.0, Repr::One { .. }));
         v.insert(ObjectId(3));
         v.insert(ObjectId(9));
-        assert!(matches!(v.0, Repr::InlineMany { .. }));
+        v.set_stamp(Tid(4));
+        assert!(matches!(v.0, Repr::Many { .. }));
         assert_eq!(v.members().collect::<Vec<_>>(), [3, 5, 9].map(ObjectId));
         assert!(!v.remove(ObjectId(5)));
         assert!(!v.remove(ObjectId(9)));
         assert!(matches!(
             v.0,
-            Repr::InlineOne {
+            Repr::One {
                 one: ObjectId(3),
                 ..
             }
         ));
+        assert_eq!((v.index(), v.stamp()), (IndexId(2), Tid(4)));
         assert!(!v.remove(ObjectId(4)), "not a member");
         assert!(v.remove(ObjectId(3)));
     }
 
     #[test]
-    fn values_are_found_by_index_and_value() {
+    fn values_are_found_by_index_and_value_read_from_their_first_member() {
+        let n = 3000u64;
+        let value = |o: u64| format!("value-{}", o / 2).into_bytes();
+        let index = |o: u64| IndexId((o % 3) as u32);
+        let objects = objects(&(0..n).map(|o| (o, index(o), value(o))).collect::<Vec<_>>());
         let mut values = IndexValues::default();
-        let mut k = Vec::new();
-        for i in 0..1000u32 {
-            index_key(&mut k, IndexId(i % 3), format!("value-{i}").as_bytes());
-            assert!(values
-                .insert(IndexValue::new(&k, Tid(1), ObjectId(u64::from(i))))
-                .unwrap()
-                .is_none());
+        for o in 0..n {
+            let (i, v) = (index(o), value(o));
+            match values.get_mut(&objects, None, i, &v) {
+                Some(e) => e.insert(ObjectId(o)),
+                None => values
+                    .add(&objects, &v, IndexValue::new(i, Tid(1), ObjectId(o)))
+                    .unwrap(),
+            }
         }
-        index_key(&mut k, IndexId(7 % 3), b"value-7");
+        // Objects 2k and 2k+1 share a value but not an index: every object has its own value.
+        assert_eq!(values.len(), n as usize);
+        let found = values.get(&objects, IndexId(7 % 3), b"value-3");
         assert_eq!(
-            values.get(&k).map(|v| v.members().collect::<Vec<_>>()),
+            found.map(|e| e.members().collect::<Vec<_>>()),
             Some(vec![ObjectId(7)])
         );
-        index_key(&mut k, IndexId(0), b"value-7");
-        assert!(values.get(&k).is_none());
+        assert!(values.get(&objects, IndexId(2), b"value-3").is_none());
+        assert!(values.get(&objects, IndexId(1), b"value-4000").is_none());
+        for o in (0..n).filter(|o| o % 5 != 0) {
+            assert!(values.remove(&objects, None, index(o), &value(o)).is_some());
+        }
+        assert_eq!(values.len(), (n / 5) as usize);
+        for o in 0..n {
+            let e = values.get(&objects, index(o), &value(o));
+            assert_eq!(e.is_some(), o % 5 == 0, "{o}");
+        }
+    }
+
+    #[test]
+    fn a_value_with_many_members_is_read_from_the_smallest() {
+        let objects = objects(&[
+            (4, IndexId(1), b"k".to_vec()),
+            (9, IndexId(1), b"k".to_vec()),
+            (12, IndexId(1), b"k".to_vec()),
+        ]);
+        let mut values = IndexValues::default();
+        values
+            .add(
+                &objects,
+                b"k",
+                IndexValue::new(IndexId(1), Tid(1), ObjectId(9)),
+            )
+            .unwrap();
+        let record = |o: u64| objects.get(&ObjectId(o)).map(|l| &l.obj);
+        for o in [4, 12] {
+            values
+                .get_mut(&objects, record(o), IndexId(1), b"k")
+                .unwrap()
+                .insert(ObjectId(o));
+        }
+        // The first member leaves: the value is read from the next one.
+        let e = values
+            .get_mut(&objects, record(4), IndexId(1), b"k")
+            .unwrap();
+        assert!(!e.remove(ObjectId(4)));
+        let e = values.get(&objects, IndexId(1), b"k").unwrap();
+        assert_eq!(e.members().collect::<Vec<_>>(), [9, 12].map(ObjectId));
+        // A record that is not the first member's, or holds another value, finds nothing wrong.
+        let other = Obj::build(ObjectId(9), TypeId(1), [].into_iter(), [].into_iter());
+        assert!(values
+            .get_mut(&objects, Some(&other), IndexId(1), b"k")
+            .is_none());
+        assert!(values
+            .get_mut(&objects, record(12), IndexId(1), b"k")
+            .is_some());
+        assert!(values
+            .remove(&objects, record(9), IndexId(1), b"k")
+            .is_some());
+        assert_eq!(values.len(), 0);
     }
 }

@@ -1,22 +1,78 @@
 //! The member set of an index value with two members or more: object ids kept sorted in chunks
-//! of at most [`CHUNK`] ids.
+//! of at most [`CHUNK`] ids, each id stored as a 32-bit offset from its chunk's base.
 //!
 //! Object ids are handed out in ascending order, so members mostly join at the end: a full last
-//! chunk is then followed by a new one rather than split, and chunks stay full. That takes a
-//! little over 8 bytes per member, where a `BTreeSet` filled in order takes about 21. A chunk
-//! that fills up elsewhere is split in two; chunks that empty are dropped, and a chunk much
-//! emptier than its capacity gives memory back.
+//! chunk is then followed by a new one rather than split, and chunks stay full. Ids close to
+//! each other also make the offsets small: a chunk holds ids less than 2^32 apart, and an id
+//! further away from a chunk's base starts a chunk of its own. That takes a little over 4 bytes
+//! per member, where a `BTreeSet` filled in order takes about 21. A chunk that fills up
+//! elsewhere is split in two; chunks that empty are dropped, and a chunk much emptier than its
+//! capacity gives memory back.
 
 use odb_wire::ObjectId;
 
 /// Most ids per chunk.
 const CHUNK: usize = 512;
 
+/// Sorted ids, each `base` plus an offset.
+#[derive(Debug)]
+struct Chunk {
+    /// At or below every id of the chunk.
+    base: u64,
+    /// Sorted, not empty.
+    offsets: Vec<u32>,
+}
+
+impl Chunk {
+    /// A chunk holding `o` alone, with room for `capacity` ids.
+    fn new(o: ObjectId, capacity: usize) -> Chunk {
+        let mut offsets = Vec::with_capacity(capacity);
+        offsets.push(0);
+        Chunk { base: o.0, offsets }
+    }
+
+    fn first(&self) -> Option<ObjectId> {
+        self.offsets.first().map(|&d| self.id(d))
+    }
+
+    fn id(&self, offset: u32) -> ObjectId {
+        ObjectId(self.base + u64::from(offset))
+    }
+
+    /// The offset of `o`, if the chunk can hold it.
+    fn offset(&self, o: ObjectId) -> Option<u32> {
+        u32::try_from(o.0.checked_sub(self.base)?).ok()
+    }
+
+    /// Moves the base down to `o`, if the chunk can still hold its ids then.
+    fn rebase(&mut self, o: ObjectId) -> bool {
+        let Some(down) = self.base.checked_sub(o.0) else {
+            return false;
+        };
+        let last = self.offsets.last().map_or(0, |&d| u64::from(d));
+        let Ok(down) = u32::try_from(down) else {
+            return false;
+        };
+        if last + u64::from(down) > u64::from(u32::MAX) {
+            return false;
+        }
+        for d in &mut self.offsets {
+            *d += down;
+        }
+        self.base = o.0;
+        true
+    }
+
+    fn ids(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        self.offsets.iter().map(|&d| self.id(d))
+    }
+}
+
 /// A sorted set of object ids; see the module documentation.
 #[derive(Debug, Default)]
 pub(super) struct MemberSet {
     /// Non-empty chunks, each sorted, every id of a chunk below every id of the next.
-    chunks: Vec<Vec<ObjectId>>,
+    chunks: Vec<Chunk>,
     len: usize,
 }
 
@@ -28,13 +84,13 @@ impl MemberSet {
 
     /// The smallest id.
     pub fn first(&self) -> Option<ObjectId> {
-        self.chunks.first()?.first().copied()
+        self.chunks.first()?.first()
     }
 
     /// The chunk where `o` is or belongs: the last one starting at or below it (or the first).
     fn chunk_of(&self, o: ObjectId) -> usize {
         self.chunks
-            .partition_point(|c| c.first().is_some_and(|&f| f <= o))
+            .partition_point(|c| c.first().is_some_and(|f| f <= o))
             .saturating_sub(1)
     }
 
@@ -43,32 +99,46 @@ impl MemberSet {
         let c = self.chunk_of(o);
         let last = c + 1 == self.chunks.len();
         let Some(chunk) = self.chunks.get_mut(c) else {
-            self.chunks.push(vec![o]);
+            self.chunks.push(Chunk::new(o, 1));
             self.len += 1;
             return true;
         };
-        let Err(pos) = chunk.binary_search(&o) else {
+        let offset = match chunk.offset(o) {
+            Some(d) => d,
+            // Below every id: the chunk takes it if its ids stay close enough.
+            None if o.0 < chunk.base && chunk.rebase(o) => 0,
+            None => {
+                // Too far from the chunk's ids: a chunk of its own, before or after.
+                let at = if o.0 < chunk.base { c } else { c + 1 };
+                self.chunks.insert(at, Chunk::new(o, 1));
+                self.len += 1;
+                return true;
+            }
+        };
+        let Err(pos) = chunk.offsets.binary_search(&offset) else {
             return false;
         };
         self.len += 1;
-        if chunk.len() < CHUNK {
-            chunk.insert(pos, o);
+        if chunk.offsets.len() < CHUNK {
+            chunk.offsets.insert(pos, offset);
             return true;
         }
-        if pos == chunk.len() && last {
+        if pos == chunk.offsets.len() && last {
             // Appending to the full last chunk: start a new one.
-            let mut next = Vec::with_capacity(CHUNK);
-            next.push(o);
-            self.chunks.push(next);
+            self.chunks.push(Chunk::new(o, CHUNK));
             return true;
         }
         // Split the full chunk in two halves, then insert.
         let mut upper = Vec::with_capacity(CHUNK);
-        upper.extend(chunk.drain(CHUNK / 2..));
+        upper.extend(chunk.offsets.drain(CHUNK / 2..));
+        let mut upper = Chunk {
+            base: chunk.base,
+            offsets: upper,
+        };
         if pos <= CHUNK / 2 {
-            chunk.insert(pos, o);
+            chunk.offsets.insert(pos, offset);
         } else {
-            upper.insert(pos - CHUNK / 2, o);
+            upper.offsets.insert(pos - CHUNK / 2, offset);
         }
         self.chunks.insert(c + 1, upper);
         true
@@ -80,15 +150,19 @@ impl MemberSet {
         let Some(chunk) = self.chunks.get_mut(c) else {
             return false;
         };
-        let Ok(pos) = chunk.binary_search(&o) else {
+        let Some(offset) = chunk.offset(o) else {
             return false;
         };
-        chunk.remove(pos);
+        let Ok(pos) = chunk.offsets.binary_search(&offset) else {
+            return false;
+        };
+        chunk.offsets.remove(pos);
         self.len -= 1;
-        if chunk.is_empty() {
+        let offsets = &mut chunk.offsets;
+        if offsets.is_empty() {
             self.chunks.remove(c);
-        } else if chunk.capacity() >= 64 && chunk.len() < chunk.capacity() / 4 {
-            chunk.shrink_to(chunk.len() * 2);
+        } else if offsets.capacity() >= 64 && offsets.len() < offsets.capacity() / 4 {
+            offsets.shrink_to(offsets.len() * 2);
         }
         true
     }
@@ -101,21 +175,20 @@ impl MemberSet {
             .get(from..)
             .unwrap_or_default()
             .iter()
-            .flatten()
-            .copied()
+            .flat_map(Chunk::ids)
             .skip_while(move |&o| o < lo)
             .take_while(move |&o| o <= hi)
     }
 
     /// The ids in ascending order.
     pub fn iter(&self) -> impl Iterator<Item = ObjectId> + '_ {
-        self.chunks.iter().flatten().copied()
+        self.chunks.iter().flat_map(Chunk::ids)
     }
 
     /// How many ids the chunks have room for.
     #[cfg(test)]
     fn capacity(&self) -> usize {
-        self.chunks.iter().map(Vec::capacity).sum()
+        self.chunks.iter().map(|c| c.offsets.capacity()).sum()
     }
 }
 
@@ -176,7 +249,7 @@ mod tests {
             assert_eq!(set.range(lo, hi).collect::<Vec<_>>(), expected);
         }
         for c in &set.chunks {
-            assert!(!c.is_empty() && c.len() <= CHUNK);
+            assert!(!c.offsets.is_empty() && c.offsets.len() <= CHUNK);
         }
         for o in model.iter().copied().collect::<Vec<_>>() {
             assert!(set.remove(o));
@@ -194,5 +267,59 @@ mod tests {
         }
         assert!(set.capacity() <= n as usize / 4, "{}", set.capacity());
         assert!(set.iter().eq((0..n).step_by(16).map(ObjectId)));
+    }
+
+    #[test]
+    fn ids_far_apart_agree_with_a_btree_set() {
+        // Ids spread over the whole range, many more than 2^32 apart, with runs of close ones.
+        let mut set = MemberSet::default();
+        let mut model = BTreeSet::new();
+        let mut x = 11u64;
+        for step in 0..20_000u64 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let o = match x % 4 {
+                0 => x >> 1,
+                1 => u64::MAX - (x >> 40),
+                2 => (x >> 20) % 3000,
+                _ => (1 << 32) + (x >> 24) % 3000,
+            };
+            let o = ObjectId(o);
+            if step < 12_000 || !x.is_multiple_of(3) {
+                assert_eq!(set.insert(o), model.insert(o));
+            } else {
+                assert_eq!(set.remove(o), model.remove(&o));
+            }
+        }
+        for o in [0, 1 << 32, (1 << 32) - 1, u64::MAX] {
+            assert_eq!(set.insert(ObjectId(o)), model.insert(ObjectId(o)));
+        }
+        assert_eq!(set.len(), model.len());
+        assert!(set.iter().eq(model.iter().copied()));
+        assert_eq!(set.first(), model.first().copied());
+        let (lo, hi) = (ObjectId(1000), ObjectId((1 << 32) + 1000));
+        let expected: Vec<ObjectId> = model.range(lo..=hi).copied().collect();
+        assert_eq!(set.range(lo, hi).collect::<Vec<_>>(), expected);
+        for c in &set.chunks {
+            assert!(!c.offsets.is_empty() && c.offsets.len() <= CHUNK);
+        }
+        for o in model.iter().copied().collect::<Vec<_>>() {
+            assert!(set.remove(o));
+        }
+        assert_eq!((set.len(), set.chunks.len()), (0, 0));
+    }
+
+    #[test]
+    fn an_id_below_the_first_chunk_moves_its_base_down() {
+        let mut set: MemberSet = (100..200).map(ObjectId).collect();
+        assert!(set.insert(ObjectId(50)));
+        assert_eq!(set.chunks.len(), 1);
+        assert_eq!(set.first(), Some(ObjectId(50)));
+        // Too far below the chunk's last id: a chunk of its own.
+        let mut set: MemberSet = [ObjectId(1 << 33)].into_iter().collect();
+        assert!(set.insert(ObjectId(5)));
+        assert_eq!(set.chunks.len(), 2);
+        assert!(set.iter().eq([ObjectId(5), ObjectId(1 << 33)]));
     }
 }

@@ -1,10 +1,14 @@
-//! The compact form in which the store keeps a live object: one heap buffer holding its type,
-//! every field value with the tid of the field's last write, and every index value.
+//! The compact form in which the store keeps a live object: one heap buffer holding its id and
+//! type, every field value with the tid of the field's last write, and every index value.
 //!
-//! The buffer starts with the type id, the number of field slots and the number of index slots
-//! (all LEB128 varints), followed by the slots, fields first, each sorted by id. A field slot is
-//! its id, the tid of its last write and its value length plus one (zero: the field has no
-//! value, but its last write, a removal, is still remembered), followed by the value. An index
+//! The buffer starts with the object id, the type id, the number of field slots, the number of
+//! index slots and
+//! the object's stamp, the newest tid of its fields' last writes (all LEB128 varints), followed
+//! by the slots, fields first, each sorted by id. A field slot is its id and a tag, then the tid
+//! of its last write if that is not the object's stamp, then its value. The tag is twice the
+//! value length plus one (zero: the field has no value, but its last write, a removal, is still
+//! remembered), plus one if the tid follows. Most fields were last written with the object's
+//! newest write (all of them, after the object is created), so most take no tid. An index
 //! slot is its id and a tag: an even tag is twice the value's length, and the value follows; an
 //! odd tag is twice the length plus one, and the value is the same bytes as a field value, whose
 //! offset from the first slot follows. A single-field index has the field's bytes as its value,
@@ -12,7 +16,7 @@
 //! short linear scan, and a commit rebuilds each object it touches once.
 
 use bytes::Bytes;
-use odb_wire::{FieldId, IndexId, Tid, TypeId};
+use odb_wire::{FieldId, IndexId, ObjectId, Tid, TypeId};
 
 /// One live object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +82,8 @@ struct Slots<'a> {
     data: &'a [u8],
     /// Where the slots start: offsets of index values count from here.
     base: usize,
+    /// The stamp of the fields that do not have their own.
+    stamp: Tid,
     fields_left: u64,
     indices_left: u64,
     pos: usize,
@@ -104,8 +110,13 @@ impl<'a> Iterator for Slots<'a> {
         if self.fields_left > 0 {
             self.fields_left -= 1;
             let id = FieldId(get(self.data, &mut self.pos) as u32);
-            let stamp = Tid(get(self.data, &mut self.pos));
-            let len = get(self.data, &mut self.pos) as usize;
+            let tag = get(self.data, &mut self.pos);
+            let stamp = if tag % 2 == 1 {
+                Tid(get(self.data, &mut self.pos))
+            } else {
+                self.stamp
+            };
+            let len = (tag / 2) as usize;
             let value = if len == 0 {
                 None
             } else {
@@ -137,18 +148,25 @@ impl<'a> Iterator for Slots<'a> {
 impl Obj {
     /// Builds an object from its field slots and index values, each sorted by id.
     pub(super) fn build<'a>(
+        id: ObjectId,
         ty: TypeId,
-        fields: impl Iterator<Item = (FieldId, Tid, Src<'a>)>,
+        fields: impl Iterator<Item = (FieldId, Tid, Src<'a>)> + Clone,
         indices: impl Iterator<Item = (IndexId, &'a [u8])>,
     ) -> Obj {
-        Obj::build_in(&mut Scratch::default(), ty, fields, indices)
+        let newest = fields.clone().map(|(_, stamp, _)| stamp).max();
+        let newest = newest.unwrap_or_default();
+        Obj::build_in(&mut Scratch::default(), id, ty, newest, fields, indices)
     }
 
-    /// [`Obj::build`] with reused buffers: the slots are read once, into `scratch`, and the
-    /// object's buffer is allocated once, at its exact size.
+    /// [`Obj::build`] with reused buffers and the object's stamp given: the fields whose last
+    /// write is `newest` take no tid of their own (any tid is correct; the newest one makes the
+    /// record smallest). The slots are written once, into `scratch`, and the object's buffer
+    /// is allocated once, at its exact size.
     pub(super) fn build_in<'a>(
         scratch: &mut Scratch,
+        id: ObjectId,
         ty: TypeId,
+        newest: Tid,
         fields: impl Iterator<Item = (FieldId, Tid, Src<'a>)>,
         indices: impl Iterator<Item = (IndexId, &'a [u8])>,
     ) -> Obj {
@@ -160,14 +178,18 @@ impl Obj {
         for (id, stamp, src) in fields {
             field_count += 1;
             put(slots, u64::from(id.0));
-            put(slots, stamp.0);
-            match src {
-                Src::Absent => put(slots, 0),
-                Src::Value(v) => {
-                    put(slots, v.len() as u64 + 1);
-                    values.push((slots.len(), v.len()));
-                    slots.extend_from_slice(v);
-                }
+            let len = match src {
+                Src::Absent => 0,
+                Src::Value(v) => v.len() as u64 + 1,
+            };
+            let own = stamp != newest;
+            put(slots, 2 * len + u64::from(own));
+            if own {
+                put(slots, stamp.0);
+            }
+            if let Src::Value(v) = src {
+                values.push((slots.len(), v.len()));
+                slots.extend_from_slice(v);
             }
         }
         for (id, v) in indices {
@@ -189,11 +211,18 @@ impl Obj {
             }
         }
         let mut data = Vec::with_capacity(
-            put_len(u64::from(ty.0)) + put_len(field_count) + put_len(index_count) + slots.len(),
+            put_len(id.0)
+                + put_len(u64::from(ty.0))
+                + put_len(field_count)
+                + put_len(index_count)
+                + put_len(newest.0)
+                + slots.len(),
         );
+        put(&mut data, id.0);
         put(&mut data, u64::from(ty.0));
         put(&mut data, field_count);
         put(&mut data, index_count);
+        put(&mut data, newest.0);
         data.extend_from_slice(slots);
         Obj {
             data: data.into_boxed_slice(),
@@ -202,6 +231,7 @@ impl Obj {
 
     /// A plain object: every field written at `stamp`.
     pub(crate) fn from_plain(
+        id: ObjectId,
         ty: TypeId,
         fields: &[(FieldId, Bytes)],
         indices: &[(IndexId, Bytes)],
@@ -215,6 +245,7 @@ impl Obj {
         indices.sort_by_key(|(i, _)| *i);
         indices.dedup_by_key(|(i, _)| *i);
         Obj::build(
+            id,
             ty,
             fields.iter().map(|(f, v)| (*f, stamp, Src::Value(v))),
             indices.iter().copied(),
@@ -226,19 +257,34 @@ impl Obj {
         self.data.len()
     }
 
+    /// Its id.
+    pub fn id(&self) -> ObjectId {
+        ObjectId(get(&self.data, &mut 0))
+    }
+
     /// Its type.
     pub fn ty(&self) -> TypeId {
-        TypeId(get(&self.data, &mut 0) as u32)
+        let mut pos = 0;
+        get(&self.data, &mut pos);
+        TypeId(get(&self.data, &mut pos) as u32)
+    }
+
+    /// The object's stamp: the newest tid of its fields' last writes when it was built.
+    pub(super) fn stamp(&self) -> Tid {
+        self.slots().stamp
     }
 
     fn slots(&self) -> Slots<'_> {
         let mut pos = 0;
         get(&self.data, &mut pos);
+        get(&self.data, &mut pos);
         let fields_left = get(&self.data, &mut pos);
         let indices_left = get(&self.data, &mut pos);
+        let stamp = Tid(get(&self.data, &mut pos));
         Slots {
             data: &self.data,
             base: pos,
+            stamp,
             fields_left,
             indices_left,
             pos,
@@ -319,7 +365,12 @@ mod tests {
             (FieldId(700), Tid(u64::MAX), Src::Value(b"hello")),
         ];
         let indices: [(IndexId, &[u8]); 2] = [(IndexId(1), b""), (IndexId(9), b"key")];
-        let o = Obj::build(TypeId(3), fields.iter().copied(), indices.iter().copied());
+        let o = Obj::build(
+            ObjectId(1),
+            TypeId(3),
+            fields.iter().copied(),
+            indices.iter().copied(),
+        );
         assert_eq!(
             o.fields().collect::<Vec<_>>(),
             vec![(FieldId(1), &b""[..]), (FieldId(700), &b"hello"[..])]
@@ -329,10 +380,47 @@ mod tests {
         assert_eq!(o.field_stamp(FieldId(700)), Some(Tid(u64::MAX)));
         assert_eq!(o.index(IndexId(9)), Some(&b"key"[..]));
         assert_eq!(o.indices().count(), 2);
-        assert_eq!(o.ty(), TypeId(3));
-        let big = Obj::build(TypeId(u32::MAX), fields.iter().copied(), [].into_iter());
+        assert_eq!((o.id(), o.ty()), (ObjectId(1), TypeId(3)));
+        let big = Obj::build(
+            ObjectId(1),
+            TypeId(u32::MAX),
+            fields.iter().copied(),
+            [].into_iter(),
+        );
         assert_eq!(big.ty(), TypeId(u32::MAX));
         assert_eq!(big.field(FieldId(700)), Some(&b"hello"[..]));
+    }
+
+    #[test]
+    fn fields_written_with_the_newest_write_take_no_tid() {
+        let newest = Tid(1_000_000);
+        let fields = |t2: Tid| {
+            [
+                (FieldId(1), newest, Src::Value(&b"a"[..])),
+                (FieldId(2), t2, Src::Value(&b"b"[..])),
+                (FieldId(3), newest, Src::Absent),
+            ]
+        };
+        let same = Obj::build(
+            ObjectId(1),
+            TypeId(1),
+            fields(newest).into_iter(),
+            [].into_iter(),
+        );
+        let older = Obj::build(
+            ObjectId(1),
+            TypeId(1),
+            fields(Tid(7)).into_iter(),
+            [].into_iter(),
+        );
+        // Id, type, counts and the three-byte stamp; then id, tag and value of each slot.
+        assert_eq!(same.size(), 4 + 3 + (3 + 3 + 2));
+        assert_eq!(older.size(), same.size() + 1, "one field keeps its own tid");
+        assert_eq!(older.field_stamp(FieldId(2)), Some(Tid(7)));
+        assert_eq!(older.field_stamp(FieldId(3)), Some(newest));
+        assert_eq!(same.field_stamp(FieldId(2)), Some(newest));
+        assert_eq!(older.field(FieldId(2)), Some(&b"b"[..]));
+        assert_eq!(older.written_at(newest).count(), 2);
     }
 
     #[test]
@@ -349,10 +437,16 @@ mod tests {
             (IndexId(3), b"x"),
             (IndexId(4), b"item-00000002"),
         ];
-        let o = Obj::build(TypeId(3), fields.iter().copied(), indices.iter().copied());
+        let o = Obj::build(
+            ObjectId(1),
+            TypeId(3),
+            fields.iter().copied(),
+            indices.iter().copied(),
+        );
         assert_eq!(o.indices().collect::<Vec<_>>(), indices);
         assert_eq!(o.field(FieldId(2)), Some(&key[..]));
         let without = Obj::build(
+            ObjectId(1),
             TypeId(3),
             fields.iter().copied(),
             indices[..1].iter().copied(),
@@ -381,7 +475,12 @@ mod tests {
             .enumerate()
             .map(|(i, v)| (IndexId(i as u32), &v[..]))
             .collect();
-        let o = Obj::build(TypeId(9), fields.iter().copied(), indices.iter().copied());
+        let o = Obj::build(
+            ObjectId(1),
+            TypeId(9),
+            fields.iter().copied(),
+            indices.iter().copied(),
+        );
         assert_eq!(o.ty(), TypeId(9));
         assert_eq!(o.indices().collect::<Vec<_>>(), indices);
         for (i, v) in values.iter().enumerate() {

@@ -22,12 +22,13 @@ const CHUNK: usize = 4096;
 /// Tables smaller than this never shrink.
 const MIN_SHRINK: usize = 64;
 
-/// An entry of a [`Table`], which carries its own key.
+/// An entry of a [`Table`], which carries its own key (possibly encoded, so it is given by
+/// value).
 pub(crate) trait Keyed {
     /// The key type.
-    type Key: ?Sized + Hash + Eq;
+    type Key: Copy + Hash + Eq;
     /// The entry's key.
-    fn key(&self) -> &Self::Key;
+    fn key(&self) -> Self::Key;
 }
 
 /// A table is full: it already holds as many entries as it may ([`MAX_ENTRIES`]).
@@ -138,14 +139,15 @@ impl<E, S: Default> Table<E, S> {
     }
 }
 
-/// The hash of the key of the entry at `pos`.
-fn hash_at<E: Keyed, S: BuildHasher>(entries: &Chunks<E>, build: &S, pos: u32) -> u64 {
-    entries
-        .get(pos as usize)
-        .map_or(0, |e| build.hash_one(e.key()))
+/// The hash of the entry at `pos`, as `rehash` computes it.
+fn hash_at<E>(entries: &Chunks<E>, rehash: &impl Fn(&E) -> u64, pos: u32) -> u64 {
+    entries.get(pos as usize).map_or(0, rehash)
 }
 
-impl<E: Keyed, S: BuildHasher> Table<E, S> {
+/// Operations by hash: the caller hashes the key it looks for, says which entry matches it, and
+/// gives the hash of any entry (for when the hash table grows, shrinks or repoints an entry).
+/// This lets an entry's key live outside the entry, as an index value's does.
+impl<E, S> Table<E, S> {
     /// How many entries there are.
     pub fn len(&self) -> usize {
         self.entries.len
@@ -156,34 +158,23 @@ impl<E: Keyed, S: BuildHasher> Table<E, S> {
         self.max.saturating_sub(self.entries.len)
     }
 
-    /// The hash of a key, as the table computes it.
-    pub fn hash(&self, key: &E::Key) -> u64 {
-        self.build.hash_one(key)
-    }
-
-    /// Where the entry with this key is.
-    pub fn position(&self, key: &E::Key) -> Option<usize> {
-        self.position_hashed(self.hash(key), key)
-    }
-
-    /// Where the entry with this key is, given the key's [`Table::hash`].
-    pub fn position_hashed(&self, hash: u64, key: &E::Key) -> Option<usize> {
+    /// Where the entry with this hash matching `eq` is.
+    pub fn find(&self, hash: u64, eq: impl Fn(&E) -> bool) -> Option<usize> {
         let entries = &self.entries;
         self.positions
-            .find(hash, |&p| {
-                entries.get(p as usize).is_some_and(|e| e.key() == key)
-            })
+            .find(hash, |&p| entries.get(p as usize).is_some_and(&eq))
             .map(|&p| p as usize)
     }
 
-    /// The entry with this key.
-    pub fn get(&self, key: &E::Key) -> Option<&E> {
-        self.position(key).and_then(|p| self.entries.get(p))
+    /// Every entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &E> {
+        self.entries.chunks.iter().flatten()
     }
 
-    /// The entry with this key, to change (but not its key).
-    pub fn get_mut(&mut self, key: &E::Key) -> Option<&mut E> {
-        self.position(key).and_then(|p| self.entries.get_mut(p))
+    /// How many entries the `Vec` and the hash table have room for.
+    #[cfg(test)]
+    pub fn capacity(&self) -> (usize, usize) {
+        (self.entries.capacity(), self.positions.capacity())
     }
 
     /// The entry at a position.
@@ -196,23 +187,14 @@ impl<E: Keyed, S: BuildHasher> Table<E, S> {
         self.entries.get_mut(pos)
     }
 
-    /// Makes room in the hash table for `additional` more entries.
-    pub fn reserve(&mut self, additional: usize) {
-        let (entries, build) = (&self.entries, &self.build);
-        self.positions
-            .reserve(additional, |&p| hash_at(entries, build, p));
-    }
-
-    /// Adds an entry, or replaces the one with the same key (which is returned). Fails, giving
-    /// the entry back, if the table is full.
-    pub fn insert(&mut self, entry: E) -> Result<Option<E>, (Full, E)> {
-        let hash = self.hash(entry.key());
-        if let Some(pos) = self.position_hashed(hash, entry.key()) {
-            return match self.entries.get_mut(pos) {
-                Some(slot) => Ok(Some(std::mem::replace(slot, entry))),
-                None => Err((Full, entry)),
-            };
-        }
+    /// Adds an entry whose key no entry has, with that key's `hash`. Fails, giving the entry
+    /// back, if the table is full.
+    pub fn insert_new(
+        &mut self,
+        hash: u64,
+        entry: E,
+        rehash: impl Fn(&E) -> u64,
+    ) -> Result<(), (Full, E)> {
         let Ok(pos) = u32::try_from(self.entries.len) else {
             return Err((Full, entry));
         };
@@ -220,55 +202,99 @@ impl<E: Keyed, S: BuildHasher> Table<E, S> {
             return Err((Full, entry));
         }
         self.entries.push(entry);
-        let (entries, build) = (&self.entries, &self.build);
+        let entries = &self.entries;
         self.positions
-            .insert_unique(hash, pos, |&p| hash_at(entries, build, p));
-        Ok(None)
+            .insert_unique(hash, pos, |&p| hash_at(entries, &rehash, p));
+        Ok(())
     }
 
-    /// Removes the entry with this key. The last entry takes its position.
-    pub fn remove(&mut self, key: &E::Key) -> Option<E> {
-        let hash = self.hash(key);
+    /// Removes the entry with this hash matching `eq`. The last entry takes its position.
+    pub fn remove_by(
+        &mut self,
+        hash: u64,
+        eq: impl Fn(&E) -> bool,
+        rehash: impl Fn(&E) -> u64,
+    ) -> Option<E> {
         let entries = &self.entries;
         let found = self
             .positions
-            .find_entry(hash, |&p| {
-                entries.get(p as usize).is_some_and(|e| e.key() == key)
-            })
+            .find_entry(hash, |&p| entries.get(p as usize).is_some_and(&eq))
             .ok()?;
         let (pos, _) = found.remove();
         let last = self.entries.len.checked_sub(1)?;
         if pos as usize != last {
             // The last entry moves to `pos`: repoint its position.
-            let moved = hash_at(&self.entries, &self.build, last as u32);
+            let moved = hash_at(&self.entries, &rehash, last as u32);
             if let Some(p) = self.positions.find_mut(moved, |&p| p as usize == last) {
                 *p = pos;
             }
         }
         let removed = self.entries.swap_remove(pos as usize);
-        self.shrink();
+        self.shrink(&rehash);
         removed
     }
 
     /// Gives the hash table's memory back once it is mostly empty.
-    fn shrink(&mut self) {
+    fn shrink(&mut self, rehash: &impl Fn(&E) -> u64) {
         let len = self.entries.len;
         if self.positions.capacity() > MIN_SHRINK.max(4 * len) {
-            let (entries, build) = (&self.entries, &self.build);
+            let entries = &self.entries;
             self.positions
-                .shrink_to(2 * len, |&p| hash_at(entries, build, p));
+                .shrink_to(2 * len, |&p| hash_at(entries, rehash, p));
         }
     }
+}
 
-    /// Every entry, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = &E> {
-        self.entries.chunks.iter().flatten()
+/// Operations by key, for entries that carry their key.
+impl<E: Keyed, S: BuildHasher + Clone> Table<E, S> {
+    /// The hash of a key, as the table computes it.
+    pub fn hash(&self, key: &E::Key) -> u64 {
+        self.build.hash_one(key)
     }
 
-    /// How many entries the `Vec` and the hash table have room for.
-    #[cfg(test)]
-    pub fn capacity(&self) -> (usize, usize) {
-        (self.entries.capacity(), self.positions.capacity())
+    /// Where the entry with this key is.
+    pub fn position(&self, key: &E::Key) -> Option<usize> {
+        self.find(self.hash(key), |e| e.key() == *key)
+    }
+
+    /// The entry with this key.
+    pub fn get(&self, key: &E::Key) -> Option<&E> {
+        self.position(key).and_then(|p| self.entries.get(p))
+    }
+
+    /// Makes room in the hash table for `additional` more entries.
+    pub fn reserve(&mut self, additional: usize) {
+        let build = &self.build;
+        let entries = &self.entries;
+        self.positions.reserve(additional, |&p| {
+            hash_at(entries, &|e: &E| build.hash_one(e.key()), p)
+        });
+    }
+
+    /// Adds an entry, or replaces the one with the same key (which is returned). Fails, giving
+    /// the entry back, if the table is full.
+    pub fn insert(&mut self, entry: E) -> Result<Option<E>, (Full, E)> {
+        let key = entry.key();
+        let hash = self.hash(&key);
+        if let Some(pos) = self.find(hash, |e| e.key() == key) {
+            return match self.entries.get_mut(pos) {
+                Some(slot) => Ok(Some(std::mem::replace(slot, entry))),
+                None => Err((Full, entry)),
+            };
+        }
+        let build = self.build.clone();
+        self.insert_new(hash, entry, |e| build.hash_one(e.key()))
+            .map(|()| None)
+    }
+
+    /// Removes the entry with this key. The last entry takes its position.
+    pub fn remove(&mut self, key: &E::Key) -> Option<E> {
+        let build = self.build.clone();
+        self.remove_by(
+            build.hash_one(key),
+            |e| e.key() == *key,
+            |e| build.hash_one(e.key()),
+        )
     }
 }
 
@@ -282,8 +308,8 @@ mod tests {
 
     impl Keyed for E {
         type Key = u64;
-        fn key(&self) -> &u64 {
-            &self.0
+        fn key(&self) -> u64 {
+            self.0
         }
     }
 
@@ -308,7 +334,8 @@ mod tests {
         assert_eq!(t.get(&1), Some(&E(1, "c")));
         assert_eq!(t.len(), 2);
         assert!(t.get(&3).is_none());
-        t.get_mut(&2).unwrap().1 = "d";
+        let p = t.position(&2).unwrap();
+        t.at_mut(p).unwrap().1 = "d";
         assert_eq!(t.get(&2), Some(&E(2, "d")));
     }
 

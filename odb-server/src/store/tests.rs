@@ -439,7 +439,7 @@ fn a_commit_the_tables_cannot_take_is_refused_whole_and_changes_nothing() {
         let mut f = fixture();
         match full {
             "objects" => f.store.objects = Table::with_max(1),
-            _ => f.store.members = Table::with_max(2),
+            _ => f.store.members = IndexValues::with_max(2),
         }
         f.commit(&f.create_t(1, "x")).unwrap();
         let snapshot = |s: &Store| {
