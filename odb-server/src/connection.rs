@@ -463,7 +463,10 @@ async fn read_loop<S: AsyncRead>(
             Some(Err(e)) => return End::Broken(e.to_string()),
             Some(Ok(frame)) => frame,
         };
-        let message = match odb_wire::decode_client_message(&frame) {
+        // Frozen, the frame's buffer is shared by the values of a commit decoded from it; the
+        // store copies what it keeps.
+        let frame = frame.freeze();
+        let message = match odb_wire::decode_client_frame(&frame) {
             Ok(ClientMessage::Heartbeat) => continue,
             Ok(ClientMessage::Hello { .. }) => {
                 return End::Protocol(Refusal::ProtocolViolation {

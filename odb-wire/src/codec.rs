@@ -116,9 +116,19 @@ pub fn decode_server_frame(frame: &Bytes) -> Result<crate::ServerMessage, CodecE
 /// Decodes a payload into a client message: like [`decode`], with a faster path for the
 /// largest message a server receives, a commit request.
 pub fn decode_client_message(payload: &[u8]) -> Result<crate::ClientMessage, CodecError> {
-    match commit::decode_request(payload) {
+    match commit::decode_request(payload, None) {
         Some(msg) => Ok(msg),
         None => decode(payload),
+    }
+}
+
+/// Decodes a frame into a client message like [`decode_client_message`]; the values of a
+/// commit request share the frame's buffer rather than being copied, so the frame stays
+/// allocated while any of them is held: a receiver that keeps a value past the commit copies it.
+pub fn decode_client_frame(frame: &Bytes) -> Result<crate::ClientMessage, CodecError> {
+    match commit::decode_request(frame, Some(frame)) {
+        Some(msg) => Ok(msg),
+        None => decode(frame),
     }
 }
 

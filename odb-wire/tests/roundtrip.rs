@@ -361,6 +361,16 @@ proptest! {
     }
 
     #[test]
+    fn the_client_frame_decoder_agrees_with_the_generic_one(
+        msg in client_message(),
+        flip in any::<prop::sample::Index>(),
+        bits in 1u8..,
+    ) {
+        let from_frame = |p: &[u8]| decode_client_frame(&Bytes::copy_from_slice(p));
+        fast_decoder_agrees(from_frame, msg, flip, bits)?;
+    }
+
+    #[test]
     fn the_server_frame_decoder_agrees_with_the_generic_one(
         msg in server_message(),
         flip in any::<prop::sample::Index>(),

@@ -55,10 +55,11 @@ pub(super) fn decode(payload: &[u8], shared: Option<&Bytes>) -> Option<ServerMes
 
 /// Decodes `payload` if it is a [`ClientMessage::Commit`]; `None` otherwise, or when anything
 /// about it is unexpected.
-pub(super) fn decode_request(payload: &[u8]) -> Option<ClientMessage> {
+/// With `shared`, the frame `payload` is, values share its buffer.
+pub(super) fn decode_request(payload: &[u8], shared: Option<&Bytes>) -> Option<ClientMessage> {
     let mut r = Reader {
         buf: payload,
-        shared: None,
+        shared,
     };
     if r.byte()? != client_commit_tag()? {
         return None;
@@ -362,9 +363,9 @@ mod tests {
             },
         };
         let payload = super::super::encode(&msg).unwrap();
-        assert_eq!(decode_request(&payload), Some(msg));
+        assert_eq!(decode_request(&payload, None), Some(msg));
         for cut in 0..payload.len() {
-            assert_eq!(decode_request(&payload[..cut]), None);
+            assert_eq!(decode_request(&payload[..cut], None), None);
         }
         assert_eq!(decode(&payload, None), None);
     }
