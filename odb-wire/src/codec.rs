@@ -19,11 +19,9 @@ pub const MAX_FRAME_CAP: usize = 1 << 30;
 mod commit;
 mod objects;
 mod push;
-mod request;
 
 pub use objects::EncodedObjects;
 pub use push::{encode_commit_push, PushEntry};
-pub use request::encode_commit_request;
 
 type Config<const LIMIT: usize> = bincode::config::Configuration<
     bincode::config::LittleEndian,
@@ -64,17 +62,6 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CodecError> {
     bincode::serde::encode_to_vec(value, config::<MAX_FRAME_CAP>())
         .map(Bytes::from)
         .map_err(|e| CodecError::Encode(e.to_string()))
-}
-
-/// Encodes a client message: like [`encode`], with a faster path for the largest message a
-/// client sends, a commit request.
-pub fn encode_client_message(message: &crate::ClientMessage) -> Result<Bytes, CodecError> {
-    match message {
-        crate::ClientMessage::Commit { request_id, commit } => {
-            encode_commit_request(*request_id, commit)
-        }
-        other => encode(other),
-    }
 }
 
 /// Encodes a value into a buffer of exactly its size, for values that are usually small (stored

@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 pub(super) const U16_BYTE: u8 = 251;
 pub(super) const U32_BYTE: u8 = 252;
 pub(super) const U64_BYTE: u8 = 253;
-pub(super) const U128_BYTE: u8 = 254;
+const U128_BYTE: u8 = 254;
 
 /// The smallest encoding of a field or index write: object, field or index, and `None`.
 const MIN_WRITE: usize = 3;
@@ -114,7 +114,7 @@ pub(super) fn subscription_data_tag() -> Option<u8> {
 }
 
 /// The first byte of an encoded [`ClientMessage::Commit`], as [`server_commit_tag`].
-pub(super) fn client_commit_tag() -> Option<u8> {
+fn client_commit_tag() -> Option<u8> {
     static TAG: OnceLock<Option<u8>> = OnceLock::new();
     *TAG.get_or_init(|| {
         first_byte(&ClientMessage::Commit {
