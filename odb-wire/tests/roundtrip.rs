@@ -403,6 +403,26 @@ proptest! {
     }
 
     #[test]
+    fn subscription_chunks_are_what_serde_writes(
+        request_id in rid(),
+        objects in vec(object_data(), 0..6),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let encoded: EncodedObjects = objects.clone().into();
+        prop_assert_eq!(encoded.len(), objects.len());
+        // Any split of the objects into two chunks.
+        let at = cut.index(objects.len() + 1);
+        for range in [0..at, at..objects.len()] {
+            let expected = encode(&ServerMessage::SubscriptionData {
+                request_id,
+                objects: objects[range.clone()].to_vec(),
+            })
+            .unwrap();
+            prop_assert_eq!(encoded.chunk(request_id, range).unwrap(), expected);
+        }
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic_the_decoder(data in vec(any::<u8>(), 0..512)) {
         let _ = decode::<ClientMessage>(&data);
         let _ = decode::<ServerMessage>(&data);
