@@ -11,6 +11,7 @@ pub mod codec;
 pub mod describe;
 pub mod hash;
 mod ids;
+pub mod leb128;
 pub mod limits;
 mod message;
 mod refusal;

@@ -16,6 +16,7 @@
 //! short linear scan, and a commit rebuilds each object it touches once.
 
 use bytes::Bytes;
+use odb_wire::leb128::{get, put, put_len};
 use odb_wire::{FieldId, IndexId, ObjectId, Tid, TypeId};
 
 /// One live object.
@@ -46,34 +47,6 @@ pub(super) struct FieldSlot<'a> {
     pub id: FieldId,
     pub stamp: Tid,
     pub value: Option<&'a [u8]>,
-}
-
-fn put(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// How many bytes [`put`] writes for `v`.
-fn put_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-/// Reads a varint; the buffers are written by [`put`] only, so a short read yields zero.
-fn get(data: &[u8], pos: &mut usize) -> u64 {
-    let mut v = 0u64;
-    let mut shift = 0;
-    while let Some(&b) = data.get(*pos) {
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-    }
-    v
 }
 
 /// Iterates the slots of an object: fields first, then indices.

@@ -13,6 +13,7 @@
 //! separate vectors.
 
 use super::Version;
+use odb_wire::leb128::{get, put};
 use odb_wire::{FieldId, IndexId};
 
 /// What an entry of a record holds: a field's value or an index membership's value.
@@ -46,30 +47,6 @@ pub(super) struct Record {
 }
 
 const HEADER: usize = 8;
-
-fn put(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Reads a varint; records are written by [`put`] only, so a short read yields what was read.
-#[inline]
-fn get(data: &[u8], pos: &mut usize) -> u64 {
-    let mut v = 0u64;
-    let mut shift = 0;
-    while let Some(&b) = data.get(*pos) {
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-    }
-    v
-}
 
 impl Record {
     /// A record of `entries` from `version` on. Entries must name distinct slots, fields
