@@ -218,18 +218,20 @@ mod tests {
         assert_eq!(set.first(), Some(ObjectId(1)));
     }
 
-    #[test]
-    fn agrees_with_a_btree_set() {
-        let mut set = MemberSet::default();
-        let mut model = BTreeSet::new();
-        let mut x = 7u64;
-        for step in 0..200_000u64 {
+    /// Applies `steps` pseudo-random inserts and removals, chosen by `pick(step, x)` from the
+    /// step and a random `x`, to `set` and to a `BTreeSet` model, checking every answer.
+    fn drive(
+        set: &mut MemberSet,
+        model: &mut BTreeSet<ObjectId>,
+        mut x: u64,
+        steps: u64,
+        pick: impl Fn(u64, u64) -> (ObjectId, bool),
+    ) {
+        for step in 0..steps {
             x = x
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
-            let o = ObjectId((x >> 33) % 5000);
-            // Mostly inserts at first, mostly removals later.
-            let insert = (x >> 20) % 100 < if step < 100_000 { 70 } else { 30 };
+            let (o, insert) = pick(step, x);
             if insert {
                 assert_eq!(set.insert(o), model.insert(o));
             } else {
@@ -237,8 +239,31 @@ mod tests {
             }
             assert_eq!(set.len(), model.len());
         }
+    }
+
+    /// Checks the set's contents and chunks against the model, then removes every id.
+    fn check_then_empty(mut set: MemberSet, model: &BTreeSet<ObjectId>) {
         assert!(set.iter().eq(model.iter().copied()));
         assert_eq!(set.first(), model.first().copied());
+        for c in &set.chunks {
+            assert!(!c.offsets.is_empty() && c.offsets.len() <= CHUNK);
+        }
+        for &o in model {
+            assert!(set.remove(o));
+        }
+        assert_eq!((set.len(), set.chunks.len()), (0, 0));
+        assert!(!set.remove(ObjectId(1)));
+    }
+
+    #[test]
+    fn agrees_with_a_btree_set() {
+        let mut set = MemberSet::default();
+        let mut model = BTreeSet::new();
+        drive(&mut set, &mut model, 7, 200_000, |step, x| {
+            // Mostly inserts at first, mostly removals later.
+            let insert = (x >> 20) % 100 < if step < 100_000 { 70 } else { 30 };
+            (ObjectId((x >> 33) % 5000), insert)
+        });
         for (lo, hi) in [(0, 5000), (17, 17), (100, 2600), (4990, 9000), (300, 200)] {
             let (lo, hi) = (ObjectId(lo), ObjectId(hi));
             let expected: Vec<ObjectId> = model
@@ -248,14 +273,7 @@ mod tests {
                 .collect();
             assert_eq!(set.range(lo, hi).collect::<Vec<_>>(), expected);
         }
-        for c in &set.chunks {
-            assert!(!c.offsets.is_empty() && c.offsets.len() <= CHUNK);
-        }
-        for o in model.iter().copied().collect::<Vec<_>>() {
-            assert!(set.remove(o));
-        }
-        assert_eq!((set.len(), set.chunks.len()), (0, 0));
-        assert!(!set.remove(ObjectId(1)));
+        check_then_empty(set, &model);
     }
 
     #[test]
@@ -274,40 +292,23 @@ mod tests {
         // Ids spread over the whole range, many more than 2^32 apart, with runs of close ones.
         let mut set = MemberSet::default();
         let mut model = BTreeSet::new();
-        let mut x = 11u64;
-        for step in 0..20_000u64 {
-            x = x
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
+        drive(&mut set, &mut model, 11, 20_000, |step, x| {
             let o = match x % 4 {
                 0 => x >> 1,
                 1 => u64::MAX - (x >> 40),
                 2 => (x >> 20) % 3000,
                 _ => (1 << 32) + (x >> 24) % 3000,
             };
-            let o = ObjectId(o);
-            if step < 12_000 || !x.is_multiple_of(3) {
-                assert_eq!(set.insert(o), model.insert(o));
-            } else {
-                assert_eq!(set.remove(o), model.remove(&o));
-            }
-        }
+            (ObjectId(o), step < 12_000 || !x.is_multiple_of(3))
+        });
         for o in [0, 1 << 32, (1 << 32) - 1, u64::MAX] {
             assert_eq!(set.insert(ObjectId(o)), model.insert(ObjectId(o)));
         }
         assert_eq!(set.len(), model.len());
-        assert!(set.iter().eq(model.iter().copied()));
-        assert_eq!(set.first(), model.first().copied());
         let (lo, hi) = (ObjectId(1000), ObjectId((1 << 32) + 1000));
         let expected: Vec<ObjectId> = model.range(lo..=hi).copied().collect();
         assert_eq!(set.range(lo, hi).collect::<Vec<_>>(), expected);
-        for c in &set.chunks {
-            assert!(!c.offsets.is_empty() && c.offsets.len() <= CHUNK);
-        }
-        for o in model.iter().copied().collect::<Vec<_>>() {
-            assert!(set.remove(o));
-        }
-        assert_eq!((set.len(), set.chunks.len()), (0, 0));
+        check_then_empty(set, &model);
     }
 
     #[test]
