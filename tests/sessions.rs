@@ -321,9 +321,13 @@ async fn a_commit_whose_answer_was_lost_is_applied_once() {
 
     relay.hold_answers(true);
     let (commit, runs, _) = add_ten(&db, account);
-    // The server applied it; its answer is stuck in the relay.
+    // The server applied it; its answer is stuck in the relay. The observer may not have the
+    // account's creation yet.
     observer
-        .wait_for(|v| Ok(account.balance(v)? == 10), WAIT)
+        .wait_for(
+            |v| Ok(account.exists(v)? && account.balance(v)? == 10),
+            WAIT,
+        )
         .await
         .expect("the server applies the commit");
     relay.hold_answers(false);

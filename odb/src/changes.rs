@@ -49,6 +49,9 @@ pub(crate) struct Change {
     pub commit: Option<AppliedCommit>,
     /// The connection closed: every listener should look at the client's state again.
     pub closed: bool,
+    /// The server's database was replaced (an in-memory server restarted): everything may
+    /// have changed, and every listener evaluates again.
+    pub replaced: bool,
 }
 
 /// The keys one change of the replica changed.
@@ -135,7 +138,7 @@ impl ReadSet {
     /// Whether `change`, applied after the snapshot `at` this set was read from, may change
     /// what the reader saw.
     pub fn affected_by(&self, change: &Change, at: SnapshotAt) -> bool {
-        if change.closed {
+        if change.closed || change.replaced {
             return true;
         }
         if self.tid && (change.tid > at.tid || change.version > at.version) {
@@ -211,6 +214,7 @@ mod tests {
             keys: changed,
             commit: None,
             closed: false,
+            replaced: false,
         }
     }
 

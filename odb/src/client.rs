@@ -207,8 +207,13 @@ impl Client {
         loop {
             let (reads, at) = {
                 let view = View::recording(Snapshot::open(&self.inner.shared));
-                if condition(&view)? {
-                    return Ok(());
+                match condition(&view) {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {}
+                    // The database was replaced while the condition read: ask it again on
+                    // the new one.
+                    Err(Error::DatabaseReplaced) => continue,
+                    Err(e) => return Err(e),
                 }
                 view.into_reads()
             };

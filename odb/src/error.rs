@@ -147,6 +147,11 @@ pub enum Error {
     /// The transaction's closure asked to stop (see [`Error::abort`]).
     #[error("transaction aborted: {0}")]
     Aborted(String),
+    /// The server's database was replaced (an in-memory server restarted) while this view
+    /// was open, so the view cannot read on. Open a new view; a transaction runs again by
+    /// itself.
+    #[error("the server's database was replaced while this view was open (an in-memory server restarted); read again on a new view")]
+    DatabaseReplaced,
     /// A historical view asked for a state the replica no longer retains.
     #[error("the state at tid {tid} is no longer retained by this client (the oldest retained is tid {oldest}); raise ClientBuilder::retain_history to keep more history")]
     HistoryUnavailable {

@@ -20,6 +20,10 @@ pub(crate) struct Local {
     pub readable: FastSet<TypeId>,
     /// Per type, the tid of the newest applied commit that changed one of its objects.
     pub type_tids: FastMap<TypeId, Tid>,
+    /// Counts the server databases this replica followed: raised when an in-memory server
+    /// restarted and the replica and registry were replaced together. A snapshot reads types
+    /// of its own generation only, since type and field ids differ between databases.
+    pub generation: u64,
 }
 
 /// What kind of change [`Shared::apply_commit`] applies.
@@ -84,18 +88,30 @@ impl Shared {
         self.registry.read().get(def).cloned()
     }
 
-    /// The ids of a type, or `NotSubscribed` when its schema was never defined here.
-    pub fn readable_type(&self, def: &'static TypeDef) -> Result<Arc<TypeInfo>> {
+    /// The ids of a type for a snapshot of `generation`, or `NotSubscribed` when its schema
+    /// was never defined here. `DatabaseReplaced` when the database changed since the
+    /// snapshot opened: the registry may then hold another database's ids.
+    pub fn readable_type(&self, def: &'static TypeDef, generation: u64) -> Result<Arc<TypeInfo>> {
         let not_subscribed = || Error::NotSubscribed {
             type_name: def.qualified_name(),
             hint: format!("db.subscribe_type::<{}>()", def.name),
         };
-        let info = self.type_info(def).ok_or_else(not_subscribed)?;
-        if self.local.read().readable.contains(&info.type_id) {
-            Ok(info)
-        } else {
-            Err(not_subscribed())
+        let info = self.type_info(def);
+        // Checked after reading the registry: the registry and the generation change together
+        // under the replica's lock, so an unchanged generation means `info` is of it.
+        let local = self.local.read();
+        if local.generation != generation {
+            return Err(Error::DatabaseReplaced);
         }
+        match info {
+            Some(info) if local.readable.contains(&info.type_id) => Ok(info),
+            _ => Err(not_subscribed()),
+        }
+    }
+
+    /// The replica's current generation (see [`Local::generation`]).
+    pub fn generation(&self) -> u64 {
+        self.local.read().generation
     }
 
     /// Applies a commit, marks the types of objects it creates as readable, and publishes
@@ -163,10 +179,8 @@ impl Shared {
         }
     }
 
-    /// The types of these objects, as far as the registry knows them (by their existence
-    /// field).
-    fn types_of(&self, objects: &[ObjectData]) -> Vec<TypeId> {
-        let registry = self.registry.read();
+    /// The types of these objects, as far as `registry` knows them (by their existence field).
+    fn types_of(registry: &Registry, objects: &[ObjectData]) -> Vec<TypeId> {
         objects
             .iter()
             .flat_map(|o| o.fields.iter())
@@ -176,7 +190,7 @@ impl Shared {
 
     /// Applies a completed subscription atomically: its data, and the types it makes readable.
     pub fn apply_snapshot(&self, objects: Vec<ObjectData>, types: &[TypeId], tid: Tid) {
-        let seen = self.types_of(&objects);
+        let seen = Self::types_of(&self.registry.read(), &objects);
         let mut local = self.local.write();
         local.readable.extend(types.iter().copied().chain(seen));
         // Checked under the lock: a listener that starts later opens its snapshot after this
@@ -201,7 +215,7 @@ impl Shared {
         tid: Tid,
         visible: Option<Vec<IdBlock>>,
     ) {
-        let seen = self.types_of(&objects);
+        let seen = Self::types_of(&self.registry.read(), &objects);
         let mut local = self.local.write();
         if visible.is_some() {
             local.readable.extend(types.iter().copied().chain(seen));
@@ -216,6 +230,43 @@ impl Shared {
             .apply_resync(objects, tid, visible, listening.then_some(&mut keys));
         if listening {
             self.publish(&local, keys, None);
+        }
+    }
+
+    /// Follows a new database (an in-memory server restarted): `registry` (its ids) replaces
+    /// the registry, and `objects` at `tid` (what the session's subscriptions cover, the
+    /// `types`) replace the whole replica. Readers see the old database or the new one, never
+    /// a mix: both change under the replica's lock, and snapshots opened before read no more
+    /// types (see [`Shared::readable_type`]).
+    pub fn replace_database(
+        &self,
+        registry: Registry,
+        objects: Vec<ObjectData>,
+        types: &[TypeId],
+        tid: Tid,
+    ) {
+        let seen = Self::types_of(&registry, &objects);
+        let mut local = self.local.write();
+        // The only place both locks are held: the replica's first, then the registry's.
+        // Nothing takes them the other way round.
+        *self.registry.write() = registry;
+        local.generation += 1;
+        local.readable = types.iter().copied().chain(seen).collect();
+        local.type_tids.clear();
+        let listening = self.changes.receiver_count() > 0;
+        let mut keys = ChangedKeys::default();
+        local
+            .replica
+            .replace(objects, tid, listening.then_some(&mut keys));
+        if listening {
+            let _ = self.changes.send(Arc::new(Change {
+                version: local.replica.version(),
+                tid: local.replica.tid(),
+                keys,
+                commit: None,
+                closed: false,
+                replaced: true,
+            }));
         }
     }
 
@@ -237,6 +288,7 @@ impl Shared {
             keys: ChangedKeys::default(),
             commit: None,
             closed: true,
+            replaced: false,
         }));
         drop(local);
     }
@@ -249,6 +301,7 @@ impl Shared {
             keys,
             commit,
             closed: false,
+            replaced: false,
         }));
     }
 }

@@ -561,6 +561,21 @@ impl Replica {
         self.apply_snapshot(objects, tid, changed);
     }
 
+    /// Replaces everything with another database's `objects` at `tid` (an in-memory server
+    /// restarted): every object goes, whatever its id, and the history kept for
+    /// [`Replica::open_snapshot_at`] starts again, since the old tids mean nothing any more.
+    /// Snapshots open still read what they read.
+    pub fn replace(
+        &mut self,
+        objects: Vec<ObjectData>,
+        tid: Tid,
+        changed: Option<&mut ChangedKeys>,
+    ) {
+        self.applied.clear();
+        self.tid = tid;
+        self.apply_resync(objects, tid, Some(Vec::new()), changed);
+    }
+
     /// Moves the replica's tid forward without data (a flush, or a conflict reported at a tid
     /// this client did not see).
     pub fn advance(&mut self, tid: Tid) {

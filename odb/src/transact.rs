@@ -6,7 +6,7 @@ use crate::client::Client;
 use crate::pending::PendingCommit;
 use crate::replica::SnapshotAt;
 use crate::schema::Schema;
-use crate::session::Reply;
+use crate::session::{Origin, Reply};
 use crate::transaction::{Finished, Need, Transaction};
 use crate::{Error, Result};
 use odb_wire::{CommitRequest, Tid};
@@ -54,8 +54,8 @@ enum Attempt<T, E> {
     /// decided by the transaction's own state, whatever the closure returned: a closure that
     /// turned the failed read into its own error type, or ignored it, still runs again.
     Need(Need),
-    /// The closure returned a value; its created objects took ids granted on this connection.
-    Done(T, Finished, Option<u64>),
+    /// The closure returned a value; what its commit was made from.
+    Done(T, Finished, Origin),
     /// The closure returned an error of its own.
     Failed(E),
 }
@@ -155,11 +155,11 @@ impl Client {
                 Attempt::Done(value, Finished::ReadOnly(..), _) => {
                     return Ok(PendingCommit::ready(value))
                 }
-                Attempt::Done(value, Finished::Commit(request), ids_link) => {
+                Attempt::Done(value, Finished::Commit(request), origin) => {
                     let answer = self
                         .inner
                         .session
-                        .start(|core| core.commit(request, ids_link))?;
+                        .start(|core| core.commit(request, origin))?;
                     return Ok(PendingCommit::sent(self.clone(), answer, value));
                 }
             }
@@ -196,7 +196,7 @@ impl Client {
                     (e, _) => e,
                 })?;
             self.ensure_ids(1).await?;
-            let (value, request, ids_link) = match self.attempt(&mut f) {
+            let (value, request, origin) = match self.attempt(&mut f) {
                 Attempt::Need(need) => {
                     self.provide(need, &mut needs).await?;
                     continue;
@@ -205,16 +205,14 @@ impl Client {
                 Attempt::Done(value, Finished::ReadOnly(reads, at), _) => {
                     return Ok((value, Outcome::ReadOnly(reads, at)))
                 }
-                Attempt::Done(value, Finished::Commit(request), ids_link) => {
-                    (value, request, ids_link)
-                }
+                Attempt::Done(value, Finished::Commit(request), origin) => (value, request, origin),
             };
             if let Some((deadline, timeout)) = deadline {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(transaction_timeout(timeout).into());
                 }
             }
-            match self.commit(request, ids_link).await {
+            match self.commit(request, origin).await {
                 Ok(_) => return Ok((value, Outcome::Committed)),
                 Err(e) if e.is_retryable() && conflicts < max_retries => {
                     conflicts += 1;
@@ -236,8 +234,13 @@ impl Client {
             Some(need) => Attempt::Need(need),
             None => match out {
                 Ok(value) => {
-                    let ids_link = tx.ids_link();
-                    Attempt::Done(value, tx.finish(), ids_link)
+                    let origin = tx.origin();
+                    Attempt::Done(value, tx.finish(), origin)
+                }
+                // A read failed because the database was replaced under the snapshot: the
+                // closure runs again on the new one.
+                Err(_) if tx.origin().generation != self.inner.shared.generation() => {
+                    Attempt::Need(Need::Fresh)
                 }
                 Err(e) => Attempt::Failed(e),
             },
@@ -254,14 +257,15 @@ impl Client {
                 self.define_schema(schema).await
             }
             Need::Ids(count) => self.ensure_ids(count).await,
+            Need::Fresh => Ok(()),
         }
     }
 
-    async fn commit(&self, request: CommitRequest, ids_link: Option<u64>) -> Result<Tid> {
+    async fn commit(&self, request: CommitRequest, origin: Origin) -> Result<Tid> {
         match self
             .inner
             .session
-            .request(|core| core.commit(request, ids_link))
+            .request(|core| core.commit(request, origin))
             .await?
         {
             Reply::Committed(tid) => Ok(tid),

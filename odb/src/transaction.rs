@@ -5,6 +5,7 @@ use crate::local::Shared;
 use crate::registry::TypeInfo;
 use crate::replica::SnapshotAt;
 use crate::schema::{IndexValue, Schema};
+use crate::session::Origin;
 use crate::view::{Read, Snapshot};
 use crate::{Error, Handle, Object, Result, TypeDef};
 use bytes::{Bytes, BytesMut};
@@ -24,6 +25,8 @@ pub(crate) enum Need {
     Schema(&'static Schema),
     /// More object ids are needed.
     Ids(u64),
+    /// The server's database was replaced under the snapshot: run again on a fresh one.
+    Fresh,
 }
 
 /// What a finished transaction attempt produced.
@@ -112,9 +115,13 @@ impl<'a> Transaction<'a> {
         }
     }
 
-    /// The connection the ids of the objects this transaction created were granted on.
-    pub(crate) fn ids_link(&self) -> Option<u64> {
-        self.ids_link
+    /// What the commit is made from: the connection the ids of the objects this transaction
+    /// created were granted on, and the replica generation its snapshot read.
+    pub(crate) fn origin(&self) -> Origin {
+        Origin {
+            ids_link: self.ids_link,
+            generation: self.snap.generation,
+        }
     }
 
     pub(crate) fn take_need(&mut self) -> Option<Need> {

@@ -69,44 +69,50 @@ pub(crate) struct Snapshot<'a> {
     pub at: SnapshotAt,
     pub tid: Tid,
     /// The types this snapshot resolved so far. A type once readable stays readable, and its
-    /// ids never change, so each is looked up in the registry once per snapshot.
+    /// ids never change within a generation, so each is looked up in the registry once per
+    /// snapshot.
     types: RefCell<Vec<Arc<TypeInfo>>>,
     /// Whether the client was connected when the snapshot opened.
     pub connected: bool,
+    /// The replica's generation when the snapshot opened: types resolve in it only.
+    pub generation: u64,
 }
 
 impl<'a> Snapshot<'a> {
     pub fn open(shared: &'a Shared) -> Snapshot<'a> {
-        let at = shared.local.write().replica.open_snapshot();
+        let (at, generation) = {
+            let mut local = shared.local.write();
+            (local.replica.open_snapshot(), local.generation)
+        };
         Snapshot {
             shared,
             at,
             tid: at.tid,
             types: RefCell::default(),
             connected: shared.is_connected(),
+            generation,
         }
     }
 
     /// A snapshot of the state after commit `tid` as this client saw it, if still retained.
     pub fn open_at(shared: &'a Shared, tid: Tid) -> Result<Snapshot<'a>> {
-        let at = shared
-            .local
-            .write()
-            .replica
-            .open_snapshot_at(tid)
-            .map_err(|e| match e {
-                HistoryError::Unavailable { oldest } => Error::HistoryUnavailable { tid, oldest },
-                HistoryError::Future { current } => Error::Invalid(format!(
-                    "tid {tid} is newer than this client's replica, which is at tid {current}; \
+        let mut local = shared.local.write();
+        let generation = local.generation;
+        let at = local.replica.open_snapshot_at(tid).map_err(|e| match e {
+            HistoryError::Unavailable { oldest } => Error::HistoryUnavailable { tid, oldest },
+            HistoryError::Future { current } => Error::Invalid(format!(
+                "tid {tid} is newer than this client's replica, which is at tid {current}; \
                      wait for it with flush() or wait_for() first"
-                )),
-            })?;
+            )),
+        })?;
+        drop(local);
         Ok(Snapshot {
             shared,
             at,
             tid,
             types: RefCell::default(),
             connected: shared.is_connected(),
+            generation,
         })
     }
 
@@ -128,7 +134,7 @@ impl<'a> Snapshot<'a> {
                 return f(info);
             }
         }
-        let info = self.shared.readable_type(ty)?;
+        let info = self.shared.readable_type(ty, self.generation)?;
         let out = f(&info);
         self.types.borrow_mut().push(info);
         out

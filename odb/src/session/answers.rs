@@ -51,8 +51,8 @@ impl ClientCore {
                 visible,
             } => {
                 let objects = self.buffers.remove(&request_id).unwrap_or_default();
-                if self.requests.remove(&request_id).is_some() {
-                    self.resumed(objects, tid, delta.then_some(visible));
+                if let Some(Pending::Resume { answers }) = self.requests.remove(&request_id) {
+                    self.resumed(objects, tid, delta.then_some(visible), answers);
                 }
             }
             ServerMessage::Unsubscribed {
@@ -129,8 +129,9 @@ impl ClientCore {
                 self.targets.remove(&added);
                 self.answer(request_id, Err(error));
             }
-            Pending::Resume => {
+            Pending::Resume { .. } => {
                 tracing::error!(%reason, "the server refused to restore the subscriptions");
+                self.switch_without_data();
                 for commit in self.restoring.take().unwrap_or_default() {
                     self.shared.apply_commit(commit, CommitKind::Pushed);
                 }

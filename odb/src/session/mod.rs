@@ -26,6 +26,9 @@ mod policy;
 mod restore;
 #[cfg(test)]
 mod sim;
+mod switch;
+#[cfg(test)]
+mod switch_tests;
 mod targets;
 
 pub use policy::ReconnectPolicy;
@@ -45,6 +48,7 @@ use odb_wire::{
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switch::Switch;
 use targets::Targets;
 
 /// How many heartbeat intervals of silence from the server end a connection.
@@ -168,7 +172,12 @@ enum Pending {
         link: u64,
     },
     /// A cancellation; if its connection breaks, the session's restore answers it.
-    Unsubscribe { link: u64 },
+    Unsubscribe {
+        /// The targets it cancels.
+        targets: Vec<Target>,
+        /// The connection it was sent on (0: waiting for the restore).
+        link: u64,
+    },
     /// A commit.
     Commit {
         id: CommitId,
@@ -178,10 +187,21 @@ enum Pending {
         /// Its connection broke before the answer: to be asked about.
         unsettled: bool,
     },
-    /// The session's restore on a new connection.
-    Resume,
+    /// The session's restore on a new connection, with the subscriptions and cancellations
+    /// it answers (those made while it could not be sent).
+    Resume { answers: Vec<RequestId> },
     /// A question about unsettled commits (their request ids).
     Query { commits: Vec<RequestId> },
+}
+
+/// What a commit was made from, checked before it is sent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin {
+    /// The connection the ids of the objects it created were granted on (`None`: it created
+    /// none; `u64::MAX`: several).
+    pub ids_link: Option<u64>,
+    /// The replica generation its snapshot read.
+    pub generation: u64,
 }
 
 /// The client's session: see the module documentation.
@@ -217,6 +237,10 @@ pub(crate) struct ClientCore {
     schemas: Vec<&'static Schema>,
     /// Schemas still to be defined before the restore can be sent (a new database).
     redefining: usize,
+    /// While following a new database: its registry and how far the switch is.
+    switch: Option<Switch>,
+    /// The replica's generation (mirrors [`crate::local::Local::generation`]).
+    generation: u64,
     /// Id blocks granted on earlier connections to the current database.
     granted: Vec<IdBlock>,
     /// Chunks of subscriptions and restores in flight.
@@ -265,6 +289,8 @@ impl ClientCore {
             targets: Targets::default(),
             schemas: Vec::new(),
             redefining: 0,
+            switch: None,
+            generation: 0,
             granted: Vec::new(),
             buffers: HashMap::new(),
             restoring: None,
@@ -279,7 +305,14 @@ impl ClientCore {
     /// The connection status.
     pub fn status(&self) -> ConnectionStatus {
         match &self.state {
-            State::Up => ConnectionStatus::Connected,
+            // A new database is not followed until its data has arrived.
+            State::Up => match &self.switch {
+                Some(switch) => ConnectionStatus::Reconnecting {
+                    attempt: switch.attempt,
+                    since: switch.since,
+                },
+                None => ConnectionStatus::Connected,
+            },
             State::Down { attempt, since, .. } | State::Connecting { attempt, since } => {
                 ConnectionStatus::Reconnecting {
                     attempt: *attempt,
@@ -313,6 +346,12 @@ impl ClientCore {
     /// Whether connected and welcomed.
     pub fn is_up(&self) -> bool {
         matches!(self.state, State::Up)
+    }
+
+    /// Whether requests go out now: connected, and not switching to a new database (whose
+    /// ids the client does not use before its data has arrived).
+    fn ready(&self) -> bool {
+        self.is_up() && self.switch.is_none()
     }
 
     // ---- driver interface -------------------------------------------------------------
@@ -410,6 +449,10 @@ impl ClientCore {
         self.outbox.clear();
         self.buffers.clear();
         self.restoring = None;
+        // A switch not finished starts again on the next connection; the registry and replica
+        // are still the old database's.
+        self.switch = None;
+        self.redefining = 0;
         if !self.config.policy.allows(0) || self.config.urls == 0 {
             self.close(reason);
             return;
@@ -434,13 +477,13 @@ impl ClientCore {
                         }),
                     );
                 }
-                Pending::Resume | Pending::Query { .. } => {
+                Pending::Resume { .. } | Pending::Query { .. } => {
                     self.requests.remove(&id);
                 }
                 Pending::Schema { internal: true, .. } => {
                     self.requests.remove(&id);
                 }
-                Pending::Subscribe { link, .. } | Pending::Unsubscribe { link } => *link = 0,
+                Pending::Subscribe { link, .. } | Pending::Unsubscribe { link, .. } => *link = 0,
                 Pending::Schema { .. } | Pending::Ids { .. } | Pending::Flush => {}
             }
         }
@@ -557,64 +600,84 @@ impl ClientCore {
         self.request(Pending::Flush)
     }
 
-    /// Subscribes to targets whose types are defined (answered [`Reply::Subscribed`]).
+    /// Subscribes to targets whose types are defined (answered [`Reply::Subscribed`]). While
+    /// the connection is down (or switching to a new database) it waits for the session's
+    /// restore.
     pub fn subscribe(&mut self, targets: &[Target]) -> Result<RequestId> {
         self.check_open()?;
-        let added = self.targets.add(targets);
-        let (wire, types) = self.wire_targets(targets)?;
         let id = self.next_id();
-        let link = if self.is_up() { self.link } else { 0 };
+        let (types, link) = if self.ready() {
+            (self.send_targets(id, true, targets)?, self.link)
+        } else {
+            (Vec::new(), 0)
+        };
+        let added = self.targets.add(targets);
         self.requests
             .insert(id, Pending::Subscribe { added, types, link });
-        if link != 0 {
-            self.queue(
-                Some(id),
-                &ClientMessage::Subscribe {
-                    request_id: id,
-                    targets: wire,
-                },
-            )?;
-        }
         Ok(id)
     }
 
     /// Cancels subscriptions (answered [`Reply::Unsubscribed`]).
     pub fn unsubscribe(&mut self, targets: &[Target]) -> Result<RequestId> {
         self.check_open()?;
-        let (wire, _) = self.wire_targets(targets)?;
-        self.targets.remove(targets);
         let id = self.next_id();
-        let link = if self.is_up() { self.link } else { 0 };
-        self.requests.insert(id, Pending::Unsubscribe { link });
-        if link != 0 {
-            self.queue(
-                Some(id),
-                &ClientMessage::Unsubscribe {
-                    request_id: id,
-                    targets: wire,
-                },
-            )?;
-        }
+        let link = if self.ready() {
+            self.send_targets(id, false, targets)?;
+            self.link
+        } else {
+            0
+        };
+        self.targets.remove(targets);
+        self.requests.insert(
+            id,
+            Pending::Unsubscribe {
+                targets: targets.to_vec(),
+                link,
+            },
+        );
         Ok(id)
+    }
+
+    /// Queues a subscription (or its cancellation) in server ids; returns its types.
+    fn send_targets(
+        &mut self,
+        id: RequestId,
+        subscribe: bool,
+        targets: &[Target],
+    ) -> Result<Vec<TypeId>> {
+        let (wire, types) = self.wire_targets(targets)?;
+        let message = if subscribe {
+            ClientMessage::Subscribe {
+                request_id: id,
+                targets: wire,
+            }
+        } else {
+            ClientMessage::Unsubscribe {
+                request_id: id,
+                targets: wire,
+            }
+        };
+        self.queue(Some(id), &message)?;
+        Ok(types)
     }
 
     /// Commits a transaction whose created objects took ids on connection `ids_link` (`None`:
     /// it created nothing). Answered [`Reply::Committed`] or an error:
     /// [`Error::CommitNotApplied`] when the commit could not be sent on the connection its ids
     /// belong to (run the transaction again).
-    pub fn commit(
-        &mut self,
-        mut request: CommitRequest,
-        ids_link: Option<u64>,
-    ) -> Result<RequestId> {
+    pub fn commit(&mut self, mut request: CommitRequest, origin: Origin) -> Result<RequestId> {
         self.check_open()?;
         let id = self.next_id();
-        if !self.is_up() || ids_link.is_some_and(|link| link != self.link) {
-            let reason = if self.is_up() {
-                "its object ids were granted on a connection that broke since"
-            } else {
-                "the client is not connected"
-            };
+        let reason = if !self.is_up() {
+            Some("the client is not connected")
+        } else if self.switch.is_some() || origin.generation != self.generation {
+            Some("the server's database was replaced (an in-memory server restarted) after the transaction's snapshot")
+        } else if origin.ids_link.is_some_and(|link| link != self.link) {
+            Some("its object ids were granted on a connection that broke since")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
             self.answer(
                 id,
                 Err(Error::CommitNotApplied {
@@ -669,7 +732,7 @@ impl ClientCore {
     fn request(&mut self, pending: Pending) -> Result<RequestId> {
         self.check_open()?;
         let id = self.next_id();
-        if self.is_up() {
+        if self.ready() {
             self.send_request(id, &pending)?;
         }
         self.requests.insert(id, pending);
@@ -740,20 +803,21 @@ impl ClientCore {
         &self,
         targets: &[Target],
     ) -> Result<(Vec<odb_wire::SubscriptionTarget>, Vec<TypeId>)> {
-        let registry = self.shared.registry.read();
-        let mut wire = Vec::with_capacity(targets.len());
-        let mut types = Vec::with_capacity(targets.len());
-        for t in targets {
-            let (target, ty) = t.wire(&registry).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "type {} is not defined on the server yet",
-                    t.ty().qualified_name()
-                ))
-            })?;
-            wire.push(target);
-            types.push(ty);
-        }
-        Ok((wire, types))
+        self.server_registry(|registry| {
+            let mut wire = Vec::with_capacity(targets.len());
+            let mut types = Vec::with_capacity(targets.len());
+            for t in targets {
+                let (target, ty) = t.wire(registry).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "type {} is not defined on the server yet",
+                        t.ty().qualified_name()
+                    ))
+                })?;
+                wire.push(target);
+                types.push(ty);
+            }
+            Ok((wire, types))
+        })
     }
 }
 

@@ -16,10 +16,10 @@ impl ClientCore {
         database: DatabaseId,
         now: Instant,
     ) {
-        if !matches!(self.state, State::Connecting { .. }) {
+        let State::Connecting { attempt, since } = self.state else {
             self.on_disconnected("the server sent a second welcome".into(), now);
             return;
-        }
+        };
         let first = self.database.is_none();
         let same = self.database == Some(database);
         self.link += 1;
@@ -36,24 +36,26 @@ impl ClientCore {
         }
         if first {
             self.shared.local.write().replica.advance(tid);
+            self.database = Some(database);
         }
-        self.database = Some(database);
         self.shared.ids.lock().reset(self.link);
         self.add_ids(ids);
         self.shared.set_connection(connection);
-        self.shared.set_connected(true);
-        self.events
-            .push_back(Event::Status(ConnectionStatus::Connected));
+        if !first {
+            tracing::info!(%connection, same_database = same, "reconnected to the server");
+            self.restoring = Some(Vec::new());
+        }
+        if first || same {
+            self.shared.set_connected(true);
+            self.events
+                .push_back(Event::Status(ConnectionStatus::Connected));
+        }
         if first {
             self.send_waiting();
-            return;
-        }
-        tracing::info!(%connection, same_database = same, "reconnected to the server");
-        self.restoring = Some(Vec::new());
-        if same {
+        } else if same {
             self.restore();
         } else {
-            self.new_database();
+            self.new_database(Switch::new(database, tid, attempt, since));
         }
     }
 
@@ -102,74 +104,20 @@ impl ClientCore {
         self.send_waiting();
     }
 
-    /// On a connection to another database (an in-memory server that restarted): nothing of
-    /// the old one carries over. Unsettled commits cannot be settled; schemas are defined again
-    /// and the subscriptions restored once they are.
-    pub(super) fn new_database(&mut self) {
-        tracing::warn!("the server's database changed (an in-memory server restarted?); fetching everything again");
-        let unsettled: Vec<RequestId> = self
-            .requests
-            .iter()
-            .filter_map(|(&rid, p)| {
-                matches!(
-                    p,
-                    Pending::Commit {
-                        unsettled: true,
-                        ..
-                    }
-                )
-                .then_some(rid)
-            })
-            .collect();
-        for rid in unsettled {
-            self.requests.remove(&rid);
-            self.answer(
-                rid,
-                Err(Error::CommitOutcomeUnknown {
-                    reason: "the server restarted without its data, so whether the commit was applied before cannot be known".into(),
-                }),
-            );
-        }
-        *self.shared.registry.write() = crate::registry::Registry::default();
-        let schemas = std::mem::take(&mut self.schemas);
-        self.redefining = schemas.len();
-        for schema in schemas {
-            let pending = Pending::Schema {
-                schema,
-                internal: true,
-            };
-            let id = self.next_id();
-            if self.send_request(id, &pending).is_ok() {
-                self.requests.insert(id, pending);
-            } else {
-                self.redefining -= 1;
-            }
-        }
-        if self.redefining == 0 {
-            self.send_resume(false);
-        }
-        self.send_waiting();
-    }
-
     /// Sends the restore: every subscription, the id blocks of earlier connections, and the
     /// tid the replica holds when the server may send only what changed.
     pub(super) fn send_resume(&mut self, same_database: bool) {
-        let targets: Vec<Target> = self.targets.iter().cloned().collect();
-        let registry = self.shared.registry.read();
-        let wire: Vec<_> = targets
-            .iter()
-            .filter_map(|t| t.wire(&registry).map(|(w, _)| w))
-            .collect();
-        drop(registry);
+        let wire: Vec<_> = self.server_registry(|registry| {
+            self.targets
+                .iter()
+                .filter_map(|t| t.wire(registry).map(|(w, _)| w))
+                .collect()
+        });
         let id = self.next_id();
         // A subscription made or cancelled while away changes what the session sees beyond
         // what changed on the server: only the full data is then right.
-        let retargeted = self.requests.values().any(|p| {
-            matches!(
-                p,
-                Pending::Subscribe { link: 0, .. } | Pending::Unsubscribe { link: 0 }
-            )
-        });
+        let answers = self.waiting_for_restore();
+        let retargeted = !answers.is_empty();
         let since = (same_database && !retargeted).then(|| self.shared.local.read().replica.tid());
         let message = ClientMessage::Resume {
             request_id: id,
@@ -179,7 +127,7 @@ impl ClientCore {
         };
         match self.queue(Some(id), &message) {
             Ok(()) => {
-                self.requests.insert(id, Pending::Resume);
+                self.requests.insert(id, Pending::Resume { answers });
             }
             Err(e) => {
                 self.fail_waiting_subscriptions(&format!("cannot restore the subscriptions: {e}"))
@@ -217,25 +165,21 @@ impl ClientCore {
         }
     }
 
-    /// The restore's data arrived: apply it as one change and answer the subscriptions and
-    /// cancellations that waited for it.
+    /// The restore's data arrived: apply it as one change (on a new database, switch to it),
+    /// answer the subscriptions and cancellations it covers, and send those made since.
     pub(super) fn resumed(
         &mut self,
         objects: Vec<ObjectData>,
         tid: Tid,
         visible: Option<Vec<IdBlock>>,
+        answers: Vec<RequestId>,
     ) {
-        let registry = self.shared.registry.read();
-        let mut types: Vec<TypeId> = self
-            .targets
-            .iter()
-            .filter_map(|t| t.wire(&registry).map(|(_, ty)| ty))
-            .collect();
-        if let Some(info) = registry.get(<crate::system::Connection as crate::Object>::type_def()) {
-            types.push(info.type_id);
+        let types = self.subscribed_types();
+        if self.switch.is_some() {
+            self.switch_over(objects, &types, tid);
+        } else {
+            self.shared.apply_resync(objects, &types, tid, visible);
         }
-        drop(registry);
-        self.shared.apply_resync(objects, &types, tid, visible);
         // Commits pushed while the restore was on its way: the snapshot holds those up to its
         // tid.
         for commit in self.restoring.take().unwrap_or_default() {
@@ -243,39 +187,99 @@ impl ClientCore {
                 self.shared.apply_commit(commit, CommitKind::Pushed);
             }
         }
-        let waiting: Vec<(RequestId, bool)> = self
-            .requests
-            .iter()
-            .filter_map(|(&id, p)| match p {
-                Pending::Subscribe { link: 0, .. } => Some((id, true)),
-                Pending::Unsubscribe { link: 0 } => Some((id, false)),
-                _ => None,
-            })
-            .collect();
-        for (id, subscribe) in waiting {
-            self.requests.remove(&id);
-            let reply = if subscribe {
-                Reply::Subscribed(tid)
-            } else {
-                Reply::Unsubscribed(tid)
+        for id in answers {
+            let reply = match self.requests.remove(&id) {
+                Some(Pending::Subscribe { .. }) => Reply::Subscribed(tid),
+                Some(Pending::Unsubscribe { .. }) => Reply::Unsubscribed(tid),
+                Some(other) => {
+                    self.requests.insert(id, other);
+                    continue;
+                }
+                None => continue,
             };
             self.answer(id, Ok(reply));
         }
+        self.send_held_targets(tid);
     }
 
-    pub(super) fn fail_waiting_subscriptions(&mut self, reason: &str) {
-        let waiting: Vec<RequestId> = self
+    /// The types of the session's subscriptions (and of the connection objects it always
+    /// sees), in the server's ids.
+    fn subscribed_types(&self) -> Vec<TypeId> {
+        self.server_registry(|registry| {
+            let mut types: Vec<TypeId> = self
+                .targets
+                .iter()
+                .filter_map(|t| t.wire(registry).map(|(_, ty)| ty))
+                .collect();
+            if let Some(info) =
+                registry.get(<crate::system::Connection as crate::Object>::type_def())
+            {
+                types.push(info.type_id);
+            }
+            types
+        })
+    }
+
+    /// The subscriptions and cancellations waiting for a restore.
+    fn waiting_for_restore(&self) -> Vec<RequestId> {
+        let mut waiting: Vec<RequestId> = self
             .requests
             .iter()
             .filter(|(_, p)| {
                 matches!(
                     p,
-                    Pending::Subscribe { link: 0, .. } | Pending::Unsubscribe { link: 0 }
+                    Pending::Subscribe { link: 0, .. } | Pending::Unsubscribe { link: 0, .. }
                 )
             })
             .map(|(&id, _)| id)
             .collect();
-        for id in waiting {
+        waiting.sort();
+        waiting
+    }
+
+    /// Sends, in the order they were made, the subscriptions and cancellations made after the
+    /// restore was sent (while switching to a new database, nothing goes out before its data
+    /// has arrived). A subscription whose targets the session already had is covered by the
+    /// restore.
+    fn send_held_targets(&mut self, tid: Tid) {
+        for id in self.waiting_for_restore() {
+            let Some(pending) = self.requests.remove(&id) else {
+                continue;
+            };
+            match pending {
+                Pending::Subscribe { added, .. } if added.is_empty() => {
+                    self.answer(id, Ok(Reply::Subscribed(tid)))
+                }
+                Pending::Subscribe { added, .. } => match self.send_targets(id, true, &added) {
+                    Ok(types) => {
+                        let link = self.link;
+                        self.requests
+                            .insert(id, Pending::Subscribe { added, types, link });
+                    }
+                    Err(e) => {
+                        self.targets.remove(&added);
+                        self.answer(id, Err(e));
+                    }
+                },
+                Pending::Unsubscribe { targets, .. } => {
+                    match self.send_targets(id, false, &targets) {
+                        Ok(_) => {
+                            let link = self.link;
+                            self.requests
+                                .insert(id, Pending::Unsubscribe { targets, link });
+                        }
+                        Err(e) => self.answer(id, Err(e)),
+                    }
+                }
+                other => {
+                    self.requests.insert(id, other);
+                }
+            }
+        }
+    }
+
+    pub(super) fn fail_waiting_subscriptions(&mut self, reason: &str) {
+        for id in self.waiting_for_restore() {
             self.requests.remove(&id);
             self.answer(id, Err(Error::Server(reason.to_string())));
         }
@@ -299,7 +303,10 @@ impl ClientCore {
                 .zip(&ids.types)
                 .map(|(def, ids)| TypeInfo::new(def, ids))
                 .collect();
-            self.shared.registry.write().insert_schema(infos);
+            match &mut self.switch {
+                Some(switch) => switch.registry.insert_schema(infos),
+                None => self.shared.registry.write().insert_schema(infos),
+            }
             if !self.schemas.iter().any(|s| std::ptr::eq(*s, schema)) {
                 self.schemas.push(schema);
             }
@@ -312,13 +319,6 @@ impl ClientCore {
             self.schema_redefined();
         } else {
             self.answer(request_id, result);
-        }
-    }
-
-    pub(super) fn schema_redefined(&mut self) {
-        self.redefining = self.redefining.saturating_sub(1);
-        if self.redefining == 0 {
-            self.send_resume(false);
         }
     }
 

@@ -353,11 +353,11 @@ impl World {
             if tx.take_need().is_some() || ran.is_err() {
                 return;
             }
-            let ids_link = tx.ids_link();
+            let origin = tx.origin();
             let Finished::Commit(request) = tx.finish() else {
                 return;
             };
-            match client.core.commit(request, ids_link) {
+            match client.core.commit(request, origin) {
                 Ok(id) => client.busy = Busy::Commit(id, attempt),
                 Err(e) => self.fail(format!("commit refused locally: {e}")),
             }
@@ -402,14 +402,14 @@ impl World {
         let mut tx = Transaction::new(&shared);
         let counter =
             Counter::create(&mut tx, Counter { value: 0 }).unwrap_or_else(|e| self.fail(e));
-        let ids_link = tx.ids_link();
+        let origin = tx.origin();
         let Finished::Commit(request) = tx.finish() else {
             self.fail("creating the counter wrote nothing");
         };
         let id = self
             .observer
             .core
-            .commit(request, ids_link)
+            .commit(request, origin)
             .unwrap_or_else(|e| self.fail(e));
         self.observer.busy = Busy::Commit(id, 0);
         while self.observer.busy != Busy::Idle {
