@@ -308,8 +308,10 @@ impl RawPeer {
 
 fn short_heartbeats() -> ServerConfig {
     ServerConfig {
-        heartbeat_interval: Duration::from_millis(100),
-        missed_heartbeats: 3,
+        // A silent peer's connection object lives about a second: long enough for a watcher
+        // on a busy machine to see it before it goes.
+        heartbeat_interval: Duration::from_millis(250),
+        missed_heartbeats: 4,
         ..ServerConfig::new(TOKEN)
     }
 }

@@ -145,8 +145,10 @@ async fn kill_and_restart(storage: Vec<String>) {
             last_acked_tid
         );
         let done = Arc::new(Mutex::new((Vec::new(), Tid(0))));
+        let first = Arc::new(tokio::sync::Notify::new());
         let writer = {
             let done = done.clone();
+            let first = first.clone();
             let client = client.clone();
             tokio::spawn(async move {
                 for i in 0.. {
@@ -156,13 +158,18 @@ async fn kill_and_restart(storage: Vec<String>) {
                             let mut done = done.lock().expect("lock");
                             done.0.push(seq);
                             done.1 = tid;
+                            first.notify_one();
                         }
                         Err(_) => break,
                     }
                 }
             })
         };
-        // A random moment for the kill, not a wait for anything.
+        // A random moment for the kill (not a wait for anything), after the first commit was
+        // acknowledged: on a busy machine that alone may take longer than the shortest delay.
+        tokio::time::timeout(Duration::from_secs(30), first.notified())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: no commit was acknowledged in 30 s"));
         tokio::time::sleep(Duration::from_millis(rng.between(50, 400))).await;
         server.kill();
         tokio::time::timeout(Duration::from_secs(30), writer)

@@ -351,11 +351,12 @@ async fn a_killed_leader_is_replaced_without_losing_or_repeating_commits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_is_fenced_and_steps_down() {
     let redis = Redis::start().await;
-    // Clients wait four heartbeats (4 s) on a silent server, longer than the pause below (about
-    // one lease): they are still connected to the old leader when it is continued.
-    let mut old = Standby::start(&redis, free_port(), 1000);
+    // Clients wait four heartbeats (10 s) on a silent server, far longer than the pause below
+    // (about one lease, plus the takeover on a busy machine): they are still connected to the
+    // old leader when it is continued.
+    let mut old = Standby::start(&redis, free_port(), 2500);
     until("the first server to lead", WAIT, || accepts(old.port)).await;
-    let new = Standby::start(&redis, free_port(), 1000);
+    let new = Standby::start(&redis, free_port(), 2500);
     old.assert_running();
     let urls = vec![old.url(), new.url()];
     let db = connect(&urls, "follower").await;

@@ -277,7 +277,7 @@ async fn a_write_whose_outcome_stays_unknown_is_never_reported_as_failed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_connecting_while_a_write_is_retried_gets_in_once_it_lands() {
-    let heartbeat = Duration::from_millis(50);
+    let heartbeat = Duration::from_millis(200);
     let storage = FaultyStorage::new();
     let config = ServerConfig {
         heartbeat_interval: heartbeat,

@@ -367,7 +367,8 @@ async fn own_creations_are_visible_without_subscribing(t: Transport) -> anyhow::
     // Changing them later needs no subscription either.
     c.transaction(|tx| mine.set_balance(tx, 3)).await?;
     assert_eq!(c.view(|v| mine.balance(v))?, 3);
-    p.a.wait_for(|v| Ok(mine.balance(v)? == 3), WAIT).await?;
+    p.a.wait_for(|v| Ok(mine.exists(v)? && mine.balance(v)? == 3), WAIT)
+        .await?;
     Ok(())
 }
 both_transports!(
