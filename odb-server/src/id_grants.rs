@@ -35,8 +35,10 @@ impl IdGrants {
 
     /// Whether `id` lies in a block granted to this connection.
     pub fn contains(&self, id: ObjectId) -> bool {
+        // Newest first: a client creates objects with the ids it was granted last.
         self.blocks
             .iter()
+            .rev()
             .any(|b| id.0 >= b.start && id.0 - b.start < b.len)
     }
 }

@@ -24,6 +24,7 @@
 //! [`ServerConfig`]: crate::ServerConfig
 
 use crate::storage::{CommitChanges, StoredCommit};
+use odb_wire::hash::FastMap;
 use odb_wire::{CommitId, CommitStatus, Tid};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,12 +72,78 @@ struct Journal {
     stored_horizon: Tid,
 }
 
+/// The tids of recorded commits, by session: each session's records sorted by sequence
+/// number. A session numbers its commits in the order it sends them, and the server applies
+/// them in that order, so a record is appended, found by subtraction, and dropped from the
+/// front; nothing is hashed per commit but the session.
+#[derive(Debug, Default)]
+struct BySession(FastMap<u128, VecDeque<(u64, Tid)>>);
+
+impl BySession {
+    /// Where `seq` is (`Ok`) or would go (`Err`) among a session's records.
+    fn position(records: &VecDeque<(u64, Tid)>, seq: u64) -> Result<usize, usize> {
+        let Some(&(first, _)) = records.front() else {
+            return Err(0);
+        };
+        if let Some(guess) = seq
+            .checked_sub(first)
+            .and_then(|d| usize::try_from(d).ok())
+        {
+            match records.get(guess) {
+                Some(&(s, _)) if s == seq => return Ok(guess),
+                None if records.back().is_some_and(|&(last, _)| last < seq) => {
+                    return Err(records.len())
+                }
+                _ => {}
+            }
+        }
+        records.binary_search_by_key(&seq, |&(s, _)| s)
+    }
+
+    fn get(&self, id: CommitId) -> Option<Tid> {
+        let records = self.0.get(&id.session)?;
+        let at = Self::position(records, id.seq).ok()?;
+        records.get(at).map(|&(_, tid)| tid)
+    }
+
+    fn insert(&mut self, id: CommitId, tid: Tid) {
+        let records = self.0.entry(id.session).or_default();
+        match Self::position(records, id.seq) {
+            Ok(at) => {
+                if let Some(record) = records.get_mut(at) {
+                    record.1 = tid;
+                }
+            }
+            Err(at) if at == records.len() => records.push_back((id.seq, tid)),
+            Err(at) => records.insert(at, (id.seq, tid)),
+        }
+    }
+
+    fn remove(&mut self, id: CommitId) {
+        let Some(records) = self.0.get_mut(&id.session) else {
+            return;
+        };
+        if let Ok(at) = Self::position(records, id.seq) {
+            if at == 0 {
+                records.pop_front();
+            } else {
+                records.remove(at);
+            }
+        }
+        if records.is_empty() {
+            self.0.remove(&id.session);
+        } else if records.capacity() > 4 * records.len().max(16) {
+            records.shrink_to_fit();
+        }
+    }
+}
+
 /// The records; see the module documentation.
 #[derive(Debug)]
 pub(crate) struct CommitIds {
     count: usize,
     age_ms: u64,
-    by_id: HashMap<CommitId, Tid>,
+    by_id: BySession,
     /// Records, oldest (lowest tid) first.
     order: VecDeque<StoredCommit>,
     horizon: Tid,
@@ -92,7 +159,7 @@ impl CommitIds {
         CommitIds {
             count,
             age_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
-            by_id: HashMap::new(),
+            by_id: BySession::default(),
             order: VecDeque::new(),
             horizon: Tid(0),
             fences: HashMap::new(),
@@ -104,7 +171,10 @@ impl CommitIds {
     /// Takes over loaded records (in any order) and horizon.
     pub fn load(&mut self, mut records: Vec<StoredCommit>, horizon: Tid) {
         records.sort_by_key(|r| r.tid);
-        self.by_id = records.iter().map(|r| (r.id, r.tid)).collect();
+        self.by_id = BySession::default();
+        for r in &records {
+            self.by_id.insert(r.id, r.tid);
+        }
         self.order = records.into();
         self.horizon = horizon;
         if let Some(journal) = &mut self.journal {
@@ -134,7 +204,7 @@ impl CommitIds {
 
     /// The tid at which a commit with this id was applied, if it is recorded.
     pub fn applied(&self, id: CommitId) -> Option<Tid> {
-        self.by_id.get(&id).copied()
+        self.by_id.get(id)
     }
 
     /// Why an unrecorded id is refused, if it is.
@@ -165,7 +235,7 @@ impl CommitIds {
                 break;
             }
             self.order.pop_front();
-            self.by_id.remove(&oldest.id);
+            self.by_id.remove(oldest.id);
             self.horizon = self.horizon.max(oldest.tid);
             if let Some(journal) = &mut self.journal {
                 journal.pruned.push(oldest);
@@ -294,6 +364,49 @@ mod tests {
         ids.record(id(6), Tid(60), 10_001);
         assert_eq!(ids.len(), 1, "the older ones are over ten seconds old");
         assert_eq!(ids.horizon(), Tid(50));
+    }
+
+    #[test]
+    fn records_by_session_agree_with_a_map_in_any_order() {
+        // A small generator, so that the test needs no dependency.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut records = BySession::default();
+        let mut model: HashMap<CommitId, Tid> = HashMap::new();
+        let mut seqs = [0u64; 3];
+        for step in 0..20_000u64 {
+            let session = u128::from(next(3) as u8);
+            let seq = match next(10) {
+                // Mostly the next number of the session, sometimes one out of order.
+                0 => next(seqs[session as usize] + 2),
+                _ => {
+                    seqs[session as usize] += 1 + next(2);
+                    seqs[session as usize]
+                }
+            };
+            let id = CommitId { session, seq };
+            if next(3) == 0 {
+                records.remove(id);
+                model.remove(&id);
+            } else {
+                records.insert(id, Tid(step));
+                model.insert(id, Tid(step));
+            }
+            let probe = CommitId {
+                session: u128::from(next(3) as u8),
+                seq: next(seqs[0].max(seqs[1]).max(seqs[2]) + 2),
+            };
+            assert_eq!(records.get(probe), model.get(&probe).copied(), "step {step}");
+            assert_eq!(records.get(id), model.get(&id).copied(), "step {step}");
+        }
+        for (id, tid) in &model {
+            assert_eq!(records.get(*id), Some(*tid));
+        }
     }
 
     #[test]

@@ -83,8 +83,11 @@ pub(crate) struct History {
     last_write: Stamps,
     /// Keys stamped at each retained tid, oldest first.
     by_tid: VecDeque<(Tid, Vec<Key>)>,
-    /// How many live stamps (kept by objects and index values) each retained tid holds.
-    live: VecDeque<(Tid, u64)>,
+    /// How many live stamps (kept by objects and index values) each retained tid holds: one
+    /// count per tid from `live_first` on, so that a stamp's count is found by subtraction.
+    live: VecDeque<u64>,
+    /// The tid of `live`'s first count.
+    live_first: Tid,
     /// Their sum.
     live_total: u64,
     /// The oldest base tid that can still be validated.
@@ -107,6 +110,7 @@ impl History {
             last_write: Stamps::default(),
             by_tid: VecDeque::new(),
             live: VecDeque::new(),
+            live_first: Tid(0),
             live_total: 0,
             horizon: Tid(0),
             retained,
@@ -159,37 +163,39 @@ impl History {
     }
 
     /// Counts a live stamp at `tid`: usually the newest tid so far; an older one (a roll-back
-    /// restoring the stamps it undid) is counted in its place, so `live` stays sorted.
+    /// restoring the stamps it undid) is counted in its place.
     pub fn live_add(&mut self, tid: Tid) {
         if !self.counts(tid) {
             return;
         }
-        match self.live.back_mut() {
-            Some((t, n)) if *t == tid => *n += 1,
-            Some((t, _)) if *t > tid => match self.live.binary_search_by_key(&tid, |(t, _)| *t) {
-                Ok(p) => {
-                    if let Some((_, n)) = self.live.get_mut(p) {
-                        *n += 1;
-                    }
-                }
-                Err(p) => self.live.insert(p, (tid, 1)),
-            },
-            _ => self.live.push_back((tid, 1)),
+        if self.live.is_empty() {
+            self.live_first = tid;
         }
-        self.live_total += 1;
+        // Tids without stamps get a zero count, before or after those counted so far.
+        while tid < self.live_first {
+            self.live.push_front(0);
+            self.live_first = Tid(self.live_first.0 - 1);
+        }
+        let at = (tid.0 - self.live_first.0) as usize;
+        if at >= self.live.len() {
+            self.live.resize(at + 1, 0);
+        }
+        if let Some(n) = self.live.get_mut(at) {
+            *n += 1;
+            self.live_total += 1;
+        }
     }
 
     /// Stops counting a live stamp (overwritten, or moved here).
     pub fn live_drop(&mut self, tid: Tid) {
-        if !self.counts(tid) {
+        if !self.counts(tid) || tid < self.live_first {
             return;
         }
-        if let Ok(p) = self.live.binary_search_by_key(&tid, |(t, _)| *t) {
-            if let Some((_, n)) = self.live.get_mut(p) {
-                if *n > 0 {
-                    *n -= 1;
-                    self.live_total -= 1;
-                }
+        let at = (tid.0 - self.live_first.0) as usize;
+        if let Some(n) = self.live.get_mut(at) {
+            if *n > 0 {
+                *n -= 1;
+                self.live_total -= 1;
             }
         }
     }
@@ -273,11 +279,11 @@ impl History {
                 }
             }
         }
-        while let Some(&(tid, n)) = self.live.front() {
-            if tid.0 > horizon {
+        while self.live_first.0 <= horizon {
+            let Some(n) = self.live.pop_front() else {
                 break;
-            }
-            self.live.pop_front();
+            };
+            self.live_first = Tid(self.live_first.0 + 1);
             self.live_total -= n;
         }
         if self.by_tid.capacity() > 4 * self.by_tid.len().max(16) {
