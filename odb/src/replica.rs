@@ -324,6 +324,14 @@ impl Replica {
         if let Some(changed) = changed.as_deref_mut() {
             changed.reserve(writes.len(), index_writes.len());
         }
+        if index_writes.len() >= RESERVE_FROM {
+            reserve_candidates(
+                &mut self.candidates,
+                index_writes
+                    .iter()
+                    .filter_map(|w| Some((w.index, w.value.as_deref()?))),
+            );
+        }
         // The server sends each object's writes together, field writes and index changes in
         // the same object order: an object's both runs are applied at once, rebuilding its
         // record once. A run that does not line up is applied on its own, at the same version.
@@ -463,6 +471,14 @@ impl Replica {
         mut changed: Option<&mut ChangedKeys>,
     ) {
         let mut step = self.begin(tid);
+        if objects.len() >= RESERVE_FROM {
+            reserve_candidates(
+                &mut self.candidates,
+                objects
+                    .iter()
+                    .flat_map(|o| o.indices.iter().map(|(i, v)| (*i, &v[..]))),
+            );
+        }
         for data in objects {
             let id = data.id;
             let old = self.objects.get(&id).filter(|r| !r.is_tombstone());
@@ -710,6 +726,33 @@ fn in_ranges(ranges: &[IdBlock], id: ObjectId) -> bool {
 }
 
 /// Records that `id` has `value` in `index` (at some retained version).
+/// Fewest values of one index in one change for which the candidate tables make room first.
+const RESERVE_FROM: usize = 1024;
+
+/// Makes room in the candidate tables for the values of a large change at once, rather than
+/// growing them (and rehashing every value) several times on the way. `values` gives each
+/// written index value; the empty value has no table entry.
+fn reserve_candidates<'a>(
+    candidates: &mut FastMap<IndexId, IndexCandidates>,
+    values: impl Iterator<Item = (IndexId, &'a [u8])>,
+) {
+    let mut counts: Vec<(IndexId, usize)> = Vec::new();
+    for (index, value) in values {
+        if value.is_empty() {
+            continue;
+        }
+        match counts.iter_mut().find(|(i, _)| *i == index) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((index, 1)),
+        }
+    }
+    for (index, n) in counts {
+        if n >= RESERVE_FROM {
+            candidates.entry(index).or_default().reserve(n);
+        }
+    }
+}
+
 fn add_candidate(
     candidates: &mut FastMap<IndexId, IndexCandidates>,
     index: IndexId,

@@ -203,6 +203,8 @@ impl Store {
             }
         }
         self.objects.reserve(plan.created());
+        // Each drafted index value may be a new one: room for all of them at once.
+        self.members.reserve(&self.objects, indices.len());
         let mut fields = Vec::new();
         let mut scratch = Scratch::default();
         let mut objects = Vec::with_capacity(plan.objects.len());

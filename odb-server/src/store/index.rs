@@ -188,6 +188,14 @@ impl IndexValues {
         self.table.room()
     }
 
+    /// Makes room for `additional` more values at once: growing the table on the way would
+    /// rehash every value each time, and a value's hash needs its first member's record.
+    pub fn reserve(&mut self, objects: &Objects, additional: usize) {
+        let build = &self.build;
+        self.table
+            .reserve_with(additional, |e| rehash(build, objects, e));
+    }
+
     /// Where value `value` of index `index` is; `near` is the record of an object that may be
     /// its first member.
     fn position(

@@ -187,6 +187,14 @@ impl<E, S> Table<E, S> {
         self.entries.get_mut(pos)
     }
 
+    /// Makes room in the hash table for `additional` more entries; `rehash` gives an entry's
+    /// hash, for the entries moved if the table grows.
+    pub fn reserve_with(&mut self, additional: usize, rehash: impl Fn(&E) -> u64) {
+        let entries = &self.entries;
+        self.positions
+            .reserve(additional, |&p| hash_at(entries, &rehash, p));
+    }
+
     /// Adds an entry whose key no entry has, with that key's `hash`. Fails, giving the entry
     /// back, if the table is full.
     pub fn insert_new(
@@ -264,11 +272,8 @@ impl<E: Keyed, S: BuildHasher + Clone> Table<E, S> {
 
     /// Makes room in the hash table for `additional` more entries.
     pub fn reserve(&mut self, additional: usize) {
-        let build = &self.build;
-        let entries = &self.entries;
-        self.positions.reserve(additional, |&p| {
-            hash_at(entries, &|e: &E| build.hash_one(e.key()), p)
-        });
+        let build = self.build.clone();
+        self.reserve_with(additional, |e| build.hash_one(e.key()));
     }
 
     /// Adds an entry, or replaces the one with the same key (which is returned). Fails, giving

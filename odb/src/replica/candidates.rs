@@ -85,6 +85,11 @@ impl IndexCandidates {
         }
     }
 
+    /// Makes room for `additional` more values without growing the table on the way.
+    pub fn reserve(&mut self, additional: usize) {
+        self.values.reserve(additional);
+    }
+
     /// Forgets that `id` had `value`.
     pub fn remove(&mut self, value: &[u8], id: ObjectId) {
         if value.is_empty() {
