@@ -7,10 +7,9 @@
 //! the byte format) write each entry, giving the same bytes as encoding `ServerMessage::Commit`
 //! with the `CommitData` that `commit_data` (kept for the tests) builds.
 
-use crate::store::{Applied, Store};
-use crate::subscriptions::{Part, Selection};
+use crate::subscriptions::{Current, Part, Selection};
 use bytes::Bytes;
-use odb_wire::{CodecError, FieldId, IndexId, ObjectId, PushEntry};
+use odb_wire::{CodecError, FieldId, IndexId, ObjectId, PushEntry, Tid};
 #[cfg(test)]
 use odb_wire::{CommitData, FieldWrite, IndexWrite};
 
@@ -21,18 +20,39 @@ enum Item<'a> {
     Delete(ObjectId),
 }
 
-/// Calls `f` with every entry of the message for `selection`, in message order.
+/// The object of `current` with this id, looked for from `*at` on: a selection lists a
+/// subsequence of `current`, in the same order, so the whole walk takes one pass.
+fn find<'c, 'a>(
+    current: &'c [Current<'a>],
+    at: &mut usize,
+    id: ObjectId,
+) -> Option<&'c Current<'a>> {
+    let rest = current.get(*at..).unwrap_or_default();
+    let p = match rest.iter().position(|c| c.id == id) {
+        Some(p) => *at + p,
+        None => current.binary_search_by_key(&id, |c| c.id).ok()?,
+    };
+    *at = p + 1;
+    current.get(p)
+}
+
+/// Calls `f` with every entry of the message for `selection` of the commit at `tid`, whose
+/// touched objects are `current`, in message order.
 fn items<'a>(
     selection: &Selection,
-    applied: &'a Applied,
-    store: &'a Store,
+    current: &[Current<'a>],
+    tid: Tid,
     mut f: impl FnMut(Item<'a>),
 ) {
+    let mut at = 0;
     for &(id, part) in selection {
+        let Some(object) = find(current, &mut at, id) else {
+            continue;
+        };
         match part {
             Part::Deleted => f(Item::Delete(id)),
             Part::Full => {
-                let Some(record) = store.record(id) else {
+                let Some(record) = object.record else {
                     continue;
                 };
                 for (field, v) in record.fields() {
@@ -43,13 +63,11 @@ fn items<'a>(
                 }
             }
             Part::Changes => {
-                let (Some(record), Some(old)) = (
-                    store.record(id),
-                    applied.get(id).and_then(|t| t.before.as_ref()),
-                ) else {
+                let (Some(record), Some(old)) = (object.record, object.touched.before.as_ref())
+                else {
                     continue;
                 };
-                for (field, v) in record.written_at(applied.tid) {
+                for (field, v) in record.written_at(tid) {
                     f(Item::Field(id, field, v));
                 }
                 let (old, new) = (old.indices(), record.indices());
@@ -71,9 +89,9 @@ fn items<'a>(
 /// Builds the message body for a selection. Its values are copied into one buffer, which they
 /// share. [`encode_commit`] encodes the same message without building it.
 #[cfg(test)]
-pub(crate) fn commit_data(selection: &Selection, applied: &Applied, store: &Store) -> CommitData {
+pub(crate) fn commit_data(selection: &Selection, current: &[Current<'_>], tid: Tid) -> CommitData {
     let (mut writes, mut index_writes, mut deletes, mut len) = (0, 0, 0, 0);
-    items(selection, applied, store, |item| match item {
+    items(selection, current, tid, |item| match item {
         Item::Field(_, _, v) => {
             writes += 1;
             len += v.map_or(0, <[u8]>::len);
@@ -85,14 +103,14 @@ pub(crate) fn commit_data(selection: &Selection, applied: &Applied, store: &Stor
         Item::Delete(_) => deletes += 1,
     });
     let mut buffer = Vec::with_capacity(len);
-    items(selection, applied, store, |item| {
+    items(selection, current, tid, |item| {
         if let Item::Field(_, _, Some(v)) | Item::Index(_, _, Some(v)) = item {
             buffer.extend_from_slice(v);
         }
     });
     let buffer = Bytes::from(buffer);
     let mut data = CommitData {
-        tid: applied.tid,
+        tid,
         writes: Vec::with_capacity(writes),
         index_writes: Vec::with_capacity(index_writes),
         deletes: Vec::with_capacity(deletes),
@@ -105,7 +123,7 @@ pub(crate) fn commit_data(selection: &Selection, applied: &Applied, store: &Stor
         at = end;
         Some(slice)
     };
-    items(selection, applied, store, |item| match item {
+    items(selection, current, tid, |item| match item {
         Item::Field(object, field, v) => data.writes.push(FieldWrite {
             object,
             field,
@@ -121,16 +139,16 @@ pub(crate) fn commit_data(selection: &Selection, applied: &Applied, store: &Stor
     data
 }
 
-/// Encodes the push of `applied` for a selection: the same bytes as encoding
-/// `ServerMessage::Commit(commit_data(selection, applied, store))`, written by odb-wire's push
-/// encoder straight from the store.
+/// Encodes the push of the commit at `tid` for a selection of its touched objects `current`:
+/// the same bytes as encoding `ServerMessage::Commit(commit_data(selection, current, tid))`,
+/// written by odb-wire's push encoder straight from the store's records.
 pub(crate) fn encode_commit(
     selection: &Selection,
-    applied: &Applied,
-    store: &Store,
+    current: &[Current<'_>],
+    tid: Tid,
 ) -> Result<Bytes, CodecError> {
-    odb_wire::encode_commit_push(applied.tid, |sink| {
-        items(selection, applied, store, |item| {
+    odb_wire::encode_commit_push(tid, |sink| {
+        items(selection, current, tid, |item| {
             sink(match item {
                 Item::Field(o, f, v) => PushEntry::Field(o, f, v),
                 Item::Index(o, i, v) => PushEntry::Index(o, i, v),
@@ -144,7 +162,9 @@ pub(crate) fn encode_commit(
 mod tests {
     use super::*;
     use crate::registry::Registry;
-    use odb_wire::{CommitRequest, IndexDef, SchemaDef, ServerMessage, Tid, TypeDef};
+    use crate::store::Store;
+    use crate::subscriptions::current;
+    use odb_wire::{CommitRequest, IndexDef, SchemaDef, ServerMessage, TypeDef};
 
     fn b(s: &str) -> Option<Bytes> {
         Some(Bytes::copy_from_slice(s.as_bytes()))
@@ -227,13 +247,21 @@ mod tests {
             (ObjectId(2), Part::Deleted),
             (ObjectId(4), Part::Full),
         ];
-        for selection in [selection.clone(), selection[..1].to_vec(), Vec::new()] {
-            let data = commit_data(&selection, &applied, &store);
+        let current = current(&applied, &store);
+        let tid = applied.tid;
+        let later = selection[1..].to_vec();
+        for selection in [
+            selection.clone(),
+            selection[..1].to_vec(),
+            later,
+            Vec::new(),
+        ] {
+            let data = commit_data(&selection, &current, tid);
             let expected = odb_wire::encode(&ServerMessage::Commit(data)).unwrap();
-            let encoded = encode_commit(&selection, &applied, &store).unwrap();
+            let encoded = encode_commit(&selection, &current, tid).unwrap();
             assert_eq!(encoded, expected);
         }
-        let data = commit_data(&selection, &applied, &store);
+        let data = commit_data(&selection, &current, tid);
         assert_eq!(data.deletes, [ObjectId(2)]);
         assert!(data.writes.contains(&FieldWrite {
             object: ObjectId(1),

@@ -632,7 +632,7 @@ impl Sequencer {
                 encoded
                     .entry(selection)
                     .or_insert_with_key(|selection| {
-                        match push::encode_commit(selection, applied, store) {
+                        match push::encode_commit(selection, &current, applied.tid) {
                             Ok(frame) => Some(frame),
                             Err(e) => {
                                 tracing::error!("cannot encode a commit push: {e}");

@@ -85,10 +85,7 @@ impl BySession {
         let Some(&(first, _)) = records.front() else {
             return Err(0);
         };
-        if let Some(guess) = seq
-            .checked_sub(first)
-            .and_then(|d| usize::try_from(d).ok())
-        {
+        if let Some(guess) = seq.checked_sub(first).and_then(|d| usize::try_from(d).ok()) {
             match records.get(guess) {
                 Some(&(s, _)) if s == seq => return Ok(guess),
                 None if records.back().is_some_and(|&(last, _)| last < seq) => {
@@ -401,7 +398,11 @@ mod tests {
                 session: u128::from(next(3) as u8),
                 seq: next(seqs[0].max(seqs[1]).max(seqs[2]) + 2),
             };
-            assert_eq!(records.get(probe), model.get(&probe).copied(), "step {step}");
+            assert_eq!(
+                records.get(probe),
+                model.get(&probe).copied(),
+                "step {step}"
+            );
             assert_eq!(records.get(id), model.get(&id).copied(), "step {step}");
         }
         for (id, tid) in &model {

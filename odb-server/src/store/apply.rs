@@ -26,6 +26,7 @@ pub(crate) struct Applied {
     pub objects: Vec<Touched>,
 }
 
+#[cfg(test)]
 impl Applied {
     /// How the commit touched one object.
     pub fn get(&self, id: ObjectId) -> Option<&Touched> {
