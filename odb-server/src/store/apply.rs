@@ -204,8 +204,13 @@ impl Store {
             }
         }
         self.objects.reserve(plan.created());
-        // Each drafted index value may be a new one: room for all of them at once.
-        self.members.reserve(&self.objects, indices.len());
+        // Each drafted index value may be a new one: room for all of them at once. The empty
+        // value (a type's all-objects index) exists after its type's first object.
+        let new_values = indices
+            .iter()
+            .filter(|(_, v)| v.is_some_and(|v| !v.is_empty()))
+            .count();
+        self.members.reserve(&self.objects, new_values);
         let mut fields = Vec::new();
         let mut scratch = Scratch::default();
         let mut objects = Vec::with_capacity(plan.objects.len());
