@@ -204,13 +204,18 @@ impl Store {
             }
         }
         self.objects.reserve(plan.created());
-        // Each drafted index value may be a new one: room for all of them at once. The empty
-        // value (a type's all-objects index) exists after its type's first object.
+        // A commit that may add more index values than the table holds (a bulk load) makes
+        // room for all of them at once: growing on the way would rehash every value at each
+        // doubling, reading a member's record for each. Smaller commits let the table grow as
+        // it fills. The empty value (a type's all-objects index) exists after the type's first
+        // object, and is not counted.
         let new_values = indices
             .iter()
             .filter(|(_, v)| v.is_some_and(|v| !v.is_empty()))
             .count();
-        self.members.reserve(&self.objects, new_values);
+        if new_values > self.members.len() {
+            self.members.reserve(&self.objects, new_values);
+        }
         let mut fields = Vec::new();
         let mut scratch = Scratch::default();
         let mut objects = Vec::with_capacity(plan.objects.len());
