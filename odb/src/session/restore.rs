@@ -31,8 +31,9 @@ impl ClientCore {
             .config
             .max_frame
             .min(usize::try_from(max_frame).unwrap_or(usize::MAX));
-        if !same {
-            self.granted.clear();
+        if !first && !same {
+            // Ids granted from now on are the new database's; see `add_ids`.
+            self.switch = Some(Switch::new(database, tid, attempt, since));
         }
         if first {
             self.shared.local.write().replica.advance(tid);
@@ -55,7 +56,7 @@ impl ClientCore {
         } else if same {
             self.restore();
         } else {
-            self.new_database(Switch::new(database, tid, attempt, since));
+            self.new_database();
         }
     }
 
@@ -122,7 +123,11 @@ impl ClientCore {
         let message = ClientMessage::Resume {
             request_id: id,
             targets: wire,
-            own: self.granted.clone(),
+            own: self
+                .switch
+                .as_ref()
+                .map_or(&self.granted, |s| &s.granted)
+                .clone(),
             since,
         };
         match self.queue(Some(id), &message) {
@@ -324,9 +329,15 @@ impl ClientCore {
 
     pub(super) fn add_ids(&mut self, block: IdBlock) {
         self.shared.ids.lock().add(block);
-        match self.granted.last_mut() {
+        // While switching to a new database, its grants are kept apart: they replace the old
+        // database's only once the switch is done, and go if it is not.
+        let granted = match &mut self.switch {
+            Some(switch) => &mut switch.granted,
+            None => &mut self.granted,
+        };
+        match granted.last_mut() {
             Some(last) if last.start + last.len == block.start => last.len += block.len,
-            _ => self.granted.push(block),
+            _ => granted.push(block),
         }
     }
 }

@@ -15,6 +15,8 @@ pub(super) struct Switch {
     database: DatabaseId,
     /// The new database's tid at the welcome.
     tid: Tid,
+    /// Id blocks the new database granted.
+    pub granted: Vec<IdBlock>,
     /// What [`ClientCore::status`] reports meanwhile: still reconnecting.
     pub attempt: u32,
     pub since: Instant,
@@ -26,6 +28,7 @@ impl Switch {
             registry: Registry::default(),
             database,
             tid,
+            granted: Vec::new(),
             attempt,
             since,
         }
@@ -45,7 +48,7 @@ impl ClientCore {
     /// On a connection to another database: nothing of the old one carries over. Unsettled
     /// commits cannot be settled; schemas are defined again and the subscriptions restored
     /// once they are.
-    pub(super) fn new_database(&mut self, switch: Switch) {
+    pub(super) fn new_database(&mut self) {
         tracing::warn!("the server's database changed (an in-memory server restarted?); fetching everything again");
         let unsettled: Vec<RequestId> = self
             .requests
@@ -70,7 +73,6 @@ impl ClientCore {
                 }),
             );
         }
-        self.switch = Some(switch);
         self.redefining = self.schemas.len();
         for schema in self.schemas.clone() {
             let pending = Pending::Schema {
@@ -107,6 +109,7 @@ impl ClientCore {
             .replace_database(switch.registry, objects, types, tid);
         self.generation += 1;
         self.database = Some(switch.database);
+        self.granted = switch.granted;
         self.shared.set_connected(true);
         self.events
             .push_back(Event::Status(ConnectionStatus::Connected));

@@ -216,3 +216,51 @@ fn a_new_database_replaces_registry_and_replica_in_one_step() {
     seen.sort();
     assert_eq!(seen, ["mine", "new"]);
 }
+
+#[test]
+fn a_switch_cut_short_leaves_the_old_database_as_it_was() {
+    let mut first = SimServer::new(ServerConfig::new(TOKEN), None).expect("starts");
+    let mut client = Link::connect(&mut first);
+    client.define(&mut first, model::schema());
+    // Not subscribed: the object stays visible as the client's own creation, which a resume
+    // restores from the id blocks the session was granted.
+    client.create(&mut first, "mine");
+    assert_eq!(client.tags().expect("reads"), ["mine"]);
+
+    let mut second = SimServer::new(ServerConfig::new(TOKEN), None).expect("starts");
+    let now = client.now;
+    client.core.on_disconnected("cut".into(), now);
+    let later = now + Duration::from_secs(60);
+    assert!(matches!(client.core.poll_dial(later), Dial::Now(0)));
+    client.conn = second.connect();
+    client.now = later;
+    client.core.on_connected(later);
+    while let Some(frame) = client.core.poll_transmit() {
+        second.send_frame(&client.conn, frame);
+    }
+    let welcome = second.recv(&client.conn).expect("welcomed");
+    client.core.on_message(welcome, later);
+    assert!(matches!(
+        client.core.status(),
+        ConnectionStatus::Reconnecting { .. }
+    ));
+
+    // Cut before the new database's data arrived; the next connection finds the old one.
+    client.core.on_disconnected("cut again".into(), later);
+    let again = later + Duration::from_secs(60);
+    assert!(matches!(client.core.poll_dial(again), Dial::Now(0)));
+    client.conn = first.connect();
+    client.now = again;
+    client.core.on_connected(again);
+    client.run(&mut first);
+    assert_eq!(client.core.status(), ConnectionStatus::Connected);
+    assert_eq!(
+        client.tags().expect("reads the old database"),
+        ["mine"],
+        "the resume still names the blocks the old database granted"
+    );
+    client.create(&mut first, "more");
+    let mut seen = client.tags().expect("reads");
+    seen.sort();
+    assert_eq!(seen, ["mine", "more"]);
+}
