@@ -259,14 +259,7 @@ impl Shared {
             .replica
             .replace(objects, tid, listening.then_some(&mut keys));
         if listening {
-            let _ = self.changes.send(Arc::new(Change {
-                version: local.replica.version(),
-                tid: local.replica.tid(),
-                keys,
-                commit: None,
-                closed: false,
-                replaced: true,
-            }));
+            self.publish_change(&local, keys, None, true);
         }
     }
 
@@ -294,6 +287,17 @@ impl Shared {
     }
 
     fn publish(&self, local: &Local, keys: ChangedKeys, commit: Option<AppliedCommit>) {
+        self.publish_change(local, keys, commit, false);
+    }
+
+    /// Publishes a change; `replaced`: the whole database was replaced.
+    fn publish_change(
+        &self,
+        local: &Local,
+        keys: ChangedKeys,
+        commit: Option<AppliedCommit>,
+        replaced: bool,
+    ) {
         // No listener left is not an error: nobody needs to know.
         let _ = self.changes.send(Arc::new(Change {
             version: local.replica.version(),
@@ -301,7 +305,7 @@ impl Shared {
             keys,
             commit,
             closed: false,
-            replaced: false,
+            replaced,
         }));
     }
 }

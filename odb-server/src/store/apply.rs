@@ -209,12 +209,15 @@ impl Store {
         // doubling, reading a member's record for each. Smaller commits let the table grow as
         // it fills. The empty value (a type's all-objects index) exists after the type's first
         // object, and is not counted.
-        let new_values = indices
-            .iter()
-            .filter(|(_, v)| v.is_some_and(|v| !v.is_empty()))
-            .count();
-        if new_values > self.members.len() {
-            self.members.reserve(&self.objects, new_values);
+        // Counted only when it can matter: the drafted values are at least the new ones.
+        if indices.len() > self.members.len() {
+            let new_values = indices
+                .iter()
+                .filter(|(_, v)| v.is_some_and(|v| !v.is_empty()))
+                .count();
+            if new_values > self.members.len() {
+                self.members.reserve(&self.objects, new_values);
+            }
         }
         let mut fields = Vec::new();
         let mut scratch = Scratch::default();

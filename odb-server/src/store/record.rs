@@ -461,22 +461,4 @@ mod tests {
             assert_eq!(o.field_stamp(FieldId(i as u32)), Some(Tid(i as u64 * 1000)));
         }
     }
-
-    #[test]
-    fn put_len_matches_put() {
-        for v in [
-            0,
-            1,
-            127,
-            128,
-            16_383,
-            16_384,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ] {
-            let mut out = Vec::new();
-            put(&mut out, v);
-            assert_eq!(put_len(v), out.len(), "{v}");
-        }
-    }
 }

@@ -56,6 +56,25 @@ impl Link {
         link
     }
 
+    /// Cuts the connection and, a minute later, dials `server`: the hello is queued.
+    fn reconnect_to(&mut self, server: &mut SimServer, why: &str) {
+        self.core.on_disconnected(why.into(), self.now);
+        self.now += Duration::from_secs(60);
+        assert!(matches!(self.core.poll_dial(self.now), Dial::Now(0)));
+        self.conn = server.connect();
+        self.core.on_connected(self.now);
+    }
+
+    /// Delivers the hello and the server's welcome, and nothing else.
+    fn welcomed_by(&mut self, server: &mut SimServer) {
+        while let Some(frame) = self.core.poll_transmit() {
+            server.send_frame(&self.conn, frame);
+        }
+        let welcome = server.recv(&self.conn).expect("welcomed");
+        assert!(matches!(welcome, ServerMessage::Welcome { .. }));
+        self.core.on_message(welcome, self.now);
+    }
+
     /// Moves frames both ways until neither side has anything more.
     fn run(&mut self, server: &mut SimServer) {
         while self.step(server) {}
@@ -150,20 +169,8 @@ fn a_new_database_replaces_registry_and_replica_in_one_step() {
     );
 
     // The client moves over; it is welcomed and nothing else yet.
-    let now = client.now;
-    client.core.on_disconnected("cut".into(), now);
-    let later = now + Duration::from_secs(60);
-    assert!(matches!(client.core.poll_dial(later), Dial::Now(0)));
-    client.conn = second.connect();
-    client.now = later;
-    client.core.on_connected(later);
-    while client.core.poll_transmit().is_some_and(|hello| {
-        second.send_frame(&client.conn, hello);
-        true
-    }) {}
-    let welcome = second.recv(&client.conn).expect("welcomed");
-    assert!(matches!(welcome, ServerMessage::Welcome { .. }));
-    client.core.on_message(welcome, later);
+    client.reconnect_to(&mut second, "cut");
+    client.welcomed_by(&mut second);
 
     // Mid-switch: still reconnecting, the old database readable as it was, commits refused.
     assert!(matches!(
@@ -228,30 +235,15 @@ fn a_switch_cut_short_leaves_the_old_database_as_it_was() {
     assert_eq!(client.tags().expect("reads"), ["mine"]);
 
     let mut second = SimServer::new(ServerConfig::new(TOKEN), None).expect("starts");
-    let now = client.now;
-    client.core.on_disconnected("cut".into(), now);
-    let later = now + Duration::from_secs(60);
-    assert!(matches!(client.core.poll_dial(later), Dial::Now(0)));
-    client.conn = second.connect();
-    client.now = later;
-    client.core.on_connected(later);
-    while let Some(frame) = client.core.poll_transmit() {
-        second.send_frame(&client.conn, frame);
-    }
-    let welcome = second.recv(&client.conn).expect("welcomed");
-    client.core.on_message(welcome, later);
+    client.reconnect_to(&mut second, "cut");
+    client.welcomed_by(&mut second);
     assert!(matches!(
         client.core.status(),
         ConnectionStatus::Reconnecting { .. }
     ));
 
     // Cut before the new database's data arrived; the next connection finds the old one.
-    client.core.on_disconnected("cut again".into(), later);
-    let again = later + Duration::from_secs(60);
-    assert!(matches!(client.core.poll_dial(again), Dial::Now(0)));
-    client.conn = first.connect();
-    client.now = again;
-    client.core.on_connected(again);
+    client.reconnect_to(&mut first, "cut again");
     client.run(&mut first);
     assert_eq!(client.core.status(), ConnectionStatus::Connected);
     assert_eq!(
