@@ -100,37 +100,44 @@ pub async fn produce(db: &odb::Client, count: Option<u64>, interval: Duration) -
 /// exactly once each, however many producers write at once; returns after `count` messages
 /// when given.
 ///
-/// Messages are remembered by object id rather than counted: producers create objects with ids
-/// from their own id blocks, so a message created later can have a smaller id than one already
-/// printed. Each round prints the messages not printed yet, oldest first.
+/// Messages are remembered by object id, text and timestamp rather than counted: producers
+/// create objects with ids from their own id blocks, so a message created later can have a
+/// smaller id than one already printed; and an in-memory server that restarted hands out the
+/// same ids again, for other messages. Each round prints the messages not printed yet, oldest
+/// first.
 pub async fn consume(
     db: &odb::Client,
     count: Option<usize>,
     mut print: impl FnMut(&str),
 ) -> odb::Result<()> {
     db.subscribe(hello_world::schema()).await?;
+    type Key = (odb::ObjectId, String, u64);
+    let key = |id, m: &Message| (id, m.message.clone(), m.timestamp.to_bits());
     let mut printed = std::collections::HashSet::new();
+    let unprinted = |v: &odb::View<'_>, printed: &std::collections::HashSet<Key>| {
+        let mut fresh = Vec::new();
+        for handle in Message::lookup_all(v)? {
+            let m = handle.get(v)?;
+            if !printed.contains(&key(handle.id(), &m)) {
+                fresh.push((handle.id(), m));
+            }
+        }
+        Ok::<_, odb::Error>(fresh)
+    };
     while count.is_none_or(|c| printed.len() < c) {
-        let known = printed.len();
         db.wait_for(
-            |v| Ok(Message::lookup_all(v)?.len() > known),
+            |v| Ok(!unprinted(v, &printed)?.is_empty()),
             Duration::from_secs(24 * 3600),
         )
         .await?;
-        let mut fresh = db.view(|v| {
-            Message::lookup_all(v)?
-                .into_iter()
-                .filter(|m| !printed.contains(&m.id()))
-                .map(|m| Ok((m.id(), m.get(v)?)))
-                .collect::<odb::Result<Vec<_>>>()
-        })?;
+        let mut fresh = db.view(|v| unprinted(v, &printed))?;
         fresh.sort_by(|(a, x), (b, y)| x.timestamp.total_cmp(&y.timestamp).then(a.cmp(b)));
         for (id, m) in fresh {
             if count.is_some_and(|c| printed.len() >= c) {
                 break;
             }
             print(&format!("{:?}", (&m.message, m.timestamp)));
-            printed.insert(id);
+            printed.insert(key(id, &m));
         }
     }
     Ok(())
