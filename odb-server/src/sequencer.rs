@@ -54,7 +54,7 @@ use odb_wire::{
     ClientMessage, CommitOutcome, CommitRequest, DatabaseId, IdBlock, ObjectId, RequestId,
     ServerMessage, SubscriptionTarget, PROTOCOL_VERSION,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
@@ -151,8 +151,9 @@ struct Planned {
     indices: Vec<(odb_wire::IndexId, Bytes)>,
     /// Objects subscribed one by one.
     objects: Vec<ObjectId>,
-    /// The live objects the targets cover.
-    covered: BTreeSet<ObjectId>,
+    /// The live objects the targets cover, in ascending order once planned; each index
+    /// value's members come sorted, so one target (the usual case) needs no sorting.
+    covered: Vec<ObjectId>,
 }
 
 impl Planned {
@@ -674,7 +675,7 @@ impl Sequencer {
             return;
         };
         planned.add_to(&mut state.visibility);
-        let objects = data_of(&self.store, planned.covered);
+        let objects = data_of(&self.store, planned.covered.iter().copied());
         let snapshot = Snapshot::new(
             request_id,
             self.store.tid(),
@@ -724,11 +725,15 @@ impl Sequencer {
                 }
                 SubscriptionTarget::Object(id) => {
                     if self.store.record(*id).is_some() {
-                        planned.covered.insert(*id);
+                        planned.covered.push(*id);
                     }
                     planned.objects.push(*id);
                 }
             }
+        }
+        if !planned.covered.is_sorted_by(|a, b| a < b) {
+            planned.covered.sort_unstable();
+            planned.covered.dedup();
         }
         let Some(state) = self.conns.get(&conn) else {
             return Ok(planned);

@@ -398,7 +398,7 @@ async fn a_subscriber_gets_pushes_and_the_committer_its_push_before_its_result()
     match late.expect().await {
         ServerMessage::SubscriptionData { objects, .. } => {
             assert_eq!(objects.len(), 1);
-            assert!(objects[0].fields.contains(&(t.fields[0], b("y"))));
+            assert!(objects.to_vec()[0].fields.contains(&(t.fields[0], b("y"))));
         }
         other => panic!("expected subscription data, got {other:?}"),
     }

@@ -17,9 +17,11 @@ pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
 pub const MAX_FRAME_CAP: usize = 1 << 30;
 
 mod commit;
+mod object_list;
 mod objects;
 mod push;
 
+pub use object_list::{ObjectList, ObjectRef, ObjectRefs};
 pub use objects::EncodedObjects;
 pub use push::{encode_commit_push, PushEntry};
 

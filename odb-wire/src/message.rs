@@ -178,8 +178,9 @@ pub enum ServerMessage {
     SubscriptionData {
         /// Correlation id.
         request_id: RequestId,
-        /// Complete current data of each object in the chunk.
-        objects: Vec<ObjectData>,
+        /// Complete current data of each object in the chunk, encoded as a
+        /// `Vec<ObjectData>` is and read in place.
+        objects: crate::codec::ObjectList,
     },
     /// The subscription's initial data is complete and consistent as of `tid`.
     SubscriptionComplete {

@@ -261,7 +261,7 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         (rid(), vec(object_data(), 0..3)).prop_map(|(request_id, objects)| {
             ServerMessage::SubscriptionData {
                 request_id,
-                objects,
+                objects: objects.into(),
             }
         }),
         (rid(), tid())
@@ -415,7 +415,7 @@ proptest! {
         for range in [0..at, at..objects.len()] {
             let expected = encode(&ServerMessage::SubscriptionData {
                 request_id,
-                objects: objects[range.clone()].to_vec(),
+                objects: objects[range.clone()].to_vec().into(),
             })
             .unwrap();
             prop_assert_eq!(encoded.chunk(request_id, range).unwrap(), expected);

@@ -6,7 +6,7 @@ use crate::replica::Replica;
 use crate::schema::TypeDef;
 use crate::{Error, Result};
 use odb_wire::hash::{FastMap, FastSet};
-use odb_wire::{CommitData, IdBlock, ObjectData, ObjectId, Tid, TypeId};
+use odb_wire::{CommitData, IdBlock, ObjectId, ObjectList, Tid, TypeId};
 use parking_lot::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -180,16 +180,17 @@ impl Shared {
     }
 
     /// The types of these objects, as far as `registry` knows them (by their existence field).
-    fn types_of(registry: &Registry, objects: &[ObjectData]) -> Vec<TypeId> {
+    fn types_of(registry: &Registry, objects: &[ObjectList]) -> Vec<TypeId> {
         objects
             .iter()
-            .flat_map(|o| o.fields.iter())
-            .filter_map(|(f, _)| registry.by_exists_field(*f).map(|t| t.type_id))
+            .flatten()
+            .flat_map(|o| o.fields())
+            .filter_map(|(f, _)| registry.by_exists_field(f).map(|t| t.type_id))
             .collect()
     }
 
     /// Applies a completed subscription atomically: its data, and the types it makes readable.
-    pub fn apply_snapshot(&self, objects: Vec<ObjectData>, types: &[TypeId], tid: Tid) {
+    pub fn apply_snapshot(&self, objects: Vec<ObjectList>, types: &[TypeId], tid: Tid) {
         let seen = Self::types_of(&self.registry.read(), &objects);
         let mut local = self.local.write();
         local.readable.extend(types.iter().copied().chain(seen));
@@ -210,7 +211,7 @@ impl Shared {
     /// session can read afterwards.
     pub fn apply_resync(
         &self,
-        objects: Vec<ObjectData>,
+        objects: Vec<ObjectList>,
         types: &[TypeId],
         tid: Tid,
         visible: Option<Vec<IdBlock>>,
@@ -241,7 +242,7 @@ impl Shared {
     pub fn replace_database(
         &self,
         registry: Registry,
-        objects: Vec<ObjectData>,
+        objects: Vec<ObjectList>,
         types: &[TypeId],
         tid: Tid,
     ) {

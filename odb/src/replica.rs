@@ -21,7 +21,7 @@ use crate::changes::ChangedKeys;
 use bytes::Bytes;
 use odb_wire::hash::{FastMap, FastSet};
 use odb_wire::{
-    bytes_eq, CommitData, FieldId, FieldWrite, IdBlock, IndexId, IndexWrite, ObjectData, ObjectId,
+    bytes_eq, CommitData, FieldId, FieldWrite, IdBlock, IndexId, IndexWrite, ObjectId, ObjectList,
     Tid,
 };
 use std::collections::{BTreeMap, VecDeque};
@@ -466,49 +466,60 @@ impl Replica {
     /// new version. `changed` is as for [`Replica::apply_commit`].
     pub fn apply_snapshot(
         &mut self,
-        objects: Vec<ObjectData>,
+        objects: Vec<ObjectList>,
         tid: Tid,
         mut changed: Option<&mut ChangedKeys>,
     ) {
         let mut step = self.begin(tid);
-        if objects.len() >= RESERVE_FROM {
+        if objects.iter().map(ObjectList::len).sum::<usize>() >= RESERVE_FROM {
             reserve_candidates(
                 &mut self.candidates,
-                objects
-                    .iter()
-                    .flat_map(|o| o.indices.iter().map(|(i, v)| (*i, &v[..]))),
+                objects.iter().flatten().flat_map(|o| o.indices()),
             );
         }
-        for data in objects {
+        // Objects with an index's empty value (every object has its type's all-objects index)
+        // join that value's candidates together at the end, per index.
+        let mut empty_values: Vec<(IndexId, Vec<ObjectId>)> = Vec::new();
+        for data in objects.iter().flatten() {
             let id = data.id;
             let old = self.objects.get(&id).filter(|r| !r.is_tombstone());
             if let Some(changed) = changed.as_deref_mut() {
                 for (slot, value) in old.into_iter().flat_map(Record::entries) {
                     match slot {
-                        Slot::Field(f) if !data.fields.iter().any(|(g, _)| *g == f) => {
+                        Slot::Field(f) if !data.fields().any(|(g, _)| g == f) => {
                             changed.field(id, f);
                         }
-                        Slot::Index(i) if !data.indices.iter().any(|(j, _)| *j == i) => {
+                        Slot::Index(i) if !data.indices().any(|(j, _)| j == i) => {
                             index_changed(changed, i, Some(value), None);
                         }
                         _ => {}
                     }
                 }
-                for (f, _) in &data.fields {
-                    changed.field(id, *f);
+                for (f, _) in data.fields() {
+                    changed.field(id, f);
                 }
-                for (i, value) in &data.indices {
-                    let before = old.and_then(|r| r.get(Slot::Index(*i)));
-                    index_changed(changed, *i, before, Some(value));
+                for (i, value) in data.indices() {
+                    let before = old.and_then(|r| r.get(Slot::Index(i)));
+                    index_changed(changed, i, before, Some(&Bytes::copy_from_slice(value)));
                 }
             }
-            for (i, value) in &data.indices {
-                add_candidate(&mut self.candidates, *i, value, id);
+            for (i, value) in data.indices() {
+                if !value.is_empty() {
+                    add_candidate(&mut self.candidates, i, value, id);
+                    continue;
+                }
+                match empty_values.iter_mut().find(|(j, _)| *j == i) {
+                    Some((_, ids)) => ids.push(id),
+                    None => empty_values.push((i, vec![id])),
+                }
             }
-            let fields = data.fields.iter().map(|(f, v)| (Slot::Field(*f), &v[..]));
-            let indices = data.indices.iter().map(|(i, v)| (Slot::Index(*i), &v[..]));
+            let fields = data.fields().map(|(f, v)| (Slot::Field(f), v));
+            let indices = data.indices().map(|(i, v)| (Slot::Index(i), v));
             let record = Record::build(step.version, fields.chain(indices), &mut self.scratch);
             self.install(id, record, &mut step);
+        }
+        for (index, ids) in empty_values {
+            self.candidates.entry(index).or_default().extend_empty(ids);
         }
         if let Some(changed) = changed {
             changed.seal();
@@ -538,14 +549,14 @@ impl Replica {
     /// it, and the history kept for [`Replica::open_snapshot_at`] starts again.
     pub fn apply_resync(
         &mut self,
-        objects: Vec<ObjectData>,
+        objects: Vec<ObjectList>,
         tid: Tid,
         visible: Option<Vec<IdBlock>>,
         mut changed: Option<&mut ChangedKeys>,
     ) {
         let restored: FastSet<ObjectId> = match visible {
             Some(_) => FastSet::default(),
-            None => objects.iter().map(|o| o.id).collect(),
+            None => objects.iter().flatten().map(|o| o.id).collect(),
         };
         let kept = |id: ObjectId| match &visible {
             Some(ranges) => in_ranges(ranges, id),
@@ -583,7 +594,7 @@ impl Replica {
     /// Snapshots open still read what they read.
     pub fn replace(
         &mut self,
-        objects: Vec<ObjectData>,
+        objects: Vec<ObjectList>,
         tid: Tid,
         changed: Option<&mut ChangedKeys>,
     ) {
@@ -860,12 +871,12 @@ mod tests {
     fn a_subscription_completing_at_the_same_tid_is_invisible_to_open_snapshots() {
         let mut r = Replica::new(Tid(5));
         let snap = r.open_snapshot();
-        let data = ObjectData {
+        let data = odb_wire::ObjectData {
             id: ObjectId(9),
             fields: vec![(FieldId(1), Bytes::from_static(b"z"))],
             indices: vec![(IndexId(7), Bytes::new())],
         };
-        r.apply_snapshot(vec![data], Tid(5), None);
+        r.apply_snapshot(vec![vec![data].into()], Tid(5), None);
         assert!(r.field(ObjectId(9), FieldId(1), snap).is_none());
         assert!(r.lookup(IndexId(7), b"", snap).is_empty());
         let now = r.open_snapshot();

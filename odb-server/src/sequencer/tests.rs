@@ -297,7 +297,7 @@ fn type_subscription_sends_data_then_completion_then_later_commits() {
     match b_.next() {
         Some(ServerMessage::SubscriptionData { objects, .. }) => {
             assert_eq!(objects.len(), 1);
-            assert_eq!(objects[0].id, ObjectId(100));
+            assert_eq!(objects.to_vec()[0].id, ObjectId(100));
         }
         other => panic!("expected data, got {other:?}"),
     }
@@ -509,7 +509,7 @@ fn connection_objects_are_created_at_registration_and_deleted_when_the_connectio
     match watcher.next() {
         Some(ServerMessage::SubscriptionData { objects, .. }) => {
             assert_eq!(objects.len(), 1, "the watcher's own connection object");
-            assert_eq!(objects[0].id, watcher.id);
+            assert_eq!(objects.to_vec()[0].id, watcher.id);
         }
         other => panic!("expected data, got {other:?}"),
     }

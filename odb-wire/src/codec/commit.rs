@@ -8,8 +8,9 @@
 //! nothing the serde decoder rejects: anything unexpected makes it give up, and the caller then
 //! decodes with serde, which reports the error.
 
+use super::object_list::ObjectList;
 use crate::message::{
-    ClientMessage, CommitData, CommitRequest, FieldWrite, IndexWrite, ObjectData, ServerMessage,
+    ClientMessage, CommitData, CommitRequest, FieldWrite, IndexWrite, ServerMessage,
 };
 use crate::{CommitId, FieldId, IndexId, ObjectId, RequestId, Tid};
 use bytes::Bytes;
@@ -108,7 +109,7 @@ pub(super) fn subscription_data_tag() -> Option<u8> {
     *TAG.get_or_init(|| {
         first_byte(&ServerMessage::SubscriptionData {
             request_id: RequestId(0),
-            objects: Vec::new(),
+            objects: ObjectList::default(),
         })
     })
 }
@@ -131,13 +132,24 @@ fn first_byte<T: serde::Serialize>(msg: &T) -> Option<u8> {
 }
 
 /// The unread part of a payload.
-struct Reader<'a> {
+#[derive(Clone)]
+pub(super) struct Reader<'a> {
     buf: &'a [u8],
     /// The whole frame `buf` lies in, when values may share it.
     shared: Option<&'a Bytes>,
 }
 
 impl<'a> Reader<'a> {
+    /// Reads `buf`, whose values are copied out when taken as [`Bytes`].
+    pub(super) fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf, shared: None }
+    }
+
+    /// What is left to read.
+    pub(super) fn rest(&self) -> &'a [u8] {
+        self.buf
+    }
+
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if n > self.buf.len() {
             return None;
@@ -174,7 +186,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn u64(&mut self) -> Option<u64> {
+    pub(super) fn u64(&mut self) -> Option<u64> {
         self.varint(U64_BYTE)
     }
 
@@ -198,50 +210,39 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn u32(&mut self) -> Option<u32> {
+    pub(super) fn u32(&mut self) -> Option<u32> {
         self.varint(U32_BYTE).and_then(|v| u32::try_from(v).ok())
     }
 
     /// A sequence length, refused when the rest of the payload cannot hold that many items of
     /// at least `min_item` bytes (so nothing is allocated for a hostile length).
-    fn len(&mut self, min_item: usize) -> Option<usize> {
+    pub(super) fn len(&mut self, min_item: usize) -> Option<usize> {
         let len = usize::try_from(self.u64()?).ok()?;
         (len <= self.buf.len() / min_item).then_some(len)
     }
 
-    fn bytes(&mut self) -> Option<Bytes> {
+    /// A length-prefixed value, in place.
+    pub(super) fn value(&mut self) -> Option<&'a [u8]> {
         let len = usize::try_from(self.u64()?).ok()?;
-        let value = self.take(len)?;
+        self.take(len)
+    }
+
+    fn bytes(&mut self) -> Option<Bytes> {
+        let value = self.value()?;
         Some(match self.shared {
             Some(frame) => frame.slice_ref(value),
             None => Bytes::copy_from_slice(value),
         })
     }
 
-    /// The rest of a [`ServerMessage::SubscriptionData`] after its tag.
+    /// The rest of a [`ServerMessage::SubscriptionData`] after its tag. The objects are
+    /// checked here and read in place later (see [`ObjectList`]).
     fn subscription_data(&mut self) -> Option<ServerMessage> {
         let request_id = RequestId(self.u64()?);
         // An object is at least its id and two empty lists.
         let n = self.len(3)?;
-        let mut objects = Vec::with_capacity(n);
-        for _ in 0..n {
-            let id = ObjectId(self.u64()?);
-            let count = self.len(2)?;
-            let mut fields = Vec::with_capacity(count);
-            for _ in 0..count {
-                fields.push((FieldId(self.u32()?), self.bytes()?));
-            }
-            let count = self.len(2)?;
-            let mut indices = Vec::with_capacity(count);
-            for _ in 0..count {
-                indices.push((IndexId(self.u32()?), self.bytes()?));
-            }
-            objects.push(ObjectData {
-                id,
-                fields,
-                indices,
-            });
-        }
+        let shared = self.shared;
+        let objects = ObjectList::read(self, n, shared)?;
         self.end()?;
         Some(ServerMessage::SubscriptionData {
             request_id,
@@ -301,6 +302,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::ObjectData;
 
     fn sample() -> ServerMessage {
         let big = Bytes::from(vec![7u8; 70_000]);
@@ -398,7 +400,7 @@ mod tests {
     fn decodes_subscription_data_sharing_the_frame() {
         let msg = ServerMessage::SubscriptionData {
             request_id: RequestId(300),
-            objects: vec![
+            objects: ObjectList::from(vec![
                 ObjectData {
                     id: ObjectId(1 << 40),
                     fields: vec![
@@ -412,7 +414,7 @@ mod tests {
                     fields: vec![],
                     indices: vec![],
                 },
-            ],
+            ]),
         };
         let frame = super::super::encode(&msg).unwrap();
         assert_eq!(decode(&frame, None), Some(msg.clone()));
@@ -420,8 +422,11 @@ mod tests {
         else {
             panic!("not decoded");
         };
-        let value = &objects[0].fields[1].1;
-        assert_eq!(value, &vec![3u8; 300]);
+        let first = objects.iter().next().and_then(|o| o.fields().nth(1));
+        let Some((FieldId(70_000), value)) = first else {
+            panic!("no second field: {first:?}");
+        };
+        assert_eq!(value, &vec![3u8; 300][..]);
         // The value points into the frame rather than into a copy.
         let inside = frame.as_ptr_range();
         assert!(inside.contains(&value.as_ptr()));

@@ -68,6 +68,11 @@ impl EncodedObjects {
         }
     }
 
+    /// The encodings, back to back.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf
+    }
+
     /// How many objects the list holds.
     pub fn len(&self) -> usize {
         self.ends.len()
@@ -161,7 +166,7 @@ mod tests {
         for range in [0..3, 0..1, 1..3, 2..3, 1..1] {
             let expected = ServerMessage::SubscriptionData {
                 request_id: RequestId(1 << 20),
-                objects: objects[range.clone()].to_vec(),
+                objects: objects[range.clone()].to_vec().into(),
             };
             let chunk = encoded.chunk(RequestId(1 << 20), range).unwrap();
             assert_eq!(chunk, super::super::encode(&expected).unwrap());

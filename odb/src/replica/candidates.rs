@@ -32,6 +32,26 @@ impl Candidates {
         }
     }
 
+    /// Adds many ids at once. A batch at least a quarter the size of the set is merged in one
+    /// pass, which builds full tree nodes instead of inserting one id at a time (a
+    /// subscription's snapshot adds every object of a type to the type's set this way).
+    fn extend(&mut self, mut ids: Vec<ObjectId>) {
+        match self {
+            _ if ids.is_empty() => {}
+            Candidates::None if ids.len() == 1 => *self = Candidates::One(ids[0]),
+            Candidates::None => *self = Candidates::Many(Box::new(ids.into_iter().collect())),
+            Candidates::One(one) => {
+                ids.push(*one);
+                *self = Candidates::Many(Box::new(ids.into_iter().collect()));
+            }
+            Candidates::Many(set) if ids.len() >= set.len() / 4 => {
+                let mut batch: BTreeSet<ObjectId> = ids.into_iter().collect();
+                set.append(&mut batch);
+            }
+            Candidates::Many(set) => set.extend(ids),
+        }
+    }
+
     fn remove(&mut self, id: ObjectId) {
         match self {
             Candidates::One(one) if *one == id => *self = Candidates::None,
@@ -86,6 +106,12 @@ impl IndexCandidates {
     }
 
     /// Makes room for `additional` more values without growing the table on the way.
+    /// Adds objects that have the index with the empty value (as every object has its type's
+    /// all-objects index), many at once.
+    pub fn extend_empty(&mut self, ids: Vec<ObjectId>) {
+        self.empty.extend(ids);
+    }
+
     pub fn reserve(&mut self, additional: usize) {
         self.values.reserve(additional);
     }
@@ -137,6 +163,33 @@ mod tests {
     #[test]
     fn candidates_of_one_value_take_two_words() {
         assert_eq!(std::mem::size_of::<Candidates>(), 16);
+    }
+
+    #[test]
+    fn ids_added_in_a_batch_join_those_already_there() {
+        let ids = |c: &IndexCandidates| {
+            c.get(b"")
+                .map(|c| c.iter().map(|id| id.0).collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        let mut c = IndexCandidates::default();
+        c.extend_empty(Vec::new());
+        assert!(c.is_empty());
+        c.extend_empty(vec![ObjectId(7)]);
+        assert_eq!(ids(&c), [7]);
+        c.extend_empty(vec![ObjectId(9), ObjectId(3), ObjectId(7)]);
+        assert_eq!(ids(&c), [3, 7, 9]);
+        // Large enough to be merged, then small enough to be inserted one by one.
+        c.extend_empty((10..20).map(ObjectId).collect());
+        c.extend_empty(vec![ObjectId(1), ObjectId(15)]);
+        let mut expected = vec![1, 3, 7, 9];
+        expected.extend(10..20);
+        assert_eq!(ids(&c), expected);
+        c.insert(b"", ObjectId(2));
+        c.remove(b"", ObjectId(19));
+        expected.insert(1, 2);
+        expected.pop();
+        assert_eq!(ids(&c), expected);
     }
 
     #[test]

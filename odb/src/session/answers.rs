@@ -36,7 +36,7 @@ impl ClientCore {
             ServerMessage::SubscriptionData {
                 request_id,
                 objects,
-            } => self.buffers.entry(request_id).or_default().extend(objects),
+            } => self.buffers.entry(request_id).or_default().push(objects),
             ServerMessage::SubscriptionComplete { request_id, tid } => {
                 let objects = self.buffers.remove(&request_id).unwrap_or_default();
                 if let Some(Pending::Subscribe { types, .. }) = self.requests.remove(&request_id) {

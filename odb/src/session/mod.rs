@@ -42,7 +42,7 @@ use crate::{Error, Result};
 use bytes::Bytes;
 use odb_wire::{
     ClientMessage, CommitId, CommitOutcome, CommitRequest, CommitStatus, DatabaseId, IdBlock,
-    ObjectData, ObjectId, RequestId, SchemaIds, ServerMessage, Tid, TypeId,
+    ObjectId, ObjectList, RequestId, SchemaIds, ServerMessage, Tid, TypeId,
     OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use std::collections::{HashMap, VecDeque};
@@ -244,7 +244,7 @@ pub(crate) struct ClientCore {
     /// Id blocks granted on earlier connections to the current database.
     granted: Vec<IdBlock>,
     /// Chunks of subscriptions and restores in flight.
-    buffers: HashMap<RequestId, Vec<ObjectData>>,
+    buffers: HashMap<RequestId, Vec<ObjectList>>,
     /// While a restore is on its way: the commits pushed meanwhile. The replica is still at its
     /// state from before the break, so a newer commit cannot be applied before the restore's
     /// snapshot; those the snapshot does not hold are applied after it.

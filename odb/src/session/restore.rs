@@ -174,7 +174,7 @@ impl ClientCore {
     /// answer the subscriptions and cancellations it covers, and send those made since.
     pub(super) fn resumed(
         &mut self,
-        objects: Vec<ObjectData>,
+        objects: Vec<ObjectList>,
         tid: Tid,
         visible: Option<Vec<IdBlock>>,
         answers: Vec<RequestId>,

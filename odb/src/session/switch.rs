@@ -101,7 +101,7 @@ impl ClientCore {
 
     /// The new database's data (`objects` at `tid`, of `types`) arrived: registry and replica
     /// are replaced together, the client is connected again, and what waited goes out.
-    pub(super) fn switch_over(&mut self, objects: Vec<ObjectData>, types: &[TypeId], tid: Tid) {
+    pub(super) fn switch_over(&mut self, objects: Vec<ObjectList>, types: &[TypeId], tid: Tid) {
         let Some(switch) = self.switch.take() else {
             return;
         };

@@ -38,7 +38,9 @@ fn a_snapshot_is_queued_whole_and_later_commits_follow_its_completion() {
             Some(ServerMessage::SubscriptionData { objects, .. }) => {
                 if sizes.is_empty() {
                     assert!(
-                        objects[0].fields.contains(&(h.t.fields[0], b("x"))),
+                        objects.to_vec()[0]
+                            .fields
+                            .contains(&(h.t.fields[0], b("x"))),
                         "the snapshot is as of the subscription, not later"
                     );
                 }
