@@ -20,10 +20,12 @@ mod commit;
 mod object_list;
 mod objects;
 mod push;
+mod request;
 
 pub use object_list::{ObjectList, ObjectRef, ObjectRefs};
 pub use objects::EncodedObjects;
 pub use push::{encode_commit_push, PushEntry};
+pub use request::{encode_client_message, encode_commit_request};
 
 type Config<const LIMIT: usize> = bincode::config::Configuration<
     bincode::config::LittleEndian,

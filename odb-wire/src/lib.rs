@@ -18,8 +18,9 @@ mod refusal;
 
 pub use codec::{
     decode, decode_client_frame, decode_client_message, decode_server_frame, decode_server_message,
-    encode, encode_commit_push, encode_exact, framing, hello_version, CodecError, EncodedObjects,
-    ObjectList, ObjectRef, ObjectRefs, PushEntry, DEFAULT_MAX_FRAME, MAX_FRAME_CAP,
+    encode, encode_client_message, encode_commit_push, encode_commit_request, encode_exact,
+    framing, hello_version, CodecError, EncodedObjects, ObjectList, ObjectRef, ObjectRefs,
+    PushEntry, DEFAULT_MAX_FRAME, MAX_FRAME_CAP,
 };
 pub use describe::TypeDesc;
 pub use ids::{

@@ -342,6 +342,11 @@ proptest! {
     }
 
     #[test]
+    fn the_client_message_encoder_agrees_with_serde(msg in client_message()) {
+        prop_assert_eq!(encode_client_message(&msg).unwrap(), encode(&msg).unwrap());
+    }
+
+    #[test]
     fn the_client_message_decoder_agrees_with_the_generic_one(
         msg in client_message(),
         flip in any::<prop::sample::Index>(),

@@ -115,7 +115,7 @@ pub(super) fn subscription_data_tag() -> Option<u8> {
 }
 
 /// The first byte of an encoded [`ClientMessage::Commit`], as [`server_commit_tag`].
-fn client_commit_tag() -> Option<u8> {
+pub(super) fn client_commit_tag() -> Option<u8> {
     static TAG: OnceLock<Option<u8>> = OnceLock::new();
     *TAG.get_or_init(|| {
         first_byte(&ClientMessage::Commit {

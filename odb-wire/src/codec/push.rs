@@ -93,7 +93,7 @@ pub(super) fn varint(out: &mut Vec<u8>, v: u64) {
 }
 
 /// An `Option<Bytes>`: 0, or 1 and the length-prefixed bytes.
-fn option_bytes(out: &mut Vec<u8>, value: Option<&[u8]>) {
+pub(super) fn option_bytes(out: &mut Vec<u8>, value: Option<&[u8]>) {
     match value {
         None => out.push(0),
         Some(v) => {

@@ -756,7 +756,8 @@ impl ClientCore {
 
     /// Encodes a message for the driver. A message over the frame limit fails alone.
     fn queue(&mut self, id: Option<RequestId>, message: &ClientMessage) -> Result<()> {
-        let frame = odb_wire::encode(message).map_err(|e| Error::Encode(e.to_string()))?;
+        let frame =
+            odb_wire::encode_client_message(message).map_err(|e| Error::Encode(e.to_string()))?;
         if frame.len() > self.max_frame {
             return Err(Error::LimitExceeded {
                 what: format!(
