@@ -420,14 +420,7 @@ async fn run(args: Args) -> Result<bool> {
 
 #[tokio::main]
 async fn main() {
-    // The workloads run on the runtime's worker threads, not on the main thread that
-    // `block_on` parks: a loop there would be woken across threads for every event it awaits,
-    // which costs ODB and the baselines alike and is not what either system does.
-    let outcome = match tokio::spawn(run(Args::parse())).await {
-        Ok(outcome) => outcome,
-        Err(e) => Err(anyhow::anyhow!("the benchmark task failed: {e}")),
-    };
-    match outcome {
+    match run(Args::parse()).await {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
         Err(e) => {

@@ -43,11 +43,10 @@ pub async fn echo_server() -> Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the echo listener")?;
-    {
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{}", listener.local_addr()?)?;
-        stdout.flush()?;
-    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", listener.local_addr()?)?;
+    stdout.flush()?;
+    drop(stdout);
     loop {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(async move {
