@@ -370,6 +370,11 @@ async fn write_half(
     mut writer: FramedWrite<WriteHalf<BoxStream>, LengthDelimitedCodec>,
 ) -> String {
     let mut frames = Vec::new();
+    // One timer for the whole loop, moved only when the core's deadline moves (its next
+    // heartbeat, mostly): a fresh timer per request would be registered with the runtime and
+    // removed again for every frame sent.
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(timer);
     loop {
         let (open, timeout) = session.with_core(|core| {
             let now = Instant::now();
@@ -395,9 +400,13 @@ async fn write_half(
         }
         match timeout {
             Some(at) => {
+                let at = tokio::time::Instant::from_std(at);
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
                 tokio::select! {
                     _ = session.wake.notified() => {}
-                    _ = tokio::time::sleep_until(at.into()) => {}
+                    _ = &mut timer => {}
                 }
             }
             None => session.wake.notified().await,
