@@ -25,58 +25,57 @@ pub enum PushEntry<'a> {
 
 /// Encodes `ServerMessage::Commit` for the commit at `tid` whose entries `walk` yields.
 ///
-/// `walk` is called four times and must yield the same entries, in the same order, each time:
-/// field writes come out in the order walked, and so do index changes and deletions.
+/// `walk` is called twice and must yield the same entries, in the same order, each time: field
+/// writes come out in the order walked, and so do index changes and deletions. The first walk
+/// counts and sizes; the second writes the field writes in place and the index changes and
+/// deletions into buffers of their own, appended after them.
 pub fn encode_commit_push<W>(tid: Tid, walk: W) -> Result<Bytes, CodecError>
 where
     W: Fn(&mut dyn FnMut(PushEntry<'_>)),
 {
     let tag = server_commit_tag()
         .ok_or_else(|| CodecError::Encode("cannot find how a commit message is encoded".into()))?;
-    let (mut writes, mut index_writes, mut deletes, mut size) = (0u64, 0u64, 0u64, 32usize);
+    // Counts, and upper bounds of the sizes: a varint takes at most 9 bytes, an id at most 5.
+    let (mut writes, mut index_writes, mut deletes) = (0u64, 0u64, 0u64);
+    let (mut fields_size, mut indices_size) = (0usize, 0usize);
     walk(&mut |entry| match entry {
-        PushEntry::Field(_, _, v) | PushEntry::Index(_, _, v) => {
-            if matches!(entry, PushEntry::Field(..)) {
-                writes += 1;
-            } else {
-                index_writes += 1;
-            }
-            size += 9 + 5 + 1 + v.map_or(0, |v| 9 + v.len());
+        PushEntry::Field(_, _, v) => {
+            writes += 1;
+            fields_size += 9 + 5 + 1 + v.map_or(0, |v| 9 + v.len());
         }
-        PushEntry::Delete(_) => {
-            deletes += 1;
-            size += 9;
+        PushEntry::Index(_, _, v) => {
+            index_writes += 1;
+            indices_size += 9 + 5 + 1 + v.map_or(0, |v| 9 + v.len());
         }
+        PushEntry::Delete(_) => deletes += 1,
     });
-    let mut out = Vec::with_capacity(size);
+    let deletes_size = 9 * deletes as usize;
+    let mut out = Vec::with_capacity(32 + fields_size + indices_size + deletes_size);
+    let mut indices = Vec::with_capacity(indices_size);
+    let mut deleted = Vec::with_capacity(deletes_size);
     out.push(tag);
     varint(&mut out, tid.0);
     varint(&mut out, writes);
-    walk(&mut |entry| {
-        if let PushEntry::Field(object, field, value) = entry {
+    walk(&mut |entry| match entry {
+        PushEntry::Field(object, field, value) => {
             varint(&mut out, object.0);
             varint(&mut out, u64::from(field.0));
             option_bytes(&mut out, value);
         }
+        PushEntry::Index(object, index, value) => {
+            varint(&mut indices, object.0);
+            varint(&mut indices, u64::from(index.0));
+            option_bytes(&mut indices, value);
+        }
+        PushEntry::Delete(object) => varint(&mut deleted, object.0),
     });
     varint(&mut out, index_writes);
-    walk(&mut |entry| {
-        if let PushEntry::Index(object, index, value) = entry {
-            varint(&mut out, object.0);
-            varint(&mut out, u64::from(index.0));
-            option_bytes(&mut out, value);
-        }
-    });
+    out.extend_from_slice(&indices);
     varint(&mut out, deletes);
-    walk(&mut |entry| {
-        if let PushEntry::Delete(object) = entry {
-            varint(&mut out, object.0);
-        }
-    });
+    out.extend_from_slice(&deleted);
     Ok(Bytes::from(out))
 }
 
-/// An unsigned integer as bincode's standard configuration writes it.
 pub(super) fn varint(out: &mut Vec<u8>, v: u64) {
     if v < u64::from(U16_BYTE) {
         out.push(v as u8);
