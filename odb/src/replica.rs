@@ -478,11 +478,16 @@ impl Replica {
             );
         }
         // Objects with an index's empty value (every object has its type's all-objects index)
-        // join that value's candidates together at the end, per index.
+        // join that value's candidates together at the end, per index. When a state they
+        // replace may have been dropped meanwhile (an object already held, or sent twice), the
+        // ids are checked against the states kept before they join.
         let mut empty_values: Vec<(IndexId, Vec<ObjectId>)> = Vec::new();
+        let mut recheck = false;
         for data in objects.iter().flatten() {
             let id = data.id;
-            let old = self.objects.get(&id).filter(|r| !r.is_tombstone());
+            let held = self.objects.get(&id);
+            recheck |= held.is_some();
+            let old = held.filter(|r| !r.is_tombstone());
             if let Some(changed) = changed.as_deref_mut() {
                 for (slot, value) in old.into_iter().flat_map(Record::entries) {
                     match slot {
@@ -500,6 +505,9 @@ impl Replica {
                 }
                 for (i, value) in data.indices() {
                     let before = old.and_then(|r| r.get(Slot::Index(i)));
+                    if before.is_some_and(|b| bytes_eq(b, value)) {
+                        continue;
+                    }
                     index_changed(changed, i, before, Some(&Bytes::copy_from_slice(value)));
                 }
             }
@@ -518,7 +526,10 @@ impl Replica {
             let record = Record::build(step.version, fields.chain(indices), &mut self.scratch);
             self.install(id, record, &mut step);
         }
-        for (index, ids) in empty_values {
+        for (index, mut ids) in empty_values {
+            if recheck {
+                ids.retain(|&id| self.holds(id, index, b""));
+            }
             self.candidates.entry(index).or_default().extend_empty(ids);
         }
         if let Some(changed) = changed {
@@ -660,17 +671,21 @@ impl Replica {
         waiting
     }
 
+    /// Whether a state of object `id` that the replica keeps (its current one, or an earlier one
+    /// an open snapshot may read) has `value` in `index`.
+    fn holds(&self, id: ObjectId, index: IndexId, value: &[u8]) -> bool {
+        self.objects
+            .get(&id)
+            .into_iter()
+            .chain(self.older.get(&id).into_iter().flatten())
+            .any(|r| r.has_index_value(index, value))
+    }
+
     /// Removes the index candidates that only the `dropped` states of object `id` had.
     fn forget(&mut self, id: ObjectId, dropped: impl IntoIterator<Item = Record>) {
         for record in dropped {
             for (index, value) in record.index_values() {
-                let kept = self
-                    .objects
-                    .get(&id)
-                    .into_iter()
-                    .chain(self.older.get(&id).into_iter().flatten())
-                    .any(|r| r.has_index_value(index, value));
-                if kept {
+                if self.holds(id, index, value) {
                     continue;
                 }
                 let Some(values) = self.candidates.get_mut(&index) else {
@@ -865,6 +880,34 @@ mod tests {
             .get(&IndexId(7))
             .is_none_or(|values| values.get(b"x").is_none()));
         assert!(r.history.is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_leaves_candidates_only_for_the_states_it_keeps() {
+        let object = |id: u64, indexed: bool| odb_wire::ObjectData {
+            id: ObjectId(id),
+            fields: vec![(FieldId(1), Bytes::from_static(b"x"))],
+            indices: match indexed {
+                true => vec![(IndexId(7), Bytes::new())],
+                false => vec![],
+            },
+        };
+        let mut r = Replica::new(Tid(1));
+        r.apply_snapshot(vec![vec![object(1, true)].into()], Tid(2), None);
+        // Object 1 was held and leaves the index; object 2 is sent twice and leaves it the
+        // second time; object 3 joins it.
+        let chunks = vec![
+            vec![object(2, true), object(1, false)].into(),
+            vec![object(2, false), object(3, true)].into(),
+        ];
+        r.apply_snapshot(chunks, Tid(3), None);
+        let now = r.open_snapshot();
+        assert_eq!(r.lookup(IndexId(7), b"", now), vec![ObjectId(3)]);
+        let candidates: usize = r.candidates.values().map(IndexCandidates::len).sum();
+        assert_eq!(
+            candidates, 1,
+            "no candidate is left for a state that is gone"
+        );
     }
 
     #[test]

@@ -14,8 +14,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// The objects of one `SubscriptionData` chunk, encoded one after the other as [`ObjectData`]
-/// is. Built from a checked frame or from [`ObjectData`]s, so reading it cannot fail.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// is. Built from a checked frame or from [`ObjectData`]s, so reading it cannot fail. Two lists
+/// are equal when they hold the same objects, however their numbers were written (a peer may
+/// use a longer form than needed, which the decoder accepts).
+#[derive(Clone, Default)]
 pub struct ObjectList {
     bytes: Bytes,
     len: usize,
@@ -105,6 +107,17 @@ impl<'a> IntoIterator for &'a ObjectList {
         self.iter()
     }
 }
+
+impl PartialEq for ObjectList {
+    fn eq(&self, other: &ObjectList) -> bool {
+        self.len == other.len
+            && self.iter().zip(other.iter()).all(|(a, b)| {
+                a.id == b.id && a.fields().eq(b.fields()) && a.indices().eq(b.indices())
+            })
+    }
+}
+
+impl Eq for ObjectList {}
 
 impl fmt::Debug for ObjectList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -255,6 +268,20 @@ mod tests {
         let second = list.iter().nth(1).map(|o| o.indices().collect::<Vec<_>>());
         assert_eq!(second, Some(vec![(IndexId(u32::MAX), &b""[..])]));
         assert!(ObjectList::default().iter().next().is_none());
+    }
+
+    #[test]
+    fn lists_are_equal_by_their_objects_not_their_bytes() {
+        // Object 5 with no fields and no indices, its id written as a u16 and then as one byte.
+        let mut reader = Reader::new(&[251, 5, 0, 0, 0]);
+        let long = ObjectList::read(&mut reader, 1, None);
+        let short = ObjectList::from(vec![ObjectData {
+            id: ObjectId(5),
+            fields: vec![],
+            indices: vec![],
+        }]);
+        assert_eq!(long.as_ref(), Some(&short));
+        assert_ne!(short, ObjectList::default());
     }
 
     #[test]

@@ -50,7 +50,8 @@ where
         PushEntry::Delete(_) => deletes += 1,
     });
     let deletes_size = 9 * deletes as usize;
-    let mut out = Vec::with_capacity(32 + fields_size + indices_size + deletes_size);
+    // The tag, the tid and three counts take at most 37 bytes.
+    let mut out = Vec::with_capacity(40 + fields_size + indices_size + deletes_size);
     let mut indices = Vec::with_capacity(indices_size);
     let mut deleted = Vec::with_capacity(deletes_size);
     out.push(tag);
@@ -76,6 +77,7 @@ where
     Ok(Bytes::from(out))
 }
 
+/// An unsigned integer as bincode's standard configuration writes it.
 pub(super) fn varint(out: &mut Vec<u8>, v: u64) {
     if v < u64::from(U16_BYTE) {
         out.push(v as u8);

@@ -32,7 +32,9 @@ pub fn encode_commit_request(
     let tag = client_commit_tag()
         .ok_or_else(|| CodecError::Encode("cannot find how a commit request is encoded".into()))?;
     let value = |v: Option<&Bytes>| 1 + v.map_or(0, |v| 9 + v.len());
-    let size = 64
+    // The tag, the request id, the base tid, five counts and a commit id take at most 91
+    // bytes.
+    let size = 96
         + commit
             .writes
             .iter()

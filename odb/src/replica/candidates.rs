@@ -105,13 +105,13 @@ impl IndexCandidates {
         }
     }
 
-    /// Makes room for `additional` more values without growing the table on the way.
     /// Adds objects that have the index with the empty value (as every object has its type's
     /// all-objects index), many at once.
     pub fn extend_empty(&mut self, ids: Vec<ObjectId>) {
         self.empty.extend(ids);
     }
 
+    /// Makes room for `additional` more values without growing the table on the way.
     pub fn reserve(&mut self, additional: usize) {
         self.values.reserve(additional);
     }
