@@ -1096,48 +1096,83 @@ mod tests {
             let mut state = State::new();
             let mut open: Vec<(SnapshotAt, State)> = Vec::new();
             for tid in 1..=60u64 {
-                let mut commit = CommitData {
-                    tid: Tid(tid),
-                    ..CommitData::default()
-                };
-                for _ in 0..next(4) {
-                    let o = ObjectId(next(6));
-                    let entry = state.entry(o).or_default();
-                    for _ in 0..=next(2) {
-                        let f = next(3) as u32;
-                        let value = (next(4) > 0).then(|| vec![next(3) as u8; next(30) as usize]);
-                        commit.writes.push(FieldWrite {
-                            object: o,
-                            field: FieldId(f),
-                            value: value.clone().map(Bytes::from),
-                        });
-                        match value {
-                            Some(v) => entry.0.insert(f, v),
-                            None => entry.0.remove(&f),
+                if next(6) == 0 {
+                    // A subscription's data: some objects' complete states, in one or two
+                    // chunks, possibly an id twice (the later state wins).
+                    let mut objects = Vec::new();
+                    for _ in 0..=next(3) {
+                        let o = ObjectId(next(6));
+                        let fields: BTreeMap<u32, Vec<u8>> = (0..=next(2))
+                            .map(|_| (next(3) as u32, vec![next(3) as u8; next(30) as usize]))
+                            .collect();
+                        let indices: BTreeMap<u32, Vec<u8>> = (0..next(3))
+                            .map(|_| (next(2) as u32, vec![b'k'; next(3) as usize]))
+                            .collect();
+                        let pairs = |m: &BTreeMap<u32, Vec<u8>>| -> Vec<(u32, Bytes)> {
+                            m.iter()
+                                .map(|(k, v)| (*k, Bytes::from(v.clone())))
+                                .collect()
                         };
-                    }
-                    if next(2) == 0 {
-                        let i = next(2) as u32;
-                        let value = (next(4) > 0).then(|| vec![b'k'; next(3) as usize]);
-                        commit.index_writes.push(IndexWrite {
-                            object: o,
-                            index: IndexId(i),
-                            value: value.clone().map(Bytes::from),
+                        objects.push(odb_wire::ObjectData {
+                            id: o,
+                            fields: pairs(&fields)
+                                .into_iter()
+                                .map(|(f, v)| (FieldId(f), v))
+                                .collect(),
+                            indices: pairs(&indices)
+                                .into_iter()
+                                .map(|(i, v)| (IndexId(i), v))
+                                .collect(),
                         });
-                        match value {
-                            Some(v) => entry.1.insert(i, v),
-                            None => entry.1.remove(&i),
-                        };
+                        state.insert(o, (fields, indices));
                     }
-                }
-                if next(5) == 0 {
-                    let o = ObjectId(next(6));
-                    if state.remove(&o).is_some() {
-                        commit.deletes.push(o);
+                    let later = objects.split_off(next(objects.len() as u64 + 1) as usize);
+                    r.apply_snapshot(vec![objects.into(), later.into()], Tid(tid), None);
+                } else {
+                    let mut commit = CommitData {
+                        tid: Tid(tid),
+                        ..CommitData::default()
+                    };
+                    for _ in 0..next(4) {
+                        let o = ObjectId(next(6));
+                        let entry = state.entry(o).or_default();
+                        for _ in 0..=next(2) {
+                            let f = next(3) as u32;
+                            let value =
+                                (next(4) > 0).then(|| vec![next(3) as u8; next(30) as usize]);
+                            commit.writes.push(FieldWrite {
+                                object: o,
+                                field: FieldId(f),
+                                value: value.clone().map(Bytes::from),
+                            });
+                            match value {
+                                Some(v) => entry.0.insert(f, v),
+                                None => entry.0.remove(&f),
+                            };
+                        }
+                        if next(2) == 0 {
+                            let i = next(2) as u32;
+                            let value = (next(4) > 0).then(|| vec![b'k'; next(3) as usize]);
+                            commit.index_writes.push(IndexWrite {
+                                object: o,
+                                index: IndexId(i),
+                                value: value.clone().map(Bytes::from),
+                            });
+                            match value {
+                                Some(v) => entry.1.insert(i, v),
+                                None => entry.1.remove(&i),
+                            };
+                        }
                     }
+                    if next(5) == 0 {
+                        let o = ObjectId(next(6));
+                        if state.remove(&o).is_some() {
+                            commit.deletes.push(o);
+                        }
+                    }
+                    state.retain(|_, (f, i)| !f.is_empty() || !i.is_empty());
+                    r.apply_commit(commit, None);
                 }
-                state.retain(|_, (f, i)| !f.is_empty() || !i.is_empty());
-                r.apply_commit(commit, None);
                 if next(3) == 0 {
                     open.push((r.open_snapshot(), state.clone()));
                 }
