@@ -166,17 +166,12 @@ impl Shared {
             let at = local.type_tids.entry(ty).or_default();
             *at = (*at).max(commit.tid);
         }
-        // Checked under the lock: a listener that starts later opens its snapshot after this
-        // change, so it cannot miss it.
-        let listening = self.changes.receiver_count() > 0;
-        let applied = (listening && kind == CommitKind::Pushed).then(|| applied_commit(&commit));
-        let mut keys = ChangedKeys::default();
-        local
-            .replica
-            .apply_commit(commit, listening.then_some(&mut keys));
-        if listening {
-            self.publish(&local, keys, applied);
-        }
+        self.change(&mut local, false, |replica, keys| {
+            let applied =
+                (keys.is_some() && kind == CommitKind::Pushed).then(|| applied_commit(&commit));
+            replica.apply_commit(commit, keys);
+            applied
+        });
     }
 
     /// The types of these objects, as far as `registry` knows them (by their existence field).
@@ -194,16 +189,10 @@ impl Shared {
         let seen = Self::types_of(&self.registry.read(), &objects);
         let mut local = self.local.write();
         local.readable.extend(types.iter().copied().chain(seen));
-        // Checked under the lock: a listener that starts later opens its snapshot after this
-        // change, so it cannot miss it.
-        let listening = self.changes.receiver_count() > 0;
-        let mut keys = ChangedKeys::default();
-        local
-            .replica
-            .apply_snapshot(objects, tid, listening.then_some(&mut keys));
-        if listening {
-            self.publish(&local, keys, None);
-        }
+        self.change(&mut local, false, |replica, keys| {
+            replica.apply_snapshot(objects, tid, keys);
+            None
+        });
     }
 
     /// Applies a session's restore as one change: see [`Replica::apply_resync`]. `types` (those
@@ -224,14 +213,10 @@ impl Shared {
             local.readable = types.iter().copied().chain(seen).collect();
             local.type_tids.clear();
         }
-        let listening = self.changes.receiver_count() > 0;
-        let mut keys = ChangedKeys::default();
-        local
-            .replica
-            .apply_resync(objects, tid, visible, listening.then_some(&mut keys));
-        if listening {
-            self.publish(&local, keys, None);
-        }
+        self.change(&mut local, false, |replica, keys| {
+            replica.apply_resync(objects, tid, visible, keys);
+            None
+        });
     }
 
     /// Follows a new database (an in-memory server restarted): `registry` (its ids) replaces
@@ -254,23 +239,19 @@ impl Shared {
         local.generation += 1;
         local.readable = types.iter().copied().chain(seen).collect();
         local.type_tids.clear();
-        let listening = self.changes.receiver_count() > 0;
-        let mut keys = ChangedKeys::default();
-        local
-            .replica
-            .replace(objects, tid, listening.then_some(&mut keys));
-        if listening {
-            self.publish_change(&local, keys, None, true);
-        }
+        self.change(&mut local, true, |replica, keys| {
+            replica.replace(objects, tid, keys);
+            None
+        });
     }
 
     /// Moves the replica's tid forward (after a flush).
     pub fn advance(&self, tid: Tid) {
         let mut local = self.local.write();
-        local.replica.advance(tid);
-        if self.changes.receiver_count() > 0 {
-            self.publish(&local, ChangedKeys::default(), None);
-        }
+        self.change(&mut local, false, |replica, _| {
+            replica.advance(tid);
+            None
+        });
     }
 
     /// Tells every listener that the connection closed.
@@ -287,18 +268,23 @@ impl Shared {
         drop(local);
     }
 
-    fn publish(&self, local: &Local, keys: ChangedKeys, commit: Option<AppliedCommit>) {
-        self.publish_change(local, keys, commit, false);
-    }
-
-    /// Publishes a change; `replaced`: the whole database was replaced.
-    fn publish_change(
+    /// Applies one change to the replica under the write lock `local` comes from, and
+    /// publishes it when anyone listens; `replaced`: the whole database was replaced. `apply`
+    /// gets somewhere to record the changed keys only when anyone listens, and returns what
+    /// users see of a pushed commit, if it is one. Listening is checked under the lock: a
+    /// listener that starts later opens its snapshot after this change, so it cannot miss it.
+    fn change(
         &self,
-        local: &Local,
-        keys: ChangedKeys,
-        commit: Option<AppliedCommit>,
+        local: &mut Local,
         replaced: bool,
+        apply: impl FnOnce(&mut Replica, Option<&mut ChangedKeys>) -> Option<AppliedCommit>,
     ) {
+        let listening = self.changes.receiver_count() > 0;
+        let mut keys = ChangedKeys::default();
+        let commit = apply(&mut local.replica, listening.then_some(&mut keys));
+        if !listening {
+            return;
+        }
         // No listener left is not an error: nobody needs to know.
         let _ = self.changes.send(Arc::new(Change {
             version: local.replica.version(),

@@ -1108,20 +1108,16 @@ mod tests {
                         let indices: BTreeMap<u32, Vec<u8>> = (0..next(3))
                             .map(|_| (next(2) as u32, vec![b'k'; next(3) as usize]))
                             .collect();
-                        let pairs = |m: &BTreeMap<u32, Vec<u8>>| -> Vec<(u32, Bytes)> {
-                            m.iter()
-                                .map(|(k, v)| (*k, Bytes::from(v.clone())))
-                                .collect()
-                        };
+                        let value = |v: &Vec<u8>| Bytes::from(v.clone());
                         objects.push(odb_wire::ObjectData {
                             id: o,
-                            fields: pairs(&fields)
-                                .into_iter()
-                                .map(|(f, v)| (FieldId(f), v))
+                            fields: fields
+                                .iter()
+                                .map(|(f, v)| (FieldId(*f), value(v)))
                                 .collect(),
-                            indices: pairs(&indices)
-                                .into_iter()
-                                .map(|(i, v)| (IndexId(i), v))
+                            indices: indices
+                                .iter()
+                                .map(|(i, v)| (IndexId(*i), value(v)))
                                 .collect(),
                         });
                         state.insert(o, (fields, indices));

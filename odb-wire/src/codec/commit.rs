@@ -302,7 +302,6 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::ObjectData;
 
     fn sample() -> ServerMessage {
         let big = Bytes::from(vec![7u8; 70_000]);
@@ -400,21 +399,7 @@ mod tests {
     fn decodes_subscription_data_sharing_the_frame() {
         let msg = ServerMessage::SubscriptionData {
             request_id: RequestId(300),
-            objects: ObjectList::from(vec![
-                ObjectData {
-                    id: ObjectId(1 << 40),
-                    fields: vec![
-                        (FieldId(0), Bytes::new()),
-                        (FieldId(70_000), Bytes::from(vec![3u8; 300])),
-                    ],
-                    indices: vec![(IndexId(2), Bytes::from_static(b"item-1"))],
-                },
-                ObjectData {
-                    id: ObjectId(2),
-                    fields: vec![],
-                    indices: vec![],
-                },
-            ]),
+            objects: ObjectList::from(super::super::object_list::tests::sample()),
         };
         let frame = super::super::encode(&msg).unwrap();
         assert_eq!(decode(&frame, None), Some(msg.clone()));

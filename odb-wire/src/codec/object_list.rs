@@ -237,10 +237,11 @@ fn read_object<'a>(reader: &mut Reader<'a>) -> Option<ObjectRef<'a>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn sample() -> Vec<ObjectData> {
+    /// Two objects with wide ids, an empty and a long value, and an empty index value.
+    pub(in crate::codec) fn sample() -> Vec<ObjectData> {
         vec![
             ObjectData {
                 id: ObjectId(1 << 40),
