@@ -343,27 +343,54 @@ async fn read_half(
     session: &Session,
     mut reader: FramedRead<ReadHalf<BoxStream>, LengthDelimitedCodec>,
 ) -> String {
+    let mut messages = Vec::new();
     loop {
-        let frame = match reader.next().await {
-            Some(Ok(frame)) => frame,
-            Some(Err(e)) => return format!("reading from the server failed: {e}"),
-            None => return "the server closed the connection".into(),
-        };
-        // Frozen, the frame's buffer is shared by the values decoded from it.
-        let frame = frame.freeze();
-        let message = match odb_wire::decode_server_frame(&frame) {
-            Ok(message) => message,
-            Err(e) => return format!("the server sent an undecodable message: {e}"),
+        // Everything that has already arrived is handed to the core at once: one lock, one
+        // delivery of answers, one wake of each waiting program per batch. What arrived before
+        // the end of the stream (a `Closing` with its reason, say) is handed over before the
+        // end is reported.
+        let mut next = reader.next().await;
+        let end = loop {
+            let frame = match next {
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => break Some(format!("reading from the server failed: {e}")),
+                None => break Some("the server closed the connection".into()),
+            };
+            // Frozen, the frame's buffer is shared by the values decoded from it.
+            let frame = frame.freeze();
+            match odb_wire::decode_server_frame(&frame) {
+                Ok(message) => messages.push(message),
+                Err(e) => break Some(format!("the server sent an undecodable message: {e}")),
+            }
+            if messages.len() >= READ_BATCH {
+                break None;
+            }
+            match futures::poll!(reader.next()) {
+                std::task::Poll::Ready(ready) => next = ready,
+                std::task::Poll::Pending => break None,
+            }
         };
         let open = session.with_core(|core| {
-            core.on_message(message, Instant::now());
+            let now = Instant::now();
+            for message in messages.drain(..) {
+                if !core.transport_open() {
+                    break;
+                }
+                core.on_message(message, now);
+            }
             core.transport_open()
         });
         if !open {
             return "the connection was refused".into();
         }
+        if let Some(end) = end {
+            return end;
+        }
     }
 }
+
+/// The most frames the read half hands to the core at once.
+const READ_BATCH: usize = 64;
 
 async fn write_half(
     session: &Session,
