@@ -6,7 +6,7 @@ use crate::admission::{self, Admission, HelloSlot, RefusalLog};
 use crate::auth_throttle::{AuthThrottle, Failure};
 use crate::config::ServerConfig;
 use crate::metrics::{self, Metrics};
-use crate::outbound::{self, Outbound, OutboundReceiver};
+use crate::outbound::{self, OutboundReceiver};
 use crate::sequencer::Request;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -219,7 +219,7 @@ where
     );
     let stopping = ctx.stop.clone();
 
-    let end = read_loop(&ctx, &mut reader, conn, &outbound, &closed, &welcomed).await;
+    let end = read_loop(&ctx, &mut reader, conn, &closed, &welcomed).await;
     let _ = ctx.sequencer.send(Request::Disconnect { conn }).await;
     match &end {
         End::ByClient => tracing::info!("connection closed by the client"),
@@ -411,7 +411,6 @@ async fn read_loop<S: AsyncRead>(
     ctx: &ConnContext,
     reader: &mut Reader<S>,
     conn: ObjectId,
-    outbound: &Outbound,
     closed: &CancellationToken,
     welcomed: &AtomicBool,
 ) -> End {
@@ -485,7 +484,8 @@ async fn read_loop<S: AsyncRead>(
             _ = &mut cancelled => return End::Closed,
             sent = forward(ctx, conn, message, frame.len()) => sent,
         };
-        if !forwarded || outbound.is_closed() {
+        // A closed queue cancels `closed`, which the next turn of the loop sees first.
+        if !forwarded {
             return End::Closed;
         }
     }

@@ -241,10 +241,13 @@ impl Outbound {
     /// Queues a frame. Returns `false` if the connection is closing, or is closed now because
     /// the frame would take its queue past its limit or the server's queues past their budget
     /// while this one is the largest.
+    ///
+    /// Whether the queue is closed is read from its count, whose lock the send takes anyway:
+    /// [`Outbound::close`], [`OutboundReceiver::abort`] and the receiver's end take the queue
+    /// off the totals. (The closing token's own lock is not taken for every frame.) A token
+    /// cancelled from outside, as when the server halts, stops the writer, which drops the
+    /// queue: frames sent meanwhile are dropped with it.
     pub fn send(&self, frame: Bytes) -> bool {
-        if self.shared.closed.is_cancelled() {
-            return false;
-        }
         let cost = cost(frame.len());
         let Some(queued) = self.shared.add(cost) else {
             return false;

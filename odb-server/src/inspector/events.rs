@@ -5,7 +5,7 @@
 
 use super::HttpState;
 use crate::http::ask;
-use crate::sequencer::feed::{ChangeKind, FeedCommit, FeedValue};
+use crate::sequencer::feed::{ChangeKind, FeedCommit, FeedValue, Follower};
 use crate::sequencer::inspect::{Answer, Query};
 use bytes::Bytes;
 use odb_wire::catalog::{Catalog, Decoded};
@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::{broadcast, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 /// How often the figures are sent.
@@ -33,7 +33,7 @@ const RATE_INTERVAL: Duration = Duration::from_millis(500);
 /// One follower of the feed.
 pub(crate) struct Stream {
     state: HttpState,
-    commits: broadcast::Receiver<Arc<FeedCommit>>,
+    commits: Follower,
     ticks: Interval,
     catalog: Catalog,
     /// Types still unknown after the schemas were asked for again: not asked for twice.

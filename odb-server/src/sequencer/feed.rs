@@ -11,8 +11,10 @@
 use crate::store::{Applied, Store};
 use bytes::Bytes;
 use odb_wire::{FieldId, ObjectId, Tid, TypeId};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 /// Objects named in one summary; the rest are only counted.
 pub(crate) const MAX_OBJECTS: usize = 20;
@@ -76,25 +78,63 @@ pub(crate) struct FeedCommit {
 #[derive(Debug)]
 pub(crate) struct Feed {
     sender: broadcast::Sender<Arc<FeedCommit>>,
+    /// Followers alive. The sequencer reads it on every commit; asking the channel instead
+    /// would take its lock each time.
+    followers: Arc<AtomicUsize>,
 }
 
 impl Default for Feed {
     fn default() -> Self {
         Feed {
             sender: broadcast::channel(CAPACITY).0,
+            followers: Arc::default(),
         }
     }
 }
 
+/// One follower of the feed: it receives every summary published while it lives.
+#[derive(Debug)]
+pub(crate) struct Follower {
+    receiver: broadcast::Receiver<Arc<FeedCommit>>,
+    followers: Arc<AtomicUsize>,
+}
+
+impl Follower {
+    /// Waits for the next summary.
+    pub async fn recv(&mut self) -> Result<Arc<FeedCommit>, RecvError> {
+        self.receiver.recv().await
+    }
+
+    /// The next summary if one is waiting.
+    pub fn try_recv(&mut self) -> Result<Arc<FeedCommit>, TryRecvError> {
+        self.receiver.try_recv()
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.followers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Feed {
+    /// How many followers are alive.
+    pub fn followers(&self) -> usize {
+        self.followers.load(Ordering::Acquire)
+    }
+
     /// Follows the feed from the next commit on.
-    pub fn follow(&self) -> broadcast::Receiver<Arc<FeedCommit>> {
-        self.sender.subscribe()
+    pub fn follow(&self) -> Follower {
+        self.followers.fetch_add(1, Ordering::AcqRel);
+        Follower {
+            receiver: self.sender.subscribe(),
+            followers: self.followers.clone(),
+        }
     }
 
     /// Summarises an applied commit for the followers, if there are any.
     pub fn publish(&self, applied: &Applied, store: &Store) {
-        if self.sender.receiver_count() == 0 {
+        if self.followers() == 0 {
             return;
         }
         let mut budget = MAX_COPIED;
@@ -145,5 +185,23 @@ impl Feed {
         };
         // Nobody may be following any more; that is fine.
         let _ = self.sender.send(Arc::new(summary));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Feed;
+
+    #[test]
+    fn followers_are_counted_while_they_live() {
+        let feed = Feed::default();
+        assert_eq!(feed.followers(), 0);
+        let first = feed.follow();
+        let second = feed.follow();
+        assert_eq!(feed.followers(), 2);
+        drop(first);
+        assert_eq!(feed.followers(), 1);
+        drop(second);
+        assert_eq!(feed.followers(), 0, "nothing is summarised for nobody");
     }
 }
