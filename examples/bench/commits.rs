@@ -2,7 +2,7 @@
 //! creates.
 
 use crate::bench_schema::{Counter, Event};
-use crate::report::{self, Measure, Row, Samples};
+use crate::report::{CpuCost, CpuMeter, Measure, Row, Samples};
 use crate::{redis_base, Ctx};
 use anyhow::{Context, Result};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -20,8 +20,8 @@ pub struct Increments {
     pub measure: Measure,
     pub committed: u64,
     pub attempts: u64,
-    /// CPU microseconds of the whole process (server and clients) per committed increment.
-    pub cpu_us: Option<f64>,
+    /// What each committed increment cost in CPU, server and clients.
+    pub cpu: Option<CpuCost>,
 }
 
 /// A run-unique name, so workloads sharing the server do not meet each other's objects.
@@ -101,7 +101,7 @@ pub async fn odb_increments(
         }));
     }
     barrier.wait().await;
-    let cpu_before = ctx.cpu();
+    let meter = CpuMeter::start(ctx.cpu());
     let (mut committed, mut attempts) = (0, 0);
     let mut samples = Samples::default();
     let mut elapsed = Duration::ZERO;
@@ -114,7 +114,7 @@ pub async fn odb_increments(
         elapsed = elapsed.max(e);
         last_db = Some(db);
     }
-    let cpu_us = report::cpu_us_per_op(cpu_before, ctx.cpu(), committed);
+    let cpu = meter.cost(ctx.cpu(), committed);
     if let (Some(counter), Some(db)) = (shared_counter, last_db) {
         db.flush().await?;
         let total = db.view(|v| counter.value(v))?;
@@ -127,7 +127,7 @@ pub async fn odb_increments(
         measure: Measure::new(committed, elapsed, &mut samples),
         committed,
         attempts,
-        cpu_us,
+        cpu,
     })
 }
 
@@ -139,20 +139,21 @@ pub async fn commit_latency(ctx: &mut Ctx) -> Result<Row> {
         .with_baseline("pingpong", base)
         .clients(1)
         .extra("commits", ours.committed)
-        .extra("cpu_us_per_op", ours.cpu_us))
+        .cpu(ours.cpu))
 }
 
 /// Every client increments its own counter.
 pub async fn counter(ctx: &mut Ctx) -> Result<Row> {
     let ours = odb_increments(ctx, ctx.clients, false, ctx.budget).await?;
-    let base = ctx
-        .redis_increments(ctx.clients, false)
-        .await
-        .map(|r| r.measure);
+    let (base, base_cpu) = match ctx.redis_increments(ctx.clients, false).await {
+        Ok((r, cost)) => (Ok(r.measure), cost),
+        Err(e) => (Err(e), None),
+    };
     Ok(Row::new("counter", ours.measure)
         .with_baseline("redis", base)
         .clients(ctx.clients)
-        .extra("cpu_us_per_op", ours.cpu_us))
+        .cpu(ours.cpu)
+        .baseline_cpu(base_cpu))
 }
 
 /// Every client increments the same counter; conflicts are retried.
@@ -165,7 +166,7 @@ pub async fn contended(ctx: &mut Ctx) -> Result<Row> {
         .extra("retries", retries)
         .extra("conflict_rate", conflict_rate(retries, ours.attempts));
     match ctx.redis_increments(ctx.clients, true).await {
-        Ok(r) => {
+        Ok((r, _)) => {
             let attempts = r.committed + r.aborted;
             row = row
                 .with_baseline("redis", Ok(r.measure))
@@ -223,7 +224,7 @@ pub async fn aggregate(ctx: &mut Ctx) -> Result<Row> {
         }));
     }
     barrier.wait().await;
-    let cpu_before = ctx.cpu();
+    let meter = CpuMeter::start(ctx.cpu());
     let mut commits = 0;
     let mut samples = Samples::default();
     let mut elapsed = Duration::ZERO;
@@ -233,19 +234,17 @@ pub async fn aggregate(ctx: &mut Ctx) -> Result<Row> {
         samples.extend(s);
         elapsed = elapsed.max(e);
     }
-    let cpu_us = report::cpu_us_per_op(cpu_before, ctx.cpu(), commits);
-    let base = match ctx.redis_url().await {
-        Ok(url) => redis_base::sets(&url, clients, budget)
-            .await
-            .map_err(|e| format!("{e:#}")),
-        Err(e) => Err(e),
-    };
+    let cpu = meter.cost(ctx.cpu(), commits);
+    let (base, base_cpu) = ctx
+        .redis_baseline(|url| async move { redis_base::sets(&url, clients, budget).await })
+        .await;
     Ok(
         Row::new("aggregate", Measure::new(commits, elapsed, &mut samples))
             .with_baseline("redis", base)
             .clients(clients)
             .extra("commits", commits)
-            .extra("cpu_us_per_op", cpu_us),
+            .cpu(cpu)
+            .baseline_cpu(base_cpu),
     )
 }
 
@@ -264,7 +263,7 @@ pub async fn pipelined(ctx: &mut Ctx) -> Result<Row> {
     let mut samples = Samples::with_capacity(1 << 16);
     let mut seq = 0u64;
     let mut committed = 0u64;
-    let cpu_before = ctx.cpu();
+    let meter = CpuMeter::start(ctx.cpu());
     let started = Instant::now();
     loop {
         let sending = started.elapsed() < ctx.budget;
@@ -287,18 +286,17 @@ pub async fn pipelined(ctx: &mut Ctx) -> Result<Row> {
         }
     }
     let elapsed = started.elapsed();
-    let cpu_us = report::cpu_us_per_op(cpu_before, ctx.cpu(), committed);
-    let base = match ctx.redis_url().await {
-        Ok(url) => redis_base::pipelined_sets(&url, depth, ctx.budget)
-            .await
-            .map_err(|e| format!("{e:#}")),
-        Err(e) => Err(e),
-    };
+    let cpu = meter.cost(ctx.cpu(), committed);
+    let budget = ctx.budget;
+    let (base, base_cpu) = ctx
+        .redis_baseline(|url| async move { redis_base::pipelined_sets(&url, depth, budget).await })
+        .await;
     Ok(
         Row::new("pipelined", Measure::new(committed, elapsed, &mut samples))
             .with_baseline("redis", base)
             .clients(1)
             .extra("in_flight", depth as u64)
-            .extra("cpu_us_per_op", cpu_us),
+            .cpu(cpu)
+            .baseline_cpu(base_cpu),
     )
 }

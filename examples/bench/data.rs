@@ -2,7 +2,7 @@
 //! local reads.
 
 use crate::bench_schema::{self, Clock, Item};
-use crate::report::{self, rate, round1, Measure, Row, Samples};
+use crate::report::{rate, round1, CpuMeter, Measure, Row, Samples};
 use crate::{redis_base, Ctx};
 use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
@@ -95,7 +95,7 @@ pub async fn fanout(ctx: &mut Ctx) -> Result<Row> {
 
     let mut samples = Samples::with_capacity(1 << 16);
     let mut rounds = 0u64;
-    let cpu_before = ctx.cpu();
+    let meter = CpuMeter::start(ctx.cpu());
     let began = Instant::now();
     while began.elapsed() < ctx.budget {
         writer
@@ -112,7 +112,7 @@ pub async fn fanout(ctx: &mut Ctx) -> Result<Row> {
         rounds += 1;
     }
     let elapsed = began.elapsed();
-    let cpu_us = report::cpu_us_per_op(cpu_before, ctx.cpu(), rounds);
+    let cpu = meter.cost(ctx.cpu(), rounds);
     writer
         .transaction(|tx| clock.set_nanos(tx, u64::MAX))
         .await
@@ -122,18 +122,17 @@ pub async fn fanout(ctx: &mut Ctx) -> Result<Row> {
     }
     let deliveries = samples.len() as u64;
     let ours = Measure::new(rounds, elapsed, &mut samples);
-    let base = match ctx.redis_url().await {
-        Ok(url) => redis_base::pubsub(&url, count, ctx.budget)
-            .await
-            .map_err(|e| format!("{e:#}")),
-        Err(e) => Err(e),
-    };
+    let budget = ctx.budget;
+    let (base, base_cpu) = ctx
+        .redis_baseline(|url| async move { redis_base::pubsub(&url, count, budget).await })
+        .await;
     Ok(Row::new("fanout", ours)
         .with_baseline("redis", base)
         .clients(count + 1)
         .extra("subscribers", count as u64)
         .extra("deliveries_per_sec", rate(deliveries, elapsed))
-        .extra("cpu_us_per_op", cpu_us))
+        .cpu(cpu)
+        .baseline_cpu(base_cpu))
 }
 
 /// The two sizes of the subscribe workload, as in the original's measurement (11,000) and

@@ -22,7 +22,7 @@ mod server;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use report::{Measure, Row};
+use report::{CpuCost, CpuMeter, CpuReading, Measure, Row};
 use server::{BenchServer, ServerMode};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -210,12 +210,50 @@ impl Ctx {
 
     /// CPU time used so far by the benchmark process and, in process mode, by the server's:
     /// together, all the work of a workload but Redis'.
-    pub fn cpu(&self) -> Option<Duration> {
-        let own = report::process_cpu("self")?;
-        match self.server.as_ref().and_then(BenchServer::pid) {
-            Some(pid) => Some(own + report::process_cpu(&pid.to_string())?),
-            None => Some(own),
-        }
+    pub fn cpu(&self) -> Option<CpuReading> {
+        let server = match self.server.as_ref().and_then(BenchServer::pid) {
+            Some(pid) => Some(report::process_cpu(&pid.to_string())?),
+            None => None,
+        };
+        Some(CpuReading {
+            clients: report::process_cpu("self")?,
+            server,
+        })
+    }
+
+    /// CPU time used so far by the benchmark process and by the private `redis-server`.
+    fn redis_cpu(&self) -> Option<CpuReading> {
+        let pid = match &self.redis {
+            Some(Ok(guard)) => guard.pid(),
+            _ => return None,
+        };
+        Some(CpuReading {
+            clients: report::process_cpu("self")?,
+            server: Some(report::process_cpu(&pid.to_string())?),
+        })
+    }
+
+    /// Runs a Redis baseline on the private `redis-server` (started on first use) and measures
+    /// what its operations cost, at the rate it reports.
+    pub async fn redis_baseline<F, Fut>(
+        &mut self,
+        run: F,
+    ) -> (Result<Measure, String>, Option<CpuCost>)
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = Result<Measure>>,
+    {
+        let url = match self.redis_url().await {
+            Ok(url) => url,
+            Err(e) => return (Err(e), None),
+        };
+        let meter = CpuMeter::start(self.redis_cpu());
+        let result = run(url).await.map_err(|e| format!("{e:#}"));
+        let cost = result
+            .as_ref()
+            .ok()
+            .and_then(|m| meter.cost_at_rate(self.redis_cpu(), m.ops_per_sec));
+        (result, cost)
     }
 
     pub fn token(&self) -> Result<String> {
@@ -257,16 +295,19 @@ impl Ctx {
         }
     }
 
-    /// Redis increments on the private `redis-server`.
+    /// Redis increments on the private `redis-server`, with what each committed one cost.
     pub async fn redis_increments(
         &mut self,
         clients: usize,
         shared: bool,
-    ) -> Result<redis_base::Increments, String> {
+    ) -> Result<(redis_base::Increments, Option<CpuCost>), String> {
         let url = self.redis_url().await?;
-        redis_base::increments(&url, clients, shared, self.budget)
+        let meter = CpuMeter::start(self.redis_cpu());
+        let increments = redis_base::increments(&url, clients, shared, self.budget)
             .await
-            .map_err(|e| format!("{e:#}"))
+            .map_err(|e| format!("{e:#}"))?;
+        let cost = meter.cost(self.redis_cpu(), increments.committed);
+        Ok((increments, cost))
     }
 }
 

@@ -55,6 +55,11 @@ impl RedisGuard {
         Ok(guard)
     }
 
+    /// The process id of `redis-server`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     async fn wait_ready(&self) -> Result<()> {
         let client = redis::Client::open(self.url.as_str())?;
         let deadline = Instant::now() + Duration::from_secs(10);

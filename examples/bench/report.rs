@@ -1,7 +1,7 @@
 //! Results of one workload: latency statistics, the table row and the JSON line.
 
 use serde_json::{json, Map, Value};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Latency samples in nanoseconds.
 #[derive(Debug, Default, Clone)]
@@ -207,21 +207,133 @@ pub fn print_row(row: &Row) {
     );
 }
 
-/// CPU time (user + system) process `pid` (`"self"`: the benchmark) has used so far, from
-/// `/proc/<pid>/stat` (counted in clock ticks of 10 ms, Linux's usual 100 per second); `None`
-/// where that is unavailable. Fine for windows of seconds.
-pub fn process_cpu(pid: &str) -> Option<Duration> {
+/// CPU time a process has used so far, as the kernel splits it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuTime {
+    /// In the program itself.
+    pub user: Duration,
+    /// In the kernel on its behalf: system calls (the sockets), page faults, scheduling.
+    pub system: Duration,
+}
+
+/// CPU time process `pid` (`"self"`: the benchmark) has used so far, from `/proc/<pid>/stat`
+/// (counted in clock ticks of 10 ms, Linux's usual 100 per second); `None` where that is
+/// unavailable. Fine for windows of seconds.
+pub fn process_cpu(pid: &str) -> Option<CpuTime> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces; fields after it are space separated.
     let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split(' ').collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks.saturating_mul(10)))
+    let ticks = |i: usize| -> Option<Duration> {
+        let n = fields.get(i)?.parse::<u64>().ok()?;
+        Some(Duration::from_millis(n.saturating_mul(10)))
+    };
+    Some(CpuTime {
+        user: ticks(11)?,
+        system: ticks(12)?,
+    })
 }
 
-/// CPU microseconds spent per operation between two [`process_cpu`] readings.
-pub fn cpu_us_per_op(before: Option<Duration>, after: Option<Duration>, ops: u64) -> Option<f64> {
-    let used = after?.checked_sub(before?)?;
-    (ops > 0).then(|| round1(used.as_secs_f64() * 1e6 / ops as f64))
+/// CPU readings of the two sides of a measurement: the benchmark process (the clients) and the
+/// server under test when it runs in a process of its own (`None`: embedded, its CPU is the
+/// benchmark's).
+#[derive(Clone, Copy, Debug)]
+pub struct CpuReading {
+    pub clients: CpuTime,
+    pub server: Option<CpuTime>,
+}
+
+/// A first CPU reading and when it was taken.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuMeter {
+    before: Option<CpuReading>,
+    at: Instant,
+}
+
+impl CpuMeter {
+    pub fn start(reading: Option<CpuReading>) -> CpuMeter {
+        CpuMeter {
+            before: reading,
+            at: Instant::now(),
+        }
+    }
+
+    /// What each of `ops` operations cost, up to the reading `after`.
+    pub fn cost(&self, after: Option<CpuReading>, ops: u64) -> Option<CpuCost> {
+        CpuCost::between(self.before?, after?, ops as f64)
+    }
+
+    /// What each operation cost up to the reading `after`, for operations made at `rate` per
+    /// second since the first reading (for a measurement that reports a rate only; the moments
+    /// it spends connecting count as if they had run at that rate too).
+    pub fn cost_at_rate(&self, after: Option<CpuReading>, rate: Option<f64>) -> Option<CpuCost> {
+        let ops = rate? * self.at.elapsed().as_secs_f64();
+        CpuCost::between(self.before?, after?, ops)
+    }
+}
+
+/// CPU microseconds per operation: in all, and split by process and by user and kernel time.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuCost {
+    pub total: f64,
+    clients_user: f64,
+    clients_system: f64,
+    server_user: Option<f64>,
+    server_system: Option<f64>,
+}
+
+impl CpuCost {
+    fn between(before: CpuReading, after: CpuReading, ops: f64) -> Option<CpuCost> {
+        if ops <= 0.0 {
+            return None;
+        }
+        let per_op =
+            |b: Duration, a: Duration| round1(a.saturating_sub(b).as_secs_f64() * 1e6 / ops);
+        let clients_user = per_op(before.clients.user, after.clients.user);
+        let clients_system = per_op(before.clients.system, after.clients.system);
+        let (server_user, server_system) = match (before.server, after.server) {
+            (Some(b), Some(a)) => (
+                Some(per_op(b.user, a.user)),
+                Some(per_op(b.system, a.system)),
+            ),
+            _ => (None, None),
+        };
+        let total = clients_user
+            + clients_system
+            + server_user.unwrap_or(0.0)
+            + server_system.unwrap_or(0.0);
+        Some(CpuCost {
+            total: round1(total),
+            clients_user,
+            clients_system,
+            server_user,
+            server_system,
+        })
+    }
+
+    fn split(&self) -> Value {
+        json!({
+            "server_user": self.server_user,
+            "server_system": self.server_system,
+            "clients_user": self.clients_user,
+            "clients_system": self.clients_system,
+        })
+    }
+}
+
+impl Row {
+    /// Adds what the workload's operations cost: `cpu_us_per_op`, both processes together, and
+    /// `cpu_split_us`, by process and by user and kernel time.
+    pub fn cpu(self, cost: Option<CpuCost>) -> Self {
+        self.extra("cpu_us_per_op", cost.map(|c| c.total))
+            .extra("cpu_split_us", cost.map(|c| c.split()))
+    }
+
+    /// Adds what the baseline's operations cost, as [`Row::cpu`] does for the workload's:
+    /// `baseline_cpu_us_per_op` and `baseline_cpu_split_us`.
+    pub fn baseline_cpu(self, cost: Option<CpuCost>) -> Self {
+        self.extra("baseline_cpu_us_per_op", cost.map(|c| c.total))
+            .extra("baseline_cpu_split_us", cost.map(|c| c.split()))
+    }
 }
