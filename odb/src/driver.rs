@@ -350,6 +350,7 @@ async fn read_half(
         // the end of the stream (a `Closing` with its reason, say) is handed over before the
         // end is reported.
         let mut next = reader.next().await;
+        let mut bytes = 0;
         let end = loop {
             let frame = match next {
                 Some(Ok(frame)) => frame,
@@ -358,11 +359,12 @@ async fn read_half(
             };
             // Frozen, the frame's buffer is shared by the values decoded from it.
             let frame = frame.freeze();
+            bytes += frame.len();
             match odb_wire::decode_server_frame(&frame) {
                 Ok(message) => messages.push(message),
                 Err(e) => break Some(format!("the server sent an undecodable message: {e}")),
             }
-            if messages.len() >= READ_BATCH {
+            if messages.len() >= READ_BATCH || bytes >= READ_BATCH_BYTES {
                 break None;
             }
             match futures::poll!(reader.next()) {
@@ -391,6 +393,11 @@ async fn read_half(
 
 /// The most frames the read half hands to the core at once.
 const READ_BATCH: usize = 64;
+
+/// The frame bytes past which the read half stops adding frames to a batch: large frames (a
+/// subscription's chunks, a bulk commit's push) are handed over as they come rather than held
+/// back together.
+const READ_BATCH_BYTES: usize = 1 << 20;
 
 async fn write_half(
     session: &Session,
