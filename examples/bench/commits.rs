@@ -142,6 +142,35 @@ pub async fn commit_latency(ctx: &mut Ctx) -> Result<Row> {
         .cpu(ours.cpu))
 }
 
+/// Idle connections of the crowd workload.
+pub const CROWD: usize = 1000;
+
+/// One client's sequential commits while `ctx.idle` other clients stay connected, each with an
+/// object of its own and a subscription to a type the committer never writes; the baseline is
+/// the same client alone on a fresh server. What the crowd costs each commit is the difference.
+pub async fn crowd(ctx: &mut Ctx) -> Result<Row> {
+    ctx.fresh_server().await?;
+    let alone = odb_increments(ctx, 1, false, ctx.budget).await?;
+    ctx.fresh_server().await?;
+    let mut crowd = Vec::with_capacity(ctx.idle);
+    for i in 0..ctx.idle {
+        let db = ctx.connect(&format!("bench-idle-{i}"), 0).await?;
+        create_counter(&db, unique("idle")).await?;
+        db.subscribe_type::<Event>()
+            .await
+            .context("subscribing an idle client")?;
+        crowd.push(db);
+    }
+    let ours = odb_increments(ctx, 1, false, ctx.budget).await?;
+    drop(crowd);
+    Ok(Row::new("crowd", ours.measure)
+        .with_baseline("alone", Ok(alone.measure))
+        .clients(ctx.idle + 1)
+        .extra("idle", ctx.idle as u64)
+        .cpu(ours.cpu)
+        .baseline_cpu(alone.cpu))
+}
+
 /// Every client increments its own counter.
 pub async fn counter(ctx: &mut Ctx) -> Result<Row> {
     let ours = odb_increments(ctx, ctx.clients, false, ctx.budget).await?;

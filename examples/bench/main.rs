@@ -7,7 +7,7 @@
 //! cargo run --release --example bench -- --server embedded
 //! cargo run --release --example bench -- --scaling [--workload NAME] [--seconds S]
 //! ```
-//! Workloads: pingpong, commit-latency, counter, contended, aggregate, pipelined, fanout,
+//! Workloads: pingpong, commit-latency, crowd, counter, contended, aggregate, pipelined, fanout,
 //! subscribe, bulk, reads, memory (default: all). The Redis baselines start a private
 //! `redis-server`; without one the baseline is reported as unavailable and the workload still
 //! runs.
@@ -74,9 +74,10 @@ pub mod bench_schema {
     }
 }
 
-const WORKLOADS: [&str; 11] = [
+const WORKLOADS: [&str; 12] = [
     "pingpong",
     "commit-latency",
+    "crowd",
     "counter",
     "contended",
     "aggregate",
@@ -91,8 +92,8 @@ const WORKLOADS: [&str; 11] = [
 #[derive(Parser)]
 #[command(about = "Measures ODB against a loopback round trip and Redis")]
 struct Args {
-    /// Run only this workload (repeatable): pingpong, commit-latency, counter, contended,
-    /// aggregate, pipelined, fanout, subscribe, bulk, reads, memory.
+    /// Run only this workload (repeatable): pingpong, commit-latency, crowd, counter,
+    /// contended, aggregate, pipelined, fanout, subscribe, bulk, reads, memory.
     #[arg(long)]
     workload: Vec<String>,
     /// Where the server runs: the `odb-server` binary in a child process (built first with
@@ -121,6 +122,9 @@ struct Args {
     /// Commits (and Redis SETs) in flight in the pipelined workload.
     #[arg(long, default_value_t = commits::IN_FLIGHT)]
     in_flight: usize,
+    /// Idle clients connected during the crowd workload.
+    #[arg(long, default_value_t = commits::CROWD)]
+    idle: usize,
     /// Instead of one run per workload, run each workload that has a size (clients,
     /// subscribers or objects) at the three sizes of its sweep; see `SCALING`.
     #[arg(long)]
@@ -170,6 +174,7 @@ pub struct Ctx {
     pub aggregate_clients: usize,
     pub subscribers: usize,
     pub in_flight: usize,
+    pub idle: usize,
     pub objects: Option<usize>,
     pub mode: ServerMode,
     /// The `odb-server` binary in process mode.
@@ -323,6 +328,7 @@ async fn run_workload(ctx: &mut Ctx, name: &str) -> Result<Row> {
             ctx.fresh_server().await?;
             commits::commit_latency(ctx).await
         }
+        "crowd" => commits::crowd(ctx).await,
         "counter" => {
             ctx.fresh_server().await?;
             commits::counter(ctx).await
@@ -407,6 +413,7 @@ async fn run(args: Args) -> Result<bool> {
         aggregate_clients: args.aggregate_clients,
         subscribers: args.subscribers,
         in_flight: args.in_flight,
+        idle: args.idle,
         objects: args.objects,
         mode: args.server,
         server_bin,

@@ -44,7 +44,8 @@ use crate::push;
 use crate::registry::Registry;
 use crate::snapshot::Snapshot;
 use crate::store::{Applied, Limits, Store};
-use crate::subscriptions::{current, Selection, Visibility};
+use crate::subscriptions::{current, Current, Selection, Visibility};
+use audience::Audience;
 use bytes::Bytes;
 use changes::ChangeLog;
 pub(crate) use commit_ids::Clock;
@@ -157,13 +158,16 @@ struct Planned {
 }
 
 impl Planned {
-    /// Adds the targets to a connection's visibility.
-    fn add_to(&self, visibility: &mut Visibility) {
+    /// Adds the targets to a connection's visibility, and the connection to the audience of
+    /// each.
+    fn add_to(&self, conn: ObjectId, visibility: &mut Visibility, audience: &mut Audience) {
         for (index, value) in &self.indices {
             visibility.add_index(*index, value.clone());
+            audience.add_index(conn, *index, value.clone());
         }
         for object in &self.objects {
             visibility.add_object(*object);
+            audience.add_object(conn, *object);
         }
     }
 }
@@ -174,6 +178,10 @@ pub(crate) struct Sequencer {
     registry: Registry,
     store: Store,
     conns: BTreeMap<ObjectId, Conn>,
+    /// Who watches what, to find the connections a commit concerns; see [`audience`].
+    audience: Audience,
+    /// The candidates of the commit being fanned out, kept to reuse the allocation.
+    candidates: Vec<ObjectId>,
     /// Ids of `core.Connection` objects.
     connection_type: ConnectionType,
     /// Connections that have ended and whose `core.Connection` object is still to be deleted.
@@ -223,6 +231,8 @@ impl Sequencer {
             registry,
             store,
             conns: BTreeMap::new(),
+            audience: Audience::default(),
+            candidates: Vec::new(),
             connection_type,
             ended: Vec::new(),
             next_id: next_id.max(1),
@@ -349,6 +359,8 @@ impl Sequencer {
         };
         let mut grants = IdGrants::default();
         grants.grant(ids);
+        self.audience.add_ids(conn, conn.0, conn.0);
+        self.audience.add_block(conn, ids);
         self.conns.insert(
             conn,
             Conn {
@@ -479,6 +491,7 @@ impl Sequencer {
                 };
                 if let (Some(block), Some(state)) = (granted, self.conns.get_mut(&conn)) {
                     state.grants.grant(block);
+                    self.audience.add_block(conn, block);
                 }
                 let answer = match granted {
                     Some(block) => ServerMessage::Ids { request_id, block },
@@ -621,11 +634,25 @@ impl Sequencer {
         self.status.feed.publish(applied, &self.store);
         let mut encoded: HashMap<Selection, Option<Bytes>> = HashMap::new();
         let mut failed = Vec::new();
+        let mut kept = Vec::new();
         let max_frame = self.config.max_frame;
         let store = &self.store;
         let current = current(applied, store);
-        for (&id, conn) in &mut self.conns {
-            let selection = conn.visibility.select(&current, committer == Some(id));
+        let mut candidates = std::mem::take(&mut self.candidates);
+        self.audience
+            .candidates(&current, committer, &mut candidates);
+        #[cfg(debug_assertions)]
+        check_audience(&mut self.conns, &candidates, &current, committer);
+        for &id in &candidates {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            let selection = conn
+                .visibility
+                .select(&current, committer == Some(id), &mut kept);
+            for object in kept.drain(..) {
+                self.audience.add_object(id, object);
+            }
             if selection.is_empty() {
                 continue;
             }
@@ -661,6 +688,10 @@ impl Sequencer {
                 failed.push(id);
             }
         }
+        self.candidates = candidates;
+        for object in current.iter().filter(|o| o.record.is_none()) {
+            self.audience.forget_object(object.id);
+        }
         for id in failed {
             self.drop_conn(id);
         }
@@ -674,7 +705,7 @@ impl Sequencer {
         let Some(state) = self.conns.get_mut(&conn) else {
             return;
         };
-        planned.add_to(&mut state.visibility);
+        planned.add_to(conn, &mut state.visibility, &mut self.audience);
         let objects = data_of(&self.store, planned.covered.iter().copied());
         let snapshot = Snapshot::new(
             request_id,
@@ -783,7 +814,13 @@ impl Sequencer {
         let Some(state) = self.conns.get_mut(&conn) else {
             return;
         };
-        let dropped = state.visibility.remove(&indices, &objects, &self.store);
+        let (dropped, unwatched) = state.visibility.remove(&indices, &objects, &self.store);
+        for (index, value) in &indices {
+            self.audience.remove_index(conn, *index, value);
+        }
+        for object in unwatched {
+            self.audience.remove_object(conn, object);
+        }
         let tid = self.store.tid();
         self.send(
             conn,
@@ -849,7 +886,8 @@ impl Sequencer {
 
     /// Forgets a connection; its `core.Connection` object is deleted at the end of the request.
     fn drop_conn(&mut self, conn: ObjectId) {
-        if self.conns.remove(&conn).is_some() {
+        if let Some(state) = self.conns.remove(&conn) {
+            self.audience.remove_conn(conn, &state.visibility);
             self.ended.push(conn);
             self.publish();
         }
@@ -866,6 +904,29 @@ impl Sequencer {
         self.status
             .conflict_stamps
             .store(self.store.conflict_stamps(), Ordering::Release);
+    }
+}
+
+/// Checks, in debug builds (the tests), that every connection the audience left out of a
+/// commit's candidates sees nothing of it.
+#[cfg(debug_assertions)]
+fn check_audience(
+    conns: &mut BTreeMap<ObjectId, Conn>,
+    candidates: &[ObjectId],
+    current: &[Current<'_>],
+    committer: Option<ObjectId>,
+) {
+    let mut kept = Vec::new();
+    for (&id, conn) in conns.iter_mut() {
+        if candidates.binary_search(&id).is_err() {
+            let selection = conn
+                .visibility
+                .select(current, committer == Some(id), &mut kept);
+            assert!(
+                selection.is_empty() && kept.is_empty(),
+                "connection {id} is not a candidate for a commit it sees: {selection:?}"
+            );
+        }
     }
 }
 
@@ -927,6 +988,7 @@ fn duration_ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+mod audience;
 mod changes;
 mod commit_ids;
 mod durable;

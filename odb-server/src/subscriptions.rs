@@ -125,6 +125,26 @@ impl Visibility {
         self.resumed = true;
     }
 
+    /// The subscribed index values (a type subscription is the type's "all" index with the
+    /// empty value).
+    pub fn index_values(&self) -> impl Iterator<Item = (IndexId, &[u8])> + '_ {
+        self.index_subs
+            .by_index
+            .iter()
+            .flat_map(|(index, values)| values.iter().map(move |v| (*index, &v[..])))
+    }
+
+    /// The objects watched by id: subscribed one by one, or kept after leaving a subscribed
+    /// index value.
+    pub fn watched(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        self.objects.iter().chain(self.left.keys()).copied()
+    }
+
+    /// Whether an object is watched by id (see [`Visibility::watched`]).
+    pub fn watches(&self, id: ObjectId) -> bool {
+        self.objects.contains(&id) || self.left.contains_key(&id)
+    }
+
     /// Every live object this connection sees, in ascending order. Own objects are found by
     /// range queries on the all-objects index of each type in `all_indices`, not by a scan of
     /// the store.
@@ -208,13 +228,14 @@ impl Visibility {
 
     /// Cancels subscriptions to index values and to single objects; targets not subscribed are
     /// ignored. Returns, in ascending order, the live objects that were visible through a
-    /// cancelled target and are visible through nothing else now.
+    /// cancelled target and are visible through nothing else now, and the objects no longer
+    /// watched by id ([`Visibility::watched`]).
     pub fn remove(
         &mut self,
         indices: &[(IndexId, Bytes)],
         objects: &[ObjectId],
         store: &Store,
-    ) -> Vec<ObjectId> {
+    ) -> (Vec<ObjectId>, Vec<ObjectId>) {
         let mut candidates = BTreeSet::new();
         let mut cancelled = HashSet::new();
         for (index, value) in indices {
@@ -237,10 +258,16 @@ impl Visibility {
                 candidates.insert(*id);
             }
         }
-        candidates
+        let unwatched = candidates
+            .iter()
+            .copied()
+            .filter(|&id| !self.watches(id))
+            .collect();
+        let dropped = candidates
             .into_iter()
             .filter(|&id| store.record(id).is_some_and(|r| !self.sees(id, r)))
-            .collect()
+            .collect();
+        (dropped, unwatched)
     }
 
     /// Whether an object with this record is visible.
@@ -276,10 +303,11 @@ impl Visibility {
     }
 
     /// Records which subscribed index values a visible object left, going from `old` to `new`
-    /// memberships: each of them keeps it visible.
-    fn record_leaving(&mut self, id: ObjectId, old: &Obj, new: &Obj) {
+    /// memberships: each of them keeps it visible. Returns whether the object was not kept
+    /// before (it is watched by id from now on).
+    fn record_leaving(&mut self, id: ObjectId, old: &Obj, new: &Obj) -> bool {
         if self.index_subs.is_empty() || self.created.contains(id) || self.objects.contains(&id) {
-            return;
+            return false;
         }
         let left: Vec<(IndexId, Bytes)> = old
             .indices()
@@ -287,14 +315,16 @@ impl Visibility {
             .map(|(i, v)| (i, Bytes::copy_from_slice(v)))
             .collect();
         if left.is_empty() {
-            return;
+            return false;
         }
+        let newly = !self.left.contains_key(&id);
         let reasons = self.left.entry(id).or_default();
         for value in left {
             if !reasons.contains(&value) {
                 reasons.push(value);
             }
         }
+        newly
     }
 
     /// Whether a subscribed index value holds an object with this record. The record's
@@ -311,8 +341,14 @@ impl Visibility {
     /// the visibility for it: own creations are remembered, objects leaving a subscribed index
     /// value stay visible, deleted objects are forgotten. `current` holds every object the
     /// commit touched, in object order, with its record after the commit (`None`: deleted); it
-    /// is looked up once per commit rather than once per connection.
-    pub fn select(&mut self, current: &[Current<'_>], is_committer: bool) -> Selection {
+    /// is looked up once per commit rather than once per connection. Objects this connection
+    /// watches by id from now on (kept after leaving a subscribed value) are added to `kept`.
+    pub fn select(
+        &mut self,
+        current: &[Current<'_>],
+        is_committer: bool,
+        kept: &mut Vec<ObjectId>,
+    ) -> Selection {
         let mut selection = Vec::new();
         for object in current {
             let id = object.id;
@@ -330,7 +366,9 @@ impl Visibility {
             }
             match old.filter(|_| before) {
                 Some(old) => {
-                    self.record_leaving(id, old, record);
+                    if self.record_leaving(id, old, record) {
+                        kept.push(id);
+                    }
                     if object.changed {
                         selection.push((id, Part::Changes));
                     }

@@ -99,13 +99,14 @@ impl Sequencer {
         let Some(state) = self.conns.get_mut(&conn) else {
             return;
         };
-        planned.add_to(&mut state.visibility);
+        planned.add_to(conn, &mut state.visibility, &mut self.audience);
         for block in own.iter().filter(|b| b.len > 0) {
             let last = block
                 .start
                 .saturating_add(block.len - 1)
                 .min(issued_below.saturating_sub(1));
             state.visibility.add_own(block.start.max(1), last);
+            self.audience.add_ids(conn, block.start.max(1), last);
         }
         let visible = state
             .visibility
