@@ -1,4 +1,5 @@
-//! Limit flags of the `odb-server` binary take effect, and nonsense values stop it at start.
+//! Limit and runtime flags of the `odb-server` binary take effect, and nonsense values stop it
+//! at start.
 
 mod processes;
 
@@ -11,6 +12,73 @@ use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
 const TOKEN: &str = "server-flags-test";
+
+#[odb::schema]
+pub mod flags {
+    /// A note one client writes and another reads.
+    #[derive(odb::Object, Debug, Clone, PartialEq)]
+    pub struct Note {
+        /// What it says.
+        pub text: String,
+    }
+}
+
+use flags::Note;
+
+async fn connect(server: &ServerProcess, name: &str) -> odb::Client {
+    odb::Client::builder(format!("odb://127.0.0.1:{}", server.port()))
+        .token(TOKEN)
+        .name(name)
+        .connect()
+        .await
+        .expect("connect to odb-server")
+}
+
+/// With `--worker-threads 1` the whole server runs on one worker thread: a commit is answered
+/// and pushed to a subscriber as with the default.
+#[tokio::test]
+async fn one_worker_thread_serves_commits_and_subscribers() {
+    let server = ServerProcess::start(TOKEN, &["--worker-threads", "1"]).await;
+    let reader = connect(&server, "flags-reader").await;
+    reader.subscribe_type::<Note>().await.expect("subscribe");
+    let writer = connect(&server, "flags-writer").await;
+    let note = writer
+        .transaction(|tx| {
+            Note::create(
+                tx,
+                Note {
+                    text: "one thread".into(),
+                },
+            )
+        })
+        .await
+        .expect("commit");
+    reader
+        .wait_for(|v| note.exists(v), Duration::from_secs(30))
+        .await
+        .expect("the reader sees the writer's note");
+    assert_eq!(reader.view(|v| note.text(v)).expect("read"), "one thread");
+}
+
+/// `--worker-threads 0` is a usage error naming the flag.
+#[test]
+fn zero_worker_threads_is_a_usage_error() {
+    let output = Command::new(server_binary())
+        .args([
+            "--service-token",
+            TOKEN,
+            "--worker-threads",
+            "0",
+            "127.0.0.1",
+            "0",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run odb-server");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--worker-threads"), "{stderr}");
+}
 
 /// With `--max-hello-per-address 1`, a second connection from the same address while the first
 /// has not said hello yet is refused, with the limit in the reason.

@@ -144,6 +144,10 @@ struct Args {
     /// what changed while it was away (8 bytes each, plus 16 per commit).
     #[arg(long, value_name = "N", default_value_t = ServerConfig::default().resume_window_changes)]
     resume_window_changes: usize,
+    /// Worker threads of the server's runtime (connection I/O and the sequencer). Default: one
+    /// per CPU, or TOKIO_WORKER_THREADS when set.
+    #[arg(long, value_name = "N")]
+    worker_threads: Option<std::num::NonZeroUsize>,
     /// Print the address the server listens on as one line (`HOST:PORT`) on standard output
     /// once it accepts connections: with port 0, the way for a parent process to learn it.
     #[arg(long)]
@@ -161,7 +165,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(threads) = args.worker_threads {
+        builder.worker_threads(threads.get());
+    }
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("odb-server: error: cannot start the async runtime: {e}");

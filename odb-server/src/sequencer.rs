@@ -44,7 +44,7 @@ use crate::push;
 use crate::registry::Registry;
 use crate::snapshot::Snapshot;
 use crate::store::{Applied, Limits, Store};
-use crate::subscriptions::{current, Current, Selection, Visibility};
+use crate::subscriptions::{current, Selection, Visibility};
 use audience::Audience;
 use bytes::Bytes;
 use changes::ChangeLog;
@@ -913,7 +913,7 @@ impl Sequencer {
 fn check_audience(
     conns: &mut BTreeMap<ObjectId, Conn>,
     candidates: &[ObjectId],
-    current: &[Current<'_>],
+    current: &[crate::subscriptions::Current<'_>],
     committer: Option<ObjectId>,
 ) {
     let mut kept = Vec::new();
