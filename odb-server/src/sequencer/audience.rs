@@ -38,6 +38,8 @@ pub(crate) struct Audience {
     /// Subscribed index values and their subscribers. Values come from clients and keep the
     /// default, seeded hasher.
     index_values: FastMap<IndexId, HashMap<Bytes, Vec<ObjectId>>>,
+    /// How many index values each connection with any subscribes to.
+    index_subscribers: FastMap<ObjectId, usize>,
     /// Objects watched by id and their watchers.
     objects: FastMap<ObjectId, Vec<ObjectId>>,
     /// Pages of object ids and the connections owning ids on them.
@@ -48,11 +50,13 @@ pub(crate) struct Audience {
     owned: FastMap<ObjectId, FastSet<u64>>,
 }
 
-/// Adds `conn` to a list of connections unless it is there.
-fn insert(list: &mut Vec<ObjectId>, conn: ObjectId) {
-    if !list.contains(&conn) {
+/// Adds `conn` to a list of connections unless it is there; returns whether it was added.
+fn insert(list: &mut Vec<ObjectId>, conn: ObjectId) -> bool {
+    let new = !list.contains(&conn);
+    if new {
         list.push(conn);
     }
+    new
 }
 
 /// Takes `conn` out of a list of connections; returns whether the list is empty now.
@@ -65,7 +69,9 @@ impl Audience {
     /// `conn` subscribed to `value` of `index`.
     pub fn add_index(&mut self, conn: ObjectId, index: IndexId, value: Bytes) {
         let values = self.index_values.entry(index).or_default();
-        insert(values.entry(value).or_default(), conn);
+        if insert(values.entry(value).or_default(), conn) {
+            *self.index_subscribers.entry(conn).or_default() += 1;
+        }
     }
 
     /// `conn` no longer subscribes to `value` of `index`.
@@ -73,11 +79,23 @@ impl Audience {
         let Some(values) = self.index_values.get_mut(&index) else {
             return;
         };
-        if values.get_mut(value).is_some_and(|c| remove(c, conn)) {
+        let Some(conns) = values.get_mut(value) else {
+            return;
+        };
+        if !conns.contains(&conn) {
+            return;
+        }
+        if remove(conns, conn) {
             values.remove(value);
         }
         if values.is_empty() {
             self.index_values.remove(&index);
+        }
+        if let Some(count) = self.index_subscribers.get_mut(&conn) {
+            *count -= 1;
+            if *count == 0 {
+                self.index_subscribers.remove(&conn);
+            }
         }
     }
 
@@ -177,6 +195,10 @@ impl Audience {
                 }
             }
         };
+        // The connections with index subscriptions found so far: once all of them are, the
+        // remaining objects' index values need not be read (a large commit to a subscribed type
+        // finds its subscribers with its first object).
+        let mut by_index: FastSet<ObjectId> = FastSet::default();
         let mut last_page = None;
         for object in current {
             let page = object.id.0 >> PAGE_BITS;
@@ -189,7 +211,7 @@ impl Audience {
             if let Some(conns) = self.objects.get(&object.id) {
                 add(conns);
             }
-            if self.index_values.is_empty() {
+            if by_index.len() == self.index_subscribers.len() {
                 continue;
             }
             let before = object.touched.before.iter().flat_map(|r| r.indices());
@@ -201,6 +223,7 @@ impl Audience {
                     .and_then(|values| values.get(value));
                 if let Some(conns) = conns {
                     add(conns);
+                    by_index.extend(conns);
                 }
             }
         }
@@ -213,6 +236,7 @@ impl Audience {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.index_values.values().map(HashMap::len).sum::<usize>()
+            + self.index_subscribers.len()
             + self.objects.len()
             + self.pages.len()
             + self.everywhere.len()
