@@ -32,6 +32,11 @@ const PAGE_BITS: u32 = 17;
 /// every commit instead, which bounds the index's memory.
 const MAX_PAGES: usize = 4096;
 
+/// Most pages one connection's id ranges may name, repeats included, before it becomes a
+/// candidate for every commit: bounds the work of a `Resume` naming the same large ranges many
+/// times.
+const MAX_PAGE_VISITS: u64 = 4 * MAX_PAGES as u64;
+
 /// The connections that watch something; see the module documentation.
 #[derive(Debug, Default)]
 pub(crate) struct Audience {
@@ -47,7 +52,15 @@ pub(crate) struct Audience {
     /// Connections owning ids on more than [`MAX_PAGES`] pages: candidates for every commit.
     everywhere: Vec<ObjectId>,
     /// The pages each connection owns ids on, to take it out when it ends.
-    owned: FastMap<ObjectId, FastSet<u64>>,
+    owned: FastMap<ObjectId, Owned>,
+}
+
+/// The pages one connection owns ids on.
+#[derive(Debug, Default)]
+struct Owned {
+    pages: FastSet<u64>,
+    /// Pages named so far, repeats included.
+    visits: u64,
 }
 
 /// Adds `conn` to a list of connections unless it is there; returns whether it was added.
@@ -128,26 +141,32 @@ impl Audience {
         }
         let (first_page, last_page) = (first >> PAGE_BITS, last >> PAGE_BITS);
         let owned = self.owned.entry(conn).or_default();
-        let span = last_page - first_page;
-        if span >= MAX_PAGES as u64
-            || owned.len()
-                + (first_page..=last_page)
-                    .filter(|p| !owned.contains(p))
-                    .count()
-                > MAX_PAGES
-        {
-            for page in std::mem::take(owned) {
-                if self.pages.get_mut(&page).is_some_and(|c| remove(c, conn)) {
-                    self.pages.remove(&page);
+        owned.visits = owned.visits.saturating_add(last_page - first_page + 1);
+        if owned.visits <= MAX_PAGE_VISITS {
+            for page in first_page..=last_page {
+                if owned.pages.insert(page) {
+                    insert(self.pages.entry(page).or_default(), conn);
                 }
             }
-            self.owned.remove(&conn);
-            self.everywhere.push(conn);
-            return;
+            if owned.pages.len() <= MAX_PAGES {
+                return;
+            }
         }
-        for page in first_page..=last_page {
-            if owned.insert(page) {
-                insert(self.pages.entry(page).or_default(), conn);
+        // Too many pages: the connection becomes a candidate for every commit instead.
+        let pages = self
+            .owned
+            .remove(&conn)
+            .map(|o| o.pages)
+            .unwrap_or_default();
+        self.leave_pages(conn, pages);
+        self.everywhere.push(conn);
+    }
+
+    /// Takes `conn` off `pages`.
+    fn leave_pages(&mut self, conn: ObjectId, pages: FastSet<u64>) {
+        for page in pages {
+            if self.pages.get_mut(&page).is_some_and(|c| remove(c, conn)) {
+                self.pages.remove(&page);
             }
         }
     }
@@ -167,11 +186,12 @@ impl Audience {
         for object in visibility.watched() {
             self.remove_object(conn, object);
         }
-        for page in self.owned.remove(&conn).unwrap_or_default() {
-            if self.pages.get_mut(&page).is_some_and(|c| remove(c, conn)) {
-                self.pages.remove(&page);
-            }
-        }
+        let pages = self
+            .owned
+            .remove(&conn)
+            .map(|o| o.pages)
+            .unwrap_or_default();
+        self.leave_pages(conn, pages);
         remove(&mut self.everywhere, conn);
     }
 
@@ -259,9 +279,24 @@ mod tests {
         assert_eq!(audience.pages[&2], vec![b]);
         audience.add_ids(b, 0, u64::MAX);
         assert_eq!(audience.everywhere, vec![b]);
+        let c = ObjectId(3);
+        let wide = (MAX_PAGES as u64 - 1) << PAGE_BITS;
+        for _ in 0..4 {
+            audience.add_ids(c, 0, wide);
+        }
+        assert!(
+            audience.owned.contains_key(&c),
+            "4 x {MAX_PAGES} pages named"
+        );
+        audience.add_ids(c, 0, 0);
+        assert!(
+            audience.everywhere.contains(&c),
+            "naming the same pages over and over has a bound too"
+        );
         assert!(!audience.pages.values().any(|c| c.contains(&b)));
-        audience.remove_conn(a, &Visibility::default());
-        audience.remove_conn(b, &Visibility::default());
+        for conn in [a, b, c] {
+            audience.remove_conn(conn, &Visibility::default());
+        }
         assert_eq!(audience.len(), 0, "nothing is left of ended connections");
     }
 
