@@ -238,6 +238,8 @@ impl Visibility {
     ) -> (Vec<ObjectId>, Vec<ObjectId>) {
         let mut candidates = BTreeSet::new();
         let mut cancelled = HashSet::new();
+        // Objects that were watched by id and may no longer be.
+        let mut unwatched = Vec::new();
         for (index, value) in indices {
             if self.index_subs.remove(*index, value) {
                 candidates.extend(store.members(*index, value));
@@ -249,6 +251,7 @@ impl Visibility {
                 reasons.retain(|r| !cancelled.contains(r));
                 if reasons.is_empty() {
                     candidates.insert(*id);
+                    unwatched.push(*id);
                 }
                 !reasons.is_empty()
             });
@@ -256,13 +259,10 @@ impl Visibility {
         for id in objects {
             if self.objects.remove(id) {
                 candidates.insert(*id);
+                unwatched.push(*id);
             }
         }
-        let unwatched = candidates
-            .iter()
-            .copied()
-            .filter(|&id| !self.watches(id))
-            .collect();
+        unwatched.retain(|&id| !self.watches(id));
         let dropped = candidates
             .into_iter()
             .filter(|&id| store.record(id).is_some_and(|r| !self.sees(id, r)))
