@@ -154,18 +154,16 @@ impl Audience {
             }
         }
         // Too many pages: the connection becomes a candidate for every commit instead.
-        let pages = self
-            .owned
-            .remove(&conn)
-            .map(|o| o.pages)
-            .unwrap_or_default();
-        self.leave_pages(conn, pages);
+        self.leave_pages(conn);
         self.everywhere.push(conn);
     }
 
-    /// Takes `conn` off `pages`.
-    fn leave_pages(&mut self, conn: ObjectId, pages: FastSet<u64>) {
-        for page in pages {
+    /// Takes `conn` off every page it owns ids on.
+    fn leave_pages(&mut self, conn: ObjectId) {
+        let Some(owned) = self.owned.remove(&conn) else {
+            return;
+        };
+        for page in owned.pages {
             if self.pages.get_mut(&page).is_some_and(|c| remove(c, conn)) {
                 self.pages.remove(&page);
             }
@@ -187,12 +185,7 @@ impl Audience {
         for object in visibility.watched() {
             self.remove_object(conn, object);
         }
-        let pages = self
-            .owned
-            .remove(&conn)
-            .map(|o| o.pages)
-            .unwrap_or_default();
-        self.leave_pages(conn, pages);
+        self.leave_pages(conn);
         remove(&mut self.everywhere, conn);
     }
 
