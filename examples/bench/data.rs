@@ -93,25 +93,33 @@ pub async fn fanout(ctx: &mut Ctx) -> Result<Row> {
     }
     drop(seen_tx);
 
-    let mut samples = Samples::with_capacity(1 << 16);
-    let mut rounds = 0u64;
     let meter = CpuMeter::start(ctx.cpu());
-    let began = Instant::now();
-    while began.elapsed() < ctx.budget {
-        writer
-            .transaction(|tx| clock.set_nanos(tx, nanos_since(start).max(1)))
-            .await
-            .context("writing a stamp")?;
-        for _ in 0..count {
-            let latency = tokio::time::timeout(PATIENCE, seen_rx.recv())
+    // The writer is a spawned task, like every other workload's clients and like the Redis
+    // publisher (see `pingpong.rs`: the `main` future runs outside the worker threads).
+    let budget = ctx.budget;
+    let stamping = writer.clone();
+    let (mut samples, rounds, elapsed) = tokio::spawn(async move {
+        let mut samples = Samples::with_capacity(1 << 16);
+        let mut rounds = 0u64;
+        let began = Instant::now();
+        while began.elapsed() < budget {
+            stamping
+                .transaction(|tx| clock.set_nanos(tx, nanos_since(start).max(1)))
                 .await
-                .context("a subscriber did not see the stamp in time")?
-                .context("a subscriber stopped")?;
-            samples.push_nanos(latency);
+                .context("writing a stamp")?;
+            for _ in 0..count {
+                let latency = tokio::time::timeout(PATIENCE, seen_rx.recv())
+                    .await
+                    .context("a subscriber did not see the stamp in time")?
+                    .context("a subscriber stopped")?;
+                samples.push_nanos(latency);
+            }
+            rounds += 1;
         }
-        rounds += 1;
-    }
-    let elapsed = began.elapsed();
+        anyhow::Ok((samples, rounds, began.elapsed()))
+    })
+    .await
+    .context("the writer task panicked")??;
     let cpu = meter.cost(ctx.cpu(), rounds);
     writer
         .transaction(|tx| clock.set_nanos(tx, u64::MAX))

@@ -293,29 +293,34 @@ pub async fn pubsub(url: &str, subscribers: usize, budget: Duration) -> Result<M
         .get_multiplexed_async_connection()
         .await
         .context("connecting the publisher to redis-server")?;
-    let mut samples = Samples::with_capacity(1 << 16);
-    let mut rounds = 0u64;
-    let began = Instant::now();
-    while began.elapsed() < budget {
-        let receivers: usize = redis::cmd("PUBLISH")
-            .arg(CHANNEL)
-            .arg(nanos().max(1))
-            .query_async(&mut publisher)
-            .await?;
-        anyhow::ensure!(
-            receivers == subscribers,
-            "PUBLISH reached {receivers} of {subscribers} subscribers"
-        );
-        for _ in 0..subscribers {
-            let latency = tokio::time::timeout(Duration::from_secs(60), seen_rx.recv())
-                .await
-                .context("a redis subscriber did not receive the message in time")?
-                .context("a redis subscriber stopped")?;
-            samples.push_nanos(latency);
+    // A spawned task, like the ODB writer of the same workload.
+    let (mut samples, rounds, elapsed, mut publisher) = tokio::spawn(async move {
+        let mut samples = Samples::with_capacity(1 << 16);
+        let mut rounds = 0u64;
+        let began = Instant::now();
+        while began.elapsed() < budget {
+            let receivers: usize = redis::cmd("PUBLISH")
+                .arg(CHANNEL)
+                .arg(nanos().max(1))
+                .query_async(&mut publisher)
+                .await?;
+            anyhow::ensure!(
+                receivers == subscribers,
+                "PUBLISH reached {receivers} of {subscribers} subscribers"
+            );
+            for _ in 0..subscribers {
+                let latency = tokio::time::timeout(Duration::from_secs(60), seen_rx.recv())
+                    .await
+                    .context("a redis subscriber did not receive the message in time")?
+                    .context("a redis subscriber stopped")?;
+                samples.push_nanos(latency);
+            }
+            rounds += 1;
         }
-        rounds += 1;
-    }
-    let elapsed = began.elapsed();
+        anyhow::Ok((samples, rounds, began.elapsed(), publisher))
+    })
+    .await
+    .context("the publisher task panicked")??;
     redis::cmd("PUBLISH")
         .arg(CHANNEL)
         .arg(u64::MAX)
