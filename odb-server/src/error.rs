@@ -26,6 +26,9 @@ pub enum ServerError {
     /// The storage cannot be read or written, or holds data this server cannot use.
     #[error("storage: {0}")]
     Storage(String),
+    /// The server failed on its own and stopped (see [`crate::Server::failure`]).
+    #[error("the server failed: {0}")]
+    Failed(String),
     /// The TLS certificate or key is unusable.
     #[error("TLS: {0}")]
     Tls(String),

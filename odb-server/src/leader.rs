@@ -52,6 +52,8 @@ enum TermEnd {
     Stopped,
     /// The lease is lost; the reason says how.
     Deposed(String),
+    /// The server failed on its own (see [`Server::failure`]).
+    Failed(String),
 }
 
 /// Serves as one of a group of standby servers until `stop` is cancelled: waits for the lease,
@@ -105,13 +107,26 @@ pub async fn run_standby(
             ready_ms = asked_at.elapsed().as_millis() as u64,
             "leading: serving on {listen}"
         );
-        match hold(&mut lease, &held, asked_at, &fence, &stop).await {
+        let end = tokio::select! {
+            end = hold(&mut lease, &held, asked_at, &fence, &stop) => end,
+            reason = server.failed() => TermEnd::Failed(reason),
+        };
+        match end {
             TermEnd::Stopped => {
                 server.shutdown().await;
                 if let Err(e) = lease.release(&held).await {
                     tracing::warn!("cannot give the lease up: {e}");
                 }
                 return Ok(());
+            }
+            TermEnd::Failed(reason) => {
+                // A standby takes over at once instead of waiting for the lease to run out;
+                // this process ends with the error, for its supervisor to restart it.
+                server.shutdown().await;
+                if let Err(e) = lease.release(&held).await {
+                    tracing::warn!("cannot give the lease up: {e}");
+                }
+                return Err(ServerError::Failed(reason));
             }
             TermEnd::Deposed(why) => {
                 tracing::warn!(epoch = held.epoch, "stepping down: {why}");

@@ -22,6 +22,7 @@ mod auth_throttle;
 mod config;
 mod connection;
 mod error;
+mod fault;
 mod http;
 mod id_grants;
 mod id_set;
@@ -88,6 +89,7 @@ const IN_PROCESS_BUFFER: usize = 256 << 10;
 pub struct Server {
     ctx: ConnContext,
     status: Arc<Status>,
+    fault: Arc<fault::Fault>,
     runtime: tokio::runtime::Handle,
     local_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
@@ -178,7 +180,15 @@ impl Server {
         let tracker = TaskTracker::new();
         let (requests, inbox) = mpsc::channel(SEQUENCER_QUEUE);
         let sequencer = sequencer::open(config.clone(), status.clone(), storage).await?;
-        tracker.spawn(sequencer.run(inbox, halt.clone()));
+        let fault = Arc::new(fault::Fault::default());
+        let farewell = Arc::new(std::sync::OnceLock::new());
+        let watch = fault::Watch {
+            fault: fault.clone(),
+            stop: stop.clone(),
+            halt: halt.clone(),
+            farewell: farewell.clone(),
+        };
+        tracker.spawn(fault::supervise(sequencer.run(inbox, halt.clone()), watch));
 
         let outbound_budget = config.outbound_budget();
         tracing::info!(
@@ -202,7 +212,7 @@ impl Server {
             sequencer: requests,
             stop,
             halt,
-            farewell: Arc::default(),
+            farewell,
             tracker,
             metrics: status.metrics.clone(),
         };
@@ -227,6 +237,7 @@ impl Server {
         Ok(Server {
             ctx,
             status,
+            fault,
             runtime,
             local_addr,
             metrics_addr,
@@ -269,6 +280,24 @@ impl Server {
             }
         }
         Ok(client)
+    }
+
+    /// Why the server failed on its own, if it did: its sequencer, through which every
+    /// request goes, panicked (a bug, or a [`storage::Storage`] backend that panicked) or
+    /// stopped unasked. A failed server has stopped listening and closes every connection,
+    /// telling clients why ([`odb_wire::Refusal::Internal`], after which they reconnect); it
+    /// cannot recover: shut it down and start a new one. `odb-server` exits with an error, for
+    /// its supervisor to restart it. Every commit acknowledged before the failure was stored
+    /// first (with durable storage), and a client whose commit was in flight learns its
+    /// outcome when it resumes its session on the new server.
+    pub fn failure(&self) -> Option<String> {
+        self.fault.reason().map(str::to_string)
+    }
+
+    /// Waits until the server fails on its own (see [`Server::failure`]) and returns why.
+    /// Never returns while the server works, nor when it is shut down.
+    pub async fn failed(&self) -> String {
+        self.fault.raised().await
     }
 
     /// The tid of the last commit (`Tid(0)` before the first).

@@ -314,11 +314,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .and_then(|()| stdout.flush())
         .context("printing the listen address")?;
     }
-    let signal = stopped().await?;
-    tracing::info!("{signal} received: shutting down");
-    server.shutdown().await;
-    tracing::info!("odb-server shut down");
-    Ok(())
+    tokio::select! {
+        signal = stopped() => {
+            let signal = signal?;
+            tracing::info!("{signal} received: shutting down");
+            server.shutdown().await;
+            tracing::info!("odb-server shut down");
+            Ok(())
+        }
+        reason = server.failed() => {
+            // Already logged; what is left is closing the connections.
+            server.shutdown().await;
+            Err(anyhow!("{}", odb_server::ServerError::Failed(reason)))
+        }
+    }
 }
 
 /// Waits for SIGTERM or SIGINT (Ctrl-C) and names the one that came.

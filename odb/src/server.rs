@@ -249,7 +249,9 @@ fn start_error(e: odb_server::ServerError) -> Error {
         ServerError::Io(io) => Error::Io(io),
         ServerError::Config(reason) => Error::Invalid(reason),
         ServerError::Tls(reason) => Error::Tls(reason),
-        ServerError::Storage(_) | ServerError::Stopped => Error::Server(e.to_string()),
+        ServerError::Storage(_) | ServerError::Stopped | ServerError::Failed(_) => {
+            Error::Server(e.to_string())
+        }
     }
 }
 
