@@ -220,14 +220,6 @@ where
     let stopping = ctx.stop.clone();
 
     let end = read_loop(&ctx, &mut reader, conn, &closed, &welcomed).await;
-    if matches!(end, End::Closed) && outbound.reason().is_none() && ctx.sequencer.is_closed() {
-        // The sequencer is gone before the server stopped: it failed, and its supervisor is
-        // about to stop the server with the reason this connection should pass on.
-        tokio::select! {
-            _ = ctx.stop.cancelled() => {}
-            _ = ctx.halt.cancelled() => {}
-        }
-    }
     let _ = ctx.sequencer.send(Request::Disconnect { conn }).await;
     match &end {
         End::ByClient => tracing::info!("connection closed by the client"),

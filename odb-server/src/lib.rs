@@ -188,7 +188,14 @@ impl Server {
             halt: halt.clone(),
             farewell: farewell.clone(),
         };
-        tracker.spawn(fault::supervise(sequencer.run(inbox, halt.clone()), watch));
+        let sequencer_halt = halt.clone();
+        tracker.spawn(async move {
+            let mut inbox = inbox;
+            fault::supervise(sequencer.run(&mut inbox, sequencer_halt), watch).await;
+            // Closed only now: a connection that can no longer hand a request to a failed
+            // sequencer finds the server already stopping, with the reason to pass on.
+            drop(inbox);
+        });
 
         let outbound_budget = config.outbound_budget();
         tracing::info!(

@@ -268,7 +268,7 @@ impl Sequencer {
     }
 
     /// Processes requests until the channel closes or `stop` is cancelled.
-    pub async fn run(mut self, mut requests: mpsc::Receiver<Request>, stop: CancellationToken) {
+    pub async fn run(mut self, requests: &mut mpsc::Receiver<Request>, stop: CancellationToken) {
         let mut batch = Vec::with_capacity(BATCH);
         let mut arrivals = Vec::new();
         let mut shutdown = None;
