@@ -288,33 +288,39 @@ pub async fn pipelined(ctx: &mut Ctx) -> Result<Row> {
         .connect("bench-pipelined", odb::DEFAULT_MAX_RETRIES)
         .await?;
     db.define_schema(crate::bench_schema::schema()).await?;
-    let mut in_flight = FuturesUnordered::new();
-    let mut samples = Samples::with_capacity(1 << 16);
-    let mut seq = 0u64;
-    let mut committed = 0u64;
     let meter = CpuMeter::start(ctx.cpu());
-    let started = Instant::now();
-    loop {
-        let sending = started.elapsed() < ctx.budget;
-        while sending && in_flight.len() < depth {
-            let event = Event { client: 0, seq };
-            let t = Instant::now();
-            let pending = db
-                .transaction_async(|tx| Event::create(tx, event.clone()))
-                .await
-                .context("sending a create commit")?;
-            in_flight.push(async move { pending.await.map(|_| t.elapsed()) });
-            seq += 1;
-        }
-        match in_flight.next().await {
-            Some(done) => {
-                samples.push(done.context("a pipelined commit")?);
-                committed += 1;
+    let budget = ctx.budget;
+    // The client is a spawned task, like every workload's clients.
+    let (mut samples, committed, elapsed) = tokio::spawn(async move {
+        let mut in_flight = FuturesUnordered::new();
+        let mut samples = Samples::with_capacity(1 << 16);
+        let mut seq = 0u64;
+        let mut committed = 0u64;
+        let started = Instant::now();
+        loop {
+            let sending = started.elapsed() < budget;
+            while sending && in_flight.len() < depth {
+                let event = Event { client: 0, seq };
+                let t = Instant::now();
+                let pending = db
+                    .transaction_async(|tx| Event::create(tx, event.clone()))
+                    .await
+                    .context("sending a create commit")?;
+                in_flight.push(async move { pending.await.map(|_| t.elapsed()) });
+                seq += 1;
             }
-            None => break,
+            match in_flight.next().await {
+                Some(done) => {
+                    samples.push(done.context("a pipelined commit")?);
+                    committed += 1;
+                }
+                None => break,
+            }
         }
-    }
-    let elapsed = started.elapsed();
+        anyhow::Ok((samples, committed, started.elapsed()))
+    })
+    .await
+    .context("the pipelined client task panicked")??;
     let cpu = meter.cost(ctx.cpu(), committed);
     let budget = ctx.budget;
     let (base, base_cpu) = ctx

@@ -163,11 +163,18 @@ pub async fn subscribe(ctx: &mut Ctx) -> Result<Row> {
         fill(&writer, filled..n).await?;
         filled = n;
         let db = ctx.connect(&format!("bench-subscriber-{i}"), 0).await?;
-        let started = Instant::now();
-        db.subscribe(bench_schema::schema())
-            .await
-            .context("subscribing")?;
-        last = started.elapsed();
+        // The subscriber is a spawned task, like every workload's clients.
+        let subscriber = db.clone();
+        last = tokio::spawn(async move {
+            let started = Instant::now();
+            subscriber
+                .subscribe(bench_schema::schema())
+                .await
+                .context("subscribing")?;
+            anyhow::Ok(started.elapsed())
+        })
+        .await
+        .context("the subscriber task panicked")??;
         let count = db.view(|v| Ok::<_, odb::Error>(Item::lookup_all(v)?.len()))?;
         anyhow::ensure!(count == n, "the subscriber sees {count} of {n} objects");
         times_ms.push(round1(last.as_secs_f64() * 1000.0));
@@ -193,27 +200,52 @@ pub async fn bulk(ctx: &mut Ctx) -> Result<Row> {
     reader.subscribe(bench_schema::schema()).await?;
     let last_key = item(n - 1).key;
 
+    // The writer and the reader are spawned tasks, like every workload's clients. The reader
+    // waits from before the commit starts, so that it takes the time at which the objects
+    // became visible to it, whether or not the writer's own transaction has returned by then.
+    let watching = reader.clone();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let seen = tokio::spawn(async move {
+        let mut first = Some(ready_tx);
+        watching
+            .wait_for(
+                |v| {
+                    if let Some(ready) = first.take() {
+                        let _ = ready.send(());
+                    }
+                    Ok(Item::lookup_any_by_key(v, &last_key)?.is_some())
+                },
+                PATIENCE,
+            )
+            .await
+            .context("waiting for the bulk commit in the reader")?;
+        anyhow::Ok(Instant::now())
+    });
+    ready_rx
+        .await
+        .context("the reader stopped before it began to wait")?;
+    let committing = writer.clone();
     let started = Instant::now();
-    let mut runs = 0u32;
-    writer
-        .transaction(|tx| {
-            runs += 1;
-            for i in 0..n {
-                Item::create(tx, item(i))?;
-            }
-            Ok::<_, odb::Error>(())
-        })
+    let (committed, runs) = tokio::spawn(async move {
+        let mut runs = 0u32;
+        committing
+            .transaction(|tx| {
+                runs += 1;
+                for i in 0..n {
+                    Item::create(tx, item(i))?;
+                }
+                Ok::<_, odb::Error>(())
+            })
+            .await
+            .context("the bulk commit")?;
+        anyhow::Ok((started.elapsed(), runs))
+    })
+    .await
+    .context("the writer task panicked")??;
+    let visible = seen
         .await
-        .context("the bulk commit")?;
-    let committed = started.elapsed();
-    reader
-        .wait_for(
-            |v| Ok(Item::lookup_any_by_key(v, &last_key)?.is_some()),
-            PATIENCE,
-        )
-        .await
-        .context("waiting for the bulk commit in the reader")?;
-    let visible = started.elapsed();
+        .context("the reader task panicked")??
+        .saturating_duration_since(started);
     let count = reader.view(|v| Ok::<_, odb::Error>(Item::lookup_all(v)?.len()))?;
     anyhow::ensure!(count == n, "the reader sees {count} of {n} objects");
     let ours = Measure {
