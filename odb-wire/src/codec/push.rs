@@ -25,57 +25,58 @@ pub enum PushEntry<'a> {
 
 /// Encodes `ServerMessage::Commit` for the commit at `tid` whose entries `walk` yields.
 ///
-/// `walk` is called twice and must yield the same entries, in the same order, each time: field
-/// writes come out in the order walked, and so do index changes and deletions. The first walk
-/// counts and sizes; the second writes the field writes in place and the index changes and
-/// deletions into buffers of their own, appended after them.
+/// `walk` is called once: field writes come out in the order walked, and so do index changes
+/// and deletions. The field writes are written into the message's own buffer, after a gap for
+/// the header (the tag, the tid and their count, whose sizes are known only at the end); the
+/// index changes and deletions go into buffers of their own, appended after them.
 pub fn encode_commit_push<W>(tid: Tid, walk: W) -> Result<Bytes, CodecError>
 where
-    W: Fn(&mut dyn FnMut(PushEntry<'_>)),
+    W: FnOnce(&mut dyn FnMut(PushEntry<'_>)),
 {
     let tag = server_commit_tag()
         .ok_or_else(|| CodecError::Encode("cannot find how a commit message is encoded".into()))?;
-    // Counts, and upper bounds of the sizes: a varint takes at most 9 bytes, an id at most 5.
     let (mut writes, mut index_writes, mut deletes) = (0u64, 0u64, 0u64);
-    let (mut fields_size, mut indices_size) = (0usize, 0usize);
-    walk(&mut |entry| match entry {
-        PushEntry::Field(_, _, v) => {
-            writes += 1;
-            fields_size += 9 + 5 + 1 + v.map_or(0, |v| 9 + v.len());
-        }
-        PushEntry::Index(_, _, v) => {
-            index_writes += 1;
-            indices_size += 9 + 5 + 1 + v.map_or(0, |v| 9 + v.len());
-        }
-        PushEntry::Delete(_) => deletes += 1,
-    });
-    let deletes_size = 9 * deletes as usize;
-    // The tag, the tid and three counts take at most 37 bytes.
-    let mut out = Vec::with_capacity(40 + fields_size + indices_size + deletes_size);
-    let mut indices = Vec::with_capacity(indices_size);
-    let mut deleted = Vec::with_capacity(deletes_size);
-    out.push(tag);
-    varint(&mut out, tid.0);
-    varint(&mut out, writes);
+    let mut out = vec![0u8; HEADER_GAP];
+    let (mut indices, mut deleted) = (Vec::new(), Vec::new());
     walk(&mut |entry| match entry {
         PushEntry::Field(object, field, value) => {
+            writes += 1;
             varint(&mut out, object.0);
             varint(&mut out, u64::from(field.0));
             option_bytes(&mut out, value);
         }
         PushEntry::Index(object, index, value) => {
+            index_writes += 1;
             varint(&mut indices, object.0);
             varint(&mut indices, u64::from(index.0));
             option_bytes(&mut indices, value);
         }
-        PushEntry::Delete(object) => varint(&mut deleted, object.0),
+        PushEntry::Delete(object) => {
+            deletes += 1;
+            varint(&mut deleted, object.0);
+        }
     });
+    let mut header = Vec::with_capacity(HEADER_GAP);
+    header.push(tag);
+    varint(&mut header, tid.0);
+    varint(&mut header, writes);
+    let start = HEADER_GAP
+        .checked_sub(header.len())
+        .ok_or_else(|| CodecError::Encode("a commit message's header outgrew its room".into()))?;
+    if let Some(gap) = out.get_mut(start..HEADER_GAP) {
+        gap.copy_from_slice(&header);
+    }
+    out.reserve(18 + indices.len() + deleted.len());
     varint(&mut out, index_writes);
     out.extend_from_slice(&indices);
     varint(&mut out, deletes);
     out.extend_from_slice(&deleted);
-    Ok(Bytes::from(out))
+    Ok(Bytes::from(out).slice(start..))
 }
+
+/// Room for a pushed commit's header: the tag (1 byte), the tid and the count of field writes
+/// (at most 9 bytes each).
+const HEADER_GAP: usize = 19;
 
 /// An unsigned integer as bincode's standard configuration writes it.
 pub(super) fn varint(out: &mut Vec<u8>, v: u64) {
