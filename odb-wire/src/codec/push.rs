@@ -28,7 +28,8 @@ pub enum PushEntry<'a> {
 /// `walk` is called once: field writes come out in the order walked, and so do index changes
 /// and deletions. The field writes are written into the message's own buffer, after a gap for
 /// the header (the tag, the tid and their count, whose sizes are known only at the end); the
-/// index changes and deletions go into buffers of their own, appended after them.
+/// index changes and deletions go into buffers of their own, appended after them. The result
+/// holds no spare capacity.
 pub fn encode_commit_push<W>(tid: Tid, walk: W) -> Result<Bytes, CodecError>
 where
     W: FnOnce(&mut dyn FnMut(PushEntry<'_>)),
@@ -66,11 +67,15 @@ where
     if let Some(gap) = out.get_mut(start..HEADER_GAP) {
         gap.copy_from_slice(&header);
     }
-    out.reserve(18 + indices.len() + deleted.len());
+    out.reserve_exact(18 + indices.len() + deleted.len());
     varint(&mut out, index_writes);
     out.extend_from_slice(&indices);
     varint(&mut out, deletes);
     out.extend_from_slice(&deleted);
+    // The buffer grew by doubling while the walk wrote into it. A queued message holds its
+    // whole allocation, and the server's limits on unsent data count message lengths, so the
+    // spare room goes.
+    out.shrink_to_fit();
     Ok(Bytes::from(out).slice(start..))
 }
 
