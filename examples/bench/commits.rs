@@ -290,8 +290,7 @@ pub async fn pipelined(ctx: &mut Ctx) -> Result<Row> {
     db.define_schema(crate::bench_schema::schema()).await?;
     let meter = CpuMeter::start(ctx.cpu());
     let budget = ctx.budget;
-    // The client is a spawned task, like every workload's clients.
-    let (mut samples, committed, elapsed) = tokio::spawn(async move {
+    let (mut samples, committed, elapsed) = crate::as_client("pipelined client", async move {
         let mut in_flight = FuturesUnordered::new();
         let mut samples = Samples::with_capacity(1 << 16);
         let mut seq = 0u64;
@@ -319,10 +318,8 @@ pub async fn pipelined(ctx: &mut Ctx) -> Result<Row> {
         }
         anyhow::Ok((samples, committed, started.elapsed()))
     })
-    .await
-    .context("the pipelined client task panicked")??;
+    .await?;
     let cpu = meter.cost(ctx.cpu(), committed);
-    let budget = ctx.budget;
     let (base, base_cpu) = ctx
         .redis_baseline(|url| async move { redis_base::pipelined_sets(&url, depth, budget).await })
         .await;

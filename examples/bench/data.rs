@@ -94,11 +94,9 @@ pub async fn fanout(ctx: &mut Ctx) -> Result<Row> {
     drop(seen_tx);
 
     let meter = CpuMeter::start(ctx.cpu());
-    // The writer is a spawned task, like every other workload's clients and like the Redis
-    // publisher (see `pingpong.rs`: the `main` future runs outside the worker threads).
     let budget = ctx.budget;
     let stamping = writer.clone();
-    let (mut samples, rounds, elapsed) = tokio::spawn(async move {
+    let (mut samples, rounds, elapsed) = crate::as_client("writer", async move {
         let mut samples = Samples::with_capacity(1 << 16);
         let mut rounds = 0u64;
         let began = Instant::now();
@@ -118,8 +116,7 @@ pub async fn fanout(ctx: &mut Ctx) -> Result<Row> {
         }
         anyhow::Ok((samples, rounds, began.elapsed()))
     })
-    .await
-    .context("the writer task panicked")??;
+    .await?;
     let cpu = meter.cost(ctx.cpu(), rounds);
     writer
         .transaction(|tx| clock.set_nanos(tx, u64::MAX))
@@ -163,9 +160,8 @@ pub async fn subscribe(ctx: &mut Ctx) -> Result<Row> {
         fill(&writer, filled..n).await?;
         filled = n;
         let db = ctx.connect(&format!("bench-subscriber-{i}"), 0).await?;
-        // The subscriber is a spawned task, like every workload's clients.
         let subscriber = db.clone();
-        last = tokio::spawn(async move {
+        last = crate::as_client("subscriber", async move {
             let started = Instant::now();
             subscriber
                 .subscribe(bench_schema::schema())
@@ -173,8 +169,7 @@ pub async fn subscribe(ctx: &mut Ctx) -> Result<Row> {
                 .context("subscribing")?;
             anyhow::Ok(started.elapsed())
         })
-        .await
-        .context("the subscriber task panicked")??;
+        .await?;
         let count = db.view(|v| Ok::<_, odb::Error>(Item::lookup_all(v)?.len()))?;
         anyhow::ensure!(count == n, "the subscriber sees {count} of {n} objects");
         times_ms.push(round1(last.as_secs_f64() * 1000.0));
@@ -200,8 +195,8 @@ pub async fn bulk(ctx: &mut Ctx) -> Result<Row> {
     reader.subscribe(bench_schema::schema()).await?;
     let last_key = item(n - 1).key;
 
-    // The writer and the reader are spawned tasks, like every workload's clients. The reader
-    // waits from before the commit starts, so that it takes the time at which the objects
+    // The writer and the reader are spawned tasks (see `as_client`). The reader waits from
+    // before the commit starts, so that it takes the time at which the objects
     // became visible to it, whether or not the writer's own transaction has returned by then.
     let watching = reader.clone();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -226,7 +221,7 @@ pub async fn bulk(ctx: &mut Ctx) -> Result<Row> {
         .context("the reader stopped before it began to wait")?;
     let committing = writer.clone();
     let started = Instant::now();
-    let (committed, runs) = tokio::spawn(async move {
+    let (committed, runs) = crate::as_client("writer", async move {
         let mut runs = 0u32;
         committing
             .transaction(|tx| {
@@ -240,8 +235,7 @@ pub async fn bulk(ctx: &mut Ctx) -> Result<Row> {
             .context("the bulk commit")?;
         anyhow::Ok((started.elapsed(), runs))
     })
-    .await
-    .context("the writer task panicked")??;
+    .await?;
     let visible = seen
         .await
         .context("the reader task panicked")??

@@ -27,6 +27,19 @@ use server::{BenchServer, ServerMode};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Runs one of a workload's clients as a spawned task and waits for it. Every client runs on
+/// the runtime's worker threads: the `main` future runs outside them, and each wake-up of it
+/// would cost a cross-thread hand-off that no client of a real program pays (see
+/// `pingpong.rs`). `what` names the client in the error if its task panics.
+pub async fn as_client<T: Send + 'static>(
+    what: &str,
+    client: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(client)
+        .await
+        .with_context(|| format!("the {what} task panicked"))?
+}
+
 /// The same allocator as the `odb-server` binary, so that the embedded server measured here
 /// allocates as the real one does.
 #[global_allocator]

@@ -236,8 +236,7 @@ pub async fn pipelined_sets(url: &str, depth: usize, budget: Duration) -> Result
         .get_multiplexed_async_connection()
         .await
         .context("connecting to redis-server")?;
-    // A spawned task, like the ODB client of the same workload.
-    tokio::spawn(async move {
+    crate::as_client("pipelining client", async move {
         let started = Instant::now();
         let mut ops = 0u64;
         let mut samples = Samples::with_capacity(1 << 14);
@@ -254,7 +253,6 @@ pub async fn pipelined_sets(url: &str, depth: usize, budget: Duration) -> Result
         Ok(Measure::new(ops, started.elapsed(), &mut samples))
     })
     .await
-    .context("the pipelining task panicked")?
 }
 
 /// Redis pub/sub fan-out: `subscribers` connections subscribed to one channel; one publisher
@@ -298,8 +296,7 @@ pub async fn pubsub(url: &str, subscribers: usize, budget: Duration) -> Result<M
         .get_multiplexed_async_connection()
         .await
         .context("connecting the publisher to redis-server")?;
-    // A spawned task, like the ODB writer of the same workload.
-    let (mut samples, rounds, elapsed, mut publisher) = tokio::spawn(async move {
+    let (mut samples, rounds, elapsed, mut publisher) = crate::as_client("publisher", async move {
         let mut samples = Samples::with_capacity(1 << 16);
         let mut rounds = 0u64;
         let began = Instant::now();
@@ -324,8 +321,7 @@ pub async fn pubsub(url: &str, subscribers: usize, budget: Duration) -> Result<M
         }
         anyhow::Ok((samples, rounds, began.elapsed(), publisher))
     })
-    .await
-    .context("the publisher task panicked")??;
+    .await?;
     redis::cmd("PUBLISH")
         .arg(CHANNEL)
         .arg(u64::MAX)
