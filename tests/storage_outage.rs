@@ -43,6 +43,9 @@ enum Mode {
     LandsButUnknown,
     /// Fails every batch with an unknown outcome, storing nothing.
     LostButUnknown,
+    /// Fails the next `n` batches with an unknown outcome, storing nothing, then stores again,
+    /// as a Redis master whose replica confirms a write only after `WAIT` gave up does.
+    UnknownNext(u32),
 }
 
 /// A [`MemoryStorage`] with faults injected by the test.
@@ -78,12 +81,11 @@ impl Storage for FaultyStorage {
         let mode = {
             let mut mode = self.mode.lock().unwrap();
             let now = *mode;
-            if let Mode::FailNext(n) = now {
-                *mode = if n <= 1 {
-                    Mode::Healthy
-                } else {
-                    Mode::FailNext(n - 1)
-                };
+            match now {
+                Mode::FailNext(n) | Mode::UnknownNext(n) if n <= 1 => *mode = Mode::Healthy,
+                Mode::FailNext(n) => *mode = Mode::FailNext(n - 1),
+                Mode::UnknownNext(n) => *mode = Mode::UnknownNext(n - 1),
+                _ => {}
             }
             now
         };
@@ -103,7 +105,7 @@ impl Storage for FaultyStorage {
                     Err(StorageError::OutcomeUnknown("injected: broken pipe".into()))
                 })
             }
-            Mode::LostButUnknown => Box::pin(std::future::ready(Err(
+            Mode::LostButUnknown | Mode::UnknownNext(_) => Box::pin(std::future::ready(Err(
                 StorageError::OutcomeUnknown("injected: broken pipe".into()),
             ))),
         }
@@ -319,4 +321,45 @@ async fn a_client_connecting_while_a_write_is_retried_gets_in_once_it_lands() {
         .expect("the connecting task")
         .expect("the client gets in once its connection is stored");
     commit(&joined, 2).await.expect("and commits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_stores_again_a_write_of_unknown_outcome() {
+    let storage = FaultyStorage::new();
+    // The start-up changes' first two writes report an unknown outcome; the third lands.
+    storage.set(Mode::UnknownNext(2));
+    let server = start(&storage).await;
+    assert_eq!(*storage.mode.lock().unwrap(), Mode::Healthy);
+    let client = connect(&server).await.expect("connect");
+    commit(&client, 1).await.expect("commit");
+    server.shutdown().await;
+
+    // One whose outcome stays unknown fails the start once the in-doubt window has passed,
+    // saying why; nothing is lost, and the next start succeeds.
+    storage.set(Mode::LostButUnknown);
+    let error =
+        Server::start_with_storage(ServerConfig::new(TOKEN), None, Box::new(storage.clone()))
+            .await
+            .err()
+            .expect("the start fails");
+    assert!(error.to_string().contains("broken pipe"), "{error}");
+    storage.set(Mode::Healthy);
+    let restarted = start(&storage).await;
+    let fresh = connect(&restarted).await.expect("connect after restart");
+    assert_eq!(notes(&fresh).await, BTreeSet::from([1]));
+    restarted.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_fails_at_once_when_the_storage_refuses_writes() {
+    let storage = FaultyStorage::new();
+    storage.set(Mode::Poisoned);
+    let error =
+        Server::start_with_storage(ServerConfig::new(TOKEN), None, Box::new(storage.clone()))
+            .await
+            .err()
+            .expect("the start fails");
+    let message = error.to_string();
+    assert!(message.contains("fault-injecting"), "{message}");
+    assert!(message.contains("I/O"), "{message}");
 }

@@ -28,7 +28,9 @@
 //! If it has not succeeded after [`IN_DOUBT_LIMIT`], its commits are answered `OutcomeUnknown`,
 //! never as failed, the batch is undone in memory as above, and its objects are stored again,
 //! with their restored contents, by the next batch that succeeds, so that the storage ends up
-//! agreeing with memory whether or not the batch had landed.
+//! agreeing with memory whether or not the batch had landed. The start-up batch is stored again
+//! in the same way; if its outcome stays unknown, or storing it fails for certain, the server
+//! does not start.
 //!
 //! The batch's commit-id records are stored with it and undone with it (see
 //! [`super::commit_ids`]); resumes and commit queries, like subscriptions, are answered only
@@ -224,7 +226,7 @@ pub(crate) async fn open_with_clock(
         in_doubt: None,
         unsure: BTreeSet::new(),
     });
-    seq.settle()
+    seq.settle_start_up()
         .await
         .map_err(|e| ServerError::Storage(format!("cannot write to {what}: {e}")))?;
     Ok(seq)
@@ -302,6 +304,22 @@ impl Sequencer {
                 tracing::debug!("the storage is still unavailable: {e}");
                 durable.down = Some(e.detail());
                 durable.retry_at = Some(Instant::now() + RETRY);
+            }
+        }
+    }
+
+    /// Stores the start-up changes. A write whose outcome is unknown is stored again, as at run
+    /// time, for up to [`IN_DOUBT_LIMIT`]; any other failure, or one still unsettled after that,
+    /// fails the start.
+    async fn settle_start_up(&mut self) -> Result<(), StorageError> {
+        loop {
+            let Err(error) = self.settle().await else {
+                return Ok(());
+            };
+            let in_doubt = self.durable.as_ref().is_some_and(|d| d.in_doubt.is_some());
+            match self.retry_at() {
+                Some(at) if in_doubt => tokio::time::sleep_until(at).await,
+                _ => return Err(error),
             }
         }
     }
