@@ -340,8 +340,7 @@ async fn start_up_stores_again_a_write_of_unknown_outcome() {
     let error =
         Server::start_with_storage(ServerConfig::new(TOKEN), None, Box::new(storage.clone()))
             .await
-            .err()
-            .expect("the start fails");
+            .expect_err("the start fails");
     assert!(error.to_string().contains("broken pipe"), "{error}");
     storage.set(Mode::Healthy);
     let restarted = start(&storage).await;
@@ -357,8 +356,7 @@ async fn start_up_fails_at_once_when_the_storage_refuses_writes() {
     let error =
         Server::start_with_storage(ServerConfig::new(TOKEN), None, Box::new(storage.clone()))
             .await
-            .err()
-            .expect("the start fails");
+            .expect_err("the start fails");
     let message = error.to_string();
     assert!(message.contains("fault-injecting"), "{message}");
     assert!(message.contains("I/O"), "{message}");
