@@ -6,8 +6,8 @@ use odb::server::{RunningServer, Server, ServerConfig};
 use odb::system::Connection;
 use odb::{Client, ObjectId, Ref};
 use odb_wire::{
-    ClientMessage, CommitOutcome, CommitRequest, FieldWrite, RequestId, SchemaDef, ServerMessage,
-    TypeDef, PROTOCOL_VERSION,
+    ClientMessage, CommitRequest, FieldWrite, RequestId, SchemaDef, ServerMessage, TypeDef,
+    PROTOCOL_VERSION,
 };
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -296,10 +296,9 @@ impl RawPeer {
         loop {
             match self.recv().await? {
                 ServerMessage::Commit(_) => continue,
-                ServerMessage::CommitResult {
-                    outcome: CommitOutcome::Committed { .. },
-                    ..
-                } => return Ok(()),
+                ServerMessage::CommitResult { outcome, .. } if outcome.committed_at().is_some() => {
+                    return Ok(())
+                }
                 other => anyhow::bail!("expected the commit result, got {other:?}"),
             }
         }

@@ -12,9 +12,8 @@ mod processes;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use odb_wire::{
-    ClientMessage, CommitOutcome, CommitRequest, FieldWrite, IdBlock, ObjectId, Refusal, RequestId,
-    SchemaDef, ServerMessage, StatsData, SubscriptionTarget, Tid, TypeDef, TypeIds,
-    PROTOCOL_VERSION,
+    ClientMessage, CommitRequest, FieldWrite, IdBlock, ObjectId, Refusal, RequestId, SchemaDef,
+    ServerMessage, StatsData, SubscriptionTarget, Tid, TypeDef, TypeIds, PROTOCOL_VERSION,
 };
 use processes::ServerProcess;
 use std::time::Duration;
@@ -140,9 +139,9 @@ impl Conn {
             .await;
         loop {
             if let ServerMessage::CommitResult { outcome, .. } = self.next().await {
-                match outcome {
-                    CommitOutcome::Committed { tid } => return tid,
-                    other => panic!("commit failed: {other:?}"),
+                match outcome.committed_at() {
+                    Some(tid) => return tid,
+                    None => panic!("commit failed: {outcome:?}"),
                 }
             }
         }
@@ -298,9 +297,9 @@ async fn write_round(
     let (commits, mut left, mut last) = (sent, sent, tid);
     while left > 0 {
         if let ServerMessage::CommitResult { outcome, .. } = writer.next().await {
-            match outcome {
-                CommitOutcome::Committed { tid } => last = last.max(tid),
-                other => panic!("commit failed: {other:?}"),
+            match outcome.committed_at() {
+                Some(tid) => last = last.max(tid),
+                None => panic!("commit failed: {outcome:?}"),
             }
             left -= 1;
         }

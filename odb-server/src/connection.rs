@@ -149,13 +149,16 @@ where
     let mut writer = FramedWrite::new(write, odb_wire::framing(ctx.config.max_frame));
 
     let authenticated = authenticate(&ctx, &mut reader, hello_timeout).await;
-    let client_name = match authenticated {
-        Ok(name) => {
+    let Hello {
+        client_name,
+        version,
+    } = match authenticated {
+        Ok(hello) => {
             if let Some(ip) = ip {
                 ctx.auth_throttle.succeeded(ip);
             }
             drop(hello_slot);
-            name
+            hello
         }
         Err(None) => return,
         Err(Some(reason)) => {
@@ -201,6 +204,7 @@ where
     let register = Request::Register {
         outbound: outbound.clone(),
         client_name: client_name.clone(),
+        protocol_version: version,
         reply,
     };
     if ctx.sequencer.send(register).await.is_err() {
@@ -298,7 +302,7 @@ async fn authenticate<S: AsyncRead>(
     ctx: &ConnContext,
     reader: &mut Reader<S>,
     hello_timeout: Duration,
-) -> Result<String, Option<Refusal>> {
+) -> Result<Hello, Option<Refusal>> {
     let first = tokio::select! {
         _ = ctx.stop.cancelled() => return Err(None),
         first = timeout(hello_timeout, reader.next()) => first,
@@ -327,8 +331,17 @@ async fn authenticate<S: AsyncRead>(
     accept_hello(&ctx.config, &frame).map_err(Some)
 }
 
-/// Reads and checks the first frame of a connection; returns the client's name.
-pub(crate) fn accept_hello(config: &ServerConfig, frame: &[u8]) -> Result<String, Refusal> {
+/// What an accepted hello says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Hello {
+    /// The name the client gave.
+    pub client_name: String,
+    /// The protocol version of the connection: the newest both sides speak.
+    pub version: u32,
+}
+
+/// Reads and checks the first frame of a connection.
+pub(crate) fn accept_hello(config: &ServerConfig, frame: &[u8]) -> Result<Hello, Refusal> {
     match odb_wire::decode::<ClientMessage>(frame) {
         Ok(hello) => check_hello(config, hello),
         // A hello of another protocol version may not decode as this version's: its leading
@@ -345,8 +358,8 @@ pub(crate) fn accept_hello(config: &ServerConfig, frame: &[u8]) -> Result<String
     }
 }
 
-/// Accepts a hello with the right protocol version and token; returns the client's name.
-fn check_hello(config: &ServerConfig, message: ClientMessage) -> Result<String, Refusal> {
+/// Accepts a hello with a protocol version this server speaks and the right token.
+fn check_hello(config: &ServerConfig, message: ClientMessage) -> Result<Hello, Refusal> {
     let ClientMessage::Hello {
         protocol_version,
         token,
@@ -370,7 +383,10 @@ fn check_hello(config: &ServerConfig, message: ClientMessage) -> Result<String, 
     if !bool::from(token.as_bytes().ct_eq(config.token.as_bytes())) {
         return Err(Refusal::Unauthorized);
     }
-    Ok(client_name)
+    Ok(Hello {
+        client_name,
+        version: protocol_version.min(PROTOCOL_VERSION),
+    })
 }
 
 fn message_name(message: &ClientMessage) -> &'static str {
@@ -627,9 +643,20 @@ mod tests {
     #[test]
     fn hello_checks() {
         let config = ServerConfig::new("secret");
+        let welcomed = |version| {
+            Ok(Hello {
+                client_name: "test".into(),
+                version,
+            })
+        };
         assert_eq!(
             check_hello(&config, hello(PROTOCOL_VERSION, "secret")),
-            Ok("test".into())
+            welcomed(PROTOCOL_VERSION)
+        );
+        // A client of an older version this server still speaks is welcomed at its version.
+        assert_eq!(
+            check_hello(&config, hello(OLDEST_PROTOCOL_VERSION, "secret")),
+            welcomed(OLDEST_PROTOCOL_VERSION)
         );
         assert_eq!(
             check_hello(&config, hello(PROTOCOL_VERSION, "secreT")),
@@ -655,7 +682,7 @@ mod tests {
         {
             *oldest_protocol_version = OLDEST_PROTOCOL_VERSION;
         }
-        assert_eq!(check_hello(&config, wide), Ok("test".into()));
+        assert_eq!(check_hello(&config, wide), welcomed(PROTOCOL_VERSION));
         assert!(matches!(
             check_hello(&config, ClientMessage::Heartbeat),
             Err(Refusal::NotHello { .. })

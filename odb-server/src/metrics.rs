@@ -310,7 +310,7 @@ impl Metrics {
     /// Counts a commit's outcome.
     pub fn commit_outcome(&self, outcome: &CommitOutcome) {
         let label = match outcome {
-            CommitOutcome::Committed { .. } => "committed",
+            CommitOutcome::Committed { .. } | CommitOutcome::CommittedAsSent { .. } => "committed",
             CommitOutcome::AlreadyApplied { .. } => "already_applied",
             CommitOutcome::Conflict { .. } => "conflict",
             CommitOutcome::TooOld { .. } => "too_old",

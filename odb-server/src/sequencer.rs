@@ -53,7 +53,7 @@ use commit_ids::CommitIds;
 use odb_wire::limits::Limit;
 use odb_wire::{
     ClientMessage, CommitOutcome, CommitRequest, DatabaseId, IdBlock, ObjectId, RequestId,
-    ServerMessage, SubscriptionTarget, PROTOCOL_VERSION,
+    ServerMessage, SubscriptionTarget, COMMITTED_AS_SENT_VERSION,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -78,6 +78,8 @@ pub(crate) enum Request {
         outbound: Outbound,
         /// The name the client gave in its `Hello`.
         client_name: String,
+        /// The connection's protocol version.
+        protocol_version: u32,
         /// Receives the connection id.
         reply: oneshot::Sender<ObjectId>,
     },
@@ -143,6 +145,8 @@ struct Conn {
     visibility: Visibility,
     /// The object ids this connection may create objects with.
     grants: IdGrants,
+    /// Whether its commits may be answered `CommittedAsSent` (protocol version 3 and later).
+    as_sent: bool,
 }
 
 /// Checked subscription targets and the objects they cover now.
@@ -316,8 +320,9 @@ impl Sequencer {
             Request::Register {
                 outbound,
                 client_name,
+                protocol_version,
                 reply,
-            } => self.register(outbound, &client_name, reply),
+            } => self.register(outbound, &client_name, protocol_version, reply),
             Request::Message { conn, message, .. } => self.message(conn, message),
             Request::Disconnect { conn } => self.drop_conn(conn),
             // Handled by `run`, which stops after it.
@@ -340,6 +345,7 @@ impl Sequencer {
         &mut self,
         outbound: Outbound,
         client_name: &str,
+        protocol_version: u32,
         reply: oneshot::Sender<ObjectId>,
     ) {
         let (Some(conn), Some(ids)) = (self.allocate(1), self.allocate(self.config.id_block_size))
@@ -349,7 +355,7 @@ impl Sequencer {
         };
         let conn = ObjectId(conn.start);
         let welcome = ServerMessage::Welcome {
-            protocol_version: PROTOCOL_VERSION,
+            protocol_version,
             connection: conn,
             ids,
             tid: self.store.tid(),
@@ -367,6 +373,7 @@ impl Sequencer {
                 outbound,
                 visibility: Visibility::default(),
                 grants,
+                as_sent: protocol_version >= COMMITTED_AS_SENT_VERSION,
             },
         );
         self.publish();
@@ -401,7 +408,7 @@ impl Sequencer {
         match self.store.commit(&self.registry, &request) {
             Ok(applied) => {
                 self.publish();
-                self.fan_out(Some(conn), &applied);
+                self.fan_out(Some(conn), &applied, false);
             }
             Err(outcome) => {
                 tracing::error!(
@@ -429,7 +436,7 @@ impl Sequencer {
             match self.store.commit(&self.registry, &request) {
                 Ok(applied) => {
                     self.publish();
-                    self.fan_out(None, &applied);
+                    self.fan_out(None, &applied, false);
                 }
                 Err(outcome) => {
                     tracing::error!(?outcome, "cannot delete connection objects")
@@ -580,8 +587,11 @@ impl Sequencer {
                     self.commit_ids.record(id, applied.tid, now);
                 }
                 self.publish();
-                self.fan_out(Some(conn), &applied);
-                CommitOutcome::Committed { tid: applied.tid }
+                if self.fan_out(Some(conn), &applied, true) {
+                    CommitOutcome::CommittedAsSent { tid: applied.tid }
+                } else {
+                    CommitOutcome::Committed { tid: applied.tid }
+                }
             }
             Err(outcome) => outcome,
         };
@@ -628,7 +638,16 @@ impl Sequencer {
     /// Pushes an applied commit to every connection that sees part of it, encoding each distinct
     /// filtered result once.
     /// `committer` is the connection that made the commit, `None` for the server's own commits.
-    fn fan_out(&mut self, committer: Option<ObjectId>, applied: &Applied) {
+    /// With `answer_as_sent` (a client's commit, answered next), returns whether the committer
+    /// was left out, to be answered `CommittedAsSent`: it speaks a protocol version that allows
+    /// it, and the commit changed for it exactly what its request wrote (see
+    /// [`Visibility::saw_all_it_changed`]).
+    fn fan_out(
+        &mut self,
+        committer: Option<ObjectId>,
+        applied: &Applied,
+        answer_as_sent: bool,
+    ) -> bool {
         self.changes
             .record(applied.tid, applied.objects.iter().map(|t| t.id));
         self.status.feed.publish(applied, &self.store);
@@ -638,6 +657,10 @@ impl Sequencer {
         let max_frame = self.config.max_frame;
         let store = &self.store;
         let current = current(applied, store);
+        let as_sent = committer
+            .filter(|_| answer_as_sent)
+            .and_then(|c| self.conns.get(&c))
+            .is_some_and(|c| c.as_sent && c.visibility.saw_all_it_changed(&current));
         let mut candidates = std::mem::take(&mut self.candidates);
         self.audience
             .candidates(&current, committer, &mut candidates);
@@ -653,7 +676,7 @@ impl Sequencer {
             for object in kept.drain(..) {
                 self.audience.add_object(id, object);
             }
-            if selection.is_empty() {
+            if selection.is_empty() || (as_sent && committer == Some(id)) {
                 continue;
             }
             let frame =
@@ -695,6 +718,7 @@ impl Sequencer {
         for id in failed {
             self.drop_conn(id);
         }
+        as_sent
     }
 
     fn subscribe(&mut self, conn: ObjectId, request_id: RequestId, targets: &[SubscriptionTarget]) {

@@ -263,8 +263,8 @@ impl SimServer {
         let Some(state) = self.conns.get_mut(&handle) else {
             return;
         };
-        let client_name = match accepted {
-            Ok(name) => name,
+        let hello = match accepted {
+            Ok(hello) => hello,
             Err(reason) => {
                 if let Ok(frame) = odb_wire::encode(&ServerMessage::Rejected { reason }) {
                     state.early.push_back(frame);
@@ -277,7 +277,8 @@ impl SimServer {
         let outbound = state.outbound.clone();
         self.seq.handle(Request::Register {
             outbound,
-            client_name,
+            client_name: hello.client_name,
+            protocol_version: hello.version,
             reply,
         });
         let phase = match id.try_recv() {

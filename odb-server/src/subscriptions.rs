@@ -337,6 +337,21 @@ impl Visibility {
                 .any(|(i, v)| self.index_subs.contains(i, v))
     }
 
+    /// Whether this connection, the committer of the commit that touched `current`, saw before
+    /// the commit every object the commit touched that existed then. Its own creations it sees
+    /// in full; so then what the commit changed for this connection is exactly what its request
+    /// wrote, and it can apply the request itself rather than receive the push. Asked before
+    /// [`Visibility::select`], which updates the visibility for the commit.
+    pub fn saw_all_it_changed(&self, current: &[Current<'_>]) -> bool {
+        current.iter().all(|object| {
+            object
+                .touched
+                .before
+                .as_ref()
+                .is_none_or(|old| self.sees(object.id, old))
+        })
+    }
+
     /// Decides what this connection gets of a commit the store has just applied, and updates
     /// the visibility for it: own creations are remembered, objects leaving a subscribed index
     /// value stay visible, deleted objects are forgotten. `current` holds every object the

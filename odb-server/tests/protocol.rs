@@ -6,7 +6,7 @@ use odb_server::{Server, ServerConfig};
 use odb_wire::{
     ClientMessage, CommitOutcome, CommitRequest, FieldWrite, IndexDef, Key, ObjectId, Refusal,
     RequestId, SchemaDef, ServerMessage, SubscriptionTarget, Tid, TypeDef, TypeIds,
-    PROTOCOL_VERSION,
+    OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -25,6 +25,8 @@ type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 struct Raw {
     read: FramedRead<BoxRead, LengthDelimitedCodec>,
     write: FramedWrite<BoxWrite, LengthDelimitedCodec>,
+    /// The protocol version its hello announces (the newest unless a test says otherwise).
+    version: u32,
 }
 
 impl Raw {
@@ -33,7 +35,13 @@ impl Raw {
         Raw {
             read: FramedRead::new(Box::new(r), odb_wire::framing(odb_wire::DEFAULT_MAX_FRAME)),
             write: FramedWrite::new(Box::new(w), odb_wire::framing(odb_wire::DEFAULT_MAX_FRAME)),
+            version: PROTOCOL_VERSION,
         }
+    }
+
+    /// The same client, announcing protocol `version` in its hello.
+    fn speaking(self, version: u32) -> Raw {
+        Raw { version, ..self }
     }
 
     async fn tcp(server: &Server) -> Raw {
@@ -75,10 +83,10 @@ impl Raw {
     /// commit that brings the connection's own `core.Connection` object.
     async fn hello(&mut self, token: &str) -> Option<ServerMessage> {
         self.send(ClientMessage::Hello {
-            protocol_version: PROTOCOL_VERSION,
+            protocol_version: self.version,
             token: token.into(),
             client_name: "protocol-test".into(),
-            oldest_protocol_version: PROTOCOL_VERSION,
+            oldest_protocol_version: self.version,
         })
         .await;
         let answer = self.recv().await;
@@ -314,11 +322,11 @@ async fn a_frame_limit_too_small_to_work_is_refused_at_start() {
 }
 
 #[tokio::test]
-async fn a_subscriber_gets_pushes_and_the_committer_its_push_before_its_result() {
+async fn a_subscriber_gets_pushes_and_a_version_2_committer_its_push_before_its_result() {
     let server = start(ServerConfig::new(TOKEN)).await;
-    let mut writer = Raw::tcp(&server).await;
+    let mut writer = Raw::tcp(&server).await.speaking(OLDEST_PROTOCOL_VERSION);
     let t = writer.login().await;
-    let mut reader = Raw::in_process(&server);
+    let mut reader = Raw::in_process(&server).speaking(OLDEST_PROTOCOL_VERSION);
     assert_eq!(reader.login().await, t, "the same schema gets the same ids");
     // Tids 1 and 2 registered the two connections.
 
@@ -413,6 +421,53 @@ async fn a_subscriber_gets_pushes_and_the_committer_its_push_before_its_result()
 }
 
 #[tokio::test]
+async fn a_committer_that_saw_everything_it_changed_gets_its_result_and_no_push() {
+    let server = start(ServerConfig::new(TOKEN)).await;
+    let mut writer = Raw::tcp(&server).await;
+    let t = writer.login().await;
+    let mut reader = Raw::in_process(&server);
+    reader.login().await;
+    reader
+        .send(ClientMessage::Subscribe {
+            request_id: RequestId(2),
+            targets: vec![SubscriptionTarget::Type(t.type_id)],
+        })
+        .await;
+    assert!(matches!(
+        reader.expect().await,
+        ServerMessage::SubscriptionComplete { .. }
+    ));
+
+    // Its own creation: answered as sent, pushed to the subscriber only.
+    writer.commit(3, create(&t, 1_000, "x", Tid(2))).await;
+    assert_eq!(
+        writer.commit_result().await,
+        CommitOutcome::CommittedAsSent { tid: Tid(3) }
+    );
+    assert!(matches!(reader.expect().await, ServerMessage::Commit(data) if data.tid == Tid(3)));
+
+    // The subscriber updates an object it sees: answered as sent too; the creator gets the push.
+    let update = CommitRequest {
+        base_tid: Tid(3),
+        writes: vec![FieldWrite {
+            object: ObjectId(1_000),
+            field: t.fields[0],
+            value: Some(b("y")),
+        }],
+        ..CommitRequest::default()
+    };
+    reader.commit(4, update).await;
+    assert_eq!(
+        reader.commit_result().await,
+        CommitOutcome::CommittedAsSent { tid: Tid(4) }
+    );
+    assert!(matches!(writer.expect().await, ServerMessage::Commit(data) if data.tid == Tid(4)));
+    // Nothing else is waiting for the writer: the next thing it gets answers its flush.
+    assert_eq!(writer.flush(5).await, Tid(4));
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn concurrent_writers_of_a_read_field_conflict() {
     let server = start(ServerConfig::new(TOKEN)).await;
     let mut one = Raw::tcp(&server).await;
@@ -420,11 +475,9 @@ async fn concurrent_writers_of_a_read_field_conflict() {
     let mut two = Raw::in_process(&server);
     two.login().await;
     // Tids 1 and 2 registered the two connections.
-    one.commit(1, create(&t, 500, "0", Tid(0))).await;
-    one.expect().await;
     assert_eq!(
-        one.commit_result().await,
-        CommitOutcome::Committed { tid: Tid(3) }
+        commit_ok(&mut one, 1, create(&t, 500, "0", Tid(0))).await,
+        Tid(3)
     );
 
     let increment = |value: &str| CommitRequest {
@@ -437,12 +490,7 @@ async fn concurrent_writers_of_a_read_field_conflict() {
         reads: vec![(ObjectId(500), t.fields[0])],
         ..CommitRequest::default()
     };
-    one.commit(2, increment("1")).await;
-    one.expect().await;
-    assert_eq!(
-        one.commit_result().await,
-        CommitOutcome::Committed { tid: Tid(4) }
-    );
+    assert_eq!(commit_ok(&mut one, 2, increment("1")).await, Tid(4));
     two.commit(2, increment("1")).await;
     assert_eq!(
         two.commit_result().await,
@@ -561,13 +609,18 @@ async fn grant(raw: &mut Raw, request_id: u64, count: u64) -> u64 {
     }
 }
 
-/// Commits and returns the tid, after taking the commit's push.
+/// Commits and returns the tid, after taking the commit's push if there is one.
 async fn commit_ok(raw: &mut Raw, request_id: u64, commit: CommitRequest) -> Tid {
     raw.commit(request_id, commit).await;
-    assert!(matches!(raw.expect().await, ServerMessage::Commit(_)));
-    match raw.commit_result().await {
-        CommitOutcome::Committed { tid } => tid,
-        other => panic!("expected Committed, got {other:?}"),
+    loop {
+        match raw.expect().await {
+            ServerMessage::Commit(_) => continue,
+            ServerMessage::CommitResult { outcome, .. } => match outcome.committed_at() {
+                Some(tid) => return tid,
+                None => panic!("expected a commit, got {outcome:?}"),
+            },
+            other => panic!("expected the commit's result, got {other:?}"),
+        }
     }
 }
 

@@ -16,7 +16,14 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// The newest protocol version spoken by this crate.
-pub const PROTOCOL_VERSION: u32 = 2;
+///
+/// Version 3 adds [`CommitOutcome::CommittedAsSent`]: a commit that changed only what its
+/// request says is answered without pushing it back to its committer. A connection that speaks
+/// version 2 gets the push and [`CommitOutcome::Committed`] as before.
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// The first protocol version with [`CommitOutcome::CommittedAsSent`].
+pub const COMMITTED_AS_SENT_VERSION: u32 = 3;
 
 /// The oldest protocol version spoken by this crate. A client says in its `Hello` which
 /// versions it speaks (`oldest_protocol_version ..= protocol_version`); the server answers with
@@ -200,7 +207,9 @@ pub enum ServerMessage {
     },
     /// A commit, filtered to what this connection can see.
     Commit(CommitData),
-    /// Answer to [`ClientMessage::Commit`]. If committed, the commit itself was pushed before.
+    /// Answer to [`ClientMessage::Commit`]. If [`CommitOutcome::Committed`], the commit itself
+    /// was pushed before (as far as the committer sees it); if
+    /// [`CommitOutcome::CommittedAsSent`], it was not, and the committer applies its request.
     CommitResult {
         /// Correlation id.
         request_id: RequestId,
@@ -549,4 +558,25 @@ pub enum CommitOutcome {
         /// The tid at which it was applied.
         tid: Tid,
     },
+    /// Applied at this tid, exactly as the request says, and not pushed back to the committer:
+    /// the commit touched only objects the committer sees, so what it changed is what the
+    /// request holds (with each created object in its type's all-objects index). The committer
+    /// applies its own request at this tid, in the place of the push; every commit before it
+    /// that the committer sees was pushed before this answer. Sent only on connections that
+    /// speak protocol version 3 or later.
+    CommittedAsSent {
+        /// The commit's tid.
+        tid: Tid,
+    },
+}
+
+impl CommitOutcome {
+    /// The tid the commit was applied at by this request: `Some` for
+    /// [`CommitOutcome::Committed`] and [`CommitOutcome::CommittedAsSent`].
+    pub fn committed_at(&self) -> Option<Tid> {
+        match self {
+            CommitOutcome::Committed { tid } | CommitOutcome::CommittedAsSent { tid } => Some(*tid),
+            _ => None,
+        }
+    }
 }

@@ -203,6 +203,7 @@ fn outcome() -> impl Strategy<Value = CommitOutcome> {
         ".*".prop_map(|reason| CommitOutcome::StorageUnavailable { reason }),
         ".*".prop_map(|reason| CommitOutcome::OutcomeUnknown { reason }),
         tid().prop_map(|tid| CommitOutcome::AlreadyApplied { tid }),
+        tid().prop_map(|tid| CommitOutcome::CommittedAsSent { tid }),
     ]
 }
 

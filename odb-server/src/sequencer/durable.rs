@@ -109,7 +109,7 @@ impl OnFailure {
             ServerMessage::Commit(_) => OnFailure::Drop,
             ServerMessage::CommitResult {
                 request_id,
-                outcome: CommitOutcome::Committed { .. },
+                outcome: CommitOutcome::Committed { .. } | CommitOutcome::CommittedAsSent { .. },
             } => OnFailure::CommitResult(*request_id),
             ServerMessage::Welcome { .. } => OnFailure::Close,
             _ => OnFailure::Keep,

@@ -6,6 +6,11 @@ use odb_wire::{
     CommitData, FieldWrite, IndexDef, IndexWrite, Key, SchemaDef, Tid, TypeDef, TypeIds,
 };
 
+/// The protocol version the harness's connections speak: the oldest, whose committers get
+/// their commits pushed back, so that the tests read every push. `as_sent` tests the newer
+/// answer.
+const PUSHED_BACK: u32 = odb_wire::OLDEST_PROTOCOL_VERSION;
+
 struct Harness {
     seq: Sequencer,
     status: Arc<Status>,
@@ -53,12 +58,17 @@ fn harness(config: ServerConfig) -> (Harness, Client) {
 }
 
 fn connect(seq: &mut Sequencer, limit: usize) -> Client {
+    connect_speaking(seq, limit, PUSHED_BACK)
+}
+
+fn connect_speaking(seq: &mut Sequencer, limit: usize, protocol_version: u32) -> Client {
     let closed = CancellationToken::new();
     let (outbound, queue) = outbound::channel(limit, closed.clone(), Arc::default());
     let (reply, mut id) = oneshot::channel();
     seq.handle(Request::Register {
         outbound,
         client_name: "test".into(),
+        protocol_version,
         reply,
     });
     let id = id.try_recv().expect("registered");
@@ -193,6 +203,7 @@ fn ids_start_at_one_and_are_never_reused() {
     seq.handle(Request::Register {
         outbound,
         client_name: "test".into(),
+        protocol_version: PUSHED_BACK,
         reply,
     });
     let welcome: ServerMessage = odb_wire::decode(&queue.try_recv().unwrap()).unwrap();
@@ -695,6 +706,7 @@ fn stale_connection_objects_are_deleted_at_start() {
     assert_eq!(fresh.store.tid(), Tid(0));
 }
 
+mod as_sent;
 mod inspect;
 mod limits;
 mod sessions;

@@ -164,8 +164,8 @@ fn commit_records_and_the_identity_survive_a_restart_on_storage() {
     let base = server.current_tid();
     let commit = create(&server, &s, s.block.start, Some(1));
     server.send(&s.conn, &commit);
-    let Some(CommitOutcome::Committed { tid }) = result(&mut server, &s.conn) else {
-        panic!("commits");
+    let Some(CommitOutcome::CommittedAsSent { tid }) = result(&mut server, &s.conn) else {
+        panic!("commits, answered as sent: the session created the object");
     };
     assert_eq!(
         storage.tid(),
@@ -263,7 +263,7 @@ fn a_connection_cut_mid_snapshot_resumes_with_everything() {
         server.send(&s.conn, &create(&server, &s, s.block.start + n, None));
         assert!(matches!(
             result(&mut server, &s.conn),
-            Some(CommitOutcome::Committed { .. })
+            Some(CommitOutcome::CommittedAsSent { .. })
         ));
     }
     let reader = server.connect();

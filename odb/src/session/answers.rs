@@ -77,7 +77,10 @@ impl ClientCore {
                 request_id,
                 outcome,
             } => {
-                if self.requests.remove(&request_id).is_some() {
+                if let Some(pending) = self.requests.remove(&request_id) {
+                    if let CommitOutcome::CommittedAsSent { tid } = outcome {
+                        self.apply_as_sent(pending, tid);
+                    }
                     let result = self.commit_outcome(outcome);
                     self.answer(request_id, result);
                 }
@@ -162,10 +165,36 @@ impl ClientCore {
         }
     }
 
+    /// Applies a commit of this client's that the server did not push back (see
+    /// [`as_sent`](super::as_sent)), in its place in the stream of pushed commits.
+    fn apply_as_sent(&mut self, pending: Pending, tid: Tid) {
+        let Pending::Commit {
+            writes: Some(writes),
+            ..
+        } = pending
+        else {
+            // Only a commit answered on the connection it was sent on has its writes; the
+            // server answers no other way.
+            tracing::error!(
+                tid = tid.0,
+                "a commit was answered as applied as sent, but its writes are not kept"
+            );
+            self.shared.advance(tid);
+            return;
+        };
+        let commit = writes.into_commit(tid, &self.shared.registry.read());
+        match &mut self.restoring {
+            Some(held) => held.push(commit),
+            None => self.shared.apply_commit(commit, CommitKind::Pushed),
+        }
+    }
+
     /// What the server's answer to a commit means.
     pub(super) fn commit_outcome(&mut self, outcome: CommitOutcome) -> Result<Reply> {
         match outcome {
-            CommitOutcome::Committed { tid } => Ok(Reply::Committed(tid)),
+            CommitOutcome::Committed { tid } | CommitOutcome::CommittedAsSent { tid } => {
+                Ok(Reply::Committed(tid))
+            }
             CommitOutcome::AlreadyApplied { tid } => {
                 self.shared.advance(tid);
                 Ok(Reply::Committed(tid))

@@ -22,6 +22,7 @@
 //! memory (a new database), [`Error::CommitOutcomeUnknown`].
 
 mod answers;
+mod as_sent;
 mod policy;
 mod restore;
 #[cfg(test)]
@@ -39,6 +40,7 @@ use crate::local::{CommitKind, Shared};
 use crate::registry::TypeInfo;
 use crate::schema::Schema;
 use crate::{Error, Result};
+use as_sent::Written;
 use bytes::Bytes;
 use odb_wire::{
     ClientMessage, CommitId, CommitOutcome, CommitRequest, CommitStatus, DatabaseId, IdBlock,
@@ -186,6 +188,9 @@ enum Pending {
         sent: bool,
         /// Its connection broke before the answer: to be asked about.
         unsettled: bool,
+        /// What it wrote, applied to the replica if the server answers `CommittedAsSent`
+        /// (dropped once the commit is unsettled, whose answer then comes from a query).
+        writes: Option<Box<Written>>,
     },
     /// The session's restore on a new connection, with the subscriptions and cancellations
     /// it answers (those made while it could not be sent).
@@ -466,8 +471,12 @@ impl ClientCore {
                 Pending::Commit {
                     sent: true,
                     unsettled,
+                    writes,
                     ..
-                } => *unsettled = true,
+                } => {
+                    *unsettled = true;
+                    *writes = None;
+                }
                 Pending::Commit { sent: false, .. } => {
                     self.requests.remove(&id);
                     self.answer(
@@ -693,13 +702,15 @@ impl ClientCore {
         self.next_commit += 1;
         let base = request.base_tid;
         request.commit_id = Some(commit_id);
-        self.queue(
-            Some(id),
-            &ClientMessage::Commit {
-                request_id: id,
-                commit: request,
-            },
-        )?;
+        let message = ClientMessage::Commit {
+            request_id: id,
+            commit: request,
+        };
+        self.queue(Some(id), &message)?;
+        let writes = match message {
+            ClientMessage::Commit { commit, .. } => Some(Box::new(Written::of(commit))),
+            _ => None,
+        };
         self.requests.insert(
             id,
             Pending::Commit {
@@ -707,6 +718,7 @@ impl ClientCore {
                 base,
                 sent: false,
                 unsettled: false,
+                writes,
             },
         );
         Ok(id)

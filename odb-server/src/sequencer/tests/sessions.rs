@@ -24,6 +24,7 @@ fn welcome_database(seq: &mut Sequencer) -> DatabaseId {
     seq.handle(Request::Register {
         outbound,
         client_name: "test".into(),
+        protocol_version: PUSHED_BACK,
         reply,
     });
     futures::executor::block_on(seq.settle()).expect("stored");
@@ -238,6 +239,7 @@ fn connect_with_block(seq: &mut Sequencer) -> (Client, IdBlock) {
     seq.handle(Request::Register {
         outbound,
         client_name: "test".into(),
+        protocol_version: PUSHED_BACK,
         reply,
     });
     let id = id.try_recv().expect("registered");

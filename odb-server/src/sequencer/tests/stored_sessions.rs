@@ -35,6 +35,7 @@ async fn register(seq: &mut Sequencer) -> (Client, IdBlock, DatabaseId) {
     let request = Request::Register {
         outbound,
         client_name: "test".into(),
+        protocol_version: PUSHED_BACK,
         reply,
     };
     handle_stored(seq, request).await;
