@@ -149,6 +149,8 @@ async fn counters_follow_commits_conflicts_subscriptions_and_refusals() -> anyho
             sample(&text, "odb_commits_total{outcome=\"conflict\"}"),
             conflicts as f64
         );
+        // Both clients saw everything they wrote, so none of their commits was pushed back.
+        assert_eq!(sample(&text, "odb_commits_as_sent_total"), committed as f64);
         assert_eq!(sample(&text, "odb_connections"), 2.0);
         assert_eq!(sample(&text, "odb_connections_accepted_total"), 2.0);
         // Five items and two connection objects.

@@ -346,7 +346,10 @@ pub(crate) fn accept_hello(config: &ServerConfig, frame: &[u8]) -> Result<Hello,
         Ok(hello) => check_hello(config, hello),
         // A hello of another protocol version may not decode as this version's: its leading
         // version number still tells why.
-        Err(_) if odb_wire::hello_version(frame).is_some_and(|v| v != PROTOCOL_VERSION) => {
+        Err(_)
+            if odb_wire::hello_version(frame)
+                .is_some_and(|v| !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&v)) =>
+        {
             Err(Refusal::ProtocolVersion {
                 server: PROTOCOL_VERSION,
                 oldest: OLDEST_PROTOCOL_VERSION,
@@ -687,5 +690,26 @@ mod tests {
             check_hello(&config, ClientMessage::Heartbeat),
             Err(Refusal::NotHello { .. })
         ));
+    }
+
+    #[test]
+    fn an_unreadable_hello_is_refused_for_its_version_only_when_this_server_lacks_it() {
+        let config = ServerConfig::new("secret");
+        for (version, speaks) in [
+            (OLDEST_PROTOCOL_VERSION, true),
+            (PROTOCOL_VERSION, true),
+            (PROTOCOL_VERSION + 1, false),
+        ] {
+            let mut frame = odb_wire::encode(&hello(version, "secret"))
+                .unwrap()
+                .to_vec();
+            frame.truncate(frame.len() - 3);
+            let refusal = accept_hello(&config, &frame).unwrap_err();
+            assert_eq!(
+                matches!(refusal, Refusal::NotHello { .. }),
+                speaks,
+                "version {version}: {refusal:?}"
+            );
+        }
     }
 }

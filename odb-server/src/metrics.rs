@@ -93,6 +93,7 @@ pub(crate) struct Counts {
 pub(crate) struct Metrics {
     registry: Registry,
     commits: Family<Label, Counter>,
+    as_sent: Counter,
     refused: Family<Label, Counter>,
     queue_wait: Histogram,
     apply: Histogram,
@@ -142,6 +143,7 @@ impl Default for Metrics {
         let mut m = Metrics {
             registry: Registry::with_prefix("odb"),
             commits: Family::default(),
+            as_sent: Counter::default(),
             refused: Family::default(),
             queue_wait: latency_buckets(),
             apply: latency_buckets(),
@@ -179,6 +181,12 @@ impl Metrics {
             "commits",
             "Commits answered, by outcome (committed, conflict, too_old, refused)",
             self.commits.clone(),
+        );
+        r.register(
+            "commits_as_sent",
+            "Commits answered CommittedAsSent (counted as committed as well): not pushed back \
+             to their committer, which applied its own writes",
+            self.as_sent.clone(),
         );
         r.register(
             "commits_refused",
@@ -310,7 +318,11 @@ impl Metrics {
     /// Counts a commit's outcome.
     pub fn commit_outcome(&self, outcome: &CommitOutcome) {
         let label = match outcome {
-            CommitOutcome::Committed { .. } | CommitOutcome::CommittedAsSent { .. } => "committed",
+            CommitOutcome::Committed { .. } => "committed",
+            CommitOutcome::CommittedAsSent { .. } => {
+                self.as_sent.inc();
+                "committed"
+            }
             CommitOutcome::AlreadyApplied { .. } => "already_applied",
             CommitOutcome::Conflict { .. } => "conflict",
             CommitOutcome::TooOld { .. } => "too_old",

@@ -343,13 +343,16 @@ impl Visibility {
     /// wrote, and it can apply the request itself rather than receive the push. Asked before
     /// [`Visibility::select`], which updates the visibility for the commit.
     pub fn saw_all_it_changed(&self, current: &[Current<'_>]) -> bool {
-        current.iter().all(|object| {
-            object
-                .touched
-                .before
-                .as_ref()
-                .is_none_or(|old| self.sees(object.id, old))
-        })
+        current.iter().all(
+            |object| match (object.touched.before.as_ref(), object.record) {
+                (Some(old), _) => self.sees(object.id, old),
+                // Created.
+                (None, Some(_)) => true,
+                // Created and deleted by the same commit: nothing of it is pushed, while its
+                // request holds its writes.
+                (None, None) => false,
+            },
+        )
     }
 
     /// Decides what this connection gets of a commit the store has just applied, and updates

@@ -3,7 +3,8 @@
 //! With a storage attached, nothing the sequencer queues for a connection leaves at once: frames
 //! are held, the batch's changes (objects, registry, tid, id counter and commit-id records) are
 //! stored by one [`Storage::persist`] call, and only then are the held frames released. An acknowledged commit
-//! (a `CommitResult` with `Committed`) or a granted id block is therefore stored.
+//! (a `CommitResult` with `Committed` or `CommittedAsSent`) or a granted id block is therefore
+//! stored.
 //!
 //! When storing fails for certain ([`StorageError::Unavailable`]), the batch's object changes are
 //! undone in memory (the tid and the id counter keep their new values, so no tid and no id is

@@ -9,22 +9,25 @@ impl ClientCore {
         self.last_received = now;
         match message {
             ServerMessage::Welcome {
-                protocol_version: _,
+                protocol_version,
                 connection,
                 ids,
                 tid,
                 heartbeat_interval_ms,
                 max_frame,
                 database,
-            } => self.welcome(
-                connection,
-                ids,
-                tid,
-                heartbeat_interval_ms,
-                max_frame,
-                database,
-                now,
-            ),
+            } => {
+                self.as_sent = protocol_version >= COMMITTED_AS_SENT_VERSION;
+                self.welcome(
+                    connection,
+                    ids,
+                    tid,
+                    heartbeat_interval_ms,
+                    max_frame,
+                    database,
+                    now,
+                )
+            }
             ServerMessage::Rejected { reason } => {
                 let message = crate::refusal::refusal_error(&reason).to_string();
                 self.on_connect_failed(message, reason.is_permanent(), now);
@@ -79,7 +82,7 @@ impl ClientCore {
             } => {
                 if let Some(pending) = self.requests.remove(&request_id) {
                     if let CommitOutcome::CommittedAsSent { tid } = outcome {
-                        self.apply_as_sent(pending, tid);
+                        self.apply_as_sent(pending, tid, now);
                     }
                     let result = self.commit_outcome(outcome);
                     self.answer(request_id, result);
@@ -167,19 +170,23 @@ impl ClientCore {
 
     /// Applies a commit of this client's that the server did not push back (see
     /// [`as_sent`](super::as_sent)), in its place in the stream of pushed commits.
-    fn apply_as_sent(&mut self, pending: Pending, tid: Tid) {
+    fn apply_as_sent(&mut self, pending: Pending, tid: Tid, now: Instant) {
         let Pending::Commit {
             writes: Some(writes),
             ..
         } = pending
         else {
-            // Only a commit answered on the connection it was sent on has its writes; the
-            // server answers no other way.
-            tracing::error!(
-                tid = tid.0,
-                "a commit was answered as applied as sent, but its writes are not kept"
+            // The server answers so only a commit sent on this connection, which speaks a
+            // version that allows it. Otherwise the replica would lack the commit: the
+            // connection is dropped, and the session's resume brings what changed since the
+            // replica's tid, this commit included.
+            self.on_disconnected(
+                format!(
+                    "the server answered a commit (tid {}) as applied as sent, but this client                      did not keep its writes",
+                    tid.0
+                ),
+                now,
             );
-            self.shared.advance(tid);
             return;
         };
         let commit = writes.into_commit(tid, &self.shared.registry.read());

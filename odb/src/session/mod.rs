@@ -45,7 +45,7 @@ use bytes::Bytes;
 use odb_wire::{
     ClientMessage, CommitId, CommitOutcome, CommitRequest, CommitStatus, DatabaseId, IdBlock,
     ObjectId, ObjectList, RequestId, SchemaIds, ServerMessage, Tid, TypeId,
-    OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    COMMITTED_AS_SENT_VERSION, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -254,6 +254,10 @@ pub(crate) struct ClientCore {
     /// state from before the break, so a newer commit cannot be applied before the restore's
     /// snapshot; those the snapshot does not hold are applied after it.
     restoring: Option<Vec<odb_wire::CommitData>>,
+    /// Whether the current connection's server may answer commits `CommittedAsSent` (it
+    /// speaks protocol version 3 or later): only then are a commit's writes kept until its
+    /// answer.
+    as_sent: bool,
 }
 
 impl ClientCore {
@@ -299,6 +303,7 @@ impl ClientCore {
             granted: Vec::new(),
             buffers: HashMap::new(),
             restoring: None,
+            as_sent: false,
         }
     }
 
@@ -708,7 +713,9 @@ impl ClientCore {
         };
         self.queue(Some(id), &message)?;
         let writes = match message {
-            ClientMessage::Commit { commit, .. } => Some(Box::new(Written::of(commit))),
+            ClientMessage::Commit { commit, .. } if self.as_sent => {
+                Some(Box::new(Written::of(commit)))
+            }
             _ => None,
         };
         self.requests.insert(

@@ -145,3 +145,42 @@ fn the_welcome_says_the_version_both_sides_speak() {
         );
     }
 }
+
+#[test]
+fn an_object_created_and_deleted_by_the_commit_is_answered_as_before() {
+    let (mut h, _a) = harness(ServerConfig::new("t"));
+    let mut c = current(&mut h);
+    let mut req = h.create(own_id(&c), "gone");
+    req.deletes.push(ObjectId(own_id(&c)));
+    h.commit(&c, req);
+    assert!(matches!(c.result(), CommitOutcome::Committed { .. }));
+    assert!(c.next().is_none(), "nothing of it is pushed");
+}
+
+#[test]
+fn an_object_moved_out_of_a_subscribed_value_is_answered_as_sent_and_stays_visible() {
+    let (mut h, mut a) = harness(ServerConfig::new("t"));
+    let mut c = current(&mut h);
+    h.subscribe(
+        &c,
+        vec![SubscriptionTarget::Index {
+            index: h.t.indices[0],
+            value: b("x"),
+        }],
+    );
+    assert!(matches!(
+        c.next(),
+        Some(ServerMessage::SubscriptionComplete { .. })
+    ));
+    h.step(&mut a, h.create(100, "x"));
+    assert_eq!(c.commit_push().writes.len(), 2, "it enters the value");
+
+    h.commit(&c, h.set_a(100, "y"));
+    assert!(matches!(c.result(), CommitOutcome::CommittedAsSent { .. }));
+    assert!(c.next().is_none());
+    a.commit_push();
+
+    // Having been seen in the value, it stays visible after leaving it.
+    h.step(&mut a, h.set_a(100, "z"));
+    assert_eq!(c.commit_push().writes[0].value, Some(b("z")));
+}
