@@ -5,7 +5,7 @@ use futures::{SinkExt, StreamExt};
 use odb_server::{Server, ServerConfig};
 use odb_wire::{
     ClientMessage, CommitOutcome, CommitRequest, FieldWrite, IndexDef, Key, ObjectId, Refusal,
-    RequestId, SchemaDef, ServerMessage, SubscriptionTarget, Tid, TypeDef, TypeIds,
+    RequestId, SchemaDef, ServerMessage, SubscriptionTarget, Tid, TypeDef, TypeId, TypeIds,
     OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use std::time::Duration;
@@ -55,6 +55,15 @@ impl Raw {
 
     async fn send_frame(&mut self, frame: Bytes) {
         self.write.send(frame).await.expect("send");
+    }
+
+    /// Sends a subscription to every object of a type.
+    async fn subscribe_type(&mut self, request_id: u64, ty: TypeId) {
+        self.send(ClientMessage::Subscribe {
+            request_id: RequestId(request_id),
+            targets: vec![SubscriptionTarget::Type(ty)],
+        })
+        .await;
     }
 
     async fn send(&mut self, message: ClientMessage) {
@@ -330,12 +339,7 @@ async fn a_subscriber_gets_pushes_and_a_version_2_committer_its_push_before_its_
     assert_eq!(reader.login().await, t, "the same schema gets the same ids");
     // Tids 1 and 2 registered the two connections.
 
-    reader
-        .send(ClientMessage::Subscribe {
-            request_id: RequestId(2),
-            targets: vec![SubscriptionTarget::Type(t.type_id)],
-        })
-        .await;
+    reader.subscribe_type(2, t.type_id).await;
     assert_eq!(
         reader.expect().await,
         ServerMessage::SubscriptionComplete {
@@ -427,12 +431,7 @@ async fn a_committer_that_saw_everything_it_changed_gets_its_result_and_no_push(
     let t = writer.login().await;
     let mut reader = Raw::in_process(&server);
     reader.login().await;
-    reader
-        .send(ClientMessage::Subscribe {
-            request_id: RequestId(2),
-            targets: vec![SubscriptionTarget::Type(t.type_id)],
-        })
-        .await;
+    reader.subscribe_type(2, t.type_id).await;
     assert!(matches!(
         reader.expect().await,
         ServerMessage::SubscriptionComplete { .. }
@@ -654,12 +653,7 @@ async fn a_large_subscription_streams_in_chunks_while_others_commit() {
 
     let mut subscriber = Raw::in_process(&server);
     subscriber.login().await;
-    subscriber
-        .send(ClientMessage::Subscribe {
-            request_id: RequestId(7),
-            targets: vec![SubscriptionTarget::Type(t.type_id)],
-        })
-        .await;
+    subscriber.subscribe_type(7, t.type_id).await;
     // The subscriber reads one chunk, then nothing while another client commits.
     let mut received = match subscriber.expect().await {
         ServerMessage::SubscriptionData { objects, .. } => objects.len(),

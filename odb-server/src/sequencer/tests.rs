@@ -73,8 +73,14 @@ fn connect_speaking(seq: &mut Sequencer, limit: usize, protocol_version: u32) ->
     });
     let id = id.try_recv().expect("registered");
     let mut client = Client { id, queue, closed };
+    let welcome = client.next();
     assert!(
-        matches!(client.next(), Some(ServerMessage::Welcome { connection, .. }) if connection == id)
+        matches!(
+            welcome,
+            Some(ServerMessage::Welcome { connection, protocol_version: v, .. })
+                if connection == id && v == protocol_version
+        ),
+        "the welcome names the connection and the version both sides speak: {welcome:?}"
     );
     let own = client.commit_push();
     assert_eq!(own.tid, seq.store.tid());

@@ -8,6 +8,21 @@ fn current(h: &mut Harness) -> Client {
     connect_speaking(&mut h.seq, usize::MAX, odb_wire::PROTOCOL_VERSION)
 }
 
+/// Subscribes `client` to one value of the test type's index, and takes the completion.
+fn subscribe_to_value(h: &mut Harness, client: &mut Client, value: &str) {
+    h.subscribe(
+        client,
+        vec![SubscriptionTarget::Index {
+            index: h.t.indices[0],
+            value: b(value),
+        }],
+    );
+    assert!(matches!(
+        client.next(),
+        Some(ServerMessage::SubscriptionComplete { .. })
+    ));
+}
+
 /// A first id of the connection's block (granted right after its own id).
 fn own_id(client: &Client) -> u64 {
     client.id.0 + 1
@@ -99,17 +114,7 @@ fn a_commit_touching_an_object_the_committer_did_not_see_is_answered_as_before()
 fn an_object_the_commit_brings_into_view_is_pushed_in_full() {
     let (mut h, mut a) = harness(ServerConfig::new("t"));
     let mut c = current(&mut h);
-    h.subscribe(
-        &c,
-        vec![SubscriptionTarget::Index {
-            index: h.t.indices[0],
-            value: b("seen"),
-        }],
-    );
-    assert!(matches!(
-        c.next(),
-        Some(ServerMessage::SubscriptionComplete { .. })
-    ));
+    subscribe_to_value(&mut h, &mut c, "seen");
     h.step(&mut a, h.create(100, "hidden"));
     assert!(c.next().is_none());
 
@@ -123,26 +128,13 @@ fn an_object_the_commit_brings_into_view_is_pushed_in_full() {
 
 #[test]
 fn the_welcome_says_the_version_both_sides_speak() {
+    // `connect_speaking` checks the welcome's version.
+    let (mut h, _a) = harness(ServerConfig::new("t"));
     for version in [
         odb_wire::OLDEST_PROTOCOL_VERSION,
         odb_wire::PROTOCOL_VERSION,
     ] {
-        let status = Arc::new(Status::default());
-        let mut seq = Sequencer::new(Arc::new(ServerConfig::new("t")), status).unwrap();
-        let closed = CancellationToken::new();
-        let (outbound, mut queue) = outbound::channel(usize::MAX, closed, Arc::default());
-        let (reply, _id) = oneshot::channel();
-        seq.handle(Request::Register {
-            outbound,
-            client_name: "test".into(),
-            protocol_version: version,
-            reply,
-        });
-        let welcome: ServerMessage = odb_wire::decode(&queue.try_recv().unwrap()).unwrap();
-        assert!(
-            matches!(welcome, ServerMessage::Welcome { protocol_version, .. } if protocol_version == version),
-            "{welcome:?}"
-        );
+        connect_speaking(&mut h.seq, usize::MAX, version);
     }
 }
 
@@ -161,17 +153,7 @@ fn an_object_created_and_deleted_by_the_commit_is_answered_as_before() {
 fn an_object_moved_out_of_a_subscribed_value_is_answered_as_sent_and_stays_visible() {
     let (mut h, mut a) = harness(ServerConfig::new("t"));
     let mut c = current(&mut h);
-    h.subscribe(
-        &c,
-        vec![SubscriptionTarget::Index {
-            index: h.t.indices[0],
-            value: b("x"),
-        }],
-    );
-    assert!(matches!(
-        c.next(),
-        Some(ServerMessage::SubscriptionComplete { .. })
-    ));
+    subscribe_to_value(&mut h, &mut c, "x");
     h.step(&mut a, h.create(100, "x"));
     assert_eq!(c.commit_push().writes.len(), 2, "it enters the value");
 
