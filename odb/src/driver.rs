@@ -10,6 +10,7 @@
 use crate::local::Shared;
 use crate::session::{ClientCore, ConnectionStatus, Dial, Event, Reply};
 use crate::{Error, Result};
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use odb_wire::{RequestId, ServerMessage};
@@ -42,6 +43,9 @@ pub(crate) struct Transport {
 struct Locked {
     core: ClientCore,
     waiters: HashMap<RequestId, oneshot::Sender<Result<Reply>>>,
+    /// How many connections have ended: what a batch handed over on a thread of its own
+    /// checks, so that it is dropped if its connection ended before it got the lock.
+    links_ended: u64,
 }
 
 /// A client's session, shared by its handles and its driver task.
@@ -66,6 +70,7 @@ impl Session {
             locked: Mutex::new(Locked {
                 core,
                 waiters: HashMap::new(),
+                links_ended: 0,
             }),
             wake: Notify::new(),
             cancel: CancellationToken::new(),
@@ -155,6 +160,59 @@ impl Session {
     pub fn close(&self, reason: &str) {
         self.with_core(|core| core.close(reason.to_string()));
         self.cancel.cancel();
+    }
+
+    /// A connection ended for `reason`: the core hears it, and batches of it still waiting
+    /// for the lock are dropped.
+    fn end_link(&self, reason: String) {
+        let mut locked = self.locked.lock();
+        locked.links_ended += 1;
+        locked.core.on_disconnected(reason, Instant::now());
+        self.dispatch(&mut locked);
+    }
+
+    /// How many connections have ended so far.
+    fn links_ended(&self) -> u64 {
+        self.locked.lock().links_ended
+    }
+
+    /// Hands received messages to the core, in order, and delivers the answers; returns whether
+    /// the connection is still open. `link` is [`Session::links_ended`] as its connection
+    /// began: if that connection has ended since, the messages are dropped, as if they had not
+    /// arrived. With `inline_limit`, a batch whose [`ClientCore::work`] reaches it is left
+    /// untouched (`Handed::Heavy`), to be handed over on a thread of its own.
+    fn hand_over(
+        &self,
+        link: u64,
+        messages: &mut Vec<ServerMessage>,
+        inline_limit: Option<usize>,
+    ) -> Handed {
+        let mut locked = self.locked.lock();
+        if locked.links_ended != link {
+            messages.clear();
+            return Handed::Closed;
+        }
+        if let Some(limit) = inline_limit {
+            let work: usize = messages.iter().map(|m| locked.core.work(m)).sum();
+            if work >= limit {
+                return Handed::Heavy;
+            }
+        }
+        let now = Instant::now();
+        for message in messages.drain(..) {
+            if !locked.core.transport_open() {
+                break;
+            }
+            locked.core.on_message(message, now);
+        }
+        messages.clear();
+        let open = locked.core.transport_open();
+        self.dispatch(&mut locked);
+        if open {
+            Handed::Open
+        } else {
+            Handed::Closed
+        }
     }
 
     fn dispatch(&self, locked: &mut Locked) {
@@ -276,7 +334,7 @@ pub(crate) async fn run(session: Arc<Session>, dialer: Option<Dialer>, first: Tr
     loop {
         if let Some(t) = transport.take() {
             let reason = run_link(&session, t).await;
-            session.with_core(|core| core.on_disconnected(reason, Instant::now()));
+            session.end_link(reason);
         }
         if session.cancel.is_cancelled() {
             break;
@@ -330,7 +388,7 @@ pub(crate) async fn run(session: Arc<Session>, dialer: Option<Dialer>, first: Tr
 }
 
 /// Runs one connection until it ends; returns why.
-async fn run_link(session: &Session, transport: Transport) -> String {
+async fn run_link(session: &Arc<Session>, transport: Transport) -> String {
     let Transport { reader, writer } = transport;
     tokio::select! {
         reason = read_half(session, reader) => reason,
@@ -340,9 +398,11 @@ async fn run_link(session: &Session, transport: Transport) -> String {
 }
 
 async fn read_half(
-    session: &Session,
+    session: &Arc<Session>,
     mut reader: FramedRead<ReadHalf<BoxStream>, LengthDelimitedCodec>,
 ) -> String {
+    let link = session.links_ended();
+    let mut frames = Vec::new();
     let mut messages = Vec::new();
     loop {
         // Everything that has already arrived is handed to the core at once: one lock, one
@@ -351,7 +411,7 @@ async fn read_half(
         // end is reported.
         let mut next = reader.next().await;
         let mut bytes = 0;
-        let end = loop {
+        let mut end = loop {
             let frame = match next {
                 Some(Ok(frame)) => frame,
                 Some(Err(e)) => break Some(format!("reading from the server failed: {e}")),
@@ -360,11 +420,8 @@ async fn read_half(
             // Frozen, the frame's buffer is shared by the values decoded from it.
             let frame = frame.freeze();
             bytes += frame.len();
-            match odb_wire::decode_server_frame(&frame) {
-                Ok(message) => messages.push(message),
-                Err(e) => break Some(format!("the server sent an undecodable message: {e}")),
-            }
-            if messages.len() >= READ_BATCH || bytes >= READ_BATCH_BYTES {
+            frames.push(frame);
+            if frames.len() >= READ_BATCH || bytes >= READ_BATCH_BYTES {
                 break None;
             }
             match futures::poll!(reader.next()) {
@@ -372,17 +429,32 @@ async fn read_half(
                 std::task::Poll::Pending => break None,
             }
         };
-        let open = session.with_core(|core| {
-            let now = Instant::now();
-            for message in messages.drain(..) {
-                if !core.transport_open() {
-                    break;
-                }
-                core.on_message(message, now);
+        // Large frames are decoded, and large batches applied, on a thread of their own (see
+        // `hand_over_apart`); the rest right here.
+        let handed = if bytes >= OFFLOAD_BYTES {
+            Handed::Heavy
+        } else {
+            if let Some(error) = decode(&mut frames, &mut messages) {
+                end = Some(error);
             }
-            core.transport_open()
-        });
-        if !open {
+            session.hand_over(link, &mut messages, Some(OFFLOAD_WORK))
+        };
+        let handed = match handed {
+            Handed::Heavy => {
+                let (handed, error, kept_frames, kept_messages) =
+                    match hand_over_apart(session, link, frames, messages).await {
+                        Ok(done) => done,
+                        Err(reason) => return reason,
+                    };
+                (frames, messages) = (kept_frames, kept_messages);
+                if let Some(error) = error {
+                    end = Some(error);
+                }
+                handed
+            }
+            handed => handed,
+        };
+        if handed == Handed::Closed {
             return "the connection was refused".into();
         }
         if let Some(end) = end {
@@ -390,6 +462,66 @@ async fn read_half(
         }
     }
 }
+
+/// What [`Session::hand_over`] did with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handed {
+    /// Handled; the connection is open.
+    Open,
+    /// Handled or dropped; the connection is closed.
+    Closed,
+    /// Left untouched: its work is over the limit.
+    Heavy,
+}
+
+/// Decodes `frames` into `messages`, in order, until one is undecodable: then says why (the
+/// frames after it are dropped with the connection). `frames` is left empty.
+fn decode(frames: &mut Vec<Bytes>, messages: &mut Vec<ServerMessage>) -> Option<String> {
+    let mut error = None;
+    for frame in frames.drain(..) {
+        if error.is_some() {
+            continue;
+        }
+        match odb_wire::decode_server_frame(&frame) {
+            Ok(message) => messages.push(message),
+            Err(e) => error = Some(format!("the server sent an undecodable message: {e}")),
+        }
+    }
+    error
+}
+
+/// What a batch handed over apart gives back: how it went, an undecodable frame's reason, and
+/// the emptied buffers for the next batch.
+type Apart = (Handed, Option<String>, Vec<Bytes>, Vec<ServerMessage>);
+
+/// Decodes and hands over a heavy batch on a thread of the blocking pool, and waits for it.
+/// Meanwhile the worker thread that ran the driver runs other tasks: another client's
+/// connection (a reader of the same commit, in one program), or the runtime's I/O. Left to the
+/// worker, a 100,000-object commit held it for tens of milliseconds, and what arrived for
+/// other tasks waited until it was done. The batches of one connection are still handed over
+/// one at a time and in order.
+async fn hand_over_apart(
+    session: &Arc<Session>,
+    link: u64,
+    mut frames: Vec<Bytes>,
+    mut messages: Vec<ServerMessage>,
+) -> std::result::Result<Apart, String> {
+    let session = Arc::clone(session);
+    tokio::task::spawn_blocking(move || {
+        let error = decode(&mut frames, &mut messages);
+        let handed = session.hand_over(link, &mut messages, None);
+        (handed, error, frames, messages)
+    })
+    .await
+    .map_err(|e| format!("handling the server's messages failed: {e}"))
+}
+
+/// Frame bytes from which a batch is decoded and handed over on a thread of its own.
+const OFFLOAD_BYTES: usize = 256 << 10;
+
+/// [`ClientCore::work`] from which a batch is handed over on a thread of its own: about a
+/// millisecond of applying.
+const OFFLOAD_WORK: usize = 4096;
 
 /// The most frames the read half hands to the core at once.
 const READ_BATCH: usize = 64;
@@ -447,3 +579,7 @@ async fn write_half(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod tests;

@@ -4,6 +4,38 @@
 use super::*;
 
 impl ClientCore {
+    /// About how many values handling `message` would apply to the replica: the field and
+    /// index writes of a pushed commit, the kept writes of a commit answered as sent, the
+    /// objects of a subscription's data and of the data buffered for its completion. The
+    /// driver hands a batch whose work is large to a thread of its own, so that the runtime's
+    /// worker stays free for other connections meanwhile.
+    pub fn work(&self, message: &ServerMessage) -> usize {
+        let buffered = |request_id: &RequestId| {
+            self.buffers
+                .get(request_id)
+                .map_or(0, |lists| lists.iter().map(ObjectList::len).sum())
+        };
+        match message {
+            ServerMessage::Commit(data) => {
+                data.writes.len() + data.index_writes.len() + data.deletes.len()
+            }
+            ServerMessage::CommitResult {
+                request_id,
+                outcome: CommitOutcome::CommittedAsSent { .. },
+            } => match self.requests.get(request_id) {
+                Some(Pending::Commit {
+                    writes: Some(writes),
+                    ..
+                }) => writes.len(),
+                _ => 0,
+            },
+            ServerMessage::SubscriptionData { objects, .. } => objects.len(),
+            ServerMessage::SubscriptionComplete { request_id, .. }
+            | ServerMessage::Resumed { request_id, .. } => buffered(request_id),
+            _ => 0,
+        }
+    }
+
     /// Handles one message from the server.
     pub fn on_message(&mut self, message: ServerMessage, now: Instant) {
         self.last_received = now;
@@ -182,7 +214,7 @@ impl ClientCore {
             // replica's tid, this commit included.
             self.on_disconnected(
                 format!(
-                    "the server answered a commit (tid {}) as applied as sent, but this client                      did not keep its writes",
+                    "the server answered a commit (tid {}) as applied as sent, but this client did not keep its writes",
                     tid.0
                 ),
                 now,

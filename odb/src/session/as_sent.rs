@@ -31,6 +31,11 @@ impl Written {
         }
     }
 
+    /// How many writes it keeps.
+    pub fn len(&self) -> usize {
+        self.writes.len() + self.index_writes.len() + self.deletes.len()
+    }
+
     /// The commit the server would have pushed to this client, at `tid`. An object is created
     /// by the request when it writes the object's existence field; the server adds it to its
     /// type's all-objects index. (A value the request removes from an object it creates is
