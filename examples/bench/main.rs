@@ -18,6 +18,7 @@ mod memory;
 mod pingpong;
 mod redis_base;
 mod report;
+mod resp;
 mod server;
 
 use anyhow::{Context, Result};

@@ -2,6 +2,7 @@
 //! WATCH / GET / MULTI / SET / EXEC.
 
 use crate::report::{Measure, Samples};
+use crate::resp::{Reply, Resp};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -61,12 +62,12 @@ impl RedisGuard {
     }
 
     async fn wait_ready(&self) -> Result<()> {
-        let client = redis::Client::open(self.url.as_str())?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let attempt = async {
-                let mut con = client.get_multiplexed_async_connection().await?;
-                redis::cmd("PING").query_async::<String>(&mut con).await
+                let mut con = Resp::connect(&self.url).await?;
+                con.command(&[&"PING"]);
+                con.roundtrip().await
             };
             match attempt.await {
                 Ok(_) => return Ok(()),
@@ -104,26 +105,19 @@ pub async fn increments(
     shared: bool,
     budget: Duration,
 ) -> Result<Increments> {
-    let client = redis::Client::open(url)?;
     let barrier = Arc::new(Barrier::new(clients + 1));
     let mut tasks = Vec::new();
     for i in 0..clients {
         // A connection of its own per task, never shared: WATCH state belongs to the
         // connection, and this task is its only user, one command after the other.
-        let mut con = client
-            .get_multiplexed_async_connection()
-            .await
-            .context("connecting to redis-server")?;
+        let mut con = Resp::connect(url).await?;
         let key = if shared {
             "bench:shared".to_string()
         } else {
             format!("bench:counter:{i}")
         };
-        redis::cmd("SET")
-            .arg(&key)
-            .arg(0u64)
-            .query_async::<()>(&mut con)
-            .await?;
+        con.command(&[&"SET", &key, &0]);
+        ensure_ok(con.roundtrip().await?)?;
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
@@ -133,22 +127,26 @@ pub async fn increments(
             while started.elapsed() < budget {
                 let t = Instant::now();
                 loop {
-                    let (value,): (Option<u64>,) = redis::pipe()
-                        .cmd("WATCH")
-                        .arg(&key)
-                        .ignore()
-                        .get(&key)
-                        .query_async(&mut con)
-                        .await?;
-                    let done: Option<(String,)> = redis::pipe()
-                        .atomic()
-                        .set(&key, value.unwrap_or(0) + 1)
-                        .query_async(&mut con)
-                        .await?;
-                    if done.is_some() {
-                        break;
+                    con.command(&[&"WATCH", &key]);
+                    con.command(&[&"GET", &key]);
+                    con.send().await?;
+                    ensure_ok(con.reply().await?)?;
+                    let value = con.reply().await?.number()?.unwrap_or(0);
+                    con.command(&[&"MULTI"]);
+                    con.command(&[&"SET", &key, &(value + 1)]);
+                    con.command(&[&"EXEC"]);
+                    con.send().await?;
+                    ensure_ok(con.reply().await?)?;
+                    let queued = con.reply().await?;
+                    anyhow::ensure!(
+                        queued == Reply::Simple(b"QUEUED".to_vec()),
+                        "SET in MULTI answered {queued:?}"
+                    );
+                    match con.reply().await? {
+                        Reply::Array(Some(_)) => break,
+                        Reply::Array(None) => aborted += 1,
+                        other => anyhow::bail!("EXEC answered {other:?}"),
                     }
-                    aborted += 1;
                 }
                 committed += 1;
                 samples.push(t.elapsed());
@@ -168,14 +166,12 @@ pub async fn increments(
         elapsed = elapsed.max(e);
     }
     if shared {
-        let mut con = client.get_multiplexed_async_connection().await?;
-        let total: u64 = redis::cmd("GET")
-            .arg("bench:shared")
-            .query_async(&mut con)
-            .await?;
+        let mut con = Resp::connect(url).await?;
+        con.command(&[&"GET", &"bench:shared"]);
+        let total = con.roundtrip().await?.number()?;
         anyhow::ensure!(
-            total == committed,
-            "redis shared counter is {total} after {committed} increments"
+            total == Some(committed),
+            "redis shared counter is {total:?} after {committed} increments"
         );
     }
     Ok(Increments {
@@ -188,14 +184,10 @@ pub async fn increments(
 /// `clients` tasks, each with its own connection, SET a new key each, one command after the
 /// other, for `budget`: what the aggregate workload's creations are compared with.
 pub async fn sets(url: &str, clients: usize, budget: Duration) -> Result<Measure> {
-    let client = redis::Client::open(url)?;
     let barrier = Arc::new(Barrier::new(clients + 1));
     let mut tasks = Vec::with_capacity(clients);
     for i in 0..clients {
-        let mut con = client
-            .get_multiplexed_async_connection()
-            .await
-            .context("connecting to redis-server")?;
+        let mut con = Resp::connect(url).await?;
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
@@ -204,11 +196,8 @@ pub async fn sets(url: &str, clients: usize, budget: Duration) -> Result<Measure
             let mut samples = Samples::with_capacity(1 << 12);
             while started.elapsed() < budget {
                 let t = Instant::now();
-                redis::cmd("SET")
-                    .arg(format!("bench:event:{i}:{seq}"))
-                    .arg(seq)
-                    .query_async::<()>(&mut con)
-                    .await?;
+                con.command(&[&"SET", &format_args!("bench:event:{i}:{seq}"), &seq]);
+                ensure_ok(con.roundtrip().await?)?;
                 samples.push(t.elapsed());
                 seq += 1;
             }
@@ -231,23 +220,21 @@ pub async fn sets(url: &str, clients: usize, budget: Duration) -> Result<Measure
 /// One connection sends SETs of new keys in pipelines of `depth` commands, one pipeline at a
 /// time, for `budget` (`redis-benchmark -P depth`). Latencies are per pipeline.
 pub async fn pipelined_sets(url: &str, depth: usize, budget: Duration) -> Result<Measure> {
-    let client = redis::Client::open(url)?;
-    let mut con = client
-        .get_multiplexed_async_connection()
-        .await
-        .context("connecting to redis-server")?;
+    let mut con = Resp::connect(url).await?;
     crate::as_client("pipelining client", async move {
         let started = Instant::now();
         let mut ops = 0u64;
         let mut samples = Samples::with_capacity(1 << 14);
         while started.elapsed() < budget {
             let t = Instant::now();
-            let mut pipe = redis::pipe();
             for _ in 0..depth {
-                pipe.set(format!("bench:pipelined:{ops}"), ops).ignore();
+                con.command(&[&"SET", &format_args!("bench:pipelined:{ops}"), &ops]);
                 ops += 1;
             }
-            pipe.query_async::<()>(&mut con).await?;
+            con.send().await?;
+            for _ in 0..depth {
+                ensure_ok(con.reply().await?)?;
+            }
             samples.push(t.elapsed());
         }
         Ok(Measure::new(ops, started.elapsed(), &mut samples))
@@ -260,27 +247,32 @@ pub async fn pipelined_sets(url: &str, depth: usize, budget: Duration) -> Result
 /// received it before the next. Latency is receipt time minus the published time, per
 /// subscriber and message; `ops_per_sec` is messages per second.
 pub async fn pubsub(url: &str, subscribers: usize, budget: Duration) -> Result<Measure> {
-    use futures::StreamExt;
     const CHANNEL: &str = "bench:clock";
-    let client = redis::Client::open(url)?;
     let start = Instant::now();
     let nanos = move || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
     let mut tasks = Vec::with_capacity(subscribers);
     for _ in 0..subscribers {
-        let mut pubsub = client
-            .get_async_pubsub()
-            .await
-            .context("connecting a subscriber to redis-server")?;
-        pubsub
-            .subscribe(CHANNEL)
-            .await
-            .context("subscribing to the channel")?;
+        let mut con = Resp::connect(url).await?;
+        con.command(&[&"SUBSCRIBE", &CHANNEL]);
+        let confirmed = con.roundtrip().await?;
+        anyhow::ensure!(
+            matches!(&confirmed, Reply::Array(Some(items)) if items.len() == 3),
+            "SUBSCRIBE answered {confirmed:?}"
+        );
         let seen_tx = seen_tx.clone();
         tasks.push(tokio::spawn(async move {
-            let mut messages = pubsub.into_on_message();
-            while let Some(msg) = messages.next().await {
-                let stamp: u64 = msg.get_payload()?;
+            loop {
+                // A message is ["message", channel, payload].
+                let stamp = match con.reply().await? {
+                    Reply::Array(Some(mut items)) if items.len() == 3 => {
+                        items.pop().map(|payload| payload.number())
+                    }
+                    other => anyhow::bail!("a subscriber received {other:?}"),
+                };
+                let Some(Some(stamp)) = stamp.transpose()? else {
+                    anyhow::bail!("a message without a stamp");
+                };
                 if stamp == u64::MAX {
                     break;
                 }
@@ -292,23 +284,17 @@ pub async fn pubsub(url: &str, subscribers: usize, budget: Duration) -> Result<M
         }));
     }
     drop(seen_tx);
-    let mut publisher = client
-        .get_multiplexed_async_connection()
-        .await
-        .context("connecting the publisher to redis-server")?;
+    let mut publisher = Resp::connect(url).await?;
     let (mut samples, rounds, elapsed, mut publisher) = crate::as_client("publisher", async move {
         let mut samples = Samples::with_capacity(1 << 16);
         let mut rounds = 0u64;
         let began = Instant::now();
         while began.elapsed() < budget {
-            let receivers: usize = redis::cmd("PUBLISH")
-                .arg(CHANNEL)
-                .arg(nanos().max(1))
-                .query_async(&mut publisher)
-                .await?;
+            publisher.command(&[&"PUBLISH", &CHANNEL, &nanos().max(1)]);
+            let receivers = publisher.roundtrip().await?.number()?;
             anyhow::ensure!(
-                receivers == subscribers,
-                "PUBLISH reached {receivers} of {subscribers} subscribers"
+                receivers == Some(subscribers as u64),
+                "PUBLISH reached {receivers:?} of {subscribers} subscribers"
             );
             for _ in 0..subscribers {
                 let latency = tokio::time::timeout(Duration::from_secs(60), seen_rx.recv())
@@ -322,13 +308,16 @@ pub async fn pubsub(url: &str, subscribers: usize, budget: Duration) -> Result<M
         anyhow::Ok((samples, rounds, began.elapsed(), publisher))
     })
     .await?;
-    redis::cmd("PUBLISH")
-        .arg(CHANNEL)
-        .arg(u64::MAX)
-        .query_async::<usize>(&mut publisher)
-        .await?;
+    publisher.command(&[&"PUBLISH", &CHANNEL, &u64::MAX]);
+    publisher.roundtrip().await?;
     for task in tasks {
         task.await.context("a redis subscriber task panicked")??;
     }
     Ok(Measure::new(rounds, elapsed, &mut samples))
+}
+
+/// Fails unless `reply` is `+OK`.
+fn ensure_ok(reply: Reply) -> Result<()> {
+    anyhow::ensure!(reply.is_ok(), "redis-server answered {reply:?}");
+    Ok(())
 }
