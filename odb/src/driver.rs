@@ -43,9 +43,6 @@ pub(crate) struct Transport {
 struct Locked {
     core: ClientCore,
     waiters: HashMap<RequestId, oneshot::Sender<Result<Reply>>>,
-    /// How many connections have ended: what a batch handed over on a thread of its own
-    /// checks, so that it is dropped if its connection ended before it got the lock.
-    links_ended: u64,
 }
 
 /// A client's session, shared by its handles and its driver task.
@@ -70,7 +67,6 @@ impl Session {
             locked: Mutex::new(Locked {
                 core,
                 waiters: HashMap::new(),
-                links_ended: 0,
             }),
             wake: Notify::new(),
             cancel: CancellationToken::new(),
@@ -162,36 +158,11 @@ impl Session {
         self.cancel.cancel();
     }
 
-    /// A connection ended for `reason`: the core hears it, and batches of it still waiting
-    /// for the lock are dropped.
-    fn end_link(&self, reason: String) {
-        let mut locked = self.locked.lock();
-        locked.links_ended += 1;
-        locked.core.on_disconnected(reason, Instant::now());
-        self.dispatch(&mut locked);
-    }
-
-    /// How many connections have ended so far.
-    fn links_ended(&self) -> u64 {
-        self.locked.lock().links_ended
-    }
-
     /// Hands received messages to the core, in order, and delivers the answers; returns whether
-    /// the connection is still open. `link` is [`Session::links_ended`] as its connection
-    /// began: if that connection has ended since, the messages are dropped, as if they had not
-    /// arrived. With `inline_limit`, a batch whose [`ClientCore::work`] reaches it is left
-    /// untouched (`Handed::Heavy`), to be handed over on a thread of its own.
-    fn hand_over(
-        &self,
-        link: u64,
-        messages: &mut Vec<ServerMessage>,
-        inline_limit: Option<usize>,
-    ) -> Handed {
+    /// the connection is still open. With `inline_limit`, a batch whose [`ClientCore::work`]
+    /// reaches it is left untouched (`Handed::Heavy`), to be handed over on a thread of its own.
+    fn hand_over(&self, messages: &mut Vec<ServerMessage>, inline_limit: Option<usize>) -> Handed {
         let mut locked = self.locked.lock();
-        if locked.links_ended != link {
-            messages.clear();
-            return Handed::Closed;
-        }
         if let Some(limit) = inline_limit {
             let work: usize = messages.iter().map(|m| locked.core.work(m)).sum();
             if work >= limit {
@@ -334,7 +305,7 @@ pub(crate) async fn run(session: Arc<Session>, dialer: Option<Dialer>, first: Tr
     loop {
         if let Some(t) = transport.take() {
             let reason = run_link(&session, t).await;
-            session.end_link(reason);
+            session.with_core(|core| core.on_disconnected(reason, Instant::now()));
         }
         if session.cancel.is_cancelled() {
             break;
@@ -390,18 +361,28 @@ pub(crate) async fn run(session: Arc<Session>, dialer: Option<Dialer>, first: Tr
 /// Runs one connection until it ends; returns why.
 async fn run_link(session: &Arc<Session>, transport: Transport) -> String {
     let Transport { reader, writer } = transport;
-    tokio::select! {
-        reason = read_half(session, reader) => reason,
+    let mut apart = None;
+    let reason = tokio::select! {
+        reason = read_half(session, reader, &mut apart) => reason,
         reason = write_half(session, writer) => reason,
         _ = session.cancel.cancelled() => "the client was closed".into(),
+    };
+    // A batch still being handed over on a thread of its own when the connection ended (its
+    // write half failed, or the client was closed) arrived before the end: the core hears it
+    // before it hears of the end, as it would have inline.
+    if let Some(batch) = apart.take() {
+        if let Err(e) = batch.await {
+            rethrow(e);
+        }
     }
+    reason
 }
 
 async fn read_half(
     session: &Arc<Session>,
     mut reader: FramedRead<ReadHalf<BoxStream>, LengthDelimitedCodec>,
+    apart: &mut Option<Apart>,
 ) -> String {
-    let link = session.links_ended();
     let mut frames = Vec::new();
     let mut messages = Vec::new();
     loop {
@@ -437,15 +418,17 @@ async fn read_half(
             if let Some(error) = decode(&mut frames, &mut messages) {
                 end = Some(error);
             }
-            session.hand_over(link, &mut messages, Some(OFFLOAD_WORK))
+            session.hand_over(&mut messages, Some(OFFLOAD_WORK))
         };
         let handed = match handed {
             Handed::Heavy => {
-                let (handed, error, kept_frames, kept_messages) =
-                    match hand_over_apart(session, link, frames, messages).await {
-                        Ok(done) => done,
-                        Err(reason) => return reason,
-                    };
+                let batch = apart.insert(hand_over_apart(session, frames, messages));
+                let joined = batch.await;
+                *apart = None;
+                let (handed, error, kept_frames, kept_messages) = match joined {
+                    Ok(done) => done,
+                    Err(e) => return rethrow(e),
+                };
                 (frames, messages) = (kept_frames, kept_messages);
                 if let Some(error) = error {
                     end = Some(error);
@@ -492,28 +475,38 @@ fn decode(frames: &mut Vec<Bytes>, messages: &mut Vec<ServerMessage>) -> Option<
 
 /// What a batch handed over apart gives back: how it went, an undecodable frame's reason, and
 /// the emptied buffers for the next batch.
-type Apart = (Handed, Option<String>, Vec<Bytes>, Vec<ServerMessage>);
+type Done = (Handed, Option<String>, Vec<Bytes>, Vec<ServerMessage>);
 
-/// Decodes and hands over a heavy batch on a thread of the blocking pool, and waits for it.
-/// Meanwhile the worker thread that ran the driver runs other tasks: another client's
-/// connection (a reader of the same commit, in one program), or the runtime's I/O. Left to the
-/// worker, a 100,000-object commit held it for tens of milliseconds, and what arrived for
-/// other tasks waited until it was done. The batches of one connection are still handed over
-/// one at a time and in order.
-async fn hand_over_apart(
+/// A batch being handed over on a thread of its own.
+type Apart = tokio::task::JoinHandle<Done>;
+
+/// Starts decoding and handing over a heavy batch on a thread of the blocking pool; the read
+/// half waits for it before it reads on, so the batches of one connection are still handed
+/// over one at a time and in order. Meanwhile the worker thread that ran the driver runs other
+/// tasks: another client's connection (a reader of the same commit, in one program), or the
+/// runtime's I/O. Left to the worker, a 100,000-object commit held it for tens of
+/// milliseconds, and what arrived for other tasks waited until it was done.
+fn hand_over_apart(
     session: &Arc<Session>,
-    link: u64,
     mut frames: Vec<Bytes>,
     mut messages: Vec<ServerMessage>,
-) -> std::result::Result<Apart, String> {
+) -> Apart {
     let session = Arc::clone(session);
     tokio::task::spawn_blocking(move || {
         let error = decode(&mut frames, &mut messages);
-        let handed = session.hand_over(link, &mut messages, None);
+        let handed = session.hand_over(&mut messages, None);
         (handed, error, frames, messages)
     })
-    .await
-    .map_err(|e| format!("handling the server's messages failed: {e}"))
+}
+
+/// A batch handed over apart that did not finish: its panic goes on in the driver, as it would
+/// have inline (the core may be half-updated, and must not be used on as if it were not);
+/// otherwise the runtime is shutting down, and the reason says so.
+fn rethrow(e: tokio::task::JoinError) -> String {
+    if e.is_panic() {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    format!("handling the server's messages was stopped: {e}")
 }
 
 /// Frame bytes from which a batch is decoded and handed over on a thread of its own.

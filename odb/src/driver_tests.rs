@@ -55,9 +55,8 @@ fn replica_tid(session: &Session) -> Tid {
 #[test]
 fn a_batch_is_handed_over_while_its_connection_lasts() {
     let session = up();
-    let link = session.links_ended();
     let mut batch = vec![push(6, 0), push(7, 0)];
-    assert_eq!(session.hand_over(link, &mut batch, None), Handed::Open);
+    assert_eq!(session.hand_over(&mut batch, None), Handed::Open);
     assert!(batch.is_empty());
     assert_eq!(replica_tid(&session), Tid(7));
 }
@@ -65,45 +64,12 @@ fn a_batch_is_handed_over_while_its_connection_lasts() {
 #[test]
 fn a_batch_whose_work_reaches_the_inline_limit_is_left_untouched() {
     let session = up();
-    let link = session.links_ended();
     let mut batch = vec![push(6, 0), push(7, 10)];
-    assert_eq!(session.hand_over(link, &mut batch, Some(10)), Handed::Heavy);
+    assert_eq!(session.hand_over(&mut batch, Some(10)), Handed::Heavy);
     assert_eq!(batch.len(), 2, "nothing consumed");
     assert_eq!(replica_tid(&session), Tid(5));
-    assert_eq!(session.hand_over(link, &mut batch, Some(11)), Handed::Open);
+    assert_eq!(session.hand_over(&mut batch, Some(11)), Handed::Open);
     assert_eq!(replica_tid(&session), Tid(7));
-}
-
-/// A batch handed over on a thread of its own may get the lock only after its connection
-/// ended and the next one began: it must not reach the new connection's state.
-#[test]
-fn a_batch_of_an_ended_connection_is_dropped() {
-    let session = up();
-    let link = session.links_ended();
-    session.end_link("cut".into());
-    session.with_core(|core| {
-        let now = Instant::now() + Duration::from_secs(60);
-        let _ = core.poll_dial(now);
-        core.on_connected(now);
-        core.on_message(welcome(5), now);
-        assert!(core.is_up());
-    });
-    // A refusal that closes the session for good: plain to see if it arrives.
-    let refused = || ServerMessage::Rejected {
-        reason: odb_wire::Refusal::Unauthorized,
-    };
-    let mut stale = vec![push(6, 0), refused()];
-    assert_eq!(session.hand_over(link, &mut stale, None), Handed::Closed);
-    assert!(stale.is_empty());
-    assert!(
-        session.closed_reason().is_none(),
-        "the stale batch did not reach the core"
-    );
-    assert!(session.with_core(|core| core.is_up()));
-    let mut fresh = vec![refused()];
-    let link = session.links_ended();
-    assert_eq!(session.hand_over(link, &mut fresh, None), Handed::Closed);
-    assert!(session.closed_reason().is_some(), "the fresh batch did");
 }
 
 #[test]
