@@ -24,18 +24,10 @@ struct Seen {
 
 fn seen(db: &Client) -> odb::Result<Seen> {
     db.view(|v| {
-        let mut accounts = BTreeMap::new();
-        for a in Account::lookup_all(v)? {
-            accounts.insert(a.id().0, a.get(v)?);
-        }
+        let accounts = accounts_by_id(v)?;
         let mut by_owner = Vec::new();
         for owner in OWNERS {
-            let mut ids: Vec<u64> = Account::lookup_all_by_owner(v, owner)?
-                .iter()
-                .map(|a| a.id().0)
-                .collect();
-            ids.sort_unstable();
-            by_owner.push(ids);
+            by_owner.push(sorted_ids(Account::lookup_all_by_owner(v, owner)?));
         }
         Ok(Seen { accounts, by_owner })
     })

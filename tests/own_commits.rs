@@ -10,7 +10,7 @@ mod rng;
 
 use common::*;
 use futures::StreamExt;
-use odb::{Client, Handle, Ref, Transaction};
+use odb::{Client, Ref, Transaction};
 use rng::Rng;
 use std::collections::BTreeMap;
 
@@ -28,30 +28,21 @@ struct Seen {
     by_user_day: Vec<Vec<u64>>,
 }
 
-fn ids<H: Handle>(refs: Vec<H>) -> Vec<u64> {
-    let mut ids: Vec<u64> = refs.iter().map(|r| r.id().0).collect();
-    ids.sort_unstable();
-    ids
-}
-
 fn seen(db: &Client) -> odb::Result<Seen> {
     db.view(|v| {
-        let mut accounts = BTreeMap::new();
-        for a in Account::lookup_all(v)? {
-            accounts.insert(a.id().0, a.get(v)?);
-        }
+        let accounts = accounts_by_id(v)?;
         let mut visits = BTreeMap::new();
         for x in Visit::lookup_all(v)? {
             visits.insert(x.id().0, x.get(v)?);
         }
         let mut by_owner = Vec::new();
         for owner in OWNERS {
-            by_owner.push(ids(Account::lookup_all_by_owner(v, owner)?));
+            by_owner.push(sorted_ids(Account::lookup_all_by_owner(v, owner)?));
         }
         let mut by_user_day = Vec::new();
         for user in USERS {
             for day in 0..3u32 {
-                by_user_day.push(ids(Visit::lookup_all_by_user_day(
+                by_user_day.push(sorted_ids(Visit::lookup_all_by_user_day(
                     v,
                     (user.to_string(), day),
                 )?));

@@ -176,7 +176,6 @@ impl Session {
             }
             locked.core.on_message(message, now);
         }
-        messages.clear();
         let open = locked.core.transport_open();
         self.dispatch(&mut locked);
         if open {

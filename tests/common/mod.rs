@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 use odb::server::{RunningServer, Server};
-use odb::{Client, Ref, Tid, Transaction};
+use odb::{Client, Handle, Ref, Tid, Transaction, View};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -52,6 +53,22 @@ pub fn visit(user: &str, day: u32, count: u64) -> Visit {
         day,
         count,
     }
+}
+
+/// Every account a view sees, by id.
+pub fn accounts_by_id(v: &View<'_>) -> odb::Result<BTreeMap<u64, Account>> {
+    let mut accounts = BTreeMap::new();
+    for a in Account::lookup_all(v)? {
+        accounts.insert(a.id().0, a.get(v)?);
+    }
+    Ok(accounts)
+}
+
+/// The ids of `refs`, sorted: what an index lookup found, comparable across clients.
+pub fn sorted_ids<H: Handle>(refs: Vec<H>) -> Vec<u64> {
+    let mut ids: Vec<u64> = refs.iter().map(|r| r.id().0).collect();
+    ids.sort_unstable();
+    ids
 }
 
 /// How a client reaches the server.
