@@ -142,6 +142,13 @@ struct Step {
     version: Version,
     horizon: Version,
     waiting: Vec<ObjectId>,
+    /// Objects that gain an index's empty value in this change (every object has its type's
+    /// all-objects index): they join that value's candidates together at its end, which for a
+    /// large change builds the candidate set in one pass instead of one insertion per object.
+    empty: Vec<(IndexId, ObjectId)>,
+    /// Whether a state of an object in `empty` may have been dropped during the change (an
+    /// object already held, or deleted), so that each must be checked before it joins.
+    recheck: bool,
 }
 
 /// The replica. Not thread-safe by itself: the client keeps it behind a lock.
@@ -348,6 +355,7 @@ impl Replica {
             let indices = &index_writes[run];
             self.update(id, &[], indices, &mut step, &mut changed);
         }
+        step.recheck |= !deletes.is_empty();
         for id in deletes {
             let Some(old) = self.objects.get(&id).filter(|r| !r.is_tombstone()) else {
                 continue;
@@ -362,6 +370,7 @@ impl Replica {
             }
             self.install(id, Record::tombstone(step.version), &mut step);
         }
+        self.join_empty_values(&mut step);
         if let Some(changed) = changed {
             changed.seal();
         }
@@ -377,6 +386,25 @@ impl Replica {
             version,
             horizon: self.horizon(),
             waiting: Vec::new(),
+            empty: Vec::new(),
+            recheck: false,
+        }
+    }
+
+    /// Makes the objects that gained an index's empty value during the change its candidates.
+    fn join_empty_values(&mut self, step: &mut Step) {
+        let mut empty = std::mem::take(&mut step.empty);
+        if step.recheck {
+            empty.retain(|&(index, id)| self.holds(id, index, b""));
+        }
+        empty.sort_unstable();
+        let mut rest = &empty[..];
+        while let Some(&(index, _)) = rest.first() {
+            let n = rest.iter().take_while(|(i, _)| *i == index).count();
+            let (group, after) = rest.split_at(n);
+            let ids = group.iter().map(|&(_, id)| id).collect();
+            self.candidates.entry(index).or_default().extend_empty(ids);
+            rest = after;
         }
     }
 
@@ -390,9 +418,14 @@ impl Replica {
         changed: &mut Option<&mut ChangedKeys>,
     ) {
         let old = self.objects.get(&id).filter(|r| !r.is_tombstone());
-        let mut entries: Vec<(Slot, Option<&[u8]>)> = old
-            .map(|r| r.entries().map(|(s, v)| (s, Some(v))).collect())
-            .unwrap_or_default();
+        step.recheck |= old.is_some();
+        let held = old.map_or(0, |r| r.entries().count());
+        let mut entries: Vec<(Slot, Option<&[u8]>)> =
+            Vec::with_capacity(held + fields.len() + indices.len());
+        entries.extend(
+            old.into_iter()
+                .flat_map(|r| r.entries().map(|(s, v)| (s, Some(v)))),
+        );
         for w in fields {
             set(&mut entries, Slot::Field(w.field), w.value.as_deref());
             if let Some(changed) = changed.as_deref_mut() {
@@ -410,7 +443,7 @@ impl Replica {
         for (slot, value) in &entries {
             if let (Slot::Index(index), Some(value)) = (slot, value) {
                 if indices.iter().any(|w| w.index == *index) {
-                    add_candidate(&mut self.candidates, *index, value, id);
+                    add_candidate(&mut self.candidates, step, *index, value, id);
                 }
             }
         }
@@ -477,16 +510,12 @@ impl Replica {
                 objects.iter().flatten().flat_map(|o| o.indices()),
             );
         }
-        // Objects with an index's empty value (every object has its type's all-objects index)
-        // join that value's candidates together at the end, per index. When a state they
-        // replace may have been dropped meanwhile (an object already held, or sent twice), the
-        // ids are checked against the states kept before they join.
-        let mut empty_values: Vec<(IndexId, Vec<ObjectId>)> = Vec::new();
-        let mut recheck = false;
         for data in objects.iter().flatten() {
             let id = data.id;
             let held = self.objects.get(&id);
-            recheck |= held.is_some();
+            // A state an object joining an empty value replaces (an object already held, or
+            // sent twice) may be dropped before the change ends.
+            step.recheck |= held.is_some();
             let old = held.filter(|r| !r.is_tombstone());
             if let Some(changed) = changed.as_deref_mut() {
                 for (slot, value) in old.into_iter().flat_map(Record::entries) {
@@ -512,26 +541,14 @@ impl Replica {
                 }
             }
             for (i, value) in data.indices() {
-                if !value.is_empty() {
-                    add_candidate(&mut self.candidates, i, value, id);
-                    continue;
-                }
-                match empty_values.iter_mut().find(|(j, _)| *j == i) {
-                    Some((_, ids)) => ids.push(id),
-                    None => empty_values.push((i, vec![id])),
-                }
+                add_candidate(&mut self.candidates, &mut step, i, value, id);
             }
             let fields = data.fields().map(|(f, v)| (Slot::Field(f), v));
             let indices = data.indices().map(|(i, v)| (Slot::Index(i), v));
             let record = Record::build(step.version, fields.chain(indices), &mut self.scratch);
             self.install(id, record, &mut step);
         }
-        for (index, mut ids) in empty_values {
-            if recheck {
-                ids.retain(|&id| self.holds(id, index, b""));
-            }
-            self.candidates.entry(index).or_default().extend_empty(ids);
-        }
+        self.join_empty_values(&mut step);
         if let Some(changed) = changed {
             changed.seal();
         }
@@ -779,13 +796,20 @@ fn reserve_candidates<'a>(
     }
 }
 
+/// Records that `id` has `value` in `index`: at the end of the change when the value is empty
+/// (see [`Step::empty`]), at once otherwise.
 fn add_candidate(
     candidates: &mut FastMap<IndexId, IndexCandidates>,
+    step: &mut Step,
     index: IndexId,
     value: &[u8],
     id: ObjectId,
 ) {
-    candidates.entry(index).or_default().insert(value, id);
+    if value.is_empty() {
+        step.empty.push((index, id));
+    } else {
+        candidates.entry(index).or_default().insert(value, id);
+    }
 }
 
 /// Records the index keys an index change touches: the value lost and the value gained. The
