@@ -254,7 +254,7 @@ impl Store {
                 &mut self.members,
                 &self.objects,
                 value,
-                IndexValue::new(index, stamp, o),
+                IndexValue::new(index, value, stamp, o),
             );
         }
     }

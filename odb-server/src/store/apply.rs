@@ -393,7 +393,7 @@ fn join(
         None => {
             history.live_add(tid);
             history.take_index(i, v);
-            add_value(members, objects, v, IndexValue::new(i, tid, o));
+            add_value(members, objects, v, IndexValue::new(i, v, tid, o));
         }
     }
 }

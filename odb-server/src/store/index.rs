@@ -22,25 +22,32 @@ use std::hash::{BuildHasher, Hasher};
 #[derive(Debug)]
 pub(super) struct IndexValue(Repr);
 
+///
+/// Whether the value is empty is kept beside it (in what would be padding): every object of a
+/// type has its all-objects index's empty value, so each creation finds that value, which is
+/// then told apart from the others without reading a member's record.
 #[derive(Debug)]
 enum Repr {
     One {
         index: IndexId,
+        empty: bool,
         stamp: Tid,
         one: ObjectId,
     },
     Many {
         index: IndexId,
+        empty: bool,
         stamp: Tid,
         many: Box<MemberSet>,
     },
 }
 
 impl IndexValue {
-    /// An index value of `index` with a single member, whose record holds the value.
-    pub fn new(index: IndexId, stamp: Tid, member: ObjectId) -> IndexValue {
+    /// Value `value` of `index` with a single member, whose record holds the value.
+    pub fn new(index: IndexId, value: &[u8], stamp: Tid, member: ObjectId) -> IndexValue {
         IndexValue(Repr::One {
             index,
+            empty: value.is_empty(),
             stamp,
             one: member,
         })
@@ -59,6 +66,24 @@ impl IndexValue {
             Repr::One { one, .. } => Some(*one),
             Repr::Many { many, .. } => many.first(),
         }
+    }
+
+    /// Whether the value is empty.
+    fn is_empty(&self) -> bool {
+        match &self.0 {
+            Repr::One { empty, .. } | Repr::Many { empty, .. } => *empty,
+        }
+    }
+
+    /// Whether this is value `value` of `index`, reading the value from the record of its first
+    /// member (`near` or the one in `objects`, as for [`IndexValue::value`]) unless it is empty.
+    fn is(&self, objects: &Objects, near: Option<&Obj>, index: IndexId, value: &[u8]) -> bool {
+        let (i, empty) = match &self.0 {
+            Repr::One { index, empty, .. } | Repr::Many { index, empty, .. } => (*index, *empty),
+        };
+        i == index
+            && empty == value.is_empty()
+            && (empty || self.value(objects, near) == Some(value))
     }
 
     /// The value, as the record of its first member holds it: `near`, when that is the first
@@ -90,10 +115,16 @@ impl IndexValue {
     pub fn insert(&mut self, o: ObjectId) {
         match &mut self.0 {
             Repr::One { one, .. } if *one == o => {}
-            Repr::One { index, stamp, one } => {
+            Repr::One {
+                index,
+                empty,
+                stamp,
+                one,
+            } => {
                 let many = Box::new([*one, o].into_iter().collect());
                 self.0 = Repr::Many {
                     index: *index,
+                    empty: *empty,
                     stamp: *stamp,
                     many,
                 };
@@ -108,11 +139,17 @@ impl IndexValue {
     pub fn remove(&mut self, o: ObjectId) -> bool {
         match &mut self.0 {
             Repr::One { one, .. } => *one == o,
-            Repr::Many { index, stamp, many } => {
+            Repr::Many {
+                index,
+                empty,
+                stamp,
+                many,
+            } => {
                 many.remove(o);
                 if let (1, Some(last)) = (many.len(), many.first()) {
                     self.0 = Repr::One {
                         index: *index,
+                        empty: *empty,
                         stamp: *stamp,
                         one: last,
                     };
@@ -168,6 +205,9 @@ fn hash(build: &RandomState, index: IndexId, value: &[u8]) -> u64 {
 
 /// The hash of an index value, its value read from `objects`.
 fn rehash(build: &RandomState, objects: &Objects, e: &IndexValue) -> u64 {
+    if e.is_empty() {
+        return hash(build, e.index(), b"");
+    }
     match e.value(objects, None) {
         Some(v) => hash(build, e.index(), v),
         None => {
@@ -206,7 +246,7 @@ impl IndexValues {
         value: &[u8],
     ) -> Option<usize> {
         self.table.find(hash(&self.build, index, value), |e| {
-            e.index() == index && e.value(objects, near) == Some(value)
+            e.is(objects, near, index, value)
         })
     }
 
@@ -255,7 +295,7 @@ impl IndexValues {
         let build = &self.build;
         self.table.remove_by(
             hash(build, index, value),
-            |e| e.index() == index && e.value(objects, near) == Some(value),
+            |e| e.is(objects, near, index, value),
             |e| rehash(build, objects, e),
         )
     }
@@ -301,7 +341,7 @@ mod tests {
 
     #[test]
     fn members_shrink_back_to_one() {
-        let mut v = IndexValue::new(IndexId(2), Tid(1), ObjectId(5));
+        let mut v = IndexValue::new(IndexId(2), b"v", Tid(1), ObjectId(5));
         v.insert(ObjectId(5));
         assert!(matches!(v.0, Repr::One { .. }));
         v.insert(ObjectId(3));
@@ -335,7 +375,7 @@ mod tests {
             match values.get_mut(&objects, None, i, &v) {
                 Some(e) => e.insert(ObjectId(o)),
                 None => values
-                    .add(&objects, &v, IndexValue::new(i, Tid(1), ObjectId(o)))
+                    .add(&objects, &v, IndexValue::new(i, &v, Tid(1), ObjectId(o)))
                     .unwrap(),
             }
         }
@@ -359,6 +399,56 @@ mod tests {
     }
 
     #[test]
+    fn empty_values_are_told_apart_from_the_others_and_from_each_other() {
+        let entries: [(u64, u32, &[u8]); 5] = [
+            (1, 1, b""),
+            (2, 1, b""),
+            (3, 1, b""),
+            (4, 1, b"x"),
+            (5, 2, b""),
+        ];
+        let objects = objects(
+            &entries
+                .iter()
+                .map(|&(o, i, v)| (o, IndexId(i), v.to_vec()))
+                .collect::<Vec<_>>(),
+        );
+        let mut values = IndexValues::default();
+        for (o, i, v) in entries {
+            match values.get_mut(&objects, None, IndexId(i), v) {
+                Some(e) => e.insert(ObjectId(o)),
+                None => values
+                    .add(
+                        &objects,
+                        v,
+                        IndexValue::new(IndexId(i), v, Tid(1), ObjectId(o)),
+                    )
+                    .unwrap(),
+            }
+        }
+        let members = |values: &IndexValues, i: u32, v: &[u8]| {
+            values
+                .get(&objects, IndexId(i), v)
+                .map(|e| e.members().map(|o| o.0).collect::<Vec<_>>())
+        };
+        let check = |values: &IndexValues| {
+            assert_eq!(values.len(), 3);
+            assert_eq!(members(values, 1, b""), Some(vec![1, 2, 3]));
+            assert_eq!(members(values, 1, b"x"), Some(vec![4]));
+            assert_eq!(members(values, 2, b""), Some(vec![5]));
+            assert_eq!(members(values, 2, b"x"), None);
+            assert_eq!(members(values, 3, b""), None);
+        };
+        check(&values);
+        // Growing the table rehashes every value, the empty ones without reading a record.
+        values.reserve(&objects, 1000);
+        check(&values);
+        assert!(values.remove(&objects, None, IndexId(1), b"").is_some());
+        assert_eq!(members(&values, 1, b""), None);
+        assert_eq!(members(&values, 1, b"x"), Some(vec![4]));
+    }
+
+    #[test]
     fn a_value_with_many_members_is_read_from_the_smallest() {
         let objects = objects(&[
             (4, IndexId(1), b"k".to_vec()),
@@ -370,7 +460,7 @@ mod tests {
             .add(
                 &objects,
                 b"k",
-                IndexValue::new(IndexId(1), Tid(1), ObjectId(9)),
+                IndexValue::new(IndexId(1), b"k", Tid(1), ObjectId(9)),
             )
             .unwrap();
         let record = |o: u64| objects.get(&ObjectId(o)).map(|l| &l.obj);
