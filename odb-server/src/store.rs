@@ -73,6 +73,8 @@ pub(crate) struct Store {
     /// While set, the state before its first change of every object changed since the journal
     /// was last cleared, so that those changes can be stored or undone.
     journal: Option<FastMap<ObjectId, Option<Obj>>>,
+    /// Buffers a commit's apply reuses from one commit to the next.
+    reused: apply::Reused,
 }
 
 fn invalid(reason: String) -> CommitOutcome {

@@ -63,6 +63,38 @@ struct Stamps {
     bytes: Vec<u8>,
 }
 
+/// The buffers of [`Store::apply`] that hold no borrowed data, kept by the store from one commit
+/// to the next: a small commit then allocates none of them.
+#[derive(Default)]
+pub(super) struct Reused {
+    stamps: Stamps,
+    scratch: Scratch,
+}
+
+/// Buffers larger than this (left by a large commit) are dropped rather than kept.
+const REUSE_MAX_BYTES: usize = 64 * 1024;
+
+impl Reused {
+    /// Takes the buffers, empty.
+    fn take(&mut self) -> Reused {
+        let mut reused = std::mem::take(self);
+        reused.stamps.values.clear();
+        reused.stamps.bytes.clear();
+        reused
+    }
+
+    /// Gives the buffers back unless they grew large.
+    fn give_back(&mut self, reused: Reused) {
+        let Reused { stamps, scratch } = &reused;
+        let bytes = stamps.values.capacity() * std::mem::size_of::<(IndexId, Range<usize>)>()
+            + stamps.bytes.capacity()
+            + scratch.capacity_bytes();
+        if bytes <= REUSE_MAX_BYTES {
+            *self = reused;
+        }
+    }
+}
+
 impl Stamps {
     fn push(&mut self, index: IndexId, value: &[u8]) {
         let start = self.bytes.len();
@@ -173,15 +205,17 @@ impl Store {
     pub(super) fn apply(&mut self, registry: &Registry, plan: &Plan<'_>) -> Applied {
         let tid = self.tid.next();
         self.tid = tid;
-        let mut stamps = Stamps::default();
-        // Every object's final index values, and where each object's are.
-        let mut indices: Vec<(IndexId, Option<&[u8]>)> = Vec::new();
+        let mut reused = self.reused.take();
+        let Reused { stamps, scratch } = &mut reused;
+        // Every object's final index values, and where each object's are (most objects a
+        // commit touches write at most two).
+        let mut indices: Vec<(IndexId, Option<&[u8]>)> = Vec::with_capacity(2 * plan.objects.len());
         let mut ranges: Vec<Range<usize>> = Vec::with_capacity(plan.objects.len());
         for p in &plan.objects {
             let all_index = registry.type_info(p.ty).map(|t| t.all_index);
             let live = self.objects.get(&p.id).map(|l| &l.obj);
             let start = indices.len();
-            draft_indices(plan, p, all_index, live, &mut indices, Some(&mut stamps));
+            draft_indices(plan, p, all_index, live, &mut indices, Some(&mut *stamps));
             let draft = indices.get(start..).unwrap_or_default();
             ranges.push(start..indices.len());
             if p.deleted {
@@ -219,8 +253,7 @@ impl Store {
                 self.members.reserve(&self.objects, new_values);
             }
         }
-        let mut fields = Vec::new();
-        let mut scratch = Scratch::default();
+        let mut fields = Vec::with_capacity(8);
         let mut objects = Vec::with_capacity(plan.objects.len());
         for (p, range) in plan.objects.iter().zip(ranges) {
             let o = p.id;
@@ -233,7 +266,7 @@ impl Store {
             let before = if p.deleted {
                 self.delete(o, &fields, tid)
             } else {
-                self.write(&mut scratch, o, p.ty, &fields, draft, tid)
+                self.write(scratch, o, p.ty, &fields, draft, tid)
             };
             objects.push(Touched { id: o, before });
         }
@@ -252,6 +285,7 @@ impl Store {
             }
         }
         self.history.record(tid);
+        self.reused.give_back(reused);
         Applied { tid, objects }
     }
 

@@ -34,6 +34,13 @@ pub(super) struct Scratch {
     values: Vec<(usize, usize)>,
 }
 
+impl Scratch {
+    /// Bytes the buffers hold allocated.
+    pub(super) fn capacity_bytes(&self) -> usize {
+        self.slots.capacity() + self.values.capacity() * std::mem::size_of::<(usize, usize)>()
+    }
+}
+
 /// Where a value being assembled into an [`Obj`] comes from.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Src<'a> {
