@@ -173,6 +173,8 @@ pub(crate) struct Replica {
     applied: VecDeque<(Tid, Version)>,
     /// Reused while building records.
     scratch: Vec<u8>,
+    /// Reused as [`Step::empty`].
+    empty: Vec<(IndexId, ObjectId)>,
 }
 
 impl Replica {
@@ -386,25 +388,40 @@ impl Replica {
             version,
             horizon: self.horizon(),
             waiting: Vec::new(),
-            empty: Vec::new(),
+            empty: std::mem::take(&mut self.empty),
             recheck: false,
         }
     }
 
-    /// Makes the objects that gained an index's empty value during the change its candidates.
+    /// Makes the objects that gained an index's empty value during the change its candidates:
+    /// a few one by one, many per index in one pass.
     fn join_empty_values(&mut self, step: &mut Step) {
+        /// Fewest objects for which the ids are grouped and added per index at once.
+        const GROUP_FROM: usize = 64;
+        /// Largest buffer kept for the next change.
+        const KEEP_UP_TO: usize = 4096;
         let mut empty = std::mem::take(&mut step.empty);
         if step.recheck {
             empty.retain(|&(index, id)| self.holds(id, index, b""));
         }
-        empty.sort_unstable();
-        let mut rest = &empty[..];
-        while let Some(&(index, _)) = rest.first() {
-            let n = rest.iter().take_while(|(i, _)| *i == index).count();
-            let (group, after) = rest.split_at(n);
-            let ids = group.iter().map(|&(_, id)| id).collect();
-            self.candidates.entry(index).or_default().extend_empty(ids);
-            rest = after;
+        if empty.len() < GROUP_FROM {
+            for &(index, id) in &empty {
+                self.candidates.entry(index).or_default().insert(b"", id);
+            }
+        } else {
+            empty.sort_unstable();
+            let mut rest = &empty[..];
+            while let Some(&(index, _)) = rest.first() {
+                let n = rest.iter().take_while(|(i, _)| *i == index).count();
+                let (group, after) = rest.split_at(n);
+                let ids = group.iter().map(|&(_, id)| id).collect();
+                self.candidates.entry(index).or_default().extend_empty(ids);
+                rest = after;
+            }
+        }
+        empty.clear();
+        if empty.capacity() <= KEEP_UP_TO {
+            self.empty = empty;
         }
     }
 
@@ -875,6 +892,40 @@ mod tests {
             deletes: vec![ObjectId(o)],
             ..CommitData::default()
         }
+    }
+
+    #[test]
+    fn many_objects_gaining_an_empty_value_in_one_commit_are_its_candidates_if_they_keep_it() {
+        let mut r = Replica::new(Tid(0));
+        let (mut writes, mut indices) = (Vec::new(), Vec::new());
+        for o in 1..=100 {
+            writes.push(write(o, 1, Some(b"x")));
+            indices.push(index(o, 1, Some(b"")));
+        }
+        // Object 60 loses the value again in a run of its own; object 50 is deleted.
+        indices.push(index(60, 1, None));
+        let mut c = commit(1, writes, indices);
+        c.deletes.push(ObjectId(50));
+        r.apply_commit(c, None);
+        let at = r.open_snapshot();
+        let expected: Vec<ObjectId> = (1..=100)
+            .filter(|o| *o != 50 && *o != 60)
+            .map(ObjectId)
+            .collect();
+        assert_eq!(r.lookup(IndexId(1), b"", at), expected);
+        r.close_snapshot(at);
+        let candidates: usize = r.candidates.values().map(IndexCandidates::len).sum();
+        assert_eq!(candidates, expected.len());
+        // A few more join one by one.
+        let c = commit(
+            2,
+            vec![write(101, 1, Some(b"x"))],
+            vec![index(101, 1, Some(b""))],
+        );
+        r.apply_commit(c, None);
+        let at = r.open_snapshot();
+        assert_eq!(r.lookup(IndexId(1), b"", at).len(), expected.len() + 1);
+        r.close_snapshot(at);
     }
 
     #[test]
