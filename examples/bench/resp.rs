@@ -69,14 +69,19 @@ impl Resp {
         })
     }
 
-    /// Adds a command to the next write.
+    /// Adds a command to the next write. Each argument is formatted once, into a scratch
+    /// buffer, since its length goes first; the counts and lengths are written without
+    /// `fmt`.
     pub fn command(&mut self, args: &[&dyn std::fmt::Display]) {
-        let _ = write!(self.out, "*{}\r\n", args.len());
+        self.out.push(b'*');
+        decimal(&mut self.out, args.len());
+        self.out.extend_from_slice(b"\r\n");
         for arg in args {
-            // Its length goes first: formatted aside, then copied.
             self.scratch.clear();
             let _ = write!(self.scratch, "{arg}");
-            let _ = write!(self.out, "${}\r\n", self.scratch.len());
+            self.out.push(b'$');
+            decimal(&mut self.out, self.scratch.len());
+            self.out.extend_from_slice(b"\r\n");
             self.out.extend_from_slice(&self.scratch);
             self.out.extend_from_slice(b"\r\n");
         }
@@ -163,9 +168,33 @@ fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>> {
     }))
 }
 
+/// Appends `n` in decimal.
+fn decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_match_fmt() {
+        for n in [0, 7, 10, 64, 999, 1000, 123_456_789, usize::MAX] {
+            let mut out = Vec::new();
+            decimal(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+    }
 
     #[test]
     fn replies_parse_whole_or_not_at_all() {
