@@ -75,17 +75,16 @@ pub(super) struct Reused {
 const REUSE_MAX_BYTES: usize = 64 * 1024;
 
 impl Reused {
-    /// Takes the buffers, empty.
+    /// Takes the buffers; they are empty (see [`Reused::give_back`]).
     fn take(&mut self) -> Reused {
-        let mut reused = std::mem::take(self);
-        reused.stamps.values.clear();
-        reused.stamps.bytes.clear();
-        reused
+        std::mem::take(self)
     }
 
-    /// Gives the buffers back unless they grew large.
-    fn give_back(&mut self, reused: Reused) {
-        let Reused { stamps, scratch } = &reused;
+    /// Gives the buffers back, emptied, unless they grew large.
+    fn give_back(&mut self, mut reused: Reused) {
+        let Reused { stamps, scratch } = &mut reused;
+        stamps.values.clear();
+        stamps.bytes.clear();
         let bytes = stamps.values.capacity() * std::mem::size_of::<(IndexId, Range<usize>)>()
             + stamps.bytes.capacity()
             + scratch.capacity_bytes();

@@ -78,10 +78,8 @@ impl IndexValue {
     /// Whether this is value `value` of `index`, reading the value from the record of its first
     /// member (`near` or the one in `objects`, as for [`IndexValue::value`]) unless it is empty.
     fn is(&self, objects: &Objects, near: Option<&Obj>, index: IndexId, value: &[u8]) -> bool {
-        let (i, empty) = match &self.0 {
-            Repr::One { index, empty, .. } | Repr::Many { index, empty, .. } => (*index, *empty),
-        };
-        i == index
+        let empty = self.is_empty();
+        self.index() == index
             && empty == value.is_empty()
             && (empty || self.value(objects, near) == Some(value))
     }
