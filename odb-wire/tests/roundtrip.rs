@@ -393,7 +393,7 @@ proptest! {
             w.value = Some(Bytes::from(big));
         }
         let expected = encode(&ServerMessage::Commit(data.clone())).unwrap();
-        let pushed = encode_commit_push(data.tid, |sink| {
+        let pushed = encode_commit_push(data.tid, 0, |sink| {
             for w in &data.writes {
                 sink(PushEntry::Field(w.object, w.field, w.value.as_deref()));
             }

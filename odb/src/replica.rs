@@ -18,7 +18,6 @@
 //! value at some retained version. A lookup checks each candidate's version at the snapshot.
 
 use crate::changes::ChangedKeys;
-use bytes::Bytes;
 use odb_wire::hash::{FastMap, FastSet};
 use odb_wire::{
     bytes_eq, CommitData, FieldId, FieldWrite, IdBlock, IndexId, IndexWrite, ObjectId, ObjectList,
@@ -366,7 +365,7 @@ impl Replica {
                 for (slot, value) in old.entries() {
                     match slot {
                         Slot::Field(f) => changed.field(id, f),
-                        Slot::Index(i) => changed.index(i, Bytes::copy_from_slice(value)),
+                        Slot::Index(i) => changed.index(i, value),
                     }
                 }
             }
@@ -452,7 +451,7 @@ impl Replica {
         for w in indices {
             let before = set(&mut entries, Slot::Index(w.index), w.value.as_deref());
             if let Some(changed) = changed.as_deref_mut() {
-                index_changed(changed, w.index, before, w.value.as_ref());
+                index_changed(changed, w.index, before, w.value.as_deref());
             }
         }
         // Only the final value of each index written is a candidate: a commit may write one
@@ -554,7 +553,7 @@ impl Replica {
                     if before.is_some_and(|b| bytes_eq(b, value)) {
                         continue;
                     }
-                    index_changed(changed, i, before, Some(&Bytes::copy_from_slice(value)));
+                    index_changed(changed, i, before, Some(value));
                 }
             }
             for (i, value) in data.indices() {
@@ -829,13 +828,12 @@ fn add_candidate(
     }
 }
 
-/// Records the index keys an index change touches: the value lost and the value gained. The
-/// gained value is shared (it comes from the change), the lost one copied out of the record.
+/// Records the index keys an index change touches: the value lost and the value gained.
 fn index_changed(
     changed: &mut ChangedKeys,
     index: IndexId,
     old: Option<&[u8]>,
-    new: Option<&Bytes>,
+    new: Option<&[u8]>,
 ) {
     if let (Some(old), Some(new)) = (old, new) {
         if bytes_eq(old, new) {
@@ -843,16 +841,17 @@ fn index_changed(
         }
     }
     if let Some(old) = old {
-        changed.index(index, Bytes::copy_from_slice(old));
+        changed.index(index, old);
     }
     if let Some(new) = new {
-        changed.index(index, new.clone());
+        changed.index(index, new);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use odb_wire::{FieldWrite, IndexWrite, Key};
 
     fn write(o: u64, f: u32, v: Option<&'static [u8]>) -> FieldWrite {

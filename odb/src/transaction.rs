@@ -348,13 +348,7 @@ impl<'a> Transaction<'a> {
                     .map(|(o, f)| Key::Field(o, f))
                     .chain(index_reads.into_iter().map(|(i, v)| Key::Index(i, v)))
                     .collect();
-                Finished::ReadOnly(
-                    ReadSet {
-                        keys,
-                        tid: tid_read,
-                    },
-                    at,
-                )
+                Finished::ReadOnly(ReadSet::new(keys, tid_read), at)
             }
         }
     }

@@ -243,7 +243,7 @@ impl<'a> View<'a> {
     /// The keys read so far and where the view read them.
     pub(crate) fn into_reads(self) -> (ReadSet, SnapshotAt) {
         let reads = self.reads.map(RefCell::into_inner).unwrap_or_default();
-        (reads, self.snap.at)
+        (ReadSet::new(reads.keys, reads.tid), self.snap.at)
     }
 
     fn record(&self, key: impl FnOnce() -> Key) {

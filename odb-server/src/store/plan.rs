@@ -37,6 +37,17 @@ impl<'r, T> Sorted<'r, T> {
         }
     }
 
+    /// How many distinct objects the writes are to, given each write's object.
+    fn objects(&self, object: impl Fn(&T) -> ObjectId) -> usize {
+        let mut last = None;
+        self.range(0..usize::MAX)
+            .filter(|w| {
+                let o = Some(object(w));
+                std::mem::replace(&mut last, o) != o
+            })
+            .count()
+    }
+
     /// The writes in a range of sorted positions.
     pub fn range(&self, r: Range<usize>) -> impl Iterator<Item = &'r T> + '_ {
         r.map_while(|i| self.get(i))
@@ -96,7 +107,9 @@ impl Store {
         let mut deletes = req.deletes.clone();
         deletes.sort_unstable();
         deletes.dedup();
-        let mut objects = Vec::new();
+        // Objects usually have field writes (a created one always has): room for those and
+        // the deleted ones, counted, saves growing a bulk commit's list on the way.
+        let mut objects = Vec::with_capacity(writes.objects(|w| w.object) + deletes.len());
         let (mut i, mut j, mut k) = (0, 0, 0);
         loop {
             let next = [

@@ -23,21 +23,24 @@ pub enum PushEntry<'a> {
     Delete(ObjectId),
 }
 
-/// Encodes `ServerMessage::Commit` for the commit at `tid` whose entries `walk` yields.
+/// Encodes `ServerMessage::Commit` for the commit at `tid` whose entries `walk` yields, in a
+/// buffer made with room for `capacity` bytes (a guess: it grows as needed, and the spare room
+/// goes at the end).
 ///
 /// `walk` is called once: field writes come out in the order walked, and so do index changes
 /// and deletions. The field writes are written into the message's own buffer, after a gap for
 /// the header (the tag, the tid and their count, whose sizes are known only at the end); the
 /// index changes and deletions go into buffers of their own, appended after them. The result
 /// holds no spare capacity.
-pub fn encode_commit_push<W>(tid: Tid, walk: W) -> Result<Bytes, CodecError>
+pub fn encode_commit_push<W>(tid: Tid, capacity: usize, walk: W) -> Result<Bytes, CodecError>
 where
     W: FnOnce(&mut dyn FnMut(PushEntry<'_>)),
 {
     let tag = server_commit_tag()
         .ok_or_else(|| CodecError::Encode("cannot find how a commit message is encoded".into()))?;
     let (mut writes, mut index_writes, mut deletes) = (0u64, 0u64, 0u64);
-    let mut out = vec![0u8; HEADER_GAP];
+    let mut out = Vec::with_capacity(HEADER_GAP + capacity);
+    out.resize(HEADER_GAP, 0);
     let (mut indices, mut deleted) = (Vec::new(), Vec::new());
     walk(&mut |entry| match entry {
         PushEntry::Field(object, field, value) => {
