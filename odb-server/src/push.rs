@@ -87,15 +87,18 @@ fn items<'a>(
 }
 
 /// About how many bytes the push of `selection` takes: half again the size of the records it
-/// draws on, more than most pushes need, so that a large push's buffer is made once rather
-/// than grown by doubling (copying it and touching fresh memory at each step).
+/// sends whole, more than most pushes need, so that a large push's buffer (a bulk load's, made
+/// of new objects) is made once rather than grown by doubling (copying it and touching fresh
+/// memory at each step). Objects sent as changes count nothing: a small write to a large
+/// object would otherwise reserve room for all of it.
 fn size_hint(selection: &Selection, current: &[Current<'_>]) -> usize {
     let mut at = 0;
     let records: usize = selection
         .iter()
         .filter_map(|&(id, part)| match part {
             Part::Deleted => Some(10),
-            Part::Full | Part::Changes => find(current, &mut at, id)?.record.map(|r| r.size()),
+            Part::Changes => None,
+            Part::Full => find(current, &mut at, id)?.record.map(|r| r.size()),
         })
         .sum();
     records.saturating_add(records / 2)
