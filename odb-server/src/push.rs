@@ -86,11 +86,18 @@ fn items<'a>(
     }
 }
 
-/// About how many bytes the push of `selection` takes: half again the size of the records it
-/// sends whole, more than most pushes need, so that a large push's buffer (a bulk load's, made
-/// of new objects) is made once rather than grown by doubling (copying it and touching fresh
-/// memory at each step). Objects sent as changes count nothing: a small write to a large
-/// object would otherwise reserve room for all of it.
+/// Smallest estimate [`size_hint`] makes room for. A smaller push's buffer grows as it is
+/// written, as it always did: a queued message keeps its whole allocation, and room reserved
+/// for a small one is a large share of it (queues of stalled readers grew past their limits by
+/// a third with every push sized this way).
+const HINT_FROM: usize = 64 * 1024;
+
+/// About how many bytes the push of `selection` takes, when that is at least [`HINT_FROM`]
+/// (else 0): half again the size of the records it sends whole, more than most pushes need,
+/// so that a large push's buffer (a bulk load's, made of new objects) is made once rather than
+/// grown by doubling (copying it and touching fresh memory at each step). Objects sent as
+/// changes count nothing: a small write to a large object would otherwise reserve room for all
+/// of it.
 fn size_hint(selection: &Selection, current: &[Current<'_>]) -> usize {
     let mut at = 0;
     let records: usize = selection
@@ -101,7 +108,12 @@ fn size_hint(selection: &Selection, current: &[Current<'_>]) -> usize {
             Part::Full => find(current, &mut at, id)?.record.map(|r| r.size()),
         })
         .sum();
-    records.saturating_add(records / 2)
+    let hint = records.saturating_add(records / 2);
+    if hint >= HINT_FROM {
+        hint
+    } else {
+        0
+    }
 }
 
 /// Builds the message body for a selection. Its values are copied into one buffer, which they
