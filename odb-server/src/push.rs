@@ -103,7 +103,8 @@ fn size_hint(selection: &Selection, current: &[Current<'_>]) -> usize {
     let records: usize = selection
         .iter()
         .filter_map(|&(id, part)| match part {
-            Part::Deleted => Some(10),
+            // A deletion is one object id: at most 9 bytes.
+            Part::Deleted => Some(9),
             Part::Changes => None,
             Part::Full => find(current, &mut at, id)?.record.map(|r| r.size()),
         })
