@@ -4,8 +4,11 @@
 //! Identity is by name (schema, type, field or index name), so two clients declaring the same
 //! schema share ids, and a client declaring an extra field simply adds it. Ids are never reused.
 
+mod by_id;
+
 use crate::storage::StoredDescription;
 use crate::storage::{StoredIndex, StoredRegistry, StoredSchema, StoredType};
+use by_id::ById;
 use odb_wire::hash::FastMap;
 use odb_wire::{FieldId, IndexId, SchemaDef, SchemaIds, TypeDesc, TypeId, TypeIds};
 use std::collections::HashMap;
@@ -31,11 +34,10 @@ struct TypeEntry {
 pub(crate) struct Registry {
     /// schema name -> type name -> type entry.
     schemas: HashMap<String, HashMap<String, TypeEntry>>,
-    // Looked up for every write of every commit: keyed by server-assigned ids, with the fast
-    // id hasher.
-    types: FastMap<TypeId, TypeInfo>,
-    field_type: FastMap<FieldId, TypeId>,
-    index_type: FastMap<IndexId, TypeId>,
+    // Looked up for every write of every commit: indexed by the ids the registry assigns.
+    types: ById<TypeId, TypeInfo>,
+    field_type: ById<FieldId, TypeId>,
+    index_type: ById<IndexId, TypeId>,
     next_type: u32,
     next_field: u32,
     next_index: u32,
@@ -107,7 +109,9 @@ impl Registry {
                 });
                 indices.push(*id);
             }
-            let info = self.types[&type_id];
+            let Some(info) = self.types.get(type_id) else {
+                return Err(format!("type {}.{} has no ids", def.name, ty.name));
+            };
             ids.types.push(TypeIds {
                 type_id,
                 exists_field: info.exists_field,
@@ -234,7 +238,7 @@ impl Registry {
                 let mut types: Vec<StoredType> = types
                     .iter()
                     .filter_map(|(type_name, entry)| {
-                        let info = self.types.get(&entry.id)?;
+                        let info = self.types.get(entry.id)?;
                         let mut fields: Vec<(String, FieldId)> = entry
                             .fields
                             .iter()
@@ -345,7 +349,7 @@ impl Registry {
             }
         }
         for d in &stored.descriptions {
-            if registry.field_type.contains_key(&d.field) {
+            if registry.field_type.contains(d.field) {
                 registry.descriptions.insert(d.field, d.desc.clone());
             }
         }
@@ -365,7 +369,7 @@ impl Registry {
 
     /// The type's implicit ids, if the type is known.
     pub fn type_info(&self, ty: TypeId) -> Option<TypeInfo> {
-        self.types.get(&ty).copied()
+        self.types.get(ty)
     }
 
     /// The all-objects index of every type.
@@ -375,18 +379,18 @@ impl Registry {
 
     /// The type a field belongs to, if the field is known.
     pub fn field_type(&self, field: FieldId) -> Option<TypeId> {
-        self.field_type.get(&field).copied()
+        self.field_type.get(field)
     }
 
     /// The type an index belongs to, if the index is known.
     pub fn index_type(&self, index: IndexId) -> Option<TypeId> {
-        self.index_type.get(&index).copied()
+        self.index_type.get(index)
     }
 
     /// The type whose existence field this is, if it is one.
     pub fn exists_field_type(&self, field: FieldId) -> Option<TypeId> {
         let ty = self.field_type(field)?;
-        (self.types.get(&ty)?.exists_field == field).then_some(ty)
+        (self.types.get(ty)?.exists_field == field).then_some(ty)
     }
 }
 
