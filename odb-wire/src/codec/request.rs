@@ -8,7 +8,7 @@
 //! a property test checks.
 
 use super::commit::client_commit_tag;
-use super::push::{option_bytes, varint};
+use super::push::{varint, write_entry};
 use super::CodecError;
 use crate::{ClientMessage, CommitId, CommitRequest, RequestId};
 use bytes::Bytes;
@@ -58,15 +58,11 @@ pub fn encode_commit_request(
     varint(&mut out, commit.base_tid.0);
     varint(&mut out, commit.writes.len() as u64);
     for w in &commit.writes {
-        varint(&mut out, w.object.0);
-        varint(&mut out, u64::from(w.field.0));
-        option_bytes(&mut out, w.value.as_deref());
+        write_entry(&mut out, w.object, w.field.0, w.value.as_deref());
     }
     varint(&mut out, commit.index_writes.len() as u64);
     for w in &commit.index_writes {
-        varint(&mut out, w.object.0);
-        varint(&mut out, u64::from(w.index.0));
-        option_bytes(&mut out, w.value.as_deref());
+        write_entry(&mut out, w.object, w.index.0, w.value.as_deref());
     }
     varint(&mut out, commit.deletes.len() as u64);
     for o in &commit.deletes {
