@@ -2,7 +2,8 @@
 //! version.
 
 use super::value::Value;
-use odb_wire::hash::FastMap;
+use hashbrown::hash_map::EntryRef;
+use odb_wire::hash::FastBuild;
 use odb_wire::ObjectId;
 use std::collections::BTreeSet;
 
@@ -87,7 +88,7 @@ impl Candidates {
 #[derive(Debug, Default)]
 pub(super) struct IndexCandidates {
     empty: Candidates,
-    values: FastMap<Value, Candidates>,
+    values: hashbrown::HashMap<Value, Candidates, FastBuild>,
 }
 
 impl IndexCandidates {
@@ -97,10 +98,10 @@ impl IndexCandidates {
             self.empty.insert(id);
             return;
         }
-        match self.values.get_mut(value) {
-            Some(candidates) => candidates.insert(id),
-            None => {
-                self.values.insert(Value::new(value), Candidates::One(id));
+        match self.values.entry_ref(value) {
+            EntryRef::Occupied(mut e) => e.get_mut().insert(id),
+            EntryRef::Vacant(e) => {
+                e.insert_with_key(Value::new(value), Candidates::One(id));
             }
         }
     }
