@@ -321,13 +321,17 @@ impl Replica {
 
     /// Applies a pushed commit as one new version. When `changed` is given, the keys whose
     /// value changed are added to it: fields written or deleted, index values gained or lost.
-    pub fn apply_commit(&mut self, commit: CommitData, mut changed: Option<&mut ChangedKeys>) {
+    ///
+    /// The commit is borrowed: the records copy what they keep, and the caller frees the
+    /// commit (for a bulk commit, hundreds of thousands of values) after releasing its lock.
+    pub fn apply_commit(&mut self, commit: &CommitData, mut changed: Option<&mut ChangedKeys>) {
         let CommitData {
             tid,
             writes,
             index_writes,
             deletes,
         } = commit;
+        let tid = *tid;
         let mut step = self.begin(tid);
         if let Some(changed) = changed.as_deref_mut() {
             changed.reserve(writes.len(), index_writes.len());
@@ -343,8 +347,8 @@ impl Replica {
         // The server sends each object's writes together, field writes and index changes in
         // the same object order: an object's both runs are applied at once, rebuilding its
         // record once. A run that does not line up is applied on its own, at the same version.
-        let mut index_runs = runs(&index_writes, |w| w.object).peekable();
-        for (id, run) in runs(&writes, |w| w.object) {
+        let mut index_runs = runs(index_writes, |w| w.object).peekable();
+        for (id, run) in runs(writes, |w| w.object) {
             let indices = match index_runs.peek() {
                 Some((next, _)) if *next == id => index_runs.next().map(|(_, r)| r),
                 _ => None,
@@ -357,7 +361,7 @@ impl Replica {
             self.update(id, &[], indices, &mut step, &mut changed);
         }
         step.recheck |= !deletes.is_empty();
-        for id in deletes {
+        for &id in deletes {
             let Some(old) = self.objects.get(&id).filter(|r| !r.is_tombstone()) else {
                 continue;
             };
@@ -622,7 +626,7 @@ impl Replica {
         // Removing and refreshing happen under the caller's one write lock: no reader sees
         // the replica between the two.
         self.apply_commit(
-            CommitData {
+            &CommitData {
                 tid,
                 deletes: gone,
                 ..CommitData::default()
@@ -881,7 +885,7 @@ mod tests {
 
     impl Replica {
         fn apply_test(&mut self, commit: &CommitData) {
-            self.apply_commit(commit.clone(), None);
+            self.apply_commit(commit, None);
         }
     }
 
@@ -905,7 +909,7 @@ mod tests {
         indices.push(index(60, 1, None));
         let mut c = commit(1, writes, indices);
         c.deletes.push(ObjectId(50));
-        r.apply_commit(c, None);
+        r.apply_commit(&c, None);
         let at = r.open_snapshot();
         let expected: Vec<ObjectId> = (1..=100)
             .filter(|o| *o != 50 && *o != 60)
@@ -921,7 +925,7 @@ mod tests {
             vec![write(101, 1, Some(b"x"))],
             vec![index(101, 1, Some(b""))],
         );
-        r.apply_commit(c, None);
+        r.apply_commit(&c, None);
         let at = r.open_snapshot();
         assert_eq!(r.lookup(IndexId(1), b"", at).len(), expected.len() + 1);
         r.close_snapshot(at);
@@ -1088,7 +1092,7 @@ mod tests {
         };
         let mut keys = ChangedKeys::default();
         r.apply_commit(
-            commit(
+            &commit(
                 1,
                 vec![write(1, 1, Some(b"a"))],
                 vec![index(1, 7, Some(b"x"))],
@@ -1098,12 +1102,12 @@ mod tests {
         assert!(changes(&keys, &[&field, &x]));
         let mut keys = ChangedKeys::default();
         r.apply_commit(
-            commit(2, vec![], vec![index(1, 7, Some(b"y"))]),
+            &commit(2, vec![], vec![index(1, 7, Some(b"y"))]),
             Some(&mut keys),
         );
         assert!(changes(&keys, &[&x, &y]));
         let mut keys = ChangedKeys::default();
-        r.apply_commit(delete(3, 1), Some(&mut keys));
+        r.apply_commit(&delete(3, 1), Some(&mut keys));
         assert!(changes(&keys, &[&field, &y]));
     }
 
@@ -1241,7 +1245,7 @@ mod tests {
                         }
                     }
                     state.retain(|_, (f, i)| !f.is_empty() || !i.is_empty());
-                    r.apply_commit(commit, None);
+                    r.apply_commit(&commit, None);
                 }
                 if next(3) == 0 {
                     open.push((r.open_snapshot(), state.clone()));
