@@ -82,20 +82,12 @@ where
 /// (at most 9 bytes each).
 const HEADER_GAP: usize = 19;
 
-/// An unsigned integer as bincode's standard configuration writes it.
+/// An unsigned integer as bincode's standard configuration writes it (the rule is
+/// [`Head::varint`]'s).
 pub(super) fn varint(out: &mut Vec<u8>, v: u64) {
-    if v < u64::from(U16_BYTE) {
-        out.push(v as u8);
-    } else if let Ok(v) = u16::try_from(v) {
-        out.push(U16_BYTE);
-        out.extend_from_slice(&v.to_le_bytes());
-    } else if let Ok(v) = u32::try_from(v) {
-        out.push(U32_BYTE);
-        out.extend_from_slice(&v.to_le_bytes());
-    } else {
-        out.push(U64_BYTE);
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    let mut head = Head::default();
+    head.varint(v);
+    out.extend_from_slice(head.bytes());
 }
 
 /// A field write or an index change (`FieldWrite`, `IndexWrite`): the object, the field or
@@ -141,7 +133,8 @@ impl Head {
         }
     }
 
-    /// An unsigned integer, as [`varint`] writes it.
+    /// An unsigned integer as bincode's standard configuration writes it: below 251 in one
+    /// byte, else a marker byte and the number in the narrowest of 2, 4 or 8 bytes.
     #[inline(always)]
     fn varint(&mut self, v: u64) {
         if v < u64::from(U16_BYTE) {
